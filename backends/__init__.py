@@ -1,0 +1,52 @@
+"""Model backends for Darkroom: a leaf package that never imports ``daemon``.
+
+``BACKENDS`` is the registry: a literal table from task name to the class that runs it,
+as a dotted path so that torch and diffusers are imported only when a task is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from backends.base import (
+    Backend,
+    BackendError,
+    BackendMissing,
+    DeviceError,
+    InvalidRequest,
+    ModelSpec,
+    ModelUnavailable,
+    Request,
+    Result,
+)
+
+BACKENDS: dict[str, str] = {
+    "img2img": "backends.img2img:Img2ImgBackend",
+    "stub": "backends.stub:StubBackend",
+}
+
+
+def backend_class(task: str) -> type[Backend]:
+    """The class registered for ``task``; an unknown task names the known ones."""
+    try:
+        target = BACKENDS[task]
+    except KeyError:
+        known = ", ".join(sorted(BACKENDS))
+        raise InvalidRequest(f"unknown task {task!r}; known tasks: {known}") from None
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendError",
+    "BackendMissing",
+    "DeviceError",
+    "InvalidRequest",
+    "ModelSpec",
+    "ModelUnavailable",
+    "Request",
+    "Result",
+    "backend_class",
+]

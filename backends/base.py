@@ -1,0 +1,117 @@
+"""The contract every model backend fulfils.
+
+A backend turns one :class:`Request` (input images, a prompt, one seed per variant and
+task parameters) into one :class:`Result` (one image per seed). It is created once per
+:class:`ModelSpec` inside a worker process, loaded once, and then reused for every job
+that names the same spec: loading is the expensive part, never done per job.
+
+This module imports neither torch nor diffusers, so the daemon can build requests and
+validate parameters without paying for them.
+
+Exceptions::
+
+    BackendError                 anything a backend reports
+    ├── InvalidRequest           parameters that can never work: fix the rule or profile
+    ├── ModelUnavailable         weights not found locally / cannot be built
+    ├── BackendMissing           an optional dependency of a task is not installed
+    └── DeviceError              the device failed (OOM, a poisoned CUDA context)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+
+class BackendError(Exception):
+    """Base of every error a backend raises; the message is shown to the user."""
+
+
+class InvalidRequest(BackendError):
+    """The request can never succeed as written; retrying will not help."""
+
+
+class ModelUnavailable(BackendError):
+    """The model's weights are not available on this machine."""
+
+
+class BackendMissing(BackendError):
+    """A Python package the task needs is not installed."""
+
+
+class DeviceError(BackendError):
+    """The device failed; ``sticky`` means the worker process must be replaced."""
+
+    def __init__(self, message: str, *, sticky: bool = False, out_of_memory: bool = False):
+        super().__init__(message)
+        self.sticky = sticky
+        self.out_of_memory = out_of_memory
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load, and where. Equal specs share one loaded pipeline in a worker.
+
+    ``model`` is a Hugging Face repo id (``stabilityai/sd-turbo``), a local directory, or
+    ``random:NAME`` for a random-weight pipeline built from ``backends/random_configs/NAME``.
+    """
+
+    task: str
+    model: str
+    revision: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    # Hashable on purpose: specs are dictionary keys in the worker's pipeline cache.
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return dict(self.options).get(name, default)
+
+
+@dataclass
+class Request:
+    """One call: every image in ``images`` is an input for every seed.
+
+    ``images`` are RGB PIL images already decoded and sized by the caller; the backend
+    never touches the filesystem for inputs.
+    """
+
+    images: list[Image]
+    prompt: str
+    seeds: list[int]
+    negative_prompt: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    """One output image per seed, in the order of ``Request.seeds``."""
+
+    images: list[Image]
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """A loaded model for one task. Implementations live one per file in ``backends/``."""
+
+    task: ClassVar[str]
+
+    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None: ...
+
+    def load(self) -> None:
+        """Load weights onto the device. Raises ModelUnavailable / BackendMissing."""
+
+    def validate(self, request: Request) -> None:
+        """Raise InvalidRequest with a message that says what to change."""
+
+    def run(self, request: Request) -> Result:
+        """Run the model. Must be deterministic for a given spec, request and seeds."""
+
+    def unload(self) -> None:
+        """Free the device memory held by this backend."""

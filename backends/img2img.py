@@ -1,0 +1,194 @@
+"""Task ``img2img``: an input image plus a prompt, through ``diffusers.AutoPipelineForImage2Image``.
+
+Request params (all optional):
+
+- ``strength``  (0, 1], default 0.5: how far from the input the result may move;
+- ``steps``     num_inference_steps >= 1, default 2; ``int(steps * strength)`` are run;
+- ``guidance``  guidance_scale, default 0.0 (turbo models are distilled without guidance);
+  above 1 the request's ``negative_prompt`` is used.
+
+Every input image is run with every seed; outputs are input-major (image 0 with each seed,
+then image 1 ...). Each output has its own ``torch.Generator`` seeded with its seed, so a
+variant is reproducible alone: seeds ``[5]`` give the second output of seeds ``[4, 5]``
+(within floating-point tolerance, since batching changes the summation order). Outputs of
+the same size are batched into one pipeline call, with prompts and images passed
+pre-expanded so that output k is exactly (image, seed) k.
+
+Spec options: ``max_batch`` (default 8) outputs per pipeline call; ``variant`` (e.g.
+``fp16``) for hub weights; ``generator_device`` (default ``cpu``: the same seed gives the
+same noise on every device).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from backends import _torch
+from backends.base import InvalidRequest, ModelSpec, Request, Result
+from backends.random_models import resolve_model_dir
+
+DEFAULTS = {"strength": 0.5, "steps": 2, "guidance": 0.0}
+SIZE_MULTIPLE = 8
+MAX_SEED = 2**64
+
+
+class Img2ImgBackend:
+    task: ClassVar[str] = "img2img"
+
+    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
+        self.spec = spec
+        self.cache_dir = Path(cache_dir)
+        self._pipe: Any = None
+        self._location: str | None = None
+
+    def load(self) -> None:
+        if self._pipe is not None:
+            return
+        _torch.require("torch", self.task)
+        diffusers = _torch.require("diffusers", self.task)
+        _torch.check_device(self.spec)
+        _torch.torch_dtype(self.spec.dtype)  # a wrong dtype fails before anything is built
+        self._location = resolve_model_dir(self.spec.model, self.cache_dir)
+        pipe = _torch.from_pretrained(
+            diffusers.AutoPipelineForImage2Image, self.spec, self._location, self.task
+        )
+        with _torch.device_errors(self.spec, f"moving {self.spec.model} to {self.spec.device}"):
+            pipe = pipe.to(self.spec.device)
+        pipe.set_progress_bar_config(disable=True)
+        self._pipe = pipe
+
+    def validate(self, request: Request) -> None:
+        params(request)
+        if not request.images:
+            raise InvalidRequest("img2img needs at least one input image")
+        if not request.seeds:
+            raise InvalidRequest("img2img needs at least one seed (one output per seed)")
+        for seed in request.seeds:
+            integer = isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+            if not integer or not 0 <= seed < MAX_SEED:
+                raise InvalidRequest(f"seed {seed!r} must be an integer in [0, 2**64)")
+        for index, image in enumerate(request.images):
+            width, height = image.size
+            m = SIZE_MULTIPLE
+            if min(width, height) < m or width % m or height % m:
+                raise InvalidRequest(
+                    f"input image {index} is {width}x{height}: img2img needs both sides to be "
+                    f"multiples of {SIZE_MULTIPLE} (the caller sizes inputs: round the "
+                    f"rule's size down to a multiple of {SIZE_MULTIPLE})"
+                )
+
+    def run(self, request: Request) -> Result:
+        self.validate(request)
+        self.load()
+        torch = _torch.require("torch", self.task)
+        strength, steps, guidance = params(request)
+        gen_device = self.spec.option("generator_device", "cpu")
+        max_batch = max(1, int(self.spec.option("max_batch", 8)))
+
+        # (image index, seed) per output, input-major; batched by image size.
+        outputs: list[Any] = [None] * (len(request.images) * len(request.seeds))
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(request.images):
+            for j in range(len(request.seeds)):
+                by_size.setdefault(image.size, []).append(i * len(request.seeds) + j)
+        batches = [
+            ks[start : start + max_batch]
+            for ks in by_size.values()
+            for start in range(0, len(ks), max_batch)
+        ]
+        seconds = 0.0
+        for batch in batches:
+            images = [request.images[k // len(request.seeds)].convert("RGB") for k in batch]
+            seeds = [int(request.seeds[k % len(request.seeds)]) for k in batch]
+            generators = [torch.Generator(device=gen_device).manual_seed(s) for s in seeds]
+            kwargs: dict[str, Any] = {
+                "prompt": [request.prompt] * len(batch),
+                "image": images,
+                "strength": strength,
+                "num_inference_steps": steps,
+                "guidance_scale": guidance,
+                "generator": generators,
+                "num_images_per_prompt": 1,
+                "output_type": "pil",
+            }
+            if request.negative_prompt and guidance > 1:
+                kwargs["negative_prompt"] = [request.negative_prompt] * len(batch)
+            started = time.perf_counter()
+            with _torch.device_errors(self.spec, f"running {self.spec.model}"):
+                result = self._pipe(**kwargs)
+            seconds += time.perf_counter() - started
+            for k, image in zip(batch, result.images, strict=True):
+                outputs[k] = image.convert("RGB")
+        return Result(
+            images=outputs,
+            seconds=seconds,
+            info={
+                "model": self.spec.model,
+                "revision": self.spec.revision,
+                "location": self._location,
+                "pipeline": type(self._pipe).__name__,
+                "scheduler": type(self._pipe.scheduler).__name__,
+                "device": self.spec.device,
+                "dtype": self.spec.dtype,
+                "strength": strength,
+                "steps": steps,
+                "denoising_steps": int(steps * strength),
+                "guidance": guidance,
+                "calls": len(batches),
+            },
+        )
+
+    def unload(self) -> None:
+        if self._pipe is None:
+            return
+        self._pipe = None
+        _torch.empty_cache(self.spec)
+
+
+def params(request: Request) -> tuple[float, int, float]:
+    """(strength, steps, guidance) from the request, or InvalidRequest saying what to change."""
+    p = request.params
+    strength = _number(p, "strength", float)
+    steps = _number(p, "steps", int)
+    guidance = _number(p, "guidance", float)
+    if not 0.0 < strength <= 1.0:
+        raise InvalidRequest(
+            f"strength {strength} must be in (0, 1]: 0.3-0.7 keeps the input's layout"
+        )
+    if steps < 1:
+        raise InvalidRequest(f"steps {steps} must be at least 1")
+    if guidance < 0:
+        raise InvalidRequest(
+            f"guidance {guidance} must be >= 0 (0 for turbo models, 5-8 otherwise)"
+        )
+    if int(steps * strength) < 1:
+        need_steps = _ceil_div(1.0, strength)
+        raise InvalidRequest(
+            f"strength {strength:g} x steps {steps} gives no denoising step: raise steps to at "
+            f"least {need_steps} or strength to at least {math.ceil(100 / steps) / 100:g}"
+        )
+    return strength, steps, guidance
+
+
+def _number(p: Any, key: str, kind: type) -> Any:
+    value = p.get(key, DEFAULTS[key])
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(f"{key} must be a number, not {value!r}")
+    if kind is int and value != int(value):
+        raise InvalidRequest(f"{key} must be a whole number, not {value!r}")
+    return kind(value)
+
+
+def _ceil_div(a: float, b: float) -> int:
+    # Smallest n with int(n * b) >= 1, robust to float rounding (0.1 * 10 may not be 1.0).
+    n = max(1, math.ceil(a / b - 1e-9))
+    while int(n * b) < 1:
+        n += 1
+    return n
+
+
+__all__ = ["Img2ImgBackend", "params"]
