@@ -1,0 +1,343 @@
+"""The ledger: a SQLite database (WAL) that is also the job queue.
+
+Tables:
+
+- ``plans``: one row per (content sha256, rule, rule digest): what an arrival is to
+  become. Its id is derived from those three, so submitting the same content for the
+  same rule twice — a duplicate event, a rescan, a restart — is a no-op.
+- ``jobs``: one row per plan step. A step that takes an earlier step's outputs waits
+  (``waiting``) until that step is done. ``claim`` moves a queued job to ``running`` and
+  counts the attempt; ``complete`` records the committed outputs; ``fail`` either
+  schedules a retry with exponential backoff or ends the job with its reason.
+- ``seen``: the last (size, mtime) handled per source key, so rescans skip known files
+  without reading them.
+
+A plan is ``done`` only after its manifest (the commit marker) has been written; on
+start, ``recover`` requeues work that was running when the process died and returns
+plans whose jobs all ended but whose manifest was never written.
+
+One connection guarded by a lock serves the daemon's threads; other processes (the
+operator CLI) open their own connections, which WAL lets read while the daemon writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.jobs import JobState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS plans (
+    id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    rule_digest TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'active',
+    created_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    plan_id TEXT NOT NULL REFERENCES plans(id),
+    step TEXT NOT NULL,
+    step_index INTEGER NOT NULL,
+    depends_on TEXT,
+    rule TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    error TEXT,
+    outputs TEXT,
+    seconds REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, not_before, created_at);
+CREATE INDEX IF NOT EXISTS jobs_plan ON jobs(plan_id);
+CREATE TABLE IF NOT EXISTS seen (
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT,
+    outcome TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (source, key)
+);
+"""
+
+
+def plan_id(sha256: str, rule: str, digest: str) -> str:
+    return hashlib.sha256(f"{sha256}\0{rule}\0{digest}".encode()).hexdigest()[:24]
+
+
+def job_id(plan: str, step: str) -> str:
+    return hashlib.sha256(f"{plan}\0{step}".encode()).hexdigest()[:24]
+
+
+@dataclass
+class JobRow:
+    id: str
+    plan_id: str
+    step: str
+    step_index: int
+    rule: str
+    state: JobState
+    attempts: int
+    error: str | None
+    outputs: list[dict[str, Any]]
+    seconds: float | None
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> JobRow:
+        return cls(
+            id=row["id"], plan_id=row["plan_id"], step=row["step"], step_index=row["step_index"],
+            rule=row["rule"], state=JobState(row["state"]), attempts=row["attempts"], error=row["error"],
+            outputs=json.loads(row["outputs"]) if row["outputs"] else [], seconds=row["seconds"],
+            updated_at=row["updated_at"],
+        )
+
+
+@dataclass
+class PlanRow:
+    id: str
+    source: str
+    key: str
+    sha256: str
+    rule: str
+    rule_digest: str
+    plan: dict[str, Any]
+    state: str
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> PlanRow:
+        return cls(row["id"], row["source"], row["key"], row["sha256"], row["rule"], row["rule_digest"],
+                   json.loads(row["plan"]), row["state"], row["created_at"])
+
+
+class Ledger:
+    def __init__(self, path: Path, *, max_attempts: int = 3, retry_backoff: float = 2.0, clock=time.time):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_attempts = max_attempts
+        self.retry_backoff = retry_backoff
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a committed 'done' survives power loss
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- intake ----------------------------------------------------------------------
+
+    def submit(self, plan: dict[str, Any]) -> tuple[str, bool]:
+        """Record a plan and its jobs; returns (plan id, created). Idempotent."""
+        pid = plan_id(plan["sha256"], plan["rule"], plan["digest"])
+        now = self._clock()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO plans (id, source, key, sha256, rule, rule_digest, plan, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (pid, plan["arrival"]["source"], plan["arrival"]["key"], plan["sha256"], plan["rule"],
+                 plan["digest"], json.dumps(plan), now),
+            )
+            if cur.rowcount == 0:
+                return pid, False
+            names = [s["name"] for s in plan["steps"]]
+            for index, step in enumerate(plan["steps"]):
+                depends = None if step["input"] == "source" else job_id(pid, step["input"])
+                state = JobState.QUEUED if depends is None else JobState.WAITING
+                db.execute(
+                    "INSERT INTO jobs (id, plan_id, step, step_index, depends_on, rule, state, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id(pid, names[index]), pid, step["name"], index, depends, plan["rule"], state, now, now),
+                )
+        return pid, True
+
+    def is_seen(self, source: str, key: str, size: int, mtime_ns: int) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM seen WHERE source=? AND key=? AND size=? AND mtime_ns=?", (source, key, size, mtime_ns)
+            ).fetchone()
+        return row is not None
+
+    def mark_seen(self, source: str, key: str, size: int, mtime_ns: int, sha256: str | None, outcome: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO seen (source, key, size, mtime_ns, sha256, outcome, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (source, key, size, mtime_ns, sha256, outcome, self._clock()),
+            )
+
+    # -- the queue -------------------------------------------------------------------
+
+    def claim(self, owner: str) -> JobRow | None:
+        """The next runnable job, now ``running`` with its attempt counted; None if none."""
+        now = self._clock()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT id FROM jobs WHERE state=? AND not_before<=? ORDER BY not_before, created_at, step_index LIMIT 1",
+                (JobState.QUEUED, now),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET state=?, attempts=attempts+1, lease_owner=?, updated_at=? WHERE id=?",
+                (JobState.RUNNING, owner, now, row["id"]),
+            )
+            return JobRow.from_row(db.execute("SELECT * FROM jobs WHERE id=?", (row["id"],)).fetchone())
+
+    def next_due(self) -> float | None:
+        """When the earliest queued job becomes runnable (for the dispatcher's sleep)."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(not_before) AS t FROM jobs WHERE state=?", (JobState.QUEUED,)).fetchone()
+        return row["t"]
+
+    def complete(self, job_id_: str, outputs: list[dict[str, Any]], seconds: float) -> None:
+        """Mark done (outputs already committed) and release the steps that wait on it."""
+        now = self._clock()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state=?, outputs=?, seconds=?, error=NULL, lease_owner=NULL, updated_at=? WHERE id=?",
+                (JobState.DONE, json.dumps(outputs), seconds, now, job_id_),
+            )
+            db.execute(
+                "UPDATE jobs SET state=?, updated_at=? WHERE depends_on=? AND state=?",
+                (JobState.QUEUED, now, job_id_, JobState.WAITING),
+            )
+
+    def fail(self, job_id_: str, reason: str, *, retryable: bool) -> JobState:
+        """Retry later with backoff, or end the job (and the steps waiting on it)."""
+        now = self._clock()
+        with self._tx() as db:
+            row = db.execute("SELECT attempts FROM jobs WHERE id=?", (job_id_,)).fetchone()
+            attempts = row["attempts"]
+            if retryable and attempts < self.max_attempts:
+                delay = self.retry_backoff * 2 ** (attempts - 1)
+                db.execute(
+                    "UPDATE jobs SET state=?, error=?, not_before=?, lease_owner=NULL, updated_at=? WHERE id=?",
+                    (JobState.QUEUED, reason, now + delay, now, job_id_),
+                )
+                return JobState.QUEUED
+            if retryable:
+                reason = f"{reason} (gave up after {attempts} attempts)"
+            self._fail_chain(db, job_id_, reason, now)
+            return JobState.FAILED
+
+    def _fail_chain(self, db: sqlite3.Connection, job_id_: str, reason: str, now: float) -> None:
+        db.execute(
+            "UPDATE jobs SET state=?, error=?, lease_owner=NULL, updated_at=? WHERE id=?",
+            (JobState.FAILED, reason, now, job_id_),
+        )
+        step = db.execute("SELECT step FROM jobs WHERE id=?", (job_id_,)).fetchone()["step"]
+        for child in db.execute("SELECT id FROM jobs WHERE depends_on=? AND state=?", (job_id_, JobState.WAITING)).fetchall():
+            self._fail_chain(db, child["id"], f"not run: its input step {step!r} failed", now)
+
+    def release(self, job_id_: str) -> None:
+        """Put a running job back without counting the attempt (graceful shutdown)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state=?, attempts=MAX(attempts-1, 0), lease_owner=NULL, updated_at=? WHERE id=? AND state=?",
+                (JobState.QUEUED, self._clock(), job_id_, JobState.RUNNING),
+            )
+
+    def recover(self) -> int:
+        """After a crash: jobs left running are queued again (their attempt stays counted,
+        so an input that kills the process every time still ends failed). Returns how many."""
+        now = self._clock()
+        with self._tx() as db:
+            rows = db.execute("SELECT id, attempts FROM jobs WHERE state=?", (JobState.RUNNING,)).fetchall()
+            for row in rows:
+                if row["attempts"] >= self.max_attempts:
+                    self._fail_chain(db, row["id"], f"the daemon stopped during each of {row['attempts']} attempts", now)
+                else:
+                    db.execute("UPDATE jobs SET state=?, lease_owner=NULL, updated_at=? WHERE id=?",
+                               (JobState.QUEUED, now, row["id"]))
+        return len(rows)
+
+    # -- plans -----------------------------------------------------------------------
+
+    def plan(self, pid: str) -> PlanRow:
+        with self._lock:
+            return PlanRow.from_row(self._db.execute("SELECT * FROM plans WHERE id=?", (pid,)).fetchone())
+
+    def jobs_of(self, pid: str) -> list[JobRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM jobs WHERE plan_id=? ORDER BY step_index", (pid,)).fetchall()
+        return [JobRow.from_row(r) for r in rows]
+
+    def job(self, jid: str) -> JobRow:
+        with self._lock:
+            return JobRow.from_row(self._db.execute("SELECT * FROM jobs WHERE id=?", (jid,)).fetchone())
+
+    def unfinished_plans(self) -> list[str]:
+        """Active plans whose jobs have all ended: their manifest still has to be written."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT p.id FROM plans p WHERE p.state='active' AND NOT EXISTS"
+                " (SELECT 1 FROM jobs j WHERE j.plan_id=p.id AND j.state NOT IN ('done', 'failed'))"
+            ).fetchall()
+        return [r["id"] for r in rows]
+
+    def finish_plan(self, pid: str, state: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE plans SET state=?, finished_at=? WHERE id=?", (state, self._clock(), pid))
+
+    # -- reporting -------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
+        return {r["state"]: r["n"] for r in rows}
+
+    def jobs(self, state: str | None = None, rule: str | None = None, limit: int = 1000) -> list[JobRow]:
+        query, args = "SELECT * FROM jobs WHERE 1=1", []
+        if state:
+            query += " AND state=?"
+            args.append(state)
+        if rule:
+            query += " AND rule=?"
+            args.append(rule)
+        query += " ORDER BY updated_at DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            return [JobRow.from_row(r) for r in self._db.execute(query, args).fetchall()]
+
+    def plans(self, state: str | None = None) -> list[PlanRow]:
+        with self._lock:
+            if state:
+                rows = self._db.execute("SELECT * FROM plans WHERE state=? ORDER BY created_at", (state,)).fetchall()
+            else:
+                rows = self._db.execute("SELECT * FROM plans ORDER BY created_at").fetchall()
+        return [PlanRow.from_row(r) for r in rows]

@@ -1,0 +1,47 @@
+"""Model profiles as the daemon sees them: built-ins merged with the config's overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from backends.base import ModelSpec
+from backends.profiles import PROFILES
+from daemon.settings import Settings
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    task: str
+    model: str
+    revision: str | None = None
+    dtype: str = "auto"
+    max_side: int | None = 512
+    defaults: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    role: str = "custom"
+    about: str = ""
+    vram_gb: float | None = None
+
+    def spec(self, device: str) -> ModelSpec:
+        return ModelSpec(
+            task=self.task, model=self.model, revision=self.revision, device=device,
+            dtype=self.dtype, options=tuple(sorted(self.options.items())),
+        )
+
+
+def resolve_profiles(settings: Settings) -> dict[str, Profile]:
+    """Built-in profiles with the config's field overrides applied, plus new ones."""
+    merged: dict[str, dict[str, Any]] = {name: dict(fields) for name, fields in PROFILES.items()}
+    for name, override in settings.profiles.items():
+        given = override.model_dump(exclude_unset=True)
+        merged[name] = {**merged.get(name, {"role": "custom"}), **given}
+    profiles = {}
+    for name, fields in merged.items():
+        if not fields.get("task") or not fields.get("model"):
+            from daemon.errors import ConfigError
+
+            raise ConfigError(f"profiles.{name}: a new profile needs both 'task' and 'model'")
+        profiles[name] = Profile(name=name, **fields)
+    return profiles

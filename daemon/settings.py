@@ -1,0 +1,202 @@
+"""Configuration: one YAML file, overridden by ``DARKROOM_*`` environment variables.
+
+This is the only module that reads configuration. ``load_settings`` is called once by
+the composition root and the resulting :class:`Settings` is passed down.
+
+Precedence (highest first): environment (``DARKROOM_WORKER__DEVICE=cuda:0``; nested keys
+joined with ``__``), then the YAML file given with ``--config``, then the defaults here.
+Relative paths in the YAML file are relative to the file's folder; relative paths in the
+environment are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from daemon import yamlfile
+from daemon.errors import ConfigError, Problem
+
+ENV_PREFIX = "DARKROOM_"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FolderSourceConfig(_Strict):
+    """A watched folder. ``quiet_period``: seconds a file's size and mtime must stay
+    unchanged before it counts as complete (network shares never say 'closed')."""
+
+    type: Literal["folder"] = "folder"
+    path: Path
+    quiet_period: float = Field(1.0, gt=0, le=3600)
+    rescan_interval: float = Field(30.0, gt=0)
+    poll: bool = False
+    ignore: list[str] = []
+
+
+def _kind(value: Any) -> str:
+    # ``type`` may be left out: a folder is the common case.
+    if isinstance(value, dict):
+        return value.get("type", "folder")
+    return getattr(value, "type", "folder")
+
+
+SourceConfig = Annotated[Annotated[FolderSourceConfig, Tag("folder")], Discriminator(_kind)]
+
+
+class FolderSinkConfig(_Strict):
+    type: Literal["folder"] = "folder"
+    path: Path
+
+
+SinkConfig = Annotated[Annotated[FolderSinkConfig, Tag("folder")], Discriminator(_kind)]
+
+
+class ProfileConfig(_Strict):
+    """Overrides of a built-in profile's fields, or a whole new profile."""
+
+    task: str | None = None
+    model: str | None = None
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None
+    max_side: int | None = Field(None, ge=8, le=8192)
+    defaults: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+
+
+class WorkerConfig(_Strict):
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = Field(0, ge=0)  # CPU threads for torch; 0 = all cores
+    job_timeout: float = Field(600.0, gt=0)
+    stop_timeout: float = Field(30.0, ge=0)  # how long SIGTERM lets a running job finish
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"):
+            return value
+        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+
+class JobsConfig(_Strict):
+    max_attempts: int = Field(3, ge=1, le=100)
+    retry_backoff: float = Field(2.0, ge=0)  # seconds; doubles with each attempt
+
+
+class LogConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    state_dir: Path = Path(".darkroom")
+    rules_dir: Path = Path("rules")
+    model_cache: Path | None = None  # where random: models are built; default state_dir/models
+    sources: dict[str, SourceConfig] = {}
+    sinks: dict[str, SinkConfig] = {}
+    profiles: dict[str, ProfileConfig] = {}
+    worker: WorkerConfig = WorkerConfig()
+    jobs: JobsConfig = JobsConfig()
+    log: LogConfig = LogConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; listing env first gives it precedence.
+        return (env_settings, init_settings)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_cache or self.state_dir / "models"
+
+
+_PATH_KEYS = ("state_dir", "rules_dir", "model_cache")
+
+
+def _absolutize(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make the YAML file's relative paths relative to the file's own folder."""
+
+    def fix(value: Any) -> Any:
+        return str(base / value) if isinstance(value, str) and value else value
+
+    out = {"state_dir": ".darkroom", "rules_dir": "rules", **data}
+    for key in _PATH_KEYS:
+        if key in out:
+            out[key] = fix(out[key])
+    for group in ("sources", "sinks"):
+        entries = out.get(group)
+        if isinstance(entries, dict):
+            out[group] = {
+                name: ({**cfg, "path": fix(cfg["path"])} if isinstance(cfg, dict) and "path" in cfg else cfg)
+                for name, cfg in entries.items()
+            }
+    return out
+
+
+def _known_keys() -> set[str]:
+    keys: set[str] = set()
+    for model in (Settings, FolderSourceConfig, FolderSinkConfig, ProfileConfig, WorkerConfig, JobsConfig, LogConfig):
+        keys.update(model.model_fields)
+    return keys
+
+
+def _env_var_for(loc: tuple[str | int, ...]) -> str | None:
+    name = ENV_PREFIX + "__".join(str(p) for p in loc).upper()
+    return name if name in {k.upper() for k in os.environ} else None
+
+
+def load_settings(config: Path | None) -> Settings:
+    """Read the config file (if any) and the environment; every problem at once."""
+    data: dict[str, Any] = {}
+    positions = yamlfile.Positions("<defaults>")
+    if config is not None:
+        raw, positions = yamlfile.load(config)
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError([Problem(f"{config}:1:1", "the config file must be a mapping of keys")])
+        data = _absolutize(raw, config.resolve().parent)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        problems = yamlfile.validation_problems(exc, positions, _known_keys())
+        for problem, err in zip(problems, exc.errors()):
+            env = _env_var_for(positions.user_loc(err["loc"]))
+            if env:
+                problems[problems.index(problem)] = Problem(f"environment {env}", problem.message, problem.hint)
+        raise ConfigError(problems) from None
+    return _resolved(settings)
+
+
+def _resolved(settings: Settings) -> Settings:
+    """Absolute paths everywhere, so later code never depends on the working directory."""
+    update: dict[str, Any] = {key: getattr(settings, key).resolve() for key in ("state_dir", "rules_dir")}
+    if settings.model_cache is not None:
+        update["model_cache"] = settings.model_cache.resolve()
+    update["sources"] = {n: s.model_copy(update={"path": s.path.resolve()}) for n, s in settings.sources.items()}
+    update["sinks"] = {n: s.model_copy(update={"path": s.path.resolve()}) for n, s in settings.sinks.items()}
+    return settings.model_copy(update=update)

@@ -1,0 +1,90 @@
+"""Safe ``{name}`` substitution for prompts and output paths.
+
+Only plain names are allowed: no attribute or index access (``{x.__class__}``,
+``{x[0]}``), no conversions (``{x!r}``) and no format specs (``{x:>999}``), so a rule
+file can never run code or read anything but the documented variables. ``{{`` and
+``}}`` are literal braces.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
+
+from daemon.errors import OutputError
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class TemplateError(ValueError):
+    """A template is malformed or names an unknown variable."""
+
+
+def fields(template: str) -> list[str]:
+    """The variable names used by ``template``; raises TemplateError if malformed."""
+    names = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise TemplateError(f"malformed template {template!r}: {exc} (write {{{{ or }}}} for a literal brace)") from None
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not _NAME.match(name):
+            raise TemplateError(
+                f"{{{name}}} is not allowed: only plain variable names like {{stem}} "
+                "(no attribute access, indexing or expressions)"
+            )
+        if conversion:
+            raise TemplateError(f"{{{name}!{conversion}}} is not allowed: conversions are not supported")
+        if spec:
+            raise TemplateError(f"{{{name}:{spec}}} is not allowed: format specs are not supported")
+        names.append(name)
+    return names
+
+
+def check(template: str, available: Iterable[str]) -> None:
+    """Raise TemplateError naming the first variable that ``available`` does not provide."""
+    known = set(available)
+    for name in fields(template):
+        if name not in known:
+            raise TemplateError(f"unknown variable {{{name}}}; available: {', '.join(sorted(known))}")
+
+
+def render(template: str, variables: Mapping[str, object]) -> str:
+    check(template, variables)
+    out = []
+    for literal, name, _spec, _conv in string.Formatter().parse(template):
+        out.append(literal)
+        if name is not None:
+            out.append(str(variables[name]))
+    return "".join(out)
+
+
+MAX_COMPONENT_BYTES = 255
+
+
+def safe_relpath(path: str) -> str:
+    """Normalise a rendered output path; refuse anything that could leave the sink root.
+
+    Refused: absolute paths, ``..`` segments, NUL and control characters, empty results,
+    and components longer than a filesystem allows. Unicode is NFC-normalised so that
+    the same name typed on macOS and Linux lands in the same place.
+    """
+    if "\x00" in path or any(unicodedata.category(c) == "Cc" for c in path):
+        raise OutputError(f"output path {path!r} contains control characters")
+    path = unicodedata.normalize("NFC", path.replace("\\", "/"))
+    if path.startswith("/"):
+        raise OutputError(f"output path {path!r} is absolute; paths are relative to the sink root")
+    parts = [p for p in PurePosixPath(path).parts if p not in ("", ".")]
+    if not parts:
+        raise OutputError(f"output path {path!r} is empty")
+    for part in parts:
+        if part == "..":
+            raise OutputError(f"output path {path!r} contains '..'; it would leave the sink root")
+        if len(part.encode()) > MAX_COMPONENT_BYTES:
+            raise OutputError(f"output path component {part[:40]!r}... is longer than {MAX_COMPONENT_BYTES} bytes")
+    return "/".join(parts)

@@ -1,0 +1,136 @@
+"""YAML loading that remembers where every key came from, for file:line:col errors.
+
+PyYAML's safe loader gives plain data; its composer gives nodes with marks. We keep both:
+``load`` returns the data and a :class:`Positions` map from key paths (``("steps", 0,
+"model")``) to the line and column where that key or item starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from daemon.errors import ConfigError, Problem
+
+Loc = tuple[str | int, ...]
+
+
+class Positions:
+    def __init__(self, file: str):
+        self.file = file
+        self._marks: dict[Loc, tuple[int, int]] = {}
+        self._values: dict[Loc, tuple[int, int]] = {}
+
+    def add(self, loc: Loc, node: yaml.Node) -> None:
+        self._marks[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def add_value(self, loc: Loc, node: yaml.Node) -> None:
+        self._values[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def has(self, loc: Loc) -> bool:
+        return tuple(loc) in self._marks
+
+    def user_loc(self, loc: Sequence[str | int]) -> Loc:
+        """Drop the parts pydantic adds (union tags, validator names) that no file contains."""
+        kept: Loc = ()
+        for i, part in enumerate(loc):
+            if _is_tag(part):
+                continue
+            written = self.has((*kept, part))
+            # A union tag ("folder") sits between keys the file does contain.
+            if not written and i + 1 < len(loc) and self.has((*kept, loc[i + 1])):
+                continue
+            kept = (*kept, part)
+        return kept
+
+    def where(self, loc: Sequence[str | int], *, value: bool = False) -> str:
+        """``file:line:col`` of the deepest known prefix of ``loc`` (the file alone if none);
+        with ``value``, of the value rather than its key when the full path is known."""
+        loc = tuple(loc)
+        if value and loc in self._values:
+            line, col = self._values[loc]
+            return f"{self.file}:{line}:{col}"
+        for end in range(len(loc), -1, -1):
+            mark = self._marks.get(loc[:end])
+            if mark:
+                return f"{self.file}:{mark[0]}:{mark[1]}"
+        return self.file
+
+
+def _walk(node: yaml.Node, loc: Loc, positions: Positions) -> None:
+    positions.add(loc, node)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            positions.add((*loc, key), key_node)
+            _walk(value_node, (*loc, key), positions)
+            positions.add_value((*loc, key), value_node)
+            # The key's own line is more useful than the value's for "unknown key" errors.
+            positions.add((*loc, key), key_node)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, (*loc, index), positions)
+
+
+def loads(text: str, file: str) -> tuple[Any, Positions]:
+    """Parse ``text``; syntax errors become a ConfigError located at file:line:col."""
+    positions = Positions(file)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        raise ConfigError([Problem(where, f"invalid YAML: {exc.problem or exc}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(file, f"invalid YAML: {exc}")]) from None
+    if node is not None:
+        _walk(node, (), positions)
+    return data, positions
+
+
+def load(path: Path) -> tuple[Any, Positions]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([Problem(str(path), "not UTF-8 text")]) from None
+    return loads(text, str(path))
+
+
+def suggest(word: str, candidates: Iterable[str]) -> str | None:
+    """A 'did you mean' hint for a misspelt key, or None."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def validation_problems(
+    exc: Any, positions: Positions, known_keys: Iterable[str] = ()
+) -> list[Problem]:
+    """Translate a pydantic ValidationError into located problems, one per error."""
+    known = set(known_keys)
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        user_loc = positions.user_loc(loc)
+        dotted = ".".join(str(p) for p in user_loc) or "(top level)"
+        hint = None
+        if err["type"] == "extra_forbidden":
+            message = f"unknown key {dotted!r}"
+            hint = suggest(str(user_loc[-1]), known)
+        elif err["type"] == "missing":
+            message = f"missing required key {dotted!r}"
+        else:
+            message = f"{dotted}: {err['msg'].removeprefix('Value error, ')}"
+        at_value = err["type"] not in ("extra_forbidden", "missing")
+        problems.append(Problem(positions.where(user_loc, value=at_value), message, hint))
+    return problems
+
+
+def _is_tag(part: str | int) -> bool:
+    return isinstance(part, str) and ("[" in part or "-" in part and part.startswith("function"))

@@ -1,0 +1,108 @@
+from daemon.jobs import JobState
+from daemon.ledger import Ledger
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def plan(sha="a" * 64, rule="r", digest="d1", steps=(("one", "source"), ("two", "one"))):
+    return {
+        "sha256": sha, "rule": rule, "digest": digest,
+        "arrival": {"source": "drop", "key": "x.jpg", "uri": "/x.jpg", "size": 1},
+        "steps": [{"name": n, "input": i} for n, i in steps],
+    }
+
+
+def test_submit_is_idempotent_across_reopen(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    pid, created = ledger.submit(plan())
+    assert created
+    assert ledger.submit(plan()) == (pid, False)
+    ledger.close()
+    reopened = Ledger(tmp_path / "l.sqlite")
+    assert reopened.submit(plan()) == (pid, False)
+    assert len(reopened.jobs_of(pid)) == 2
+    # A changed rule (new digest) or new content is new work.
+    assert reopened.submit(plan(digest="d2"))[1]
+    assert reopened.submit(plan(sha="b" * 64))[1]
+
+
+def test_steps_wait_for_their_input_step(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    pid, _ = ledger.submit(plan())
+    first = ledger.claim("w")
+    assert first.step == "one" and first.attempts == 1
+    assert ledger.claim("w") is None  # "two" waits for "one"
+    ledger.complete(first.id, [{"path": "p.png"}], 0.1)
+    second = ledger.claim("w")
+    assert second.step == "two"
+    ledger.complete(second.id, [], 0.1)
+    assert ledger.unfinished_plans() == [pid]
+    ledger.finish_plan(pid, "done")
+    assert ledger.unfinished_plans() == []
+
+
+def test_retry_with_backoff_then_fail_with_reason(tmp_path):
+    clock = Clock()
+    ledger = Ledger(tmp_path / "l.sqlite", max_attempts=3, retry_backoff=2.0, clock=clock)
+    pid, _ = ledger.submit(plan())
+    job = ledger.claim("w")
+    assert ledger.fail(job.id, "boom", retryable=True) is JobState.QUEUED
+    assert ledger.claim("w") is None  # backing off
+    clock.now += 2.1
+    job = ledger.claim("w")
+    assert job.attempts == 2
+    ledger.fail(job.id, "boom", retryable=True)
+    clock.now += 3.9
+    assert ledger.claim("w") is None  # second backoff is 4 s
+    clock.now += 0.2
+    job = ledger.claim("w")
+    assert ledger.fail(job.id, "boom", retryable=True) is JobState.FAILED
+    jobs = ledger.jobs_of(pid)
+    assert jobs[0].state is JobState.FAILED and "gave up after 3 attempts" in jobs[0].error
+    assert jobs[1].state is JobState.FAILED and "input step 'one' failed" in jobs[1].error
+
+
+def test_permanent_failure_is_not_retried(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger.submit(plan())
+    job = ledger.claim("w")
+    assert ledger.fail(job.id, "cannot decode image", retryable=False) is JobState.FAILED
+    assert ledger.claim("w") is None
+
+
+def test_recover_requeues_running_work_and_keeps_the_attempt(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite", max_attempts=2)
+    ledger.submit(plan())
+    job = ledger.claim("w")
+    ledger.close()  # the process dies here
+    ledger = Ledger(tmp_path / "l.sqlite", max_attempts=2)
+    assert ledger.recover() == 1
+    again = ledger.claim("w")
+    assert again.id == job.id and again.attempts == 2
+    ledger.close()
+    ledger = Ledger(tmp_path / "l.sqlite", max_attempts=2)
+    ledger.recover()  # died during every attempt: ends failed instead of looping forever
+    assert ledger.job(job.id).state is JobState.FAILED
+    assert "stopped during each of 2 attempts" in ledger.job(job.id).error
+
+
+def test_release_does_not_count_the_attempt(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger.submit(plan())
+    job = ledger.claim("w")
+    ledger.release(job.id)
+    assert ledger.claim("w").attempts == 1
+
+
+def test_seen_files_are_remembered(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    assert not ledger.is_seen("drop", "a.jpg", 10, 5)
+    ledger.mark_seen("drop", "a.jpg", 10, 5, "s", "submitted")
+    assert ledger.is_seen("drop", "a.jpg", 10, 5)
+    assert not ledger.is_seen("drop", "a.jpg", 11, 5)  # modified since: new content
