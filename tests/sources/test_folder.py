@@ -1,0 +1,415 @@
+"""FolderSource on the real filesystem, with real watchdog observers and threads."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from daemon.errors import InputError
+from daemon.sources.folder import FolderSource, is_ignored
+
+from .support import QUIET, DeafFolderSource, Recorder, eventually, write
+
+SETTLE = QUIET * 2  # long enough for a wrongly gated file to show up (quiet + a tick)
+
+
+def settle() -> None:
+    time.sleep(SETTLE)
+
+
+def test_file_written_in_chunks_is_emitted_once_after_last_write(drop, recorder, start_source):
+    source = start_source(drop, quiet_period=0.8)
+    path = drop / "big.jpg"
+    seen_pending = False
+    with open(path, "wb", buffering=0) as f:
+        for _ in range(20):  # ~2 s of writing, 0.1 s apart: never quiet for 0.8 s
+            f.write(b"y" * 1000)
+            time.sleep(0.1)
+            seen_pending = seen_pending or source.pending_count() == 1
+        last_write = time.monotonic()
+    assert seen_pending
+    assert recorder.wait_for_keys("big.jpg")
+    settle()
+    assert recorder.counts() == {"big.jpg": 1}
+    arrival = recorder.last("big.jpg")
+    assert arrival.size == 20_000
+    assert arrival.uri == str(path)
+    assert arrival.source == "drop"
+    assert arrival.mtime_ns == path.stat().st_mtime_ns
+    assert recorder.times[0] >= last_write
+    assert source.pending_count() == 0
+
+
+def test_part_file_renamed_is_emitted_once_under_final_name(drop, recorder, start_source):
+    start_source(drop)
+    part = write(drop / "x.jpg.part", b"a" * 500)
+    time.sleep(QUIET * 1.5)  # the .part file is complete and quiet: still never a candidate
+    part.rename(drop / "x.jpg")
+    assert recorder.wait_for_keys("x.jpg")
+    settle()
+    assert recorder.counts() == {"x.jpg": 1}
+    assert recorder.last("x.jpg").size == 500
+
+
+@pytest.mark.parametrize(
+    ("temp", "final"),
+    [
+        (".x.jpg.AbC123", "x.jpg"),  # rsync
+        ("photo.jpg.crdownload", "photo.jpg"),  # Chrome
+        ("sub/.upload.png.XyZ", "sub/upload.png"),
+    ],
+)
+def test_temp_name_then_rename(drop, recorder, start_source, temp, final):
+    start_source(drop)
+    tmp = write(drop / temp)
+    time.sleep(QUIET * 1.5)
+    tmp.rename(drop / final)
+    assert recorder.wait_for_keys(final)
+    settle()
+    assert recorder.counts() == {final: 1}
+
+
+def test_temp_hidden_and_lock_files_are_never_emitted(drop, recorder, start_source):
+    source = start_source(drop, ignore=["**/thumbs/**", "*.txt"])
+    for name in [
+        "x.crdownload",
+        ".hidden.jpg",
+        ".dotdir/a.jpg",
+        "sub/.git/objects/a.jpg",
+        "~$report.jpg",
+        "y.tmp",
+        "Z.PART",
+        "a.filepart",
+        "a.partial",
+        "a.download",
+        "sub/thumbs/a.jpg",
+        "notes.txt",
+    ]:
+        write(drop / name)
+    write(drop / "ok.jpg")
+    assert recorder.wait_for_keys("ok.jpg")
+    source.scan()
+    settle()
+    assert recorder.keys() == ["ok.jpg"]
+
+
+def test_is_ignored():
+    assert is_ignored(".x.jpg.AbC123")
+    assert is_ignored("a/.cache/x.jpg")
+    assert is_ignored("~$x.jpg")
+    assert is_ignored("x.JPG.Part")
+    assert is_ignored("raw/x.jpg", ["raw/**"])
+    assert not is_ignored("a/b.c/x.jpg")
+    assert not is_ignored("x.jpg", ["raw/**"])
+
+
+def test_startup_scan_finds_files_present_before_start(drop, recorder, start_source):
+    write(drop / "a.jpg")
+    write(drop / "deep/er/b.png", b"")  # zero-byte files are emitted too
+    start_source(drop)
+    assert recorder.wait_for_keys("a.jpg", "deep/er/b.png")
+    settle()
+    assert recorder.counts() == {"a.jpg": 1, "deep/er/b.png": 1}
+    assert recorder.last("deep/er/b.png").size == 0
+
+
+def test_known_files_are_skipped_by_scans(drop, recorder, start_source):
+    old = write(drop / "old.jpg")
+    write(drop / "new.jpg")
+    st = old.stat()
+    handled = {("old.jpg", st.st_size, st.st_mtime_ns)}
+    calls: list[tuple[str, int, int]] = []
+
+    def known(key: str, size: int, mtime_ns: int) -> bool:
+        calls.append((key, size, mtime_ns))
+        return (key, size, mtime_ns) in handled
+
+    source = start_source(drop, known=known)
+    assert recorder.wait_for_keys("new.jpg")
+    source.scan()
+    settle()
+    assert recorder.keys() == ["new.jpg"]
+    assert ("old.jpg", st.st_size, st.st_mtime_ns) in calls
+    # old.jpg is remembered as handled: later scans do not ask again
+    n = sum(1 for c in calls if c[0] == "old.jpg")
+    source.scan()
+    assert sum(1 for c in calls if c[0] == "old.jpg") == n
+
+
+def test_lost_event_is_found_by_scan(drop, recorder, start_source):
+    write(drop / "sentinel.jpg")
+    source = start_source(drop, cls=DeafFolderSource)
+    assert recorder.wait_for_keys("sentinel.jpg")  # the startup scan is over
+    write(drop / "lost.jpg")
+    settle()
+    assert "lost.jpg" not in recorder.keys()  # no event ever came
+    source.scan()
+    assert recorder.wait_for_keys("lost.jpg")
+    source.scan()
+    settle()
+    assert recorder.counts() == {"sentinel.jpg": 1, "lost.jpg": 1}
+
+
+def test_periodic_rescan_recovers_lost_events(drop, recorder, start_source):
+    start_source(drop, cls=DeafFolderSource, rescan_interval=0.5)
+    write(drop / "a/lost.jpg")
+    assert recorder.wait_for_keys("a/lost.jpg")
+    time.sleep(1.2)  # two more rescans
+    assert recorder.counts() == {"a/lost.jpg": 1}
+
+
+def test_modified_file_is_emitted_again(drop, recorder, start_source):
+    start_source(drop, rescan_interval=0.5)
+    path = write(drop / "a.jpg", b"one")
+    assert recorder.wait_for_keys("a.jpg")
+    with open(path, "ab") as f:
+        f.write(b" and two")
+    assert eventually(lambda: recorder.counts()["a.jpg"] == 2)
+    settle()
+    assert recorder.counts() == {"a.jpg": 2}
+    assert [a.size for a in recorder.snapshot()] == [3, 11]
+
+
+def test_emit_raising_does_not_stop_later_emits(drop, start_source):
+    good = Recorder()
+
+    def emit(arrival):
+        if arrival.key.startswith("bad"):
+            raise RuntimeError("boom")
+        good(arrival)
+
+    start_source(drop, emit=emit)
+    write(drop / "bad1.jpg")
+    write(drop / "bad2.jpg")
+    time.sleep(QUIET * 3)
+    write(drop / "good.jpg")
+    assert good.wait_for_keys("good.jpg")
+
+
+def test_mkdir_p_with_files_written_at_once(drop, recorder, start_source):
+    start_source(drop)
+    deep = drop / "a" / "b" / "c"
+    os.makedirs(deep)
+    keys = []
+    for i in range(5):
+        (deep / f"f{i}.jpg").write_bytes(b"z" * i)
+        keys.append(f"a/b/c/f{i}.jpg")
+    (drop / "a" / "top.jpg").write_bytes(b"t")
+    keys.append("a/top.jpg")
+    assert recorder.wait_for_keys(*keys)
+    settle()
+    assert recorder.counts() == dict.fromkeys(keys, 1)
+
+
+def test_directory_moved_in_is_scanned(drop, tmp_path, recorder, start_source):
+    start_source(drop)
+    outside = tmp_path / "upload"
+    write(outside / "x/one.jpg")
+    write(outside / "two.jpg")
+    outside.rename(drop / "batch")
+    assert recorder.wait_for_keys("batch/x/one.jpg", "batch/two.jpg")
+    settle()
+    assert recorder.counts() == {"batch/x/one.jpg": 1, "batch/two.jpg": 1}
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["inotify", "polling"])
+def test_root_deleted_and_recreated(drop, recorder, start_source, poll):
+    with capture_logs() as logs:
+        start_source(drop, poll=poll)
+        write(drop / "before.jpg")
+        assert recorder.wait_for_keys("before.jpg")
+        shutil.rmtree(drop)
+        assert eventually(lambda: any("missing" in e["event"] for e in logs), 5)
+        time.sleep(0.3)
+        drop.mkdir()
+        write(drop / "first.jpg")  # found by the scan that follows the restart
+        assert recorder.wait_for_keys("first.jpg")
+        write(drop / "second.jpg")  # rescans are 60 s apart: only a live watch sees this
+        assert recorder.wait_for_keys("second.jpg", timeout=5)
+    assert sum("missing" in e["event"] for e in logs) == 1
+    assert all(e.get("source") == "drop" for e in logs if e["log_level"] == "warning")
+
+
+def test_root_replaced_between_ticks(drop, recorder, start_source):
+    start_source(drop)
+    write(drop / "before.jpg")
+    assert recorder.wait_for_keys("before.jpg")
+    shutil.rmtree(drop)
+    drop.mkdir()
+    time.sleep(0.5)
+    write(drop / "after.jpg")
+    assert recorder.wait_for_keys("after.jpg", timeout=5)
+
+
+def test_root_missing_at_start(tmp_path, recorder, start_source):
+    root = tmp_path / "not-yet"
+    with capture_logs() as logs:
+        source = start_source(root)
+        time.sleep(0.3)
+        source.scan()  # no crash either
+        root.mkdir()
+        write(root / "a.jpg")
+        assert recorder.wait_for_keys("a.jpg")
+    assert any(e["log_level"] == "warning" and "missing" in e["event"] for e in logs)
+
+
+def test_vanished_candidate_is_dropped(drop, recorder, start_source):
+    start_source(drop, quiet_period=0.5)
+    path = write(drop / "gone.jpg")
+    time.sleep(0.1)
+    path.unlink()
+    write(drop / "stays.jpg")
+    assert recorder.wait_for_keys("stays.jpg")
+    settle()
+    assert recorder.keys() == ["stays.jpg"]
+
+
+def test_symlinks_are_not_emitted(drop, tmp_path, recorder, start_source):
+    secret = write(tmp_path / "outside" / "secret.jpg")
+    source = start_source(drop)
+    os.symlink(secret, drop / "link.jpg")
+    os.symlink(secret.parent, drop / "linkdir")
+    write(drop / "real.jpg")
+    assert recorder.wait_for_keys("real.jpg")
+    source.scan()
+    settle()
+    assert recorder.keys() == ["real.jpg"]
+    with pytest.raises(InputError, match="symlink"):
+        source.read("link.jpg")
+    with pytest.raises(InputError, match="symlink"):
+        source.read("linkdir/secret.jpg")
+
+
+def test_read(drop, start_source):
+    source = start_source(drop)
+    path = write(drop / "sub/a.jpg", b"\xff\xd8bytes")
+    before = path.stat()
+    assert source.read("sub/a.jpg") == b"\xff\xd8bytes"
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def test_read_errors(drop, start_source):
+    source = start_source(drop)
+    with pytest.raises(InputError, match=r"drop/nope\.jpg: file vanished before it could be read"):
+        source.read("nope.jpg")
+    (drop / "adir").mkdir()
+    with pytest.raises(InputError, match="adir: is a directory"):
+        source.read("adir")
+    for bad in ["../escape.jpg", "a/../../x", "/etc/passwd"]:
+        with pytest.raises(InputError, match="escapes the source folder"):
+            source.read(bad)
+    with pytest.raises(InputError, match="invalid key"):
+        source.read("")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files regardless of permissions")
+def test_read_permission_denied(drop, start_source):
+    source = start_source(drop)
+    path = write(drop / "locked.jpg")
+    path.chmod(0)
+    try:
+        with pytest.raises(InputError, match="locked.jpg: permission denied"):
+            source.read("locked.jpg")
+    finally:
+        path.chmod(0o644)
+
+
+def test_stop_is_prompt_and_idempotent(drop, recorder, start_source):
+    source = start_source(drop, poll=False)
+    write(drop / "a.jpg")
+    t0 = time.monotonic()
+    source.stop()
+    source.stop()
+    assert time.monotonic() - t0 < 2.0
+    names = {t.name for t in threading.enumerate()}
+    assert not any(n.startswith("darkroom-") for n in names)
+    write(drop / "b.jpg")
+    time.sleep(QUIET * 1.5)
+    assert "b.jpg" not in recorder.keys()
+
+
+def test_stop_polling_is_prompt(drop, start_source):
+    source = start_source(drop, poll=True)
+    t0 = time.monotonic()
+    source.stop()
+    assert time.monotonic() - t0 < 3.0
+
+
+def test_start_twice_is_refused(drop, recorder, start_source):
+    source = start_source(drop)
+    with pytest.raises(RuntimeError, match="already started"):
+        source.start(recorder, lambda *a: False)
+
+
+def test_polling_observer_emits_a_file(drop, recorder, start_source):
+    write(drop / "sentinel.jpg")
+    start_source(drop, poll=True)
+    assert recorder.wait_for_keys("sentinel.jpg")  # startup scan done; rescans are 60 s apart
+    write(drop / "polled.jpg")
+    assert recorder.wait_for_keys("polled.jpg", timeout=6)
+    settle()
+    assert recorder.counts() == {"sentinel.jpg": 1, "polled.jpg": 1}
+
+
+def test_burst_of_2000_files_is_emitted_exactly_once_each(drop, recorder, start_source):
+    source = start_source(drop, rescan_interval=0.5)  # rescans race the watch on purpose
+    keys = []
+    for i in range(2000):
+        key = f"d{i % 4}/img{i:04d}.jpg"
+        keys.append(key)
+        write(drop / key, b"p" * (i % 50))
+    assert eventually(lambda: len(set(recorder.keys())) == 2000, timeout=20)
+    time.sleep(1.2)
+    counts = recorder.counts()
+    assert set(counts) == set(keys)
+    assert max(counts.values()) == 1
+    assert source.pending_count() == 0
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="unclosed"):
+        FolderSource("s", "/tmp", ignore=["[abc"])
+    with pytest.raises(ValueError, match="list of glob patterns"):
+        FolderSource("s", "/tmp", ignore="*.txt")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rescan_interval"):
+        FolderSource("s", "/tmp", rescan_interval=0)
+
+
+class _BrokenWatchSource(FolderSource):
+    def _new_observer(self):  # type: ignore[override]
+        raise OSError(28, "inotify watch limit reached")
+
+
+def test_watch_that_cannot_start_falls_back_to_rescans(drop, recorder, start_source):
+    with capture_logs() as logs:
+        start_source(drop, cls=_BrokenWatchSource, rescan_interval=0.5)
+        write(drop / "a.jpg")
+        assert recorder.wait_for_keys("a.jpg")
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert len(errors) == 1
+    assert "inotify watch limit" in errors[0]["error"]
+
+
+class _FlakyHandlerSource(FolderSource):
+    def _record_event(self, event):  # type: ignore[override]
+        if "boom" in str(event.src_path) + str(getattr(event, "dest_path", "")):
+            raise RuntimeError("handler bug")
+        super()._record_event(event)
+
+
+def test_handler_exception_does_not_kill_the_watch(drop, recorder, start_source):
+    with capture_logs() as logs:
+        start_source(drop, cls=_FlakyHandlerSource)
+        time.sleep(0.2)  # past the startup scan: only events can find files now
+        write(drop / "boom.jpg")
+        time.sleep(0.2)
+        write(drop / "ok.jpg")
+        assert recorder.wait_for_keys("ok.jpg")
+    assert any(e["event"] == "watch event dropped" for e in logs)
