@@ -1,0 +1,109 @@
+"""Decoding inputs and encoding outputs (main process; the device never waits on it)."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from typing import Any
+
+from PIL import Image, ImageOps, PngImagePlugin
+
+from daemon.errors import InputError
+
+# Pillow refuses images above 2x this and only warns above it: we refuse above it, so a
+# decompression bomb is an input error, not a 2 GB allocation.
+MAX_PIXELS = 100_000_000
+
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+
+def decode(data: bytes, name: str) -> Image.Image:
+    """Fully decode ``data``; anything short of a complete, sane image is an InputError."""
+    if not data:
+        raise InputError(f"{name}: the file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > MAX_PIXELS:
+                raise InputError(
+                    f"{name}: {image.width}x{image.height} is {image.width * image.height / 1e6:.0f} MP, "
+                    f"over the {MAX_PIXELS / 1e6:.0f} MP limit"
+                )
+            image.load()  # verify() accepts truncated JPEGs; a full load does not
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"{name}: refused as a decompression bomb ({exc})") from None
+    except Image.UnidentifiedImageError:
+        raise InputError(f"{name}: not an image Pillow can read (unknown or unsupported format)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"{name}: cannot decode image: {exc}") from None
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Upright RGB, without the classic traps (16-bit to white, alpha to black)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits instead of clipping everything to white.
+        image = image.point(lambda v: v / 256).convert("L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def fit(image: Image.Image, max_side: int | None, width: int | None = None, height: int | None = None,
+        multiple: int = 8) -> Image.Image:
+    """Resize for a model: an explicit size, else within ``max_side``, to multiples of 8."""
+    if width and height:
+        size = (width, height)
+    else:
+        w, h = image.size
+        scale = min(1.0, max_side / max(w, h)) if max_side else 1.0
+        if width:
+            scale = width / w
+        elif height:
+            scale = height / h
+        size = (max(multiple, round(w * scale / multiple) * multiple), max(multiple, round(h * scale / multiple) * multiple))
+    if size == image.size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def encode(image: Image.Image, path: str, provenance: dict[str, Any] | None = None) -> tuple[bytes, str]:
+    """Encode for ``path``'s extension with provenance embedded; returns (bytes, content type)."""
+    suffix = "." + path.rsplit(".", 1)[-1].lower()
+    fmt = FORMATS[suffix]
+    buffer = io.BytesIO()
+    text = json.dumps(provenance, sort_keys=True) if provenance else None
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        if text:
+            info.add_itxt("darkroom", text)
+            if provenance.get("prompt"):
+                info.add_itxt("parameters", str(provenance["prompt"]))
+        image.save(buffer, "PNG", pnginfo=info)
+    elif fmt == "JPEG":
+        exif = Image.Exif()
+        if text:
+            exif[0x010E] = text  # ImageDescription; XMP comes with the provenance issue
+        image.convert("RGB").save(buffer, "JPEG", quality=92, exif=exif)
+    else:
+        exif = Image.Exif()
+        if text:
+            exif[0x010E] = text
+        image.save(buffer, "WEBP", quality=90, exif=exif)
+    return buffer.getvalue(), CONTENT_TYPES[fmt]
+
+
+def read_provenance(data: bytes) -> dict[str, Any] | None:
+    image = Image.open(io.BytesIO(data))
+    text = image.info.get("darkroom") or image.getexif().get(0x010E)
+    return json.loads(text) if text else None

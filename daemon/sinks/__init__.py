@@ -1,0 +1,39 @@
+"""Sinks: where outputs are committed.
+
+A sink writes whole objects atomically — a reader sees the old object or the new one,
+never a partial one — at paths relative to its root that were already checked by
+``daemon.templates.safe_relpath``. Per source, the manifest is written last: it is the
+commit marker that says every output it lists is in place.
+
+``SINKS`` is the registry of sink types by the ``type`` key of their config.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol
+
+
+class Sink(Protocol):
+    name: str
+
+    def write(self, path: str, data: bytes, content_type: str) -> str:
+        """Atomically store ``data`` at ``path``; returns its location (a path or URL)."""
+
+    def read(self, path: str) -> bytes:
+        """Read back an output (a later step's input). Raises daemon.errors.OutputError."""
+
+    def exists(self, path: str) -> bool: ...
+
+    def location(self, path: str) -> str: ...
+
+
+SINKS: dict[str, str] = {
+    "folder": "daemon.sinks.folder:FolderSink",
+    "memory": "daemon.sinks.memory:MemorySink",
+}
+
+
+def sink_class(kind: str) -> type:
+    module_name, _, attr = SINKS[kind].partition(":")
+    return getattr(importlib.import_module(module_name), attr)

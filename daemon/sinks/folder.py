@@ -1,0 +1,66 @@
+"""A folder sink: temp file + fsync + rename, so no partial output is ever visible."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from daemon.errors import OutputError
+from daemon.templates import safe_relpath
+
+
+class FolderSink:
+    def __init__(self, name: str, root: Path):
+        self.name = name
+        self.root = root
+
+    def _target(self, path: str) -> Path:
+        rel = safe_relpath(path)
+        target = self.root / rel
+        # A symlinked folder inside the sink must not carry writes outside it either.
+        root = self.root.resolve()
+        parent = target.parent.resolve() if target.parent.exists() else target.parent
+        if target.parent.exists() and not parent.is_relative_to(root):
+            raise OutputError(f"output path {path!r} resolves outside the sink root {root}")
+        return target
+
+    def write(self, path: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        target = self._target(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Dot-prefixed so that anything watching the output folder ignores it.
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:200]}.", suffix=".tmp", dir=target.parent)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            dir_fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
+            raise OutputError(f"cannot write {target}: {exc.strerror}{hint}") from None
+        return str(target)
+
+    def read(self, path: str) -> bytes:
+        target = self._target(path)
+        try:
+            return target.read_bytes()
+        except OSError as exc:
+            raise OutputError(f"cannot read {target}: {exc.strerror}") from None
+
+    def exists(self, path: str) -> bool:
+        return self._target(path).is_file()
+
+    def location(self, path: str) -> str:
+        return str(self.root / safe_relpath(path))
