@@ -1,0 +1,161 @@
+"""The composition root: builds every part from the settings, starts and stops them.
+
+Start order: state lock -> ledger (and crash recovery) -> worker -> runner -> intake ->
+sources (whose startup scans feed intake). Stop order is the reverse: intake stops
+first, so nothing new starts; the running job may finish until ``stop_timeout``; what
+is left stays queued in the ledger for the next start.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon.errors import ConfigError, Problem, StateLocked
+from daemon.intake import Intake
+from daemon.ledger import Ledger
+from daemon.pool import WorkerPool
+from daemon.profiles import Profile, resolve_profiles
+from daemon.rules import RuleSet, cross_check, load_rules
+from daemon.runner import Runner
+from daemon.settings import Settings
+from daemon.sinks import sink_class
+from daemon.sources import source_class
+
+log = structlog.get_logger("darkroom.app")
+
+
+class StateLock:
+    """One daemon per state directory: a second one would corrupt nothing, but race."""
+
+    def __init__(self, state_dir: Path):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / "lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise StateLocked(
+                f"{self.path.parent} is in use by darkroom (pid {holder}); stop it first, "
+                "or give this one its own state_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def config_problems(settings: Settings, rules: RuleSet, profiles: dict[str, Profile]) -> list[Problem]:
+    """Problems that only show with config and rules together (``darkroom check``)."""
+    problems = cross_check(rules, set(settings.sources), set(settings.sinks), set(profiles))
+    for sink_name, sink in settings.sinks.items():
+        for source_name, source in settings.sources.items():
+            if sink.path.is_relative_to(source.path) or source.path.is_relative_to(sink.path):
+                problems.append(Problem(
+                    f"config: sinks.{sink_name}.path",
+                    f"{sink.path} overlaps the watched folder of source {source_name!r} ({source.path}); "
+                    "outputs would be picked up as new inputs — use a folder outside it",
+                ))
+    if not rules.rules:
+        problems.append(Problem(str(settings.rules_dir), "no rule files (*.yaml) found"))
+    return problems
+
+
+def build_sources(settings: Settings) -> dict[str, Any]:
+    return {
+        name: source_class(cfg.type)(name, cfg.path, quiet_period=cfg.quiet_period,
+                                     rescan_interval=cfg.rescan_interval, poll=cfg.poll, ignore=cfg.ignore)
+        for name, cfg in settings.sources.items()
+    }
+
+
+def build_sinks(settings: Settings) -> dict[str, Any]:
+    return {name: sink_class(cfg.type)(name, cfg.path) for name, cfg in settings.sinks.items()}
+
+
+class App:
+    def __init__(self, settings: Settings, *, sources: dict[str, Any] | None = None, any_source: bool = False):
+        self.settings = settings
+        self.profiles = resolve_profiles(settings)
+        self.rules = load_rules(settings.rules_dir)
+        problems = config_problems(settings, self.rules, self.profiles)
+        if problems:
+            raise ConfigError(problems)
+        self.lock = StateLock(settings.state_dir)
+        self.sources = build_sources(settings) if sources is None else sources
+        self.sinks = build_sinks(settings)
+        self.ledger: Ledger | None = None
+        self.pool = WorkerPool(settings.worker.device, settings.worker.threads, settings.models_dir,
+                               settings.worker.job_timeout)
+        self.stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.any_source = any_source
+
+    def start(self) -> None:
+        self.lock.acquire()
+        self.ledger = Ledger(self.settings.state_dir / "ledger.sqlite",
+                             max_attempts=self.settings.jobs.max_attempts,
+                             retry_backoff=self.settings.jobs.retry_backoff)
+        requeued = self.ledger.recover()
+        if requeued:
+            log.warning("work that was running when the daemon stopped is queued again", jobs=requeued)
+        self.pool.start()
+        self.runner = Runner(self.ledger, self.sources, self.sinks, self.pool, self.profiles,
+                             self.settings.worker.device)
+        for plan_id in self.ledger.unfinished_plans():
+            self.runner.finalize(plan_id)
+        self._preload()
+        self.intake = Intake(self.ledger, lambda: self.rules, self.sources, self.runner.wake.set,
+                             any_source=self.any_source)
+        self.intake.start()
+        runner_thread = threading.Thread(target=self.runner.loop, name="darkroom-runner", daemon=True)
+        runner_thread.start()
+        self._threads.append(runner_thread)
+        for source in self.sources.values():
+            source.start(self.intake.emit, self.intake.known_for(source.name))
+        log.info("darkroom running", rules=len(self.rules), sources=sorted(self.sources),
+                 sinks=sorted(self.sinks), state_dir=str(self.settings.state_dir), **self.pool.info)
+
+    def _preload(self) -> None:
+        """Load the models the rules use before the first file arrives."""
+        used = {step.model for loaded in self.rules.rules for step in loaded.rule.steps}
+        for name in sorted(used):
+            try:
+                self.pool.load(self.profiles[name].spec(self.settings.worker.device))
+            except Exception as exc:  # reported again, per job, if it persists
+                log.error("cannot load model", profile=name, reason=str(exc))
+
+    def stop(self) -> None:
+        """Stop intake, let the running job finish until the deadline, keep the rest queued."""
+        log.info("stopping: no new work is taken")
+        for source in self.sources.values():
+            source.stop()
+        self.intake.stop()
+        self.runner.stopping.set()
+        self.runner.wake.set()
+        deadline = self.settings.worker.stop_timeout
+        for thread in self._threads:
+            thread.join(deadline)
+        if any(t.is_alive() for t in self._threads):
+            log.warning("running job did not finish in time; it stays queued", timeout=deadline)
+        self.pool.stop()
+        for thread in self._threads:
+            thread.join(5)
+        self.ledger.close()
+        self.lock.release()
+        self.stopped.set()
+        log.info("stopped")

@@ -1,0 +1,246 @@
+"""The ``darkroom`` command line.
+
+    darkroom run      [--config PATH]             the daemon, in the foreground
+    darkroom check    [--config PATH]             validate config and rules; every error at once
+    darkroom process  FILE... [--rule NAME]        one-shot through the same pipeline
+    darkroom status   [--config PATH]             the queue, from the ledger
+    darkroom models   [--config PATH]             the model profiles
+
+The config file is ``--config``, else ``$DARKROOM_CONFIG``, else ``./darkroom.yaml`` if it
+exists (otherwise defaults and environment only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from daemon import __version__
+from daemon.errors import ConfigError, DarkroomError
+
+
+def _config_path(arg: str | None) -> Path | None:
+    if arg:
+        return Path(arg)
+    if os.environ.get("DARKROOM_CONFIG"):
+        return Path(os.environ["DARKROOM_CONFIG"])
+    default = Path("darkroom.yaml")
+    return default if default.exists() else None
+
+
+def _settings(args: argparse.Namespace):
+    from daemon import logs
+    from daemon.settings import load_settings
+
+    settings = load_settings(_config_path(args.config))
+    logs.configure(settings.log.level, settings.log.format)
+    return settings
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from daemon.app import App
+
+    settings = _settings(args)
+    app = App(settings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    app.start()
+    while not stop.wait(0.5):
+        pass
+    app.stop()
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from daemon.app import config_problems
+    from daemon.profiles import resolve_profiles
+    from daemon.rules import load_rules
+    from daemon.settings import load_settings
+
+    problems = []
+    try:
+        settings = load_settings(_config_path(args.config))
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        settings = None
+    rules = None
+    if settings is not None:
+        try:
+            rules = load_rules(settings.rules_dir)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        try:
+            profiles = resolve_profiles(settings)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            profiles = None
+        if rules is not None and profiles is not None:
+            problems.extend(config_problems(settings, rules, profiles))
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
+        return 1
+    print(f"ok: {len(rules)} rule(s) in {settings.rules_dir}, {len(settings.sources)} source(s), {len(settings.sinks)} sink(s)")
+    return 0
+
+
+class _FilesSource:
+    """The files named on the command line, as a read-only source."""
+
+    name = "cli"
+
+    def __init__(self, paths: list[Path]):
+        names = [p.name for p in paths]
+        # The file name is the key (it drives {stem} etc.); the full path only if names clash.
+        self.paths = {(p.name if names.count(p.name) == 1 else str(p).lstrip("/")): p for p in paths}
+
+    def start(self, emit, known) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def scan(self) -> None: ...
+
+    def read(self, key: str) -> bytes:
+        from daemon.errors import InputError
+
+        try:
+            return self.paths[key].read_bytes()
+        except OSError as exc:
+            raise InputError(f"{self.paths[key]}: {exc.strerror}") from None
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from daemon.app import App
+    from daemon.jobs import Arrival
+
+    settings = _settings(args)
+    paths = [Path(p).resolve() for p in args.files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"not a file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    files = _FilesSource(paths)
+    app = App(settings, sources={"cli": files}, any_source=True)
+    if args.rule and args.rule not in app.rules.by_name:
+        print(f"unknown rule {args.rule!r}; rules: {', '.join(sorted(app.rules.by_name))}", file=sys.stderr)
+        return 2
+    if args.rule:
+        from daemon.rules import RuleSet
+
+        app.rules = RuleSet([app.rules.by_name[args.rule]])
+    app.start()
+    plan_ids: list[str] = []
+    try:
+        for key, path in files.paths.items():
+            stat = path.stat()
+            plan_ids += app.intake.handle(Arrival("cli", key, str(path), stat.st_size, stat.st_mtime_ns))
+        if not plan_ids:
+            print("no rule matches these files (use --rule NAME to choose one)", file=sys.stderr)
+            return 1
+        while True:
+            states = [app.ledger.plan(pid).state for pid in plan_ids]
+            jobs = [j for pid in plan_ids for j in app.ledger.jobs_of(pid)]
+            ended = sum(j.state.terminal for j in jobs)
+            _progress(ended, len(jobs))
+            if all(s != "active" for s in states):
+                break
+            time.sleep(0.2)
+        print(file=sys.stderr)
+        failed = 0
+        for pid in plan_ids:
+            plan = app.ledger.plan(pid)
+            sink = app.sinks[plan.plan["sink"]]
+            print(f"{plan.state:8} {plan.key} [{plan.rule}] -> {sink.location(plan.plan['manifest'])}")
+            for job in app.ledger.jobs_of(pid):
+                if job.error and job.state.value == "failed":
+                    print(f"         {job.step}: {job.error}")
+            failed += plan.state != "done"
+        return 1 if failed else 0
+    finally:
+        app.stop()
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} jobs")
+    sys.stderr.flush()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from daemon.ledger import Ledger
+
+    settings = _settings(args)
+    path = settings.state_dir / "ledger.sqlite"
+    if not path.exists():
+        print(f"no ledger at {path}: the daemon has not run with this config yet")
+        return 0
+    ledger = Ledger(path)
+    counts = ledger.counts()
+    print("jobs: " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items())) if counts else "jobs: none")
+    for job in ledger.jobs(state="failed", limit=50):
+        plan = ledger.plan(job.plan_id)
+        print(f"  failed  {job.id}  {plan.key} [{job.rule}/{job.step}]: {job.error}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from daemon.profiles import resolve_profiles
+
+    settings = _settings(args)
+    rows = [("PROFILE", "ROLE", "TASK", "MODEL", "VRAM GB")]
+    for name, p in sorted(resolve_profiles(settings).items()):
+        rows.append((name, p.role, p.task, p.model, "" if p.vram_gb is None else f"{p.vram_gb:g}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="darkroom", description="Run image models on a stream of files.")
+    parser.add_argument("--version", action="version", version=f"darkroom {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, text in (
+        ("run", cmd_run, "run the daemon in the foreground"),
+        ("check", cmd_check, "validate the config and rules"),
+        ("status", cmd_status, "show the queue"),
+        ("models", cmd_models, "list model profiles"),
+        ("process", cmd_process, "process files once through the same pipeline"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", "-c", help="config file (default: $DARKROOM_CONFIG or ./darkroom.yaml)")
+        p.set_defaults(func=func)
+        if name == "process":
+            p.add_argument("files", nargs="+", metavar="FILE")
+            p.add_argument("--rule", help="use this rule instead of matching")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except DarkroomError as exc:
+        print(f"darkroom: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
