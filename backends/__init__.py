@@ -21,7 +21,25 @@ from backends.base import (
 )
 
 BACKENDS: dict[str, str] = {
+    # explore / hires: image to image (SD, SDXL, FLUX.1-schnell; sizes up to 2048 px)
     "img2img": "backends.img2img:Img2ImgBackend",
+    # reference: identity from several reference images
+    "ip-adapter": "backends.reference:IPAdapterBackend",
+    "multi-edit": "backends.reference:MultiImageEditBackend",
+    # hires: x4 upscaler
+    "upscale": "backends.upscale:UpscaleBackend",
+    # edit: instruction edits and masked edits
+    "kontext": "backends.edit:KontextBackend",
+    "kontext-inpaint": "backends.edit:KontextInpaintBackend",
+    "inpaint": "backends.inpaint:InpaintBackend",
+    "fill": "backends.inpaint:FillBackend",
+    # animate: image to video
+    "svd": "backends.video:SVDBackend",
+    "ltx-i2v": "backends.video:LTXImageToVideoBackend",
+    "wan-i2v": "backends.video:WanImageToVideoBackend",
+    # renditions: no model; channel formats
+    "rendition": "backends.renditions:RenditionBackend",
+    # the daemon's own tests
     "stub": "backends.stub:StubBackend",
 }
 

@@ -67,10 +67,39 @@ class ModelSpec:
     device: str = "cpu"
     dtype: str = "float32"
     # Hashable on purpose: specs are dictionary keys in the worker's pipeline cache.
+    # Values are frozen (lists -> tuples, dicts -> sorted item tuples); use option().
     options: tuple[tuple[str, Any], ...] = ()
 
+    @staticmethod
+    def freeze_options(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+        return tuple(sorted((k, _freeze(v)) for k, v in options.items()))
+
     def option(self, name: str, default: Any = None) -> Any:
-        return dict(self.options).get(name, default)
+        """An option as plain data again (lists and dicts thawed)."""
+        for key, value in self.options:
+            if key == name:
+                return _thaw(value)
+        return default
+
+
+class _FrozenDict(tuple):
+    """A dict frozen into a tuple of pairs, told apart from a frozen list."""
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return _FrozenDict(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, _FrozenDict):
+        return {k: _thaw(v) for k, v in value}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
 
 
 @dataclass
@@ -78,7 +107,9 @@ class Request:
     """One call: every image in ``images`` is an input for every seed.
 
     ``images`` are RGB PIL images already decoded and sized by the caller; the backend
-    never touches the filesystem for inputs.
+    never touches the filesystem for inputs. ``references`` are extra images that steer
+    every output (identity, style: IP-Adapter, multi-image editing). ``mask`` (mode "L",
+    the size of the inputs; white = change, black = keep) selects what an edit may touch.
     """
 
     images: list[Image]
@@ -86,15 +117,34 @@ class Request:
     seeds: list[int]
     negative_prompt: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    references: list[Image] = field(default_factory=list)
+    mask: Image | None = None
+
+
+@dataclass
+class Video:
+    """A clip: RGB frames at ``fps``. The caller encodes it (mp4, webp, gif)."""
+
+    frames: list[Image]
+    fps: float
+
+    @property
+    def seconds(self) -> float:
+        return len(self.frames) / self.fps if self.fps else 0.0
 
 
 @dataclass
 class Result:
-    """One output image per seed, in the order of ``Request.seeds``."""
+    """Outputs input-major: for each input image, one output per seed.
+
+    Image tasks fill ``images``. Video tasks fill ``videos`` too, one per output, and put
+    each clip's first frame in ``images`` (the poster), so both lists line up.
+    """
 
     images: list[Image]
     seconds: float
     info: dict[str, Any] = field(default_factory=dict)
+    videos: list[Video] | None = None
 
 
 class Backend(Protocol):

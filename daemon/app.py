@@ -24,8 +24,8 @@ from daemon.profiles import Profile, resolve_profiles
 from daemon.rules import RuleSet, cross_check, load_rules
 from daemon.runner import Runner
 from daemon.settings import Settings
-from daemon.sinks import sink_class
-from daemon.sources import source_class
+from daemon.sinks import build_sink
+from daemon.sources import build_source
 
 log = structlog.get_logger("darkroom.app")
 
@@ -64,11 +64,13 @@ def config_problems(settings: Settings, rules: RuleSet, profiles: dict[str, Prof
     problems = cross_check(rules, set(settings.sources), set(settings.sinks), set(profiles))
     for sink_name, sink in settings.sinks.items():
         for source_name, source in settings.sources.items():
-            if sink.path.is_relative_to(source.path) or source.path.is_relative_to(sink.path):
+            out, watched = sink.where(), source.where()
+            # Locations end in "/" (folders) or are bucket prefixes: overlap is a prefix test.
+            if out.startswith(watched) or watched.startswith(out):
                 problems.append(Problem(
-                    f"config: sinks.{sink_name}.path",
-                    f"{sink.path} overlaps the watched folder of source {source_name!r} ({source.path}); "
-                    "outputs would be picked up as new inputs — use a folder outside it",
+                    f"config: sinks.{sink_name}",
+                    f"{out} overlaps the watched location of source {source_name!r} ({watched}); "
+                    "outputs would be picked up as new inputs — write them somewhere else",
                 ))
     if not rules.rules:
         problems.append(Problem(str(settings.rules_dir), "no rule files (*.yaml) found"))
@@ -76,15 +78,11 @@ def config_problems(settings: Settings, rules: RuleSet, profiles: dict[str, Prof
 
 
 def build_sources(settings: Settings) -> dict[str, Any]:
-    return {
-        name: source_class(cfg.type)(name, cfg.path, quiet_period=cfg.quiet_period,
-                                     rescan_interval=cfg.rescan_interval, poll=cfg.poll, ignore=cfg.ignore)
-        for name, cfg in settings.sources.items()
-    }
+    return {name: build_source(name, cfg) for name, cfg in settings.sources.items()}
 
 
 def build_sinks(settings: Settings) -> dict[str, Any]:
-    return {name: sink_class(cfg.type)(name, cfg.path) for name, cfg in settings.sinks.items()}
+    return {name: build_sink(name, cfg) for name, cfg in settings.sinks.items()}
 
 
 class App:

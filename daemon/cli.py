@@ -111,7 +111,9 @@ class _FilesSource:
 
     def scan(self) -> None: ...
 
-    def read(self, key: str) -> bytes:
+    def settle(self, arrival, outcome) -> None: ...
+
+    def read(self, key: str, etag: str | None = None) -> bytes:
         from daemon.errors import InputError
 
         try:

@@ -68,7 +68,7 @@ class Intake:
             bound.info("no rule matches; ignored")
             return []
         try:
-            data = self.sources[arrival.source].read(arrival.key)
+            data = self.sources[arrival.source].read(arrival.key, arrival.etag)
         except DarkroomError as exc:
             # Not marked seen: the next rescan tries again.
             bound.warning("cannot read arrival", reason=str(exc))

@@ -27,7 +27,7 @@ class Profile:
     def spec(self, device: str) -> ModelSpec:
         return ModelSpec(
             task=self.task, model=self.model, revision=self.revision, device=device,
-            dtype=self.dtype, options=tuple(sorted(self.options.items())),
+            dtype=self.dtype, options=ModelSpec.freeze_options(self.options),
         )
 
 

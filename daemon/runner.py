@@ -170,7 +170,7 @@ class Runner:
         source = self.sources.get(arrival["source"])
         if source is None:
             raise InputError(f"source {arrival['source']!r} is no longer configured")
-        data = source.read(arrival["key"])
+        data = source.read(arrival["key"], arrival.get("etag"))
         if hashlib.sha256(data).hexdigest() != plan["sha256"]:
             raise InputError(f"{arrival['key']} changed since it arrived; the new version is processed on its own")
         return data
@@ -214,7 +214,7 @@ class Runner:
             log.exception("review sheet failed", plan=plan_id)
             manifest["sheet"] = None
             manifest["sheet_error"] = str(exc)
-        sink.write(plan["manifest"], json.dumps(manifest, indent=2).encode(), "application/json")
+        sink.write_manifest(plan["manifest"], json.dumps(manifest, indent=2).encode())
         self.ledger.finish_plan(plan_id, status)
         log.info("source finished", rule=plan["rule"], source=plan_row.source, key=plan_row.key, status=status,
                  manifest=sink.location(plan["manifest"]))

@@ -47,6 +47,43 @@ class FolderSourceConfig(_Strict):
     poll: bool = False
     ignore: list[str] = []
 
+    def where(self) -> str:
+        return f"{self.path.resolve()}/"
+
+
+class S3Endpoint(_Strict):
+    """Credentials never live here: boto3's standard chain supplies them (environment,
+    shared config, instance role). ``endpoint_url`` is for MinIO, R2, Ceph and tests."""
+
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    def where(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+class S3SourceConfig(S3Endpoint):
+    """``mode: poll`` lists the prefix every ``poll_interval`` s; ``mode: events`` long-polls
+    ``queue_url`` for S3 event notifications and lists every ``reconcile_interval`` s to
+    catch events that never came."""
+
+    type: Literal["s3"]
+    mode: Literal["poll", "events"] = "poll"
+    include: list[str] = []
+    exclude: list[str] = []
+    poll_interval: float = Field(60.0, gt=0)
+    queue_url: str | None = None
+    reconcile_interval: float = Field(900.0, gt=0)
+    visibility_timeout: int = Field(300, ge=10, le=43200)
+    wait_time: int = Field(20, ge=0, le=20)
+
+    @field_validator("queue_url")
+    @classmethod
+    def _queue(cls, value: str | None) -> str | None:
+        return value or None
+
 
 def _kind(value: Any) -> str:
     # ``type`` may be left out: a folder is the common case.
@@ -55,15 +92,29 @@ def _kind(value: Any) -> str:
     return getattr(value, "type", "folder")
 
 
-SourceConfig = Annotated[Annotated[FolderSourceConfig, Tag("folder")], Discriminator(_kind)]
+SourceConfig = Annotated[
+    Annotated[FolderSourceConfig, Tag("folder")] | Annotated[S3SourceConfig, Tag("s3")],
+    Discriminator(_kind),
+]
 
 
 class FolderSinkConfig(_Strict):
     type: Literal["folder"] = "folder"
     path: Path
 
+    def where(self) -> str:
+        return f"{self.path.resolve()}/"
 
-SinkConfig = Annotated[Annotated[FolderSinkConfig, Tag("folder")], Discriminator(_kind)]
+
+class S3SinkConfig(S3Endpoint):
+    type: Literal["s3"]
+    multipart_threshold: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
+
+
+SinkConfig = Annotated[
+    Annotated[FolderSinkConfig, Tag("folder")] | Annotated[S3SinkConfig, Tag("s3")],
+    Discriminator(_kind),
+]
 
 
 class ProfileConfig(_Strict):
@@ -159,7 +210,8 @@ def _absolutize(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def _known_keys() -> set[str]:
     keys: set[str] = set()
-    for model in (Settings, FolderSourceConfig, FolderSinkConfig, ProfileConfig, WorkerConfig, JobsConfig, LogConfig):
+    for model in (Settings, FolderSourceConfig, S3SourceConfig, FolderSinkConfig, S3SinkConfig, ProfileConfig,
+                  WorkerConfig, JobsConfig, LogConfig):
         keys.update(model.model_fields)
     return keys
 
@@ -197,6 +249,9 @@ def _resolved(settings: Settings) -> Settings:
     update: dict[str, Any] = {key: getattr(settings, key).resolve() for key in ("state_dir", "rules_dir")}
     if settings.model_cache is not None:
         update["model_cache"] = settings.model_cache.resolve()
-    update["sources"] = {n: s.model_copy(update={"path": s.path.resolve()}) for n, s in settings.sources.items()}
-    update["sinks"] = {n: s.model_copy(update={"path": s.path.resolve()}) for n, s in settings.sinks.items()}
+    def absolute(cfg: Any) -> Any:
+        return cfg.model_copy(update={"path": cfg.path.resolve()}) if hasattr(cfg, "path") else cfg
+
+    update["sources"] = {n: absolute(s) for n, s in settings.sources.items()}
+    update["sinks"] = {n: absolute(s) for n, s in settings.sinks.items()}
     return settings.model_copy(update=update)

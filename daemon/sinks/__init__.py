@@ -27,9 +27,14 @@ class Sink(Protocol):
 
     def location(self, path: str) -> str: ...
 
+    def write_manifest(self, path: str, data: bytes) -> str:
+        """Write the commit marker. A sink shared by several daemons refuses to replace a
+        manifest written by another (S3: IfNoneMatch) and raises OutputError."""
+
 
 SINKS: dict[str, str] = {
     "folder": "daemon.sinks.folder:FolderSink",
+    "s3": "daemon.sinks.s3:S3Sink",
     "memory": "daemon.sinks.memory:MemorySink",
 }
 
@@ -37,3 +42,8 @@ SINKS: dict[str, str] = {
 def sink_class(kind: str) -> type:
     module_name, _, attr = SINKS[kind].partition(":")
     return getattr(importlib.import_module(module_name), attr)
+
+
+def build_sink(name: str, config: object) -> Sink:
+    """A sink from its config model (daemon.settings): ``Class.from_config(name, config)``."""
+    return sink_class(config.type).from_config(name, config)

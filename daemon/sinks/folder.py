@@ -6,6 +6,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from daemon.errors import OutputError
 from daemon.templates import safe_relpath
@@ -15,6 +16,14 @@ class FolderSink:
     def __init__(self, name: str, root: Path):
         self.name = name
         self.root = root
+
+    @classmethod
+    def from_config(cls, name: str, config: Any) -> FolderSink:
+        return cls(name, config.path)
+
+    def write_manifest(self, path: str, data: bytes) -> str:
+        # One daemon per state dir and per output folder: a plain atomic replace is right.
+        return self.write(path, data, "application/json")
 
     def _target(self, path: str) -> Path:
         rel = safe_relpath(path)

@@ -22,6 +22,9 @@ class MemorySink:
             self.writes.append(rel)
         return self.location(rel)
 
+    def write_manifest(self, path: str, data: bytes) -> str:
+        return self.write(path, data, "application/json")
+
     def read(self, path: str) -> bytes:
         try:
             return self.objects[safe_relpath(path)]

@@ -32,12 +32,21 @@ class Source(Protocol):
     def stop(self) -> None:
         """Stop watching; pending, not yet complete candidates are dropped."""
 
-    def read(self, key: str) -> bytes:
-        """The object's bytes. Raises daemon.errors.InputError when it is gone or unreadable."""
+    def read(self, key: str, etag: str | None = None) -> bytes:
+        """The object's bytes. Raises daemon.errors.InputError when it is gone or unreadable.
+
+        With ``etag`` (from the arrival), a source that can check versions (S3) refuses to
+        return a different version: InputError("...changed...")."""
+
+    def settle(self, arrival: Arrival, outcome: str) -> None:
+        """Called once all work for ``arrival`` is committed (``done``/``failed``) or was
+        never needed (``ignored``/``duplicate``). A queue-backed source deletes its message
+        here, never earlier; others do nothing."""
 
 
 SOURCES: dict[str, str] = {
     "folder": "daemon.sources.folder:FolderSource",
+    "s3": "daemon.sources.s3:S3Source",
     "memory": "daemon.sources.memory:MemorySource",
 }
 
@@ -45,3 +54,8 @@ SOURCES: dict[str, str] = {
 def source_class(kind: str) -> type:
     module_name, _, attr = SOURCES[kind].partition(":")
     return getattr(importlib.import_module(module_name), attr)
+
+
+def build_source(name: str, config: object) -> Source:
+    """A source from its config model (daemon.settings): ``Class.from_config(name, config)``."""
+    return source_class(config.type).from_config(name, config)

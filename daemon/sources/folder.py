@@ -52,6 +52,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import structlog
@@ -261,7 +262,15 @@ class FolderSource:
                 self._inbox.clear()
                 self._inbox_dirs.clear()
 
-    def read(self, key: str) -> bytes:
+    @classmethod
+    def from_config(cls, name: str, config: Any) -> FolderSource:
+        return cls(name, config.path, quiet_period=config.quiet_period, rescan_interval=config.rescan_interval,
+                   poll=config.poll, ignore=config.ignore)
+
+    def settle(self, arrival: Arrival, outcome: str) -> None:
+        """Nothing to acknowledge: the folder itself is the record."""
+
+    def read(self, key: str, etag: str | None = None) -> bytes:
         """The file's bytes; InputError when it is gone, a directory, unreadable or a symlink."""
         path = self._path_for(key)
         where = f"{self._root_str}/{key}"

@@ -29,6 +29,7 @@ class MemorySource:
         self._items: dict[str, tuple[bytes, int]] = {}  # key -> data, mtime_ns
         self._emit: Emit | None = None
         self._known: Known | None = None
+        self.settled: list[tuple[str, str]] = []  # (key, outcome), for tests
 
     def __repr__(self) -> str:
         return f"MemorySource({self.name!r})"
@@ -72,7 +73,10 @@ class MemorySource:
             if not known(arrival.key, arrival.size, arrival.mtime_ns):
                 self._call(emit, arrival)
 
-    def read(self, key: str) -> bytes:
+    def settle(self, arrival: Arrival, outcome: str) -> None:
+        self.settled.append((arrival.key, outcome))
+
+    def read(self, key: str, etag: str | None = None) -> bytes:
         with self._lock:
             item = self._items.get(key)
         if item is None:

@@ -82,7 +82,7 @@ def test_check_refuses_output_inside_a_watched_folder(tmp_path):
     config.write_text(config.read_text().replace("path: out", "path: drop/out"))
     bad = darkroom("check", "--config", str(config), cwd=tmp_path)
     assert bad.returncode == 1
-    assert "overlaps the watched folder" in bad.stderr
+    assert "overlaps the watched location" in bad.stderr
 
 
 def test_process_runs_a_chain_once_and_is_idempotent(tmp_path):
