@@ -8,6 +8,7 @@ is left stays queued in the ledger for the next start.
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import os
 import threading
@@ -24,10 +25,15 @@ from daemon.profiles import Profile, resolve_profiles
 from daemon.rules import RuleSet, cross_check, load_rules
 from daemon.runner import Runner
 from daemon.settings import Settings
+from daemon.settlement import Settlement
 from daemon.sinks import build_sink
 from daemon.sources import build_source
 
 log = structlog.get_logger("darkroom.app")
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 class StateLock:
@@ -100,6 +106,7 @@ class App:
         self.pool = WorkerPool(settings.worker.device, settings.worker.threads, settings.models_dir,
                                settings.worker.job_timeout)
         self.stopped = threading.Event()
+        self.scheduler: Any = None
         self._threads: list[threading.Thread] = []
         self.any_source = any_source
 
@@ -112,21 +119,34 @@ class App:
         if requeued:
             log.warning("work that was running when the daemon stopped is queued again", jobs=requeued)
         self.pool.start()
+        self.settlement = Settlement(self.sources, lambda pid: self.ledger.plan(pid).state)
         self.runner = Runner(self.ledger, self.sources, self.sinks, self.pool, self.profiles,
-                             self.settings.worker.device)
+                             self.settings.worker.device, on_plan_done=self.settlement.plan_done)
         for plan_id in self.ledger.unfinished_plans():
             self.runner.finalize(plan_id)
         self._preload()
         self.intake = Intake(self.ledger, lambda: self.rules, self.sources, self.runner.wake.set,
-                             any_source=self.any_source)
+                             any_source=self.any_source, settlement=self.settlement)
         self.intake.start()
         runner_thread = threading.Thread(target=self.runner.loop, name="darkroom-runner", daemon=True)
         runner_thread.start()
         self._threads.append(runner_thread)
         for source in self.sources.values():
             source.start(self.intake.emit, self.intake.known_for(source.name))
+        self._schedule_periodic()
         log.info("darkroom running", rules=len(self.rules), sources=sorted(self.sources),
                  sinks=sorted(self.sinks), state_dir=str(self.settings.state_dir), **self.pool.info)
+
+    def _schedule_periodic(self) -> None:
+        """One scheduler per daemon (never a shared job store): sources' periodic work."""
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.scheduler = BackgroundScheduler(daemon=True)
+        for source in self.sources.values():
+            for func, interval, name in getattr(source, "periodic", lambda: [])():
+                self.scheduler.add_job(func, "interval", seconds=interval, id=f"{source.name}:{name}",
+                                       max_instances=1, coalesce=True, next_run_time=_now())
+        self.scheduler.start()
 
     def _preload(self) -> None:
         """Load the models the rules use before the first file arrives."""
@@ -140,6 +160,8 @@ class App:
     def stop(self) -> None:
         """Stop intake, let the running job finish until the deadline, keep the rest queued."""
         log.info("stopping: no new work is taken")
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
         for source in self.sources.values():
             source.stop()
         self.intake.stop()

@@ -146,7 +146,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     try:
         for key, path in files.paths.items():
             stat = path.stat()
-            plan_ids += app.intake.handle(Arrival("cli", key, str(path), stat.st_size, stat.st_mtime_ns))
+            plan_ids += app.intake.handle(Arrival("cli", key, str(path), stat.st_size, stat.st_mtime_ns)) or []
         if not plan_ids:
             print("no rule matches these files (use --rule NAME to choose one)", file=sys.stderr)
             return 1

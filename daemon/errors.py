@@ -9,6 +9,7 @@ these at the seam where they are met, so callers catch one family::
     ├── StateLocked            another daemon holds the state directory
     ├── InputError             an input can never be processed as it is (corrupt, unsupported)
     ├── OutputError            an output could not be written (path escapes the sink, disk full)
+    │   └── AlreadyCommitted   another daemon already committed this manifest (not a failure)
     └── JobError               a job failed while running
         └── WorkerDied         the worker process died under the job
 
@@ -61,6 +62,12 @@ class InputError(DarkroomError):
 
 class OutputError(DarkroomError):
     retryable = True
+
+
+class AlreadyCommitted(OutputError):
+    """The manifest exists already: another daemon sharing the sink finished this source."""
+
+    retryable = False
 
 
 class JobError(DarkroomError):

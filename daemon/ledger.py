@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS seen (
     key TEXT NOT NULL,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    etag TEXT,
     sha256 TEXT,
     outcome TEXT NOT NULL,
     at REAL NOT NULL,
@@ -186,18 +187,27 @@ class Ledger:
                 )
         return pid, True
 
-    def is_seen(self, source: str, key: str, size: int, mtime_ns: int) -> bool:
+    def is_seen(self, source: str, key: str, size: int, mtime_ns: int, etag: str | None = None) -> bool:
+        """Whether this version of the object was handled: by ETag where the source has
+        one (S3), else by size and modification time (folders)."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM seen WHERE source=? AND key=? AND size=? AND mtime_ns=?", (source, key, size, mtime_ns)
-            ).fetchone()
+            if etag:
+                row = self._db.execute(
+                    "SELECT 1 FROM seen WHERE source=? AND key=? AND size=? AND etag=?", (source, key, size, etag)
+                ).fetchone()
+            else:
+                row = self._db.execute(
+                    "SELECT 1 FROM seen WHERE source=? AND key=? AND size=? AND mtime_ns=?", (source, key, size, mtime_ns)
+                ).fetchone()
         return row is not None
 
-    def mark_seen(self, source: str, key: str, size: int, mtime_ns: int, sha256: str | None, outcome: str) -> None:
+    def mark_seen(self, source: str, key: str, size: int, mtime_ns: int, sha256: str | None, outcome: str,
+                  etag: str | None = None) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO seen (source, key, size, mtime_ns, sha256, outcome, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (source, key, size, mtime_ns, sha256, outcome, self._clock()),
+                "INSERT OR REPLACE INTO seen (source, key, size, mtime_ns, etag, sha256, outcome, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (source, key, size, mtime_ns, etag, sha256, outcome, self._clock()),
             )
 
     # -- the queue -------------------------------------------------------------------

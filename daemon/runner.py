@@ -22,7 +22,7 @@ from PIL import Image
 
 from backends.base import Request
 from daemon import __version__, imaging, rules, sheet
-from daemon.errors import DarkroomError, InputError, JobError, WorkerDied
+from daemon.errors import AlreadyCommitted, DarkroomError, InputError, JobError, WorkerDied
 from daemon.jobs import JobState
 from daemon.ledger import JobRow, Ledger, job_id
 from daemon.pool import WorkerPool
@@ -214,7 +214,11 @@ class Runner:
             log.exception("review sheet failed", plan=plan_id)
             manifest["sheet"] = None
             manifest["sheet_error"] = str(exc)
-        sink.write_manifest(plan["manifest"], json.dumps(manifest, indent=2).encode())
+        try:
+            sink.write_manifest(plan["manifest"], json.dumps(manifest, indent=2).encode())
+        except AlreadyCommitted:
+            log.info("another daemon already committed this source; keeping its manifest",
+                     rule=plan["rule"], key=plan_row.key)
         self.ledger.finish_plan(plan_id, status)
         log.info("source finished", rule=plan["rule"], source=plan_row.source, key=plan_row.key, status=status,
                  manifest=sink.location(plan["manifest"]))

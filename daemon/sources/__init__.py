@@ -16,8 +16,10 @@ from typing import Protocol
 from daemon.jobs import Arrival
 
 Emit = Callable[[Arrival], None]
-# Returns True when (key, size, mtime_ns) was already handled, so rescans stay cheap.
-Known = Callable[[str, int, int], bool]
+# Returns True when this version of key (size + mtime_ns, or size + etag when given) was
+# already handled, so rescans and duplicate events stay cheap.
+Known = Callable[..., bool]  # (key, size, mtime_ns, etag=None) -> bool
+Periodic = list[tuple[Callable[[], None], float, str]]  # (function, interval s, job name)
 
 
 class Source(Protocol):
@@ -31,6 +33,9 @@ class Source(Protocol):
 
     def stop(self) -> None:
         """Stop watching; pending, not yet complete candidates are dropped."""
+
+    # Optional: ``periodic() -> Periodic`` — work the app runs on its one scheduler
+    # (listings, reconciliation). Sources without periodic work leave it out.
 
     def read(self, key: str, etag: str | None = None) -> bytes:
         """The object's bytes. Raises daemon.errors.InputError when it is gone or unreadable.

@@ -1,0 +1,33 @@
+from daemon.jobs import Arrival
+from daemon.settlement import Settlement
+from daemon.sources.memory import MemorySource
+
+
+def setup(states):
+    source = MemorySource("mem")
+    return source, Settlement({"mem": source}, lambda pid: states[pid])
+
+
+def arrival(key="a.jpg", etag="e1"):
+    return Arrival("mem", key, f"memory://mem/{key}", 3, 1, etag)
+
+
+def test_ignored_and_duplicates_settle_at_once():
+    states = {"p1": "done"}
+    source, settlement = setup(states)
+    settlement.track(arrival("none.jpg"), [])
+    settlement.track(arrival("dup.jpg"), ["p1"])
+    assert source.settled == [("none.jpg", "ignored"), ("dup.jpg", "duplicate")]
+
+
+def test_settles_once_when_every_plan_of_the_arrival_ended():
+    states = {"p1": "active", "p2": "active"}
+    source, settlement = setup(states)
+    first, redelivered = arrival(), arrival()  # the same event delivered twice while running
+    settlement.track(first, ["p1", "p2"])
+    settlement.track(redelivered, ["p1", "p2"])
+    settlement.plan_done("p1", "done")
+    assert source.settled == []
+    settlement.plan_done("p2", "failed")
+    assert source.settled == [("a.jpg", "failed")]  # equal arrivals settle once; worst outcome wins
+    assert settlement.pending() == 0
