@@ -67,7 +67,8 @@ class StateLock:
 
 def config_problems(settings: Settings, rules: RuleSet, profiles: dict[str, Profile]) -> list[Problem]:
     """Problems that only show with config and rules together (``darkroom check``)."""
-    problems = cross_check(rules, set(settings.sources), set(settings.sinks), set(profiles))
+    problems = cross_check(rules, set(settings.sources), set(settings.sinks), set(profiles),
+                           settings.reference_dirs, settings.rules_dir)
     for sink_name, sink in settings.sinks.items():
         for source_name, source in settings.sources.items():
             out, watched = sink.where(), source.where()
@@ -126,7 +127,8 @@ class App:
             self.runner.finalize(plan_id)
         self._preload()
         self.intake = Intake(self.ledger, lambda: self.rules, self.sources, self.runner.wake.set,
-                             any_source=self.any_source, settlement=self.settlement)
+                             any_source=self.any_source, settlement=self.settlement,
+                             rules_dir=self.settings.rules_dir, reference_dirs=self.settings.reference_dirs)
         self.intake.start()
         runner_thread = threading.Thread(target=self.runner.loop, name="darkroom-runner", daemon=True)
         runner_thread.start()
@@ -150,7 +152,7 @@ class App:
 
     def _preload(self) -> None:
         """Load the models the rules use before the first file arrives."""
-        used = {step.model for loaded in self.rules.rules for step in loaded.rule.steps}
+        used = {p for loaded in self.rules.rules for step in loaded.rule.steps for p in step.profiles}
         for name in sorted(used):
             try:
                 self.pool.load(self.profiles[name].spec(self.settings.worker.device))

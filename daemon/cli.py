@@ -113,13 +113,26 @@ class _FilesSource:
 
     def settle(self, arrival, outcome) -> None: ...
 
+    def _path(self, key: str) -> Path:
+        from daemon.errors import InputError
+
+        if key in self.paths:
+            return self.paths[key]
+        # A sidecar or mask next to one of the named files.
+        parent, _, name = key.rpartition("/")
+        for known, path in self.paths.items():
+            if known.rpartition("/")[0] == parent and "/" not in name and name not in ("", ".", ".."):
+                return path.parent / name
+        raise InputError(f"{key}: not one of the files given")
+
     def read(self, key: str, etag: str | None = None) -> bytes:
         from daemon.errors import InputError
 
+        path = self._path(key)
         try:
-            return self.paths[key].read_bytes()
+            return path.read_bytes()
         except OSError as exc:
-            raise InputError(f"{self.paths[key]}: {exc.strerror}") from None
+            raise InputError(f"{path}: {exc.strerror}") from None
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -227,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "process":
             p.add_argument("files", nargs="+", metavar="FILE")
             p.add_argument("--rule", help="use this rule instead of matching")
+    # Review commands (inspect, review approve|reject) live in their own module.
+    from daemon import cli_review
+
+    cli_review.register(sub)
     return parser
 
 

@@ -77,29 +77,48 @@ def fit(image: Image.Image, max_side: int | None, width: int | None = None, heig
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def encode(image: Image.Image, path: str, provenance: dict[str, Any] | None = None) -> tuple[bytes, str]:
-    """Encode for ``path``'s extension with provenance embedded; returns (bytes, content type)."""
+def cover(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Exactly ``width`` x ``height``: scale to cover, then crop the centre."""
+    return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+
+
+def cover_aspect(image: Image.Image, ratio: float, max_side: int, multiple: int = 8) -> Image.Image:
+    """Crop the centre to ``ratio`` (width / height), as large as fits within ``max_side``."""
+    if ratio >= 1:
+        width, height = max_side, max_side / ratio
+    else:
+        width, height = max_side * ratio, max_side
+    width = max(multiple, int(width) // multiple * multiple)
+    height = max(multiple, int(height) // multiple * multiple)
+    return cover(image, width, height)
+
+
+def encode(image: Image.Image, path: str, provenance: dict[str, Any] | None = None, *, quality: int = 92,
+           icc_profile: bytes | None = None) -> tuple[bytes, str]:
+    """Encode for ``path``'s extension with provenance (and the source's colour profile)
+    embedded; returns (bytes, content type)."""
     suffix = "." + path.rsplit(".", 1)[-1].lower()
     fmt = FORMATS[suffix]
     buffer = io.BytesIO()
     text = json.dumps(provenance, sort_keys=True) if provenance else None
+    extra: dict[str, Any] = {"icc_profile": icc_profile} if icc_profile else {}
     if fmt == "PNG":
         info = PngImagePlugin.PngInfo()
         if text:
             info.add_itxt("darkroom", text)
             if provenance.get("prompt"):
                 info.add_itxt("parameters", str(provenance["prompt"]))
-        image.save(buffer, "PNG", pnginfo=info)
+        image.save(buffer, "PNG", pnginfo=info, **extra)
     elif fmt == "JPEG":
         exif = Image.Exif()
         if text:
-            exif[0x010E] = text  # ImageDescription; XMP comes with the provenance issue
-        image.convert("RGB").save(buffer, "JPEG", quality=92, exif=exif)
+            exif[0x010E] = text  # ImageDescription
+        image.convert("RGB").save(buffer, "JPEG", quality=quality, exif=exif, **extra)
     else:
         exif = Image.Exif()
         if text:
             exif[0x010E] = text
-        image.save(buffer, "WEBP", quality=90, exif=exif)
+        image.save(buffer, "WEBP", quality=quality, exif=exif, **extra)
     return buffer.getvalue(), CONTENT_TYPES[fmt]
 
 

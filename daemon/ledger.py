@@ -45,15 +45,17 @@ CREATE TABLE IF NOT EXISTS plans (
     rule_digest TEXT NOT NULL,
     plan TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'active',
+    rounds TEXT,                 -- earlier rounds of this source and rule, kept by the runner
     created_at REAL NOT NULL,
     finished_at REAL
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     plan_id TEXT NOT NULL REFERENCES plans(id),
-    step TEXT NOT NULL,
+    step TEXT NOT NULL,          -- the unit: "explore", or "explore:sd-turbo" in a compare step
+    step_name TEXT NOT NULL,     -- the rule's step name
     step_index INTEGER NOT NULL,
-    depends_on TEXT,
+    depends_on TEXT,             -- the step name whose jobs must all end first (NULL: the source)
     rule TEXT NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -94,6 +96,7 @@ class JobRow:
     id: str
     plan_id: str
     step: str
+    step_name: str
     step_index: int
     rule: str
     state: JobState
@@ -106,7 +109,8 @@ class JobRow:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> JobRow:
         return cls(
-            id=row["id"], plan_id=row["plan_id"], step=row["step"], step_index=row["step_index"],
+            id=row["id"], plan_id=row["plan_id"], step=row["step"], step_name=row["step_name"],
+            step_index=row["step_index"],
             rule=row["rule"], state=JobState(row["state"]), attempts=row["attempts"], error=row["error"],
             outputs=json.loads(row["outputs"]) if row["outputs"] else [], seconds=row["seconds"],
             updated_at=row["updated_at"],
@@ -124,11 +128,13 @@ class PlanRow:
     plan: dict[str, Any]
     state: str
     created_at: float
+    rounds: list[dict[str, Any]]
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> PlanRow:
         return cls(row["id"], row["source"], row["key"], row["sha256"], row["rule"], row["rule_digest"],
-                   json.loads(row["plan"]), row["state"], row["created_at"])
+                   json.loads(row["plan"]), row["state"], row["created_at"],
+                   json.loads(row["rounds"]) if row["rounds"] else [])
 
 
 class Ledger:
@@ -164,8 +170,9 @@ class Ledger:
     # -- intake ----------------------------------------------------------------------
 
     def submit(self, plan: dict[str, Any]) -> tuple[str, bool]:
-        """Record a plan and its jobs; returns (plan id, created). Idempotent."""
-        pid = plan_id(plan["sha256"], plan["rule"], plan["digest"])
+        """Record a plan and its jobs; returns (plan id, created). Idempotent: the id is the
+        content (image bytes + sidecar) + rule + rule digest; a job's adds its step."""
+        pid = plan_id(plan.get("content", plan["sha256"]), plan["rule"], plan["digest"])
         now = self._clock()
         with self._tx() as db:
             cur = db.execute(
@@ -176,14 +183,17 @@ class Ledger:
             )
             if cur.rowcount == 0:
                 return pid, False
-            names = [s["name"] for s in plan["steps"]]
-            for index, step in enumerate(plan["steps"]):
-                depends = None if step["input"] == "source" else job_id(pid, step["input"])
+            for index, unit in enumerate(plan["steps"]):
+                unit_id = unit.get("id", unit["name"])
+                depends = None if unit["input"] == "source" else unit["input"]
                 state = JobState.QUEUED if depends is None else JobState.WAITING
+                if plan.get("error"):  # the plan cannot run as written (e.g. an unknown variable)
+                    state = JobState.FAILED
                 db.execute(
-                    "INSERT INTO jobs (id, plan_id, step, step_index, depends_on, rule, state, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (job_id(pid, names[index]), pid, step["name"], index, depends, plan["rule"], state, now, now),
+                    "INSERT INTO jobs (id, plan_id, step, step_name, step_index, depends_on, rule, state, error,"
+                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id(pid, unit_id), pid, unit_id, unit["name"], index, depends, plan["rule"], state,
+                     plan.get("error"), now, now),
                 )
         return pid, True
 
@@ -242,10 +252,7 @@ class Ledger:
                 "UPDATE jobs SET state=?, outputs=?, seconds=?, error=NULL, lease_owner=NULL, updated_at=? WHERE id=?",
                 (JobState.DONE, json.dumps(outputs), seconds, now, job_id_),
             )
-            db.execute(
-                "UPDATE jobs SET state=?, updated_at=? WHERE depends_on=? AND state=?",
-                (JobState.QUEUED, now, job_id_, JobState.WAITING),
-            )
+            self._release_dependents(db, job_id_, now)
 
     def fail(self, job_id_: str, reason: str, *, retryable: bool) -> JobState:
         """Retry later with backoff, or end the job (and the steps waiting on it)."""
@@ -270,9 +277,24 @@ class Ledger:
             "UPDATE jobs SET state=?, error=?, lease_owner=NULL, updated_at=? WHERE id=?",
             (JobState.FAILED, reason, now, job_id_),
         )
-        step = db.execute("SELECT step FROM jobs WHERE id=?", (job_id_,)).fetchone()["step"]
-        for child in db.execute("SELECT id FROM jobs WHERE depends_on=? AND state=?", (job_id_, JobState.WAITING)).fetchall():
-            self._fail_chain(db, child["id"], f"not run: its input step {step!r} failed", now)
+        self._release_dependents(db, job_id_, now)
+
+    def _release_dependents(self, db: sqlite3.Connection, job_id_: str, now: float) -> None:
+        """When every job of a step has ended, its dependents run (if any of them made
+        outputs) or fail (if none did)."""
+        row = db.execute("SELECT plan_id, step_name FROM jobs WHERE id=?", (job_id_,)).fetchone()
+        siblings = db.execute("SELECT state FROM jobs WHERE plan_id=? AND step_name=?",
+                              (row["plan_id"], row["step_name"])).fetchall()
+        states = {JobState(r["state"]) for r in siblings}
+        if not all(s.terminal for s in states):
+            return
+        children = db.execute("SELECT id FROM jobs WHERE plan_id=? AND depends_on=? AND state=?",
+                              (row["plan_id"], row["step_name"], JobState.WAITING)).fetchall()
+        for child in children:
+            if JobState.DONE in states:
+                db.execute("UPDATE jobs SET state=?, updated_at=? WHERE id=?", (JobState.QUEUED, now, child["id"]))
+            else:
+                self._fail_chain(db, child["id"], f"not run: its input step {row['step_name']!r} failed", now)
 
     def release(self, job_id_: str) -> None:
         """Put a running job back without counting the attempt (graceful shutdown)."""
@@ -319,6 +341,10 @@ class Ledger:
                 " (SELECT 1 FROM jobs j WHERE j.plan_id=p.id AND j.state NOT IN ('done', 'failed'))"
             ).fetchall()
         return [r["id"] for r in rows]
+
+    def note_round(self, pid: str, rounds: list[dict[str, Any]]) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE plans SET rounds=? WHERE id=?", (json.dumps(rounds), pid))
 
     def finish_plan(self, pid: str, state: str) -> None:
         with self._tx() as db:

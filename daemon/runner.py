@@ -1,10 +1,10 @@
 """The dispatcher: claims jobs from the ledger, runs them on the pool, commits outputs.
 
 For each job: read and decode the inputs (the source, or an earlier step's outputs),
-size them for the profile, run the model on the worker, encode every output with its
-provenance and write it atomically to the sink, and only then mark the job done. When
-every step of a plan has ended, the review sheet and then the manifest — the commit
-marker — are written and the plan is closed.
+size them for the profile, add references and mask, run the model on the worker, encode
+every output with its provenance and write it atomically to the sink, and only then mark
+the job done. When every job of a plan has ended, the review sheet and then the manifest
+— the commit marker — are written and the plan is closed.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import structlog
@@ -24,7 +25,7 @@ from backends.base import Request
 from daemon import __version__, imaging, rules, sheet
 from daemon.errors import AlreadyCommitted, DarkroomError, InputError, JobError, WorkerDied
 from daemon.jobs import JobState
-from daemon.ledger import JobRow, Ledger, job_id
+from daemon.ledger import JobRow, Ledger
 from daemon.pool import WorkerPool
 from daemon.profiles import Profile
 
@@ -41,6 +42,7 @@ class Runner:
         profiles: Mapping[str, Profile],
         device: str,
         on_plan_done: Callable[[str, str], None] | None = None,
+        on_manifest: Callable[[Any, dict[str, Any], str], None] | None = None,
     ):
         self.ledger = ledger
         self.sources = sources
@@ -49,6 +51,7 @@ class Runner:
         self.profiles = profiles
         self.device = device
         self.on_plan_done = on_plan_done
+        self.on_manifest = on_manifest  # after the manifest is committed (review page, webhooks)
         self.owner = f"runner-{id(self):x}"
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -60,6 +63,7 @@ class Runner:
     def loop(self) -> None:
         while not self.stopping.is_set():
             if not self.step():
+                self.finalize_ended()
                 due = self.ledger.next_due()
                 wait = 1.0 if due is None else max(0.01, min(1.0, due - time.time()))
                 self.wake.wait(wait)
@@ -76,6 +80,15 @@ class Runner:
         finally:
             self.current = None
         return True
+
+    def finalize_ended(self) -> None:
+        """Close plans whose jobs all ended without passing through run_job (a plan that
+        failed at submission, or one whose manifest a crash kept from being written)."""
+        for plan_id in self.ledger.unfinished_plans():
+            try:
+                self.finalize(plan_id)
+            except Exception:
+                log.exception("cannot close plan", plan=plan_id)
 
     def run_job(self, job: JobRow) -> None:
         plan_row = self.ledger.plan(job.plan_id)
@@ -112,58 +125,145 @@ class Runner:
     # -- one job ---------------------------------------------------------------------
 
     def _execute(self, job: JobRow, plan: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
-        step = plan["steps"][job.step_index]
-        profile = self.profiles.get(step["model"])
+        unit = plan["steps"][job.step_index]
+        profile = self.profiles.get(unit["model"])
         if profile is None:
-            raise JobError(f"model profile {step['model']!r} is no longer configured", retryable=False)
-        labels, images = self._inputs(job, plan, step)
-        params = {**profile.defaults, **step["params"]}
-        sized = [imaging.fit(img, profile.max_side, params.get("width"), params.get("height")) for img in images]
+            raise JobError(f"model profile {unit['model']!r} is no longer configured", retryable=False)
+        if job.step_index == 0:
+            self._archive_previous_round(plan, job.plan_id)
+        labels, images, icc = self._inputs(job, plan, unit)
+        params = {**profile.defaults, **unit["params"]}
+        sized = [self._size(img, unit, profile, params) for img in images]
         request = Request(
-            images=sized, prompt=step["prompt"], seeds=list(step["seeds"]),
-            negative_prompt=step.get("negative_prompt"), params=params,
+            images=sized, prompt=unit["prompt"], seeds=list(unit["seeds"]),
+            negative_prompt=unit.get("negative_prompt"), params=params,
+            references=self._references(unit, profile),
+            mask=self._mask(plan, unit, sized[0].size),
         )
         result = self.pool.run(profile.spec(self.device), request)
-        if len(result.images) != len(sized) * len(step["seeds"]):
+        expected = len(sized) * len(unit["seeds"])
+        if len(result.images) != expected:
             raise JobError(f"the backend returned {len(result.images)} images for "
-                           f"{len(sized)} inputs x {len(step['seeds'])} seeds", retryable=False)
+                           f"{len(sized)} inputs x {len(unit['seeds'])} seeds", retryable=False)
         sink = self.sinks[plan["sink"]]
         outputs = []
-        per_output = result.seconds / max(1, len(result.images))
+        per_output = result.seconds / max(1, expected)
         for i, label in enumerate(labels):
-            for v, seed in enumerate(step["seeds"]):
-                variant = i * len(step["seeds"]) + v
+            for v, seed in enumerate(unit["seeds"]):
+                variant = i * len(unit["seeds"]) + v
                 image = result.images[variant]
-                path = rules.output_path(plan, step, variant, seed)
+                video = result.videos[variant] if result.videos else None
+                path = rules.output_path(plan, unit, variant, seed, video=video is not None)
                 record = {
-                    "path": path, "step": step["name"], "model": profile.name, "model_id": profile.model,
+                    "path": path, "step": unit["name"], "model": profile.name, "model_id": profile.model,
                     "variant": variant, "seed": seed, "width": image.width, "height": image.height,
                     "input": label, "seconds": round(per_output, 4), "params": params,
                 }
                 provenance = {
-                    "darkroom_version": __version__, "prompt": step["prompt"],
-                    "negative_prompt": step.get("negative_prompt"), "rule": plan["rule"],
-                    "source_sha256": plan["sha256"], **{k: record[k] for k in ("step", "model", "model_id", "seed", "params")},
+                    "darkroom_version": __version__, "prompt": unit["prompt"],
+                    "negative_prompt": unit.get("negative_prompt"), "rule": plan["rule"],
+                    "source_sha256": plan["sha256"], "revision": profile.revision,
+                    **{k: record[k] for k in ("step", "model", "model_id", "seed", "params")},
                 }
-                data, content_type = imaging.encode(image, path, provenance)
-                sink.write(path, data, content_type)
-                record["sha256"] = hashlib.sha256(data).hexdigest()
+                if video is not None:
+                    record.update(self._write_video(sink, path, video, unit))
+                else:
+                    data, content_type = imaging.encode(image, path, provenance, quality=plan.get("quality", 92),
+                                                        icc_profile=icc if plan.get("keep_icc", True) else None)
+                    sink.write(path, data, content_type)
+                    record["sha256"] = hashlib.sha256(data).hexdigest()
                 outputs.append(record)
         return outputs, result.seconds
 
-    def _inputs(self, job: JobRow, plan: dict[str, Any], step: dict[str, Any]) -> tuple[list[str], list[Image.Image]]:
-        if step["input"] == "source":
-            data = self.read_source(plan)
-            return ["source"], [imaging.to_rgb(imaging.decode(data, plan["arrival"]["key"]))]
-        previous = self.ledger.job(job_id(job.plan_id, step["input"]))
+    @staticmethod
+    def _write_video(sink: Any, path: str, video: Any, unit: dict[str, Any]) -> dict[str, Any]:
+        from backends import video_io
+
+        data = video_io.encode_video(video, unit.get("video_format", "mp4"))
+        content_type = {"mp4": "video/mp4", "webp": "image/webp", "gif": "image/gif"}[unit.get("video_format", "mp4")]
+        sink.write(path, data, content_type)
+        poster = str(PurePosixPath(path).with_suffix("")) + ".strip.png"
+        buffer = io.BytesIO()
+        video_io.frame_strip(video).save(buffer, "PNG")
+        sink.write(poster, buffer.getvalue(), "image/png")
+        return {"kind": "video", "poster": poster, "frames": len(video.frames), "fps": video.fps,
+                "duration": round(video.seconds, 3), "sha256": hashlib.sha256(data).hexdigest()}
+
+    def _inputs(self, job: JobRow, plan: dict[str, Any], unit: dict[str, Any]
+                ) -> tuple[list[str], list[Image.Image], bytes | None]:
+        source_image = self._decoded_source(plan)
+        icc = source_image.info.get("icc_profile")
+        if unit["input"] == "source":
+            return ["source"], [imaging.to_rgb(source_image)], icc
         sink = self.sinks[plan["sink"]]
-        labels, images = [], []
-        for output in previous.outputs:
-            labels.append(output["path"])
+        earlier = [j for j in self.ledger.jobs_of(job.plan_id) if j.step_name == unit["input"]]
+        outputs = [o for j in earlier for o in j.outputs if not o.get("error")]
+        pick = unit.get("pick", "all")
+        if pick == "first":
+            outputs = outputs[:1]
+        elif isinstance(pick, list):
+            missing = [i for i in pick if i >= len(outputs)]
+            if missing:
+                raise JobError(f"pick {pick} asks for outputs {missing}, but step {unit['input']!r} made "
+                               f"{len(outputs)} (indices from 0)", retryable=False)
+            outputs = [outputs[i] for i in pick]
+        if not outputs:
+            raise JobError(f"step {unit['input']!r} produced no outputs to use", retryable=False)
+        images = []
+        for output in outputs:
+            if output.get("kind") == "video":
+                raise JobError(f"step {unit['input']!r} made videos; a step cannot take a video as input",
+                               retryable=False)
             images.append(imaging.to_rgb(imaging.decode(sink.read(output["path"]), output["path"])))
-        if not images:
-            raise JobError(f"step {step['input']!r} produced no outputs to use", retryable=False)
-        return labels, images
+        return [o["path"] for o in outputs], images, icc
+
+    def _decoded_source(self, plan: dict[str, Any]) -> Image.Image:
+        return imaging.decode(self.read_source(plan), plan["arrival"]["key"])
+
+    @staticmethod
+    def _size(image: Image.Image, unit: dict[str, Any], profile: Profile, params: dict[str, Any]) -> Image.Image:
+        max_side = unit.get("max_side") or profile.max_side
+        if unit.get("size"):
+            w, h = rules.parse_size(unit["size"])
+            if isinstance(w, int):
+                return imaging.cover(image, w, h)
+            return imaging.cover_aspect(image, w / h, max_side or max(image.size))
+        return imaging.fit(image, max_side, params.get("width"), params.get("height"))
+
+    def _references(self, unit: dict[str, Any], profile: Profile) -> list[Image.Image]:
+        images = []
+        for ref in unit.get("references", []):
+            try:
+                data = Path(ref["path"]).read_bytes()
+            except OSError as exc:
+                raise JobError(f"reference {ref['path']}: {exc.strerror}", retryable=False) from None
+            images.append(imaging.fit(imaging.to_rgb(imaging.decode(data, ref["path"])), profile.max_side))
+        return images
+
+    def _mask(self, plan: dict[str, Any], unit: dict[str, Any], size: tuple[int, int]) -> Image.Image | None:
+        kind = unit.get("mask")
+        if not kind:
+            return None
+        key = plan["arrival"]["key"]
+        if kind == "alpha":
+            source = self._decoded_source(plan)
+            if "A" not in source.getbands() and "transparency" not in source.info:
+                raise InputError(f"{key} has no alpha channel, but the step's mask is 'alpha'")
+            # Transparent pixels are the ones to change: the mask is white where alpha is 0.
+            mask = Image.eval(source.convert("RGBA").getchannel("A"), lambda a: 255 - a)
+        elif kind == "sidecar":
+            mask_key = rules.mask_key(key)
+            try:
+                data = self.sources[plan["arrival"]["source"]].read(mask_key)
+            except DarkroomError:
+                raise InputError(f"the step's mask is 'sidecar' but {mask_key} does not exist next to {key}") from None
+            mask = imaging.decode(data, mask_key).convert("L")
+        else:
+            try:
+                mask = imaging.decode(Path(kind).read_bytes(), kind).convert("L")
+            except OSError as exc:
+                raise InputError(f"mask {kind}: {exc.strerror}") from None
+        return mask.resize(size, Image.Resampling.NEAREST) if mask.size != size else mask
 
     def read_source(self, plan: dict[str, Any]) -> bytes:
         arrival = plan["arrival"]
@@ -174,6 +274,36 @@ class Runner:
         if hashlib.sha256(data).hexdigest() != plan["sha256"]:
             raise InputError(f"{arrival['key']} changed since it arrived; the new version is processed on its own")
         return data
+
+    # -- rounds: a re-run keeps what came before -----------------------------------------
+
+    def _archive_previous_round(self, plan: dict[str, Any], plan_id: str) -> None:
+        """When this source was processed before by this rule (an edited sidecar, a new
+        version of the file), keep the earlier outputs under rounds/N/ instead of
+        overwriting them."""
+        sink = self.sinks[plan["sink"]]
+        if not sink.exists(plan["manifest"]):
+            return
+        try:
+            old = json.loads(sink.read(plan["manifest"]))
+        except (DarkroomError, ValueError):
+            return
+        if old.get("plan_id") in (None, plan_id):
+            return
+        number = len(old.get("rounds", [])) + 1
+        base = str(PurePosixPath(plan["manifest"]).parent)
+        moved: dict[str, str] = {}
+        files = [o[k] for s in old.get("steps", []) for o in s.get("outputs", []) for k in ("path", "poster") if o.get(k)]
+        for path in files + [old.get("sheet")]:
+            if not path or not sink.exists(path):
+                continue
+            target = f"{base}/rounds/{number}/{PurePosixPath(path).name}"
+            sink.write(target, sink.read(path), "application/octet-stream")
+            moved[path] = target
+        summary = {"round": number, "prompt": old.get("rule", {}).get("prompt"), "created_at": old.get("created_at"),
+                   "sheet": moved.get(old.get("sheet")), "outputs": list(moved.values())}
+        self.ledger.note_round(plan_id, old.get("rounds", []) + [summary])
+        log.info("earlier outputs kept as a previous round", rule=plan["rule"], key=plan["arrival"]["key"], round=number)
 
     # -- closing a plan --------------------------------------------------------------
 
@@ -193,8 +323,9 @@ class Runner:
         source_image = self._source_thumbnail(plan)
         manifest = {
             "darkroom_version": __version__,
+            "plan_id": plan_id,
             "source": {
-                **plan["arrival"], "sha256": plan["sha256"],
+                **plan["arrival"], "sha256": plan["sha256"], "sidecar": plan.get("sidecar"),
                 "width": source_image.width if source_image else None,
                 "height": source_image.height if source_image else None,
             },
@@ -203,12 +334,13 @@ class Runner:
             "status": status,
             "steps": [self._step_record(plan, job) for job in jobs],
             "sheet": plan["sheet"],
+            "rounds": plan_row.rounds,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(plan_row.created_at)),
         }
         try:
             sheet_image = sheet.render_sheet(manifest, lambda p: self._open_for_sheet(p, sink, source_image))
             buffer = io.BytesIO()
-            sheet_image.save(buffer, "PNG")
+            sheet_image.save(buffer, "PNG", compress_level=3)
             sink.write(plan["sheet"], buffer.getvalue(), "image/png")
         except Exception as exc:  # a sheet is a view; its failure must not lose the results
             log.exception("review sheet failed", plan=plan_id)
@@ -219,25 +351,48 @@ class Runner:
         except AlreadyCommitted:
             log.info("another daemon already committed this source; keeping its manifest",
                      rule=plan["rule"], key=plan_row.key)
+        else:
+            if self.on_manifest:
+                try:
+                    self.on_manifest(sink, manifest, plan["manifest"])
+                except Exception:  # the page is a view too
+                    log.exception("publishing the review page failed", plan=plan_id)
         self.ledger.finish_plan(plan_id, status)
+        if status == "done" and plan.get("on_success") == "move":
+            self._move_source(plan)
         log.info("source finished", rule=plan["rule"], source=plan_row.source, key=plan_row.key, status=status,
                  manifest=sink.location(plan["manifest"]))
         if self.on_plan_done:
             self.on_plan_done(plan_id, status)
 
+    def _move_source(self, plan: dict[str, Any]) -> None:
+        arrival = plan["arrival"]
+        source = self.sources.get(arrival["source"])
+        move = getattr(source, "move", None)
+        if move is None:
+            log.warning("this source cannot move files; on_success: move ignored", source=arrival["source"])
+            return
+        target = f"{plan['processed_dir'].strip('/')}/{arrival['key']}"
+        try:
+            move(arrival["key"], target)
+            log.info("source moved after success", key=arrival["key"], to=target)
+        except DarkroomError as exc:
+            log.warning("cannot move source after success", key=arrival["key"], reason=str(exc))
+
     def _step_record(self, plan: dict[str, Any], job: JobRow) -> dict[str, Any]:
-        step = plan["steps"][job.step_index]
-        profile = self.profiles.get(step["model"])
+        unit = plan["steps"][job.step_index]
+        profile = self.profiles.get(unit["model"])
         return {
-            "name": step["name"], "model": step["model"], "model_id": profile.model if profile else None,
-            "prompt": step["prompt"], "negative_prompt": step.get("negative_prompt"), "seeds": step["seeds"],
+            "name": unit["name"], "model": unit["model"], "model_id": profile.model if profile else None,
+            "prompt": unit["prompt"], "negative_prompt": unit.get("negative_prompt"), "seeds": unit["seeds"],
+            "references": [r["path"] for r in unit.get("references", [])], "mask": unit.get("mask"),
             "state": job.state.value, "error": job.error if job.state is JobState.FAILED else None,
             "attempts": job.attempts, "seconds": job.seconds, "outputs": job.outputs,
         }
 
     def _source_thumbnail(self, plan: dict[str, Any]) -> Image.Image | None:
         try:
-            return imaging.to_rgb(imaging.decode(self.read_source(plan), plan["arrival"]["key"]))
+            return imaging.to_rgb(self._decoded_source(plan))
         except DarkroomError:
             return None
 

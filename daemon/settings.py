@@ -78,6 +78,11 @@ class S3SourceConfig(S3Endpoint):
     reconcile_interval: float = Field(900.0, gt=0)
     visibility_timeout: int = Field(300, ge=10, le=43200)
     wait_time: int = Field(20, ge=0, le=20)
+    # Events mode: messages held (received, not yet settled) at once; keeps a daemon from
+    # taking the whole queue when several share it.
+    max_in_flight: int = Field(20, ge=1, le=10000)
+    # Events mode: reconciliation leaves objects younger than this to their events.
+    reconcile_grace: float = Field(60.0, ge=0)
 
     @field_validator("queue_url")
     @classmethod
@@ -161,6 +166,7 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".darkroom")
     rules_dir: Path = Path("rules")
     model_cache: Path | None = None  # where random: models are built; default state_dir/models
+    reference_dirs: dict[str, Path] = {}  # named folders of reference images ("brand:faces/*.png")
     sources: dict[str, SourceConfig] = {}
     sinks: dict[str, SinkConfig] = {}
     profiles: dict[str, ProfileConfig] = {}
@@ -198,6 +204,8 @@ def _absolutize(data: dict[str, Any], base: Path) -> dict[str, Any]:
     for key in _PATH_KEYS:
         if key in out:
             out[key] = fix(out[key])
+    if isinstance(out.get("reference_dirs"), dict):
+        out["reference_dirs"] = {name: fix(path) for name, path in out["reference_dirs"].items()}
     for group in ("sources", "sinks"):
         entries = out.get(group)
         if isinstance(entries, dict):
@@ -249,6 +257,7 @@ def _resolved(settings: Settings) -> Settings:
     update: dict[str, Any] = {key: getattr(settings, key).resolve() for key in ("state_dir", "rules_dir")}
     if settings.model_cache is not None:
         update["model_cache"] = settings.model_cache.resolve()
+    update["reference_dirs"] = {n: p.resolve() for n, p in settings.reference_dirs.items()}
     def absolute(cfg: Any) -> Any:
         return cfg.model_copy(update={"path": cfg.path.resolve()}) if hasattr(cfg, "path") else cfg
 

@@ -270,6 +270,18 @@ class FolderSource:
     def settle(self, arrival: Arrival, outcome: str) -> None:
         """Nothing to acknowledge: the folder itself is the record."""
 
+    def move(self, key: str, target_key: str) -> None:
+        """Move a processed file (a rule's ``on_success: move``) within the root. Targets in
+        dot-folders (the default ``.processed/``) are never watched, so it is not seen again."""
+        source, target = Path(self._path_for(key)), Path(self._path_for(target_key))
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                raise InputError(f"{target} exists already; not overwriting it")
+            os.rename(source, target)
+        except OSError as exc:
+            raise InputError(f"cannot move {source} to {target}: {exc.strerror}") from None
+
     def read(self, key: str, etag: str | None = None) -> bytes:
         """The file's bytes; InputError when it is gone, a directory, unreadable or a symlink."""
         path = self._path_for(key)

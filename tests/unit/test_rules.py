@@ -91,7 +91,7 @@ def test_step_input_must_name_an_earlier_step(tmp_path):
 
 
 def test_path_template_must_have_an_image_extension_and_known_variables(tmp_path):
-    with pytest.raises(RuleError, match="must end in .png"):
+    with pytest.raises(RuleError, match=r"must end in \.\{ext\}, \.png"):
         load_rules(rules_dir(tmp_path / "a", **{"r.yaml": GOOD + '  path: "{rule}/{stem}.gif"\n'}))
     with pytest.raises(RuleError, match=r"unknown variable \{colour\}"):
         load_rules(rules_dir(tmp_path / "b", **{"r.yaml": GOOD + '  path: "{colour}/{stem}.png"\n'}))
