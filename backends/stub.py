@@ -2,7 +2,9 @@
 
 For each (image, seed), input-major, the output is the input (resized to params ``width`` x
 ``height`` when given) blended half-and-half with a solid colour derived from the seed: the
-same seed gives identical bytes, different seeds visibly different images. No torch.
+same seed gives identical bytes, different seeds visibly different images. No torch. The
+first reference image, if any, is blended into the input; a mask limits the change to its
+white area — so tests can see that references and masks arrived.
 
 Test hooks, through params:
 
@@ -81,9 +83,17 @@ class StubBackend:
             base = image.convert("RGB")
             if size is not None and base.size != size:
                 base = base.resize(size, Image.Resampling.BILINEAR)
+            if request.references:
+                # Visible proof that references reached the backend: the first one shows through.
+                reference = request.references[0].convert("RGB").resize(base.size)
+                base = Image.blend(base, reference, 0.5)
             for seed in request.seeds:
                 solid = Image.new("RGB", base.size, seed_colour(seed))
-                outputs.append(Image.blend(base, solid, 0.5))
+                out = Image.blend(base, solid, 0.5)
+                if request.mask is not None:
+                    # Only the masked (white) area changes: the rest stays the input.
+                    out = Image.composite(out, base, request.mask.convert("L").resize(base.size))
+                outputs.append(out)
         return Result(
             images=outputs,
             seconds=time.perf_counter() - started,

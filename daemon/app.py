@@ -22,7 +22,7 @@ from daemon.intake import Intake
 from daemon.ledger import Ledger
 from daemon.pool import WorkerPool
 from daemon.profiles import Profile, resolve_profiles
-from daemon.rules import RuleSet, cross_check, load_rules
+from daemon.rules import RuleSet, cross_check, load_rules, rule_files
 from daemon.runner import Runner
 from daemon.settings import Settings
 from daemon.settlement import Settlement
@@ -108,6 +108,7 @@ class App:
                                settings.worker.job_timeout)
         self.stopped = threading.Event()
         self.scheduler: Any = None
+        self.rules_error: str | None = None
         self._threads: list[threading.Thread] = []
         self.any_source = any_source
 
@@ -136,8 +137,48 @@ class App:
         for source in self.sources.values():
             source.start(self.intake.emit, self.intake.known_for(source.name))
         self._schedule_periodic()
+        if self.settings.rules_reload_interval > 0 and not self.any_source:
+            threading.Thread(target=self._watch_rules, name="darkroom-rules", daemon=True).start()
         log.info("darkroom running", rules=len(self.rules), sources=sorted(self.sources),
                  sinks=sorted(self.sinks), state_dir=str(self.settings.state_dir), **self.pool.info)
+
+    def reload_rules(self) -> bool:
+        """Swap in the rules directory's current rules if they are valid; otherwise keep the
+        running ones and log every problem with file and line. Returns whether it swapped."""
+        try:
+            rules = load_rules(self.settings.rules_dir)
+            problems = config_problems(self.settings, rules, self.profiles)
+            if problems:
+                raise ConfigError(problems)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("rules not reloaded; the previous rules keep running", problem=str(problem))
+            self.rules_error = str(exc)
+            return False
+        self.rules = rules  # one assignment: intake sees the old set or the new one, never a mix
+        self.rules_error = None
+        log.info("rules reloaded", rules=len(rules), names=sorted(rules.by_name))
+        return True
+
+    def _watch_rules(self) -> None:
+        """Poll the rules directory (cheap: a stat per file) and reload on any change."""
+        def snapshot() -> tuple:
+            files = rule_files(self.settings.rules_dir)
+            out = []
+            for path in files:
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                out.append((path.name, st.st_mtime_ns, st.st_size))
+            return tuple(out)
+
+        last = snapshot()
+        while not self.stopped.wait(self.settings.rules_reload_interval):
+            current = snapshot()
+            if current != last:
+                last = current
+                self.reload_rules()
 
     def _schedule_periodic(self) -> None:
         """One scheduler per daemon (never a shared job store): sources' periodic work."""

@@ -241,9 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("files", nargs="+", metavar="FILE")
             p.add_argument("--rule", help="use this rule instead of matching")
     # Review commands (inspect, review approve|reject) live in their own module.
-    from daemon import cli_review
+    from daemon import cli_review, cli_rules
 
     cli_review.register(sub)
+    cli_rules.register(sub)
     return parser
 
 

@@ -352,6 +352,19 @@ class Ledger:
 
     # -- reporting -------------------------------------------------------------------
 
+    def plan_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) AS n FROM plans").fetchone()["n"]
+
+    def seen_since(self, since: float, sources: list[str]) -> list[tuple[str, str, int, int, str | None]]:
+        """Inputs (not sidecars) last seen at or after ``since`` from these sources."""
+        marks = ",".join("?" * len(sources))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT source, key, size, mtime_ns, etag FROM seen WHERE at>=? AND source IN ({marks})"
+                " AND outcome != 'sidecar' ORDER BY at", (since, *sources)).fetchall()
+        return [(r["source"], r["key"], r["size"], r["mtime_ns"], r["etag"]) for r in rows]
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()

@@ -372,22 +372,27 @@ def judge(rule: Rule, arrival: Arrival, facts: ImageFacts | None, has_sidecar: b
         if facts is None:
             why.append("not a readable image, so its size and type are unknown")
         else:
-            mp = facts.width * facts.height / 1e6
-            checks = [
-                (m.types and facts.type not in m.types, f"type {facts.type} is not one of {m.types}"),
-                (m.min_width and facts.width < m.min_width, f"width {facts.width} < min_width {m.min_width}"),
-                (m.max_width and facts.width > m.max_width, f"width {facts.width} > max_width {m.max_width}"),
-                (m.min_height and facts.height < m.min_height, f"height {facts.height} < min_height {m.min_height}"),
-                (m.max_height and facts.height > m.max_height, f"height {facts.height} > max_height {m.max_height}"),
-                (m.min_megapixels and mp < m.min_megapixels, f"{mp:.2f} MP < min_megapixels {m.min_megapixels}"),
-                (m.max_megapixels and mp > m.max_megapixels, f"{mp:.2f} MP > max_megapixels {m.max_megapixels}"),
-                (m.orientation and facts.orientation != m.orientation,
-                 f"orientation {facts.orientation} is not {m.orientation}"),
-                (m.aspect and not m.aspect.holds(facts.width / facts.height),
-                 f"aspect {facts.width / facts.height:.3f} is outside {m.aspect.min}..{m.aspect.max}"),
-            ]
-            why += [text for failed, text in checks if failed]
+            why += _image_reasons(m, facts)
     return Verdict(rule.name, not why, why)
+
+
+def _image_reasons(m: Match, facts: ImageFacts) -> list[str]:
+    mp = facts.width * facts.height / 1e6
+    why = []
+    if m.types and facts.type not in m.types:
+        why.append(f"type {facts.type} is not one of {m.types}")
+    for label, value, low, high in (("width", facts.width, m.min_width, m.max_width),
+                                    ("height", facts.height, m.min_height, m.max_height),
+                                    ("megapixels", round(mp, 2), m.min_megapixels, m.max_megapixels)):
+        if low is not None and value < low:
+            why.append(f"{label} {value} < min_{label} {low}")
+        if high is not None and value > high:
+            why.append(f"{label} {value} > max_{label} {high}")
+    if m.orientation and facts.orientation != m.orientation:
+        why.append(f"orientation {facts.orientation} is not {m.orientation}")
+    if m.aspect and not m.aspect.holds(facts.width / facts.height):
+        why.append(f"aspect {facts.width / facts.height:.3f} is outside {m.aspect.min}..{m.aspect.max}")
+    return why
 
 
 class RuleSet:

@@ -167,6 +167,7 @@ class Settings(BaseSettings):
     rules_dir: Path = Path("rules")
     model_cache: Path | None = None  # where random: models are built; default state_dir/models
     reference_dirs: dict[str, Path] = {}  # named folders of reference images ("brand:faces/*.png")
+    rules_reload_interval: float = Field(1.0, ge=0)  # seconds between checks of rules_dir; 0 = off
     sources: dict[str, SourceConfig] = {}
     sinks: dict[str, SinkConfig] = {}
     profiles: dict[str, ProfileConfig] = {}

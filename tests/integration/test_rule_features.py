@@ -1,0 +1,241 @@
+"""Every rule feature through the real pipeline (in-process daemon, stub model)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from PIL import Image, ImageCms
+
+from tests.conftest import make_image
+
+PROFILES = """\
+profiles:
+  stub-b: {task: stub, model: stub-b, max_side: 64}
+"""
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_sidecar_txt_prompt_and_editing_it_keeps_the_previous_round(harness):
+    harness.rule("r.yaml", """\
+        name: r
+        match: {source: drop}
+        prompt: "rule prompt for {stem}"
+        steps: [{name: one, model: stub, seeds: [1]}]
+        output: {sink: out}
+        """)
+    harness.start()
+    (harness.drop / "cat.txt").write_text("a cat wearing a crown")
+    make_image(harness.drop / "cat.png")
+    first = harness.manifest("r", "cat")
+    assert first["steps"][0]["prompt"] == "a cat wearing a crown"
+    assert first["source"]["sidecar"]["key"] == "cat.txt"
+
+    (harness.drop / "cat.txt").write_text("a cat wearing sunglasses")
+    second = harness.wait(lambda: (m := harness.manifest("r", "cat")) and m["plan_id"] != first["plan_id"] and m,
+                          what="the second round")
+    assert second["steps"][0]["prompt"] == "a cat wearing sunglasses"
+    assert [r["round"] for r in second["rounds"]] == [1]
+    assert second["rounds"][0]["prompt"] == "a cat wearing a crown"  # what round 1 asked for
+    kept = harness.out / second["rounds"][0]["outputs"][0]
+    assert kept.exists() and kept.parent.name == "1"
+
+
+def test_json_sidecar_vars_seed_and_steps(harness):
+    harness.rule("r.yaml", """\
+        name: r
+        match: {source: drop, sidecar: required}
+        vars: {room: kitchen}
+        prompt: "{product} in a {room}"
+        steps: [{name: one, model: stub, variants: 2}]
+        output: {sink: out}
+        """)
+    harness.start()
+    (harness.drop / "chair.json").write_text(json.dumps({"vars": {"product": "oak chair", "room": "loft"},
+                                                          "seed": 40, "steps": 3}))
+    make_image(harness.drop / "chair.png")
+    make_image(harness.drop / "lonely.png")  # no sidecar: not taken by this rule
+    m = harness.manifest("r", "chair")
+    assert m["steps"][0]["prompt"] == "oak chair in a loft"
+    assert m["steps"][0]["seeds"] == [40, 41]
+    assert m["steps"][0]["outputs"][0]["params"]["steps"] == 3
+    time.sleep(0.6)
+    assert not (harness.out / "r" / "lonely").exists()
+
+
+def test_a_variable_the_sidecar_lacks_fails_the_job_naming_it(harness):
+    harness.rule("r.yaml", """\
+        name: r
+        match: {source: drop, sidecar: required}
+        prompt: "{product} on a table"
+        steps: [{name: one, model: stub}]
+        output: {sink: out}
+        """)
+    harness.start()
+    (harness.drop / "vase.yaml").write_text("vars: {colour: blue}\n")
+    make_image(harness.drop / "vase.png")
+    m = harness.manifest("r", "vase")
+    assert m["status"] == "failed"
+    assert "unknown variable {product}" in m["steps"][0]["error"]
+
+
+def test_compare_step_runs_each_model_and_pick_feeds_the_next_step(harness):
+    harness.rule("r.yaml", """\
+        name: r
+        match: {source: drop}
+        prompt: "{stem}"
+        steps:
+          - {name: explore, models: [stub, stub-b], variants: 2, seed: 3}
+          - {name: refine, model: stub, pick: [1, 2], seeds: [9]}
+        output: {sink: out}
+        """)
+    harness.start(PROFILES)
+    make_image(harness.drop / "lamp.png")
+    m = harness.manifest("r", "lamp")
+    assert m["status"] == "done"
+    assert [(s["name"], s["model"]) for s in m["steps"]] == [("explore", "stub"), ("explore", "stub-b"), ("refine", "stub")]
+    explore_paths = [o["path"] for s in m["steps"][:2] for o in s["outputs"]]
+    assert explore_paths == ["r/lamp/explore-stub-0.png", "r/lamp/explore-stub-1.png",
+                             "r/lamp/explore-stub-b-0.png", "r/lamp/explore-stub-b-1.png"]
+    refine = m["steps"][2]["outputs"]
+    assert [o["input"] for o in refine] == explore_paths[1:3]
+    assert all((harness.out / p).exists() for p in explore_paths)
+
+
+def test_references_and_masks_reach_the_model(harness):
+    refs = harness.rules_dir / "refs"
+    make_image(refs / "face.png", color=(0, 255, 0))
+    harness.rule("r.yaml", """\
+        name: r
+        match: {source: drop}
+        steps:
+          - {name: plain, model: stub, seeds: [1]}
+          - {name: refd, input: source, model: stub, seeds: [1], references: ["refs/*.png"]}
+          - {name: masked, input: source, model: stub, seeds: [1], mask: sidecar}
+        output: {sink: out}
+        """)
+    harness.start()
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))  # left half may change
+    mask.save(harness.drop / "pot.mask.png")
+    make_image(harness.drop / "pot.png")
+    m = harness.manifest("r", "pot")
+    assert m["status"] == "done", m
+    plain, refd, masked = (pixels(harness.out / s["outputs"][0]["path"]) for s in m["steps"])
+    source = pixels(harness.drop / "pot.png")
+    assert np.abs(plain - refd).mean() > 10  # the green reference shows through
+    assert m["steps"][1]["references"][0].endswith("refs/face.png")
+    assert np.abs(masked[:, 40:] - source[:, 40:]).max() <= 2  # right half kept
+    assert np.abs(masked[:, :24] - source[:, :24]).mean() > 10  # left half changed
+    assert not (harness.out / "r" / "pot.mask").exists()  # the mask is not an input of its own
+
+
+def test_alpha_mask_and_missing_sidecar_mask_reason(harness):
+    harness.rule("r.yaml", """\
+        name: r
+        match: {source: drop}
+        steps: [{name: one, model: stub, seeds: [1], mask: alpha}]
+        output: {sink: out}
+        """)
+    harness.start()
+    rgba = Image.new("RGBA", (64, 64), (200, 100, 50, 255))
+    rgba.paste((200, 100, 50, 0), (0, 0, 64, 32))  # top half transparent: to change
+    rgba.save(harness.drop / "cut.png")
+    make_image(harness.drop / "opaque.jpg")
+    m = harness.manifest("r", "cut")
+    assert m["status"] == "done"
+    bad = harness.manifest("r", "opaque")
+    assert bad["status"] == "failed" and "no alpha channel" in bad["steps"][0]["error"]
+
+
+def test_output_format_quality_and_icc_profile(harness):
+    harness.rule("r.yaml", """\
+        name: r
+        match: {source: drop}
+        steps: [{name: one, model: stub, seeds: [1]}]
+        output: {sink: out, format: jpeg, quality: 70}
+        """)
+    harness.start()
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    image = Image.new("RGB", (64, 64), (120, 30, 200))
+    image.save(harness.drop / "tagged.jpg", icc_profile=srgb)
+    m = harness.manifest("r", "tagged")
+    out = harness.out / m["steps"][0]["outputs"][0]["path"]
+    assert out.suffix == ".jpg"
+    with Image.open(out) as written:
+        assert written.format == "JPEG"
+        assert written.info.get("icc_profile") == srgb
+
+
+def test_match_conditions_priority_and_stop(harness):
+    harness.rule("a-portrait.yaml", """\
+        name: portrait
+        priority: 5
+        stop: true
+        match: {source: drop, orientation: portrait, min_height: 60}
+        steps: [{name: one, model: stub, seeds: [1]}]
+        output: {sink: out}
+        """)
+    harness.rule("b-any.yaml", """\
+        name: any
+        match: {source: drop, types: [png]}
+        steps: [{name: one, model: stub, seeds: [1]}]
+        output: {sink: out}
+        """)
+    harness.start()
+    make_image(harness.drop / "tall.png", (40, 64))
+    make_image(harness.drop / "wide.png", (64, 40))
+    make_image(harness.drop / "wide.jpg", (64, 40))
+    harness.manifest("portrait", "tall")
+    harness.manifest("any", "wide")
+    time.sleep(0.8)
+    assert not (harness.out / "any" / "tall").exists()  # portrait stopped the search
+    assert not (harness.out / "portrait" / "wide").exists()
+    assert len(list((harness.out / "any").iterdir())) == 1  # wide.jpg is jpeg, not png
+
+
+def test_on_success_move_puts_the_source_in_processed(harness):
+    harness.rule("r.yaml", """\
+        name: r
+        match: {source: drop}
+        steps: [{name: one, model: stub, seeds: [1]}]
+        output: {sink: out, on_success: move}
+        """)
+    harness.start()
+    make_image(harness.drop / "shoot" / "a.png")
+    harness.manifest("r", "a")
+    harness.wait(lambda: (harness.drop / ".processed" / "shoot" / "a.png").exists(), what="the move")
+    assert not (harness.drop / "shoot" / "a.png").exists()
+    time.sleep(0.6)
+    assert len(list((harness.out / "r").iterdir())) == 1  # not processed again from .processed
+
+
+def test_hot_reload_valid_change_applies_invalid_keeps_running(harness):
+    rule = harness.rule("r.yaml", """\
+        name: r
+        match: {source: drop}
+        prompt: "first {stem}"
+        steps: [{name: one, model: stub, seeds: [1]}]
+        output: {sink: out}
+        """)
+    app = harness.start()
+    make_image(harness.drop / "a.png")
+    assert harness.manifest("r", "a")["steps"][0]["prompt"] == "first a"
+
+    rule.write_text(rule.read_text().replace("first", "second"))
+    harness.wait(lambda: app.rules.get("r").prompt.startswith("second"), what="the reload")
+    make_image(harness.drop / "b.png", color=(1, 2, 3))  # new bytes: same bytes never run twice
+    assert harness.manifest("r", "b")["steps"][0]["prompt"] == "second b"
+
+    rule.write_text(rule.read_text().replace("steps:", "stepz:"))
+    harness.wait(lambda: app.rules_error, what="the invalid reload to be reported")
+    assert "r.yaml:" in app.rules_error
+    make_image(harness.drop / "c.png", color=(4, 5, 6))
+    assert harness.manifest("r", "c")["steps"][0]["prompt"] == "second c"  # old rules still run
+
+    rule.write_text(rule.read_text().replace("stepz:", "steps:").replace("second", "third"))
+    harness.wait(lambda: app.rules_error is None and app.rules.get("r").prompt.startswith("third"), what="the fix")
