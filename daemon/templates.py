@@ -74,9 +74,11 @@ def safe_relpath(path: str) -> str:
     and components longer than a filesystem allows. Unicode is NFC-normalised so that
     the same name typed on macOS and Linux lands in the same place.
     """
-    if "\x00" in path or any(unicodedata.category(c) == "Cc" for c in path):
-        raise OutputError(f"output path {path!r} contains control characters")
-    path = unicodedata.normalize("NFC", path.replace("\\", "/"))
+    if "\x00" in path or any(unicodedata.category(c) in ("Cc", "Cf") for c in path):
+        # Cf covers bidi overrides and zero-width characters that make names lie.
+        raise OutputError(f"output path {path!r} contains control or invisible formatting characters")
+    # NFKC folds look-alikes such as the fullwidth solidus into the real "/" before checking.
+    path = unicodedata.normalize("NFKC", path.replace("\\", "/"))
     if path.startswith("/"):
         raise OutputError(f"output path {path!r} is absolute; paths are relative to the sink root")
     parts = [p for p in PurePosixPath(path).parts if p not in ("", ".")]

@@ -22,7 +22,8 @@ def test_unknown_variable_is_named():
         check("{colour}", ["stem"])
 
 
-@pytest.mark.parametrize("path", ["../x.png", "a/../../x.png", "/etc/passwd", "a/\x00.png", "a/\n.png", "", "./.", "x" * 300 + ".png"])
+@pytest.mark.parametrize("path", ["../x.png", "a/../../x.png", "/etc/passwd", "a/\x00.png", "a/\n.png", "", "./.",
+                                  "x" * 300 + ".png", "a\u202egnp.exe", "\uff0e\uff0e\uff0fx.png", "a/\u200b/../../x"])
 def test_paths_that_would_leave_the_sink_are_refused(path):
     with pytest.raises(OutputError):
         safe_relpath(path)
