@@ -3,8 +3,9 @@
     darkroom run      [--config PATH]             the daemon, in the foreground
     darkroom check    [--config PATH]             validate config and rules; every error at once
     darkroom process  FILE... [--rule NAME]        one-shot through the same pipeline
-    darkroom status   [--config PATH]             the queue, from the ledger
     darkroom models   [--config PATH]             the model profiles
+    (+ status, jobs ls, retry, cancel: cli_ops; match, rules schema, reprocess: cli_rules;
+     inspect, review: cli_review)
 
 The config file is ``--config``, else ``$DARKROOM_CONFIG``, else ``./darkroom.yaml`` if it
 exists (otherwise defaults and environment only).
@@ -193,23 +194,6 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from daemon.ledger import Ledger
-
-    settings = _settings(args)
-    path = settings.state_dir / "ledger.sqlite"
-    if not path.exists():
-        print(f"no ledger at {path}: the daemon has not run with this config yet")
-        return 0
-    ledger = Ledger(path)
-    counts = ledger.counts()
-    print("jobs: " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items())) if counts else "jobs: none")
-    for job in ledger.jobs(state="failed", limit=50):
-        plan = ledger.plan(job.plan_id)
-        print(f"  failed  {job.id}  {plan.key} [{job.rule}/{job.step}]: {job.error}")
-    return 0
-
-
 def cmd_models(args: argparse.Namespace) -> int:
     from daemon.profiles import resolve_profiles
 
@@ -230,7 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("run", cmd_run, "run the daemon in the foreground"),
         ("check", cmd_check, "validate the config and rules"),
-        ("status", cmd_status, "show the queue"),
         ("models", cmd_models, "list model profiles"),
         ("process", cmd_process, "process files once through the same pipeline"),
     ):
@@ -241,8 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("files", nargs="+", metavar="FILE")
             p.add_argument("--rule", help="use this rule instead of matching")
     # Review commands (inspect, review approve|reject) live in their own module.
-    from daemon import cli_review, cli_rules
+    from daemon import cli_ops, cli_review, cli_rules
 
+    cli_ops.register(sub)
     cli_review.register(sub)
     cli_rules.register(sub)
     return parser

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from typing import Any
 
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageOps
 
+from daemon import provenance as provenance_format
 from daemon.errors import InputError
 
 # Pillow refuses images above 2x this and only warns above it: we refuse above it, so a
@@ -100,29 +100,17 @@ def encode(image: Image.Image, path: str, provenance: dict[str, Any] | None = No
     suffix = "." + path.rsplit(".", 1)[-1].lower()
     fmt = FORMATS[suffix]
     buffer = io.BytesIO()
-    text = json.dumps(provenance, sort_keys=True) if provenance else None
     extra: dict[str, Any] = {"icc_profile": icc_profile} if icc_profile else {}
+    if provenance:
+        extra.update(provenance_format.save_kwargs(fmt, provenance))
     if fmt == "PNG":
-        info = PngImagePlugin.PngInfo()
-        if text:
-            info.add_itxt("darkroom", text)
-            if provenance.get("prompt"):
-                info.add_itxt("parameters", str(provenance["prompt"]))
-        image.save(buffer, "PNG", pnginfo=info, **extra)
+        image.save(buffer, "PNG", **extra)
     elif fmt == "JPEG":
-        exif = Image.Exif()
-        if text:
-            exif[0x010E] = text  # ImageDescription
-        image.convert("RGB").save(buffer, "JPEG", quality=quality, exif=exif, **extra)
+        image.convert("RGB").save(buffer, "JPEG", quality=quality, **extra)
     else:
-        exif = Image.Exif()
-        if text:
-            exif[0x010E] = text
-        image.save(buffer, "WEBP", quality=quality, exif=exif, **extra)
+        image.save(buffer, "WEBP", quality=quality, **extra)
     return buffer.getvalue(), CONTENT_TYPES[fmt]
 
 
 def read_provenance(data: bytes) -> dict[str, Any] | None:
-    image = Image.open(io.BytesIO(data))
-    text = image.info.get("darkroom") or image.getexif().get(0x010E)
-    return json.loads(text) if text else None
+    return provenance_format.read(data)

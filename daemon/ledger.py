@@ -350,7 +350,59 @@ class Ledger:
         with self._tx() as db:
             db.execute("UPDATE plans SET state=?, finished_at=? WHERE id=?", (state, self._clock(), pid))
 
+    # -- operator actions ----------------------------------------------------------------
+
+    def retry(self, job_ids: list[str] | None = None) -> list[str]:
+        """Queue failed jobs again with a fresh attempt budget (all failed ones if
+        ``job_ids`` is None); steps that failed only because of them wait again.
+        Returns the ids queued."""
+        now = self._clock()
+        queued = []
+        with self._tx() as db:
+            if job_ids is None:
+                rows = db.execute("SELECT * FROM jobs WHERE state=? AND (depends_on IS NULL OR error NOT LIKE"
+                                  " 'not run: its input step%')", (JobState.FAILED,)).fetchall()
+            else:
+                marks = ",".join("?" * len(job_ids))
+                rows = db.execute(f"SELECT * FROM jobs WHERE id IN ({marks})", job_ids).fetchall()
+            for row in rows:
+                if row["state"] != JobState.FAILED:
+                    continue
+                db.execute("UPDATE jobs SET state=?, attempts=0, not_before=0, error=NULL, updated_at=? WHERE id=?",
+                           (JobState.QUEUED, now, row["id"]))
+                db.execute("UPDATE jobs SET state=?, error=NULL, updated_at=? WHERE plan_id=? AND step_index>?"
+                           " AND state=? AND error LIKE 'not run: its input step%'",
+                           (JobState.WAITING, now, row["plan_id"], row["step_index"], JobState.FAILED))
+                db.execute("UPDATE plans SET state='active', finished_at=NULL WHERE id=?", (row["plan_id"],))
+                queued.append(row["id"])
+        return queued
+
+    def cancel(self, job_id_: str) -> str:
+        """End a queued or waiting job (and the steps after it). Returns the job's state
+        before; a running job is left to finish."""
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id=?", (job_id_,)).fetchone()
+            if row is None:
+                raise KeyError(job_id_)
+            if row["state"] in (JobState.QUEUED, JobState.WAITING):
+                self._fail_chain(db, job_id_, "cancelled by an operator", self._clock())
+            return row["state"]
+
+    def find_job(self, prefix: str) -> JobRow | None:
+        """A job by its id or an unambiguous prefix of it (as ``jobs ls`` prints them)."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2", (prefix + "%",)).fetchall()
+        return JobRow.from_row(rows[0]) if len(rows) == 1 else None
+
     # -- reporting -------------------------------------------------------------------
+
+    def counts_by_rule(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            rows = self._db.execute("SELECT rule, state, COUNT(*) AS n FROM jobs GROUP BY rule, state").fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for r in rows:
+            out.setdefault(r["rule"], {})[r["state"]] = r["n"]
+        return out
 
     def plan_count(self) -> int:
         with self._lock:

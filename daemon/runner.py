@@ -22,7 +22,7 @@ import structlog
 from PIL import Image
 
 from backends.base import Request
-from daemon import __version__, imaging, rules, sheet
+from daemon import __version__, imaging, review, rules, sheet
 from daemon.errors import AlreadyCommitted, DarkroomError, InputError, JobError, WorkerDied
 from daemon.jobs import JobState
 from daemon.ledger import JobRow, Ledger
@@ -334,6 +334,7 @@ class Runner:
             "status": status,
             "steps": [self._step_record(plan, job) for job in jobs],
             "sheet": plan["sheet"],
+            "page": review.page_path_for(plan["manifest"]),
             "rounds": plan_row.rounds,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(plan_row.created_at)),
         }
@@ -352,11 +353,15 @@ class Runner:
             log.info("another daemon already committed this source; keeping its manifest",
                      rule=plan["rule"], key=plan_row.key)
         else:
+            try:
+                review.publish(sink, manifest, manifest_path=plan["manifest"], source_image=source_image)
+            except Exception:  # the page is a view too: never fail the plan for it
+                log.exception("review page failed", plan=plan_id)
             if self.on_manifest:
                 try:
                     self.on_manifest(sink, manifest, plan["manifest"])
-                except Exception:  # the page is a view too
-                    log.exception("publishing the review page failed", plan=plan_id)
+                except Exception:
+                    log.exception("after-commit hook failed", plan=plan_id)
         self.ledger.finish_plan(plan_id, status)
         if status == "done" and plan.get("on_success") == "move":
             self._move_source(plan)

@@ -28,6 +28,12 @@ Images keep their aspect ratio, letterboxed in the square. Failed steps and fail
 dark red tile with the wrapped reason; a step without outputs that has not failed (queued,
 running) gets a grey "pending" tile.
 
+A video output (``kind: "video"``, or a .mp4/.webm/... path) is drawn as film: its ``poster``
+(a strip of frames, a PNG in the same sink, read through ``open_image``) between two sprocket
+bands, captioned with the clip length ("2.1 s, 25 frames") instead of the compute time. An
+output's ``cost`` (estimated USD) is added to its caption ("$0.004"), and the total to the
+header's key line ("$0.12 est.").
+
 ``open_image(path)`` is the only seam to storage: it gets ``"source"`` (:data:`SOURCE`) or an
 output's ``path`` and returns a PIL image. It is called from a small thread pool (decoding releases
 the GIL), so it must be thread-safe. An image that cannot be read becomes a failure tile; the sheet
@@ -44,7 +50,7 @@ from __future__ import annotations
 
 import functools
 import io
-import logging
+import structlog
 import os
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -62,15 +68,19 @@ __all__ = [
     "TextBlock",
     "TextLine",
     "fit_image",
+    "clip_text",
+    "cost_text",
     "font",
+    "is_video",
     "layout_sheet",
     "render_sheet",
     "thumbnail",
     "to_rgb",
+    "total_cost",
     "wrap_text",
 ]
 
-log = logging.getLogger("darkroom.sheet")
+log = structlog.get_logger("darkroom.sheet")
 
 SOURCE = "source"  # the path open_image() receives for the source image
 ELLIPSIS = "…"
@@ -81,7 +91,8 @@ MAX_PROMPT_LINES = 4
 MAX_NEGATIVE_LINES = 2
 MAX_GROUP_PROMPT_LINES = 2
 
-TileKind = Literal["source", "output", "failed", "pending"]
+TileKind = Literal["source", "output", "video", "failed", "pending"]
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".m4v")
 
 # Colours (RGB).
 BACKGROUND = (245, 245, 242)
@@ -93,6 +104,8 @@ FAILED_FILL = (112, 22, 22)
 FAILED_INK = (255, 232, 232)
 PENDING_FILL = (168, 168, 164)
 PENDING_INK = (30, 30, 30)
+FILM = (24, 24, 24)  # the sprocket bands of a video tile
+FILM_HOLE = (236, 236, 230)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -392,6 +405,45 @@ def _seconds(value: Any) -> str | None:
     return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
 
 
+def cost_text(value: Any) -> str | None:
+    """"$0.004" / "$0.12" for an estimated USD cost; None when there is none."""
+    c = _num(value)
+    if c is None or c < 0:
+        return None
+    return f"${c:.3f}" if c < 0.1 else f"${c:.2f}"
+
+
+def is_video(output: Mapping[str, Any]) -> bool:
+    """An output that is a clip (``kind: video``, or a video file suffix)."""
+    if output.get("kind") == "video":
+        return True
+    return str(output.get("path") or "").lower().endswith(VIDEO_SUFFIXES)
+
+
+def clip_text(output: Mapping[str, Any]) -> str:
+    """A clip's length: "2.1 s, 25 frames" (duration from frames / fps when not given)."""
+    frames, fps, duration = (_num(output.get(k)) for k in ("frames", "fps", "duration"))
+    if duration is None and frames and fps:
+        duration = frames / fps
+    parts = []
+    if duration is not None:
+        parts.append(f"{duration:.1f} s")
+    if frames is not None:
+        parts.append(f"{int(frames)} frame" + ("" if int(frames) == 1 else "s"))
+    return ", ".join(parts) or "video"
+
+
+def total_cost(manifest: Mapping[str, Any]) -> float | None:
+    """The sum of every output's ``cost``, or None when no output has one."""
+    costs = [
+        _num(o.get("cost"))
+        for step in manifest.get("steps") or []
+        for o in step.get("outputs") or []
+    ]
+    known = [c for c in costs if c is not None]
+    return sum(known) if known else None
+
+
 def _variant_key(indexed: tuple[int, Mapping[str, Any]]) -> tuple[float, int]:
     i, out = indexed
     v = _num(out.get("variant"))
@@ -421,8 +473,20 @@ def _rows(manifest: Mapping[str, Any]) -> list[_Row]:
             fields = [o_step, o_model]
             if out.get("seed") is not None:
                 fields.append(f"seed {out.get('seed')}")
-            if (secs := _seconds(out.get("seconds"))) is not None:
+            if is_video(out):
+                fields.append(clip_text(out))
+            elif (secs := _seconds(out.get("seconds"))) is not None:
                 fields.append(secs)
+            if (cost := cost_text(out.get("cost"))) is not None:
+                fields.append(cost)
+            if is_video(out):
+                poster = out.get("poster")
+                label = SEP.join(f for f in fields if f)
+                if poster:
+                    entries.append(_Entry("video", label, path=str(poster)))
+                else:
+                    entries.append(_Entry("video", label, reason="video (no poster image)"))
+                continue
             entries.append(_Entry("output", SEP.join(fields), path=str(path)))
         error = _clean(step.get("error"))
         if state == "failed" and (error or not entries):
@@ -499,6 +563,8 @@ def layout_sheet(manifest: Mapping[str, Any], tile: int = 256) -> SheetLayout:
         key_fields.append(f"{source['width']}x{source['height']} px")
     if manifest.get("status"):
         key_fields.append(_clean(manifest["status"]))
+    if (cost := cost_text(total_cost(manifest))) is not None:
+        key_fields.append(f"{cost} est.")
     header_texts: list[tuple[Any, str, int, int, str]] = [
         ("title", _clean(rule.get("name")) or "(no rule)", m.title_size, 1, ""),
         ("key", SEP.join(key_fields), m.caption_size, 1, ""),
@@ -752,6 +818,33 @@ def _unreadable_reason(exc: BaseException) -> str:
     return _clean(f"cannot read image: {type(exc).__name__}: {exc}")
 
 
+def film_band(tile: int) -> int:
+    """Height of the sprocket band drawn above and below a video tile's frames."""
+    return max(6, tile // 14)
+
+
+def _draw_film(
+    draw: ImageDraw.ImageDraw, sheet: Image.Image, box: Box, image: Image.Image | None
+) -> None:
+    """A video tile: dark film with sprocket holes top and bottom, the poster strip between."""
+    draw.rectangle(box.inclusive(), fill=FILM)
+    band = film_band(box.width)
+    hole_w, hole_h = max(3, band // 2), max(2, band // 2)
+    step = hole_w * 2
+    for x in range(box.x0 + hole_w // 2, box.x1 - hole_w, step):
+        for y in (box.y0 + (band - hole_h) // 2, box.y1 - band + (band - hole_h) // 2):
+            draw.rectangle((x, y, x + hole_w - 1, y + hole_h - 1), fill=FILM_HOLE)
+    if image is None:
+        return
+    inner_h = box.height - 2 * band
+    if image.height > inner_h or image.width > box.width:
+        image = image.copy()
+        image.thumbnail((box.width, inner_h), Image.Resampling.LANCZOS)
+    x = box.x0 + (box.width - image.width) // 2
+    y = box.y0 + band + (inner_h - image.height) // 2
+    sheet.paste(image, (x, y))
+
+
 def render_sheet(
     manifest: Mapping[str, Any],
     open_image: Callable[[str], Image.Image],
@@ -776,7 +869,11 @@ def render_sheet(
         box = placed.image
         inner = box.inclusive()
         image = images.get(placed.path) if placed.path else None
-        if isinstance(image, Image.Image):
+        if placed.kind == "video" and not isinstance(image, BaseException):
+            _draw_film(draw, sheet, box, image if isinstance(image, Image.Image) else None)
+            if image is None:
+                _draw_lines(draw, placed.reason_lines, FILM_HOLE)
+        elif isinstance(image, Image.Image):
             draw.rectangle(inner, fill=LETTERBOX)
             x = box.x0 + (box.width - image.width) // 2
             y = box.y0 + (box.height - image.height) // 2

@@ -27,6 +27,12 @@ class Sink(Protocol):
 
     def location(self, path: str) -> str: ...
 
+    def delete(self, path: str) -> None:
+        """Remove an output (a withdrawn approval copy); missing is not an error."""
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Paths under ``prefix`` (for rebuilding indexes)."""
+
     def write_manifest(self, path: str, data: bytes) -> str:
         """Write the commit marker. A sink shared by several daemons refuses to replace a
         manifest written by another (S3: IfNoneMatch) and raises OutputError."""

@@ -68,6 +68,19 @@ class FolderSink:
         except OSError as exc:
             raise OutputError(f"cannot read {target}: {exc.strerror}") from None
 
+    def delete(self, path: str) -> None:
+        try:
+            self._target(path).unlink(missing_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot delete {self.location(path)}: {exc.strerror}") from None
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.exists():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
+                      if p.is_file() and not p.name.startswith("."))
+
     def exists(self, path: str) -> bool:
         return self._target(path).is_file()
 

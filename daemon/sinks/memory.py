@@ -31,6 +31,14 @@ class MemorySink:
         except KeyError:
             raise OutputError(f"{path}: no such output") from None
 
+    def delete(self, path: str) -> None:
+        with self._lock:
+            self.objects.pop(safe_relpath(path), None)
+
+    def list(self, prefix: str = "") -> list[str]:
+        with self._lock:
+            return sorted(k for k in self.objects if k.startswith(prefix))
+
     def exists(self, path: str) -> bool:
         return safe_relpath(path) in self.objects
 

@@ -197,3 +197,138 @@ def exif_rotated_jpeg_path(tmp_path: Path) -> Path:
     path = tmp_path / "phone.jpg"
     im.save(path, quality=95, exif=exif.tobytes())
     return path
+
+
+# ------------------------------------------------------------------ a real review sink
+
+EVIL_PROMPT = 'a <script>alert("x")</script> & "quoted" <b>bold</b> lamp'
+COMPARE_MODELS = ("sd-turbo", "sdxl-turbo", "kontext")
+
+
+def _picture(seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
+    im = Image.linear_gradient("L").resize(size).convert("RGB")
+    tint = ((seed * 67) % 255, (seed * 131) % 255, (seed * 29) % 255)
+    return Image.blend(im, Image.new("RGB", size, tint), 0.5)
+
+
+def _png(im: Image.Image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _mp4(frames: int, fps: int) -> bytes | None:
+    """An H.264 clip through imageio-ffmpeg, or None when that is not installed."""
+    try:
+        import imageio.v3 as iio
+        import numpy as np
+    except ImportError:
+        return None
+    import tempfile
+
+    data = np.stack([np.asarray(_picture(i, (64, 48))) for i in range(frames)])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "clip.mp4"
+        try:
+            iio.imwrite(path, data, fps=fps, codec="libx264", macro_block_size=16)
+        except Exception:
+            return None
+        return path.read_bytes()
+
+
+def build_review_sink(root: Path) -> tuple[Any, dict[str, Any], str]:
+    """A FolderSink at ``root`` holding one processed source: a three-model compare step with
+    4 variants each (one failed, with costs), an animated WebP step and a video step, written
+    the way the runner writes them. Returns (sink, manifest, manifest path)."""
+    import io
+    import json
+
+    from daemon.sinks.folder import FolderSink
+
+    sink = FolderSink("review", root)
+    base = "product-lifestyle/lamp"
+    steps = []
+    for m_i, model in enumerate(COMPARE_MODELS):
+        outputs = []
+        for v in range(4):
+            path = f"{base}/explore-{model}-{v}.png"
+            out: dict[str, Any] = {
+                "path": path, "step": "explore", "model": model, "model_id": f"test/{model}",
+                "variant": v, "seed": 100 + v, "width": 96, "height": 72, "input": "source",
+                "seconds": 0.25, "params": {"strength": 0.55, "steps": 2}, "sha256": "0" * 64,
+            }
+            if model == "kontext":
+                out.update(cost=0.004, provider="fal", request_id=f"req-{v}")
+            if model == "sdxl-turbo" and v == 3:
+                out["error"] = "CUDA out of memory <while> decoding"
+            else:
+                sink.write(path, _png(_picture(m_i * 10 + v)), "image/png")
+            outputs.append(out)
+        steps.append({
+            "name": "explore", "model": model, "model_id": f"test/{model}", "prompt": EVIL_PROMPT,
+            "negative_prompt": "blurry", "seeds": [100, 101, 102, 103], "state": "done",
+            "error": None, "attempts": 1, "seconds": 1.0, "outputs": outputs,
+        })
+    # an animated WebP
+    frames = [_picture(40 + i) for i in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    sink.write(f"{base}/wiggle-anim-0.webp", buf.getvalue(), "image/webp")
+    steps.append({
+        "name": "wiggle", "model": "anim", "prompt": EVIL_PROMPT, "state": "done", "seeds": [7],
+        "outputs": [{"path": f"{base}/wiggle-anim-0.webp", "step": "wiggle", "model": "anim",
+                     "variant": 0, "seed": 7, "width": 96, "height": 72, "seconds": 0.3}],
+    })
+    # a clip with its poster strip
+    poster = Image.new("RGB", (64 * 5, 48))
+    for i in range(5):
+        poster.paste(_picture(60 + i, (64, 48)), (64 * i, 0))
+    sink.write(f"{base}/animate-svd-0.poster.png", _png(poster), "image/png")
+    clip = _mp4(25, 12) or b""
+    video_path = f"{base}/animate-svd-0.mp4"
+    if clip:
+        sink.write(video_path, clip, "video/mp4")
+    video = {"path": video_path, "kind": "video", "poster": f"{base}/animate-svd-0.poster.png",
+             "frames": 25, "fps": 12, "duration": 2.1, "step": "animate", "model": "svd",
+             "variant": 0, "seed": 9, "width": 64, "height": 48, "seconds": 3.2}
+    if not clip:  # no imageio-ffmpeg: record it the way the runner records a failed variant
+        video["error"] = "no encoder"
+    steps.append({"name": "animate", "model": "svd", "prompt": EVIL_PROMPT, "state": "done",
+                  "seeds": [9], "outputs": [video]})
+    steps.append({"name": "refine", "model": "tiny", "prompt": EVIL_PROMPT, "state": "failed",
+                  "error": "input explore had no outputs", "outputs": []})
+    manifest = {
+        "darkroom_version": "0.1.0",
+        "source": {"source": "drop", "key": "shoots/lamp.jpg", "uri": "/drop/shoots/lamp.jpg",
+                   "size": 1234, "sha256": "f" * 64, "width": 96, "height": 72},
+        "rule": {"name": "product-lifestyle", "digest": "ab12", "prompt": EVIL_PROMPT,
+                 "negative_prompt": "blurry"},
+        "status": "partial",
+        "steps": steps,
+        "sheet": f"{base}/sheet.png",
+        "created_at": "2025-03-04T10:11:12Z",
+    }
+    manifest_path = f"{base}/manifest.json"
+    from daemon import sheet
+
+    def open_image(path: str) -> Image.Image:
+        if path == sheet.SOURCE:
+            return _picture(1)
+        return Image.open(io.BytesIO(sink.read(path)))
+
+    sheet_png = sheet.render_sheet(manifest, open_image, tile=96, workers=1)
+    sink.write(manifest["sheet"], _png(sheet_png), "image/png")
+    sink.write_manifest(manifest_path, json.dumps(manifest, indent=2).encode())
+    return sink, manifest, manifest_path
+
+
+@pytest.fixture
+def review_sink(tmp_path: Path) -> tuple[Any, dict[str, Any], str]:
+    return build_review_sink(tmp_path / "out")
+
+
+@pytest.fixture
+def source_picture() -> Image.Image:
+    return _picture(1, (320, 240))

@@ -1,0 +1,257 @@
+"""Review commands: ``darkroom inspect`` and ``darkroom review approve|reject``.
+
+    darkroom inspect FILE
+        print the Darkroom provenance embedded in FILE (PNG, JPEG, WebP) as JSON;
+        exit 1 with "no Darkroom provenance in FILE" when there is none.
+
+    darkroom review approve|reject TARGET VARIANT... [--note TEXT] [--by NAME] [--config F]
+        TARGET is a manifest.json or the folder holding it. VARIANT is an output path as written
+        in the manifest, its file name (with or without extension), or a short name such as
+        ``explore-0`` (``explore-sd-turbo-0`` when a compare step makes that name ambiguous).
+
+How the sink is found. Without ``--config`` the sink is a folder sink whose root is the nearest
+folder above TARGET from which the manifest's output paths resolve (an ``index.json`` there
+also marks it). With ``--config``, TARGET is either ``SINK:path/in/sink/manifest.json`` (any
+sink type, S3 included) or a local path inside one of the configured folder sinks.
+
+What it does: the decision is recorded in the manifest's ``decisions`` (rewritten atomically
+through the sink's ``write``), an approved variant is copied to ``approved/<rule>/<stem>/<file>``
+in the same sink (a rejection removes such a copy), and the page and root index are republished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import json
+import posixpath
+import sys
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from daemon.errors import DarkroomError
+
+
+class ReviewError(DarkroomError):
+    """A review command could not do what it was asked (the message says why)."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the review subcommands to the ``darkroom`` parser."""
+    p = sub.add_parser("inspect", help="print the provenance embedded in an output file")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_inspect)
+
+    review = sub.add_parser("review", help="approve or reject variants of a source")
+    actions = review.add_subparsers(dest="action", required=True)
+    for action, text in (("approve", "approve variants (copies them to approved/)"),
+                         ("reject", "reject variants (removes an earlier approval copy)")):
+        a = actions.add_parser(action, help=text)
+        a.add_argument("target", metavar="MANIFEST_OR_SOURCE_DIR")
+        a.add_argument("variants", nargs="+", metavar="VARIANT")
+        a.add_argument("--note", default=None, help="a note stored with the decision")
+        a.add_argument("--by", default=None, help="who decided (default: the login name)")
+        a.add_argument("--config", "-c", help="config file: find the sink among its sinks")
+        a.set_defaults(func=cmd_review, decision="approved" if action == "approve" else "rejected")
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from daemon import provenance
+
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        print(f"darkroom: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    info = provenance.read(data)
+    if info is None:
+        print(f"no Darkroom provenance in {path}", file=sys.stderr)
+        return 1
+    print(json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False))
+    return 0
+
+
+# --------------------------------------------------------------------------- review
+
+
+def _manifest_file(target: Path) -> Path:
+    if target.is_dir():
+        candidate = target / "manifest.json"
+        if candidate.is_file():
+            return candidate
+        found = sorted(target.glob("*manifest.json"))
+        if len(found) == 1:
+            return found[0]
+        raise ReviewError(f"no manifest.json in {target}")
+    if not target.is_file():
+        raise ReviewError(f"{target}: no such manifest or folder")
+    return target
+
+
+def _folder_root(manifest_file: Path, manifest: Mapping[str, Any]) -> Path:
+    """The sink root: the nearest ancestor from which the manifest's own paths resolve."""
+    paths = [str(o["path"]) for s in manifest.get("steps") or [] for o in s.get("outputs") or []
+             if o.get("path") and not o.get("error")]
+    if manifest.get("sheet"):
+        paths.append(str(manifest["sheet"]))
+    folder = manifest_file.resolve().parent
+    for root in [folder, *folder.parents]:
+        if any((root / p).is_file() for p in paths) or (root / "index.json").is_file():
+            return root
+    return folder
+
+
+def _open_sink(args: argparse.Namespace) -> tuple[Any, str]:
+    """(sink, manifest path inside it) for the command's TARGET."""
+    from daemon.sinks.folder import FolderSink
+
+    if args.config:
+        from daemon.app import build_sinks
+        from daemon.cli import _config_path
+        from daemon.settings import load_settings
+
+        sinks = build_sinks(load_settings(_config_path(args.config)))
+        name, sep, rest = args.target.partition(":")
+        if sep and name in sinks:
+            return sinks[name], rest
+        target = _manifest_file(Path(args.target)).resolve()
+        for sink in sinks.values():
+            root = getattr(sink, "root", None)
+            if root is not None and target.is_relative_to(Path(root).resolve()):
+                return sink, target.relative_to(Path(root).resolve()).as_posix()
+        raise ReviewError(
+            f"{args.target} is not inside a configured folder sink; use SINK:path/to/manifest.json "
+            f"(sinks: {', '.join(sorted(sinks)) or 'none'})"
+        )
+    manifest_file = _manifest_file(Path(args.target))
+    manifest = _load(manifest_file.read_bytes(), str(manifest_file))
+    root = _folder_root(manifest_file, manifest)
+    return FolderSink("review", root), manifest_file.resolve().relative_to(root).as_posix()
+
+
+def _load(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(data)
+    except ValueError as exc:
+        raise ReviewError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or "steps" not in manifest:
+        raise ReviewError(f"{where} is not a Darkroom manifest (no 'steps')")
+    return manifest
+
+
+def resolve_variant(manifest: Mapping[str, Any], wanted: str, where: str) -> str:
+    """The output path in ``manifest`` that ``wanted`` names (see the module docstring)."""
+    from daemon.review import short_names
+
+    names = short_names(manifest)
+    matches = []
+    for step in manifest.get("steps") or []:
+        for o in step.get("outputs") or []:
+            path = o.get("path")
+            if not path or path not in names:
+                continue
+            name, model, variant = o.get("step") or step.get("name"), o.get("model") or step.get("model"), o.get("variant")
+            base = posixpath.basename(path)
+            forms = {path, base, PurePosixPath(base).stem, names[path], f"{name}-{variant}",
+                     f"{name}-{model}-{variant}"}
+            if wanted in forms and path not in matches:
+                matches.append(path)
+    if len(matches) == 1:
+        return matches[0]
+    listing = ", ".join(names.values()) or "none"
+    if matches:
+        raise ReviewError(f"variant {wanted!r} is ambiguous in {where}; variants: {listing}")
+    raise ReviewError(f"no variant {wanted!r} in {where}; variants: {listing}")
+
+
+def approved_path(manifest: Mapping[str, Any], output_path: str, manifest_path: str) -> str:
+    """``approved/<rule>/<stem>/<file>`` for an output of this manifest."""
+    rule = (manifest.get("rule") or {}).get("name") or "unknown-rule"
+    key = (manifest.get("source") or {}).get("key") or ""
+    stem = PurePosixPath(str(key)).stem or PurePosixPath(manifest_path).parent.name or "source"
+    return posixpath.join("approved", str(rule), stem, posixpath.basename(output_path))
+
+
+def _delete(sink: Any, path: str) -> bool:
+    """Remove ``path`` from the sink if the sink knows how; True if something was removed.
+
+    The Sink protocol has no delete yet: folder and memory sinks are handled here.
+    """
+    if not sink.exists(path):
+        return False
+    sink.delete(path)
+    return True
+
+
+def decide(sink: Any, manifest_path: str, variants: list[str], decision: str, *,
+           note: str | None = None, by: str | None = None) -> list[tuple[str, str]]:
+    """Record ``decision`` ("approved"/"rejected") for ``variants`` of the manifest at
+    ``manifest_path`` in ``sink``; copy/remove approval copies; republish the page.
+
+    Returns ``[(output path, approved copy path)]``. Raises ReviewError naming what was wrong;
+    nothing is written unless every variant resolves.
+    """
+    from daemon import review
+
+    if decision not in ("approved", "rejected"):
+        raise ValueError(f"decision must be 'approved' or 'rejected', not {decision!r}")
+    where = getattr(sink, "location", lambda p: p)(manifest_path)
+    if not sink.exists(manifest_path):
+        raise ReviewError(f"no manifest at {where}")
+    manifest = _load(sink.read(manifest_path), where)
+    paths = [resolve_variant(manifest, v, where) for v in variants]
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    who = by or _login()
+    decisions = manifest.get("decisions") if isinstance(manifest.get("decisions"), dict) else {}
+    done = []
+    for path in dict.fromkeys(paths):
+        copy = approved_path(manifest, path, manifest_path)
+        if decision == "approved":
+            sink.write(copy, sink.read(path), _content_type(path))
+        else:
+            _delete(sink, copy)
+        record = {"decision": decision, "at": now, "by": who}
+        if note:
+            record["note"] = note
+        decisions[path] = record
+        done.append((path, copy))
+    manifest["decisions"] = decisions
+    # A plain write, not write_manifest: replacing our own commit marker is intended here.
+    sink.write(manifest_path, json.dumps(manifest, indent=2).encode(), "application/json")
+    review.publish(sink, manifest, manifest_path=manifest_path)
+    return done
+
+
+def _content_type(path: str) -> str:
+    import mimetypes
+
+    return mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    try:
+        sink, manifest_path = _open_sink(args)
+        done = decide(sink, manifest_path, args.variants, args.decision, note=args.note, by=args.by)
+    except ReviewError as exc:
+        print(f"darkroom: {exc}", file=sys.stderr)
+        return 1
+    from daemon.review import page_path_for
+
+    for path, copy in done:
+        tail = f" -> {sink.location(copy)}" if args.decision == "approved" else ""
+        print(f"{args.decision}: {path}{tail}")
+    print(f"page: {sink.location(page_path_for(manifest_path))}")
+    return 0
