@@ -37,6 +37,7 @@ PIP_NAMES = {
     "transformers": "transformers>=4.45",
     "accelerate": "accelerate>=1.0",
     "safetensors": "safetensors>=0.4",
+    "peft": "peft>=0.17",
 }
 DTYPES = ("float32", "float16", "bfloat16")
 _TRUE = {"1", "true", "yes", "on"}
@@ -112,7 +113,18 @@ def check_device(spec: ModelSpec) -> None:
 
 
 def from_pretrained(auto_class: Any, spec: ModelSpec, location: str, task: str) -> Any:
-    """``auto_class.from_pretrained(location)`` with the spec's dtype and revision, translated."""
+    """``auto_class.from_pretrained(location)`` with the spec's dtype and revision, translated.
+
+    The loaded pipeline gets the spec's runtime options (:func:`configure`: LoRAs, VAE tiling
+    and slicing) before it is returned, so every backend that loads through here has them.
+    Device placement (including CPU offload) is :func:`place`'s job.
+    """
+    pipe = _load(auto_class, spec, location, task)
+    configure(pipe, spec, task)
+    return pipe
+
+
+def _load(auto_class: Any, spec: ModelSpec, location: str, task: str) -> Any:
     kwargs: dict[str, Any] = {_dtype_keyword(): torch_dtype(spec.dtype)}
     is_local = Path(location).is_dir()
     if spec.option("variant"):
@@ -136,6 +148,66 @@ def from_pretrained(auto_class: Any, spec: ModelSpec, location: str, task: str) 
             if is_local or isinstance(exc, OSError) or _from_hub(exc):
                 raise unavailable(spec, location, is_local, exc) from exc
             raise
+
+
+OFFLOAD_MODES = ("model", "sequential")
+
+
+def configure(pipe: Any, spec: ModelSpec, task: str) -> None:
+    """Apply the spec's options that change the pipeline, not where it runs.
+
+    - ``loras``: LoRA adapters, see :mod:`backends.lora`;
+    - ``vae_tiling`` (bool): decode/encode large images tile by tile (sizes up to 2048 px);
+    - ``vae_slicing`` (bool): decode a batch one image at a time.
+    """
+    from backends import lora
+
+    lora.load_loras(pipe, spec, task)
+    for option, method in (("vae_tiling", "enable_tiling"), ("vae_slicing", "enable_slicing")):
+        value = spec.option(option, False)
+        if not isinstance(value, bool):
+            raise InvalidRequest(f"option {option} must be true or false, not {value!r}")
+        if not value:
+            continue
+        vae = getattr(pipe, "vae", None)
+        if vae is None or not hasattr(vae, method):
+            raise InvalidRequest(
+                f"option {option}: {type(pipe).__name__}'s VAE "
+                f"({type(vae).__name__}) cannot do it; remove the option from the profile"
+            )
+        getattr(vae, method)()
+
+
+def place(pipe: Any, spec: ModelSpec) -> Any:
+    """Put ``pipe`` on the spec's device, or offload it (option ``cpu_offload``).
+
+    ``cpu_offload: model`` keeps each model on the CPU until it runs
+    (``enable_model_cpu_offload``: a little slower, much less device memory);
+    ``sequential`` moves one layer at a time (slow, least memory). On a CPU device
+    offloading is meaningless and the pipeline simply stays on the CPU.
+    """
+    mode = spec.option("cpu_offload")
+    if mode in (None, False, "", "none"):
+        mode = None
+    elif mode not in OFFLOAD_MODES:
+        raise InvalidRequest(
+            f"option cpu_offload {mode!r} must be one of {', '.join(OFFLOAD_MODES)} (or absent)"
+        )
+    with device_errors(spec, f"moving {spec.model} to {spec.device}"):
+        if mode is None or spec.device == "cpu":
+            pipe = pipe.to(spec.device)
+        else:
+            try:
+                importlib.import_module("accelerate")
+            except ImportError as exc:
+                raise missing(exc, f"option cpu_offload={mode}") from exc
+            if mode == "model":
+                pipe.enable_model_cpu_offload(device=spec.device)
+            else:
+                pipe.enable_sequential_cpu_offload(device=spec.device)
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def unavailable(

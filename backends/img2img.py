@@ -16,7 +16,13 @@ pre-expanded so that output k is exactly (image, seed) k.
 
 Spec options: ``max_batch`` (default 8) outputs per pipeline call; ``variant`` (e.g.
 ``fp16``) for hub weights; ``generator_device`` (default ``cpu``: the same seed gives the
-same noise on every device).
+same noise on every device); ``loras``, ``vae_tiling``, ``vae_slicing`` (see
+:func:`backends._torch.configure`) and ``cpu_offload`` (see :func:`backends._torch.place`).
+
+Works with SD, SDXL and FLUX.1 pipelines (``AutoPipelineForImage2Image`` picks the class
+from ``model_index.json``). Pipelines whose ``__call__`` takes ``height``/``width`` (FLUX)
+are given the input's size, so outputs keep the input's size for every model; with
+``vae_tiling`` that holds up to 2048 px.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class Img2ImgBackend:
         self.cache_dir = Path(cache_dir)
         self._pipe: Any = None
         self._location: str | None = None
+        self._call_args: frozenset[str] = frozenset()
 
     def load(self) -> None:
         if self._pipe is not None:
@@ -56,10 +63,9 @@ class Img2ImgBackend:
         pipe = _torch.from_pretrained(
             diffusers.AutoPipelineForImage2Image, self.spec, self._location, self.task
         )
-        with _torch.device_errors(self.spec, f"moving {self.spec.model} to {self.spec.device}"):
-            pipe = pipe.to(self.spec.device)
-        pipe.set_progress_bar_config(disable=True)
-        self._pipe = pipe
+        pipe = self._prepare(pipe)
+        self._pipe = _torch.place(pipe, self.spec)
+        self._call_args = _call_parameters(self._pipe)
 
     def validate(self, request: Request) -> None:
         params(request)
@@ -117,6 +123,10 @@ class Img2ImgBackend:
             }
             if request.negative_prompt and guidance > 1:
                 kwargs["negative_prompt"] = [request.negative_prompt] * len(batch)
+            kwargs.update(self._extra_kwargs(request))
+            if "height" in self._call_args:
+                # FLUX img2img would otherwise resize every input to its default 1024 px.
+                kwargs["width"], kwargs["height"] = images[0].size
             started = time.perf_counter()
             with _torch.device_errors(self.spec, f"running {self.spec.model}"):
                 result = self._pipe(**kwargs)
@@ -142,11 +152,26 @@ class Img2ImgBackend:
             },
         )
 
+    def _prepare(self, pipe: Any) -> Any:
+        """Subclasses' hook: change the loaded pipeline before it is placed on the device."""
+        return pipe
+
+    def _extra_kwargs(self, request: Request) -> dict[str, Any]:
+        """Subclasses' hook: more keyword arguments for every pipeline call of ``request``."""
+        return {}
+
     def unload(self) -> None:
         if self._pipe is None:
             return
         self._pipe = None
         _torch.empty_cache(self.spec)
+
+
+def _call_parameters(pipe: Any) -> frozenset[str]:
+    """The keyword arguments the pipeline's ``__call__`` accepts."""
+    import inspect
+
+    return frozenset(inspect.signature(type(pipe).__call__).parameters)
 
 
 def params(request: Request) -> tuple[float, int, float]:

@@ -8,6 +8,10 @@ A config folder ``backends/random_configs/NAME/`` holds small text files only:
 - one JSON config per model component, in the format its class's ``from_config`` reads;
 - tokenizer files (``vocab.json`` + ``merges.txt`` + ``tokenizer_config.json``), written by
   :func:`write_clip_tokenizer` and committed, so nothing is fetched from the hub.
+- ``"extras"`` in ``pipeline.json``: files written beside the saved pipeline, such as a
+  random IP-Adapter (``"ip_adapter"``, see :func:`_write_ip_adapter`);
+- image processor files (``"kind": "processor"``, a folder holding ``preprocessor_config.json``),
+  loaded with ``from_pretrained`` like a tokenizer.
 
 :func:`build_random_model` builds every component from a fixed seed, saves the pipeline with
 ``save_pretrained`` under ``cache_dir/random/NAME-DIGEST`` and returns that directory, which then
@@ -145,13 +149,18 @@ def _build_into(folder: Path, out: Path) -> None:
     pipe = pipeline_class(**components, **spec.get("arguments", {}))
     with quiet_progress():
         pipe.save_pretrained(out)
+    # Files beside the pipeline, loaded by the pipeline's own loaders (e.g. load_ip_adapter).
+    for kind, entry in spec.get("extras", {}).items():
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            _EXTRAS[kind](folder, entry, pipe, out)
 
 
 def _build_component(folder: Path, entry: dict[str, Any]) -> Any:
     library = _import(entry["library"])
     cls = getattr(library, entry["class"])
     path = folder / entry["config"]
-    if entry.get("kind") == "tokenizer":
+    if entry.get("kind") in ("tokenizer", "processor"):  # files in a folder, loaded as saved
         return cls.from_pretrained(str(path), local_files_only=True)
     config = json.loads(path.read_text())
     if entry["library"] == "transformers":
@@ -261,3 +270,91 @@ def _merge(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
             out.append(word[i])
             i += 1
     return tuple(out)
+
+
+# --- T5 tokenizer file ----------------------------------------------------------------------
+
+
+def write_t5_tokenizer(
+    directory: Path, corpus: str = CORPUS, *, model_max_length: int = 512
+) -> None:
+    """Write a small T5 tokenizer: a Unigram ``tokenizer.json`` + ``tokenizer_config.json``.
+
+    Pieces: ``<pad>`` ``</s>`` ``<unk>`` (ids 0-2, as in T5), the printable ASCII characters
+    alone and after the word-start mark, and every word of ``corpus`` as one piece. Other
+    characters become ``<unk>``, as with the real T5 vocabulary. No ``extra_ids``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    chars = [chr(c) for c in range(ord("!"), ord("~") + 1)]
+    words = sorted({w for w in corpus.lower().split() if w.isalpha()})
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
+    pieces += [(c, -6.0) for c in chars] + [("\u2581" + c, -5.0) for c in chars]
+    pieces += [("\u2581" + w, -1.0) for w in words]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "T5Tokenizer",
+        "model_max_length": model_max_length,
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+        "extra_ids": 0,
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+# --- extras: files beside the pipeline ------------------------------------------------------
+
+
+def _write_ip_adapter(folder: Path, entry: dict[str, Any], pipe: Any, out: Path) -> None:
+    """A random IP-Adapter laid out like ``h94/IP-Adapter``'s model folders.
+
+    ``out/FOLDER/WEIGHT_NAME`` holds ``image_proj.*`` (a plain IP-Adapter ImageProjection:
+    4 tokens) and ``ip_adapter.N.to_k_ip/to_v_ip`` for every cross-attention layer of the
+    UNet, numbered as diffusers reads them; ``out/FOLDER/image_encoder`` holds the image
+    encoder. ``pipe.load_ip_adapter(out, subfolder=FOLDER, weight_name=WEIGHT_NAME)`` loads it.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    target = out / entry["folder"]
+    encoder = _build_component(folder, entry["image_encoder"])
+    with quiet_progress():
+        encoder.save_pretrained(target / "image_encoder")
+    unet = pipe.unet
+    cross = int(unet.config.cross_attention_dim)
+    embed = int(encoder.config.projection_dim)
+    tokens = 4  # diffusers reads a plain IP-Adapter's image projection as 4 tokens
+
+    std = float(entry.get("weight_std", 1.0))  # large enough that the references show
+
+    def weight(rows: int, cols: int) -> Any:
+        return (torch.randn(rows, cols) * std).contiguous()
+
+    tensors: dict[str, Any] = {
+        "image_proj.proj.weight": weight(tokens * cross, embed),
+        "image_proj.proj.bias": torch.zeros(tokens * cross),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    key_id = 1
+    modules = dict(unet.named_modules())
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        hidden = modules[name.removesuffix(".processor")].to_k.weight.shape[0]
+        tensors[f"ip_adapter.{key_id}.to_k_ip.weight"] = weight(hidden, cross)
+        tensors[f"ip_adapter.{key_id}.to_v_ip.weight"] = weight(hidden, cross)
+        key_id += 2
+    target.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(target / entry["weight_name"]))
+
+
+_EXTRAS = {"ip_adapter": _write_ip_adapter}

@@ -1,0 +1,367 @@
+"""Tasks ``kontext`` and ``kontext-inpaint``: instruction edits with FLUX.1 Kontext.
+
+- ``kontext`` (``diffusers.FluxKontextPipeline``): "make the sky stormy" edits the whole image
+  and keeps what the instruction does not mention. It takes no mask.
+- ``kontext-inpaint`` (``diffusers.FluxKontextInpaintPipeline``, the same weights): the edit is
+  limited to ``request.mask`` (white = change, black = keep); one ``request.references`` image,
+  if given, is the pipeline's ``image_reference`` (what to paint into the masked area).
+
+Request params (all optional):
+
+- ``steps``     num_inference_steps >= 1, default 2 (28 for the real model: see the profiles);
+- ``guidance``  guidance_scale >= 0, default 2.5: FLUX's embedded (distilled) guidance, so the
+  request's ``negative_prompt`` is not used;
+- ``strength``  (0, 1], default 1.0, ``kontext-inpaint`` only: how far the masked area may move;
+- ``width`` + ``height`` (``kontext`` only, both or neither): the output size, a multiple of 16;
+  by default each output has its input's size.
+
+The pipelines' own default resizes every input to about 1024x1024 (``max_area``,
+``_auto_resize``); these backends turn that off, so a 64x64 input gives a 64x64 output.
+
+This module also holds :class:`EditPipelineBackend`, what every edit backend shares (loading,
+validation of seeds, sizes, mask and references, batching, error translation);
+``backends.inpaint`` builds ``inpaint`` and ``fill`` on it. Every input image is run with every
+seed; outputs are input-major. Each output has its own ``torch.Generator``, so a variant is
+reproducible alone (within floating-point tolerance: batching changes the summation order).
+
+Spec options: ``max_batch`` (default 8) outputs per pipeline call; ``variant`` (e.g. ``fp16``)
+for hub weights; ``generator_device`` (default ``cpu``: the same seed gives the same noise on
+every device).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from backends import _torch
+from backends.base import BackendMissing, InvalidRequest, ModelSpec, Request, Result
+from backends.random_models import resolve_model_dir
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+MAX_SEED = 2**64
+FLUX_SIZE_MULTIPLE = 16  # VAE 8x, then 2x2 patches
+SD_SIZE_MULTIPLE = 8
+MASK_HINT = "add mask: to the step — a sidecar photo.mask.png, the image's alpha, or a path"
+
+
+class EditPipelineBackend:
+    """A diffusers pipeline that edits input images, optionally under a mask.
+
+    Subclasses set the class variables and :meth:`call_kwargs` (what their pipeline needs beyond
+    prompt, image, steps, guidance and generators).
+    """
+
+    task: ClassVar[str]
+    pipeline_class: ClassVar[str]  # an attribute of the diffusers package
+    family: ClassVar[str]  # in messages: "FLUX", "Stable Diffusion"
+    size_multiple: ClassVar[int]
+    defaults: ClassVar[dict[str, float]]  # the numeric params this task reads; strength if any
+    mask_required: ClassVar[bool] = False
+    max_references: ClassVar[int] = 0
+    no_mask_hint: ClassVar[str] = "remove mask: from the step"
+    no_references_hint: ClassVar[str] = "remove references: from the step"
+
+    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
+        self.spec = spec
+        self.cache_dir = Path(cache_dir)
+        self._pipe: Any = None
+        self._location: str | None = None
+
+    # -- the Backend protocol --------------------------------------------------------------
+
+    def load(self) -> None:
+        if self._pipe is not None:
+            return
+        _torch.require("torch", self.task)
+        diffusers = _torch.require("diffusers", self.task)
+        _torch.check_device(self.spec)
+        _torch.torch_dtype(self.spec.dtype)  # a wrong dtype fails before anything is built
+        pipeline_class = getattr(diffusers, self.pipeline_class, None)
+        if pipeline_class is None:
+            raise BackendMissing(
+                f"task {self.task} needs diffusers.{self.pipeline_class}, which diffusers "
+                f"{diffusers.__version__} lacks: pip install -U '{_torch.PIP_NAMES['diffusers']}'"
+            )
+        self._location = resolve_model_dir(self.spec.model, self.cache_dir)
+        pipe = _torch.from_pretrained(pipeline_class, self.spec, self._location, self.task)
+        with _torch.device_errors(self.spec, f"moving {self.spec.model} to {self.spec.device}"):
+            pipe = pipe.to(self.spec.device)
+        pipe.set_progress_bar_config(disable=True)
+        self._pipe = pipe
+
+    def validate(self, request: Request) -> None:
+        self.params(request)
+        task = self.task
+        if not request.images:
+            raise InvalidRequest(f"{task} needs at least one input image")
+        if not request.seeds:
+            raise InvalidRequest(f"{task} needs at least one seed (one output per seed)")
+        for seed in request.seeds:
+            integer = isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+            if not integer or not 0 <= seed < MAX_SEED:
+                raise InvalidRequest(f"seed {seed!r} must be an integer in [0, 2**64)")
+        m = self.size_multiple
+        for index, image in enumerate(request.images):
+            width, height = image.size
+            if min(width, height) < m or width % m or height % m:
+                raise InvalidRequest(
+                    f"input image {index} is {width}x{height}: {task} ({self.family} models) needs "
+                    f"both sides to be multiples of {m} (the caller sizes inputs: round the rule's "
+                    f"size down to a multiple of {m}, e.g. {_round_down(width, m)}x"
+                    f"{_round_down(height, m)})"
+                )
+        self._validate_mask(request)
+        if len(request.references) > self.max_references:
+            if self.max_references == 0:
+                raise InvalidRequest(
+                    f"{task} takes no reference images, got {len(request.references)}: "
+                    f"{self.no_references_hint}"
+                )
+            raise InvalidRequest(
+                f"{task} takes at most {self.max_references} reference image(s), got "
+                f"{len(request.references)}: keep only the one that matters"
+            )
+
+    def run(self, request: Request) -> Result:
+        self.validate(request)
+        self.load()
+        torch = _torch.require("torch", self.task)
+        p = self.params(request)
+        gen_device = self.spec.option("generator_device", "cpu")
+        max_batch = max(1, int(self.spec.option("max_batch", 8)))
+        n_seeds = len(request.seeds)
+
+        # (image index, seed) per output, input-major; batched by image size.
+        outputs: list[Any] = [None] * (len(request.images) * n_seeds)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(request.images):
+            for j in range(n_seeds):
+                by_size.setdefault(image.size, []).append(i * n_seeds + j)
+        batches = [
+            ks[start : start + max_batch]
+            for ks in by_size.values()
+            for start in range(0, len(ks), max_batch)
+        ]
+        seconds = 0.0
+        for batch in batches:
+            images = [request.images[k // n_seeds].convert("RGB") for k in batch]
+            seeds = [int(request.seeds[k % n_seeds]) for k in batch]
+            kwargs: dict[str, Any] = {
+                # pre-expanded, prompt-major: output k is exactly (image, seed) k
+                "prompt": [request.prompt] * len(batch),
+                "image": images,
+                "num_inference_steps": p["steps"],
+                "guidance_scale": p["guidance"],
+                "generator": [torch.Generator(device=gen_device).manual_seed(s) for s in seeds],
+                "num_images_per_prompt": 1,
+                "output_type": "pil",
+            }
+            kwargs.update(self.call_kwargs(request, p, images))
+            started = time.perf_counter()
+            with _torch.device_errors(self.spec, f"running {self.spec.model}"):
+                result = self._pipe(**kwargs)
+            seconds += time.perf_counter() - started
+            for k, image in zip(batch, result.images, strict=True):
+                outputs[k] = image.convert("RGB")
+        info: dict[str, Any] = {
+            "model": self.spec.model,
+            "revision": self.spec.revision,
+            "location": self._location,
+            "pipeline": type(self._pipe).__name__,
+            "scheduler": type(self._pipe.scheduler).__name__,
+            "device": self.spec.device,
+            "dtype": self.spec.dtype,
+            **p,
+            "denoising_steps": self.denoising_steps(p["steps"], p.get("strength", 1.0)),
+            "masked": request.mask is not None,
+            "references": len(request.references),
+            "calls": len(batches),
+        }
+        return Result(images=outputs, seconds=seconds, info=info)
+
+    def unload(self) -> None:
+        if self._pipe is None:
+            return
+        self._pipe = None
+        _torch.empty_cache(self.spec)
+
+    # -- what subclasses change --------------------------------------------------------------
+
+    def call_kwargs(
+        self, request: Request, p: dict[str, Any], images: list[Image]
+    ) -> dict[str, Any]:
+        """Pipeline arguments beyond the shared ones, for one batch of same-size ``images``."""
+        return {}
+
+    @staticmethod
+    def denoising_steps(steps: int, strength: float) -> int:
+        """Steps the pipeline runs: ``int(steps * strength)``, as SD/SDXL's ``get_timesteps``."""
+        return min(int(steps * strength), steps)
+
+    def params(self, request: Request) -> dict[str, Any]:
+        """The task's numeric params with defaults filled in, or InvalidRequest."""
+        p = request.params
+        out: dict[str, Any] = {
+            "steps": _number(p, "steps", int, self.defaults["steps"]),
+            "guidance": _number(p, "guidance", float, self.defaults["guidance"]),
+        }
+        if out["steps"] < 1:
+            raise InvalidRequest(f"steps {out['steps']} must be at least 1")
+        if out["guidance"] < 0:
+            raise InvalidRequest(f"guidance {out['guidance']:g} must be >= 0")
+        if "strength" in self.defaults:
+            strength = _number(p, "strength", float, self.defaults["strength"])
+            if not 0.0 < strength <= 1.0:
+                raise InvalidRequest(
+                    f"strength {strength:g} must be in (0, 1]: 1.0 repaints the masked area "
+                    "from scratch, lower values keep more of what is there"
+                )
+            out["strength"] = strength
+            self._check_denoising(out["steps"], strength)
+        return out
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _check_denoising(self, steps: int, strength: float) -> None:
+        if self.denoising_steps(steps, strength) >= 1:
+            return
+        need_steps = next(
+            n for n in itertools.count(steps) if self.denoising_steps(n, strength) >= 1
+        )
+        need_strength = next(
+            k / 100 for k in range(1, 101) if self.denoising_steps(steps, k / 100) >= 1
+        )
+        raise InvalidRequest(
+            f"strength {strength:g} x steps {steps} gives no denoising step: raise steps to at "
+            f"least {need_steps} or strength to at least {need_strength:g}"
+        )
+
+    def _validate_mask(self, request: Request) -> None:
+        mask = request.mask
+        task = self.task
+        if mask is None:
+            if self.mask_required:
+                raise InvalidRequest(
+                    f"{task} needs a mask (white = repaint, black = keep): {MASK_HINT}"
+                )
+            return
+        if not self.mask_required:
+            raise InvalidRequest(f"{task} takes no mask: {self.no_mask_hint}")
+        for index, image in enumerate(request.images):
+            if image.size != mask.size:
+                raise InvalidRequest(
+                    f"the mask is {mask.size[0]}x{mask.size[1]} but input image {index} is "
+                    f"{image.size[0]}x{image.size[1]}: the mask must have the input's size "
+                    "(draw it on the photo at full size, and resize both by the same rule)"
+                )
+        if mask.convert("L").getextrema()[1] < 128:
+            raise InvalidRequest(
+                f"the mask has no white pixel, so {task} may change nothing: white (>= 128) marks "
+                "the area to repaint, black keeps it (is the mask inverted?)"
+            )
+
+
+class KontextBackend(EditPipelineBackend):
+    task: ClassVar[str] = "kontext"
+    pipeline_class: ClassVar[str] = "FluxKontextPipeline"
+    family: ClassVar[str] = "FLUX"
+    size_multiple: ClassVar[int] = FLUX_SIZE_MULTIPLE
+    defaults: ClassVar[dict[str, float]] = {"steps": 2, "guidance": 2.5}
+    no_mask_hint: ClassVar[str] = (
+        "it edits the whole image; for an edit limited to a mask use task kontext-inpaint "
+        "(profile kontext-inpaint), or remove mask: from the step"
+    )
+    no_references_hint: ClassVar[str] = (
+        "for edits that combine several images use task multi-edit (profile qwen-edit-plus), or "
+        "kontext-inpaint with one reference, or remove references: from the step"
+    )
+
+    def params(self, request: Request) -> dict[str, Any]:
+        out = super().params(request)
+        p = request.params
+        given = [key for key in ("width", "height") if p.get(key) is not None]
+        if len(given) == 1:
+            raise InvalidRequest(
+                f"{self.task}: give both width and height, or neither (the output then has the "
+                f"input's size); got only {given[0]}"
+            )
+        if given:
+            m = self.size_multiple
+            for key in ("width", "height"):
+                value = _number(p, key, int, 0)
+                if value < m or value % m:
+                    raise InvalidRequest(
+                        f"{key} {value} must be a positive multiple of {m} for {self.family} "
+                        f"models, e.g. {max(m, _round_down(value, m))}"
+                    )
+                out[key] = value
+        return out
+
+    def call_kwargs(
+        self, request: Request, p: dict[str, Any], images: list[Image]
+    ) -> dict[str, Any]:
+        width, height = p.get("width") or images[0].width, p.get("height") or images[0].height
+        # max_area = width * height makes the pipeline's area fit give back exactly (width,
+        # height); without _auto_resize the input is kept at its size instead of ~1024².
+        return {"width": width, "height": height, "max_area": width * height, "_auto_resize": False}
+
+
+class KontextInpaintBackend(EditPipelineBackend):
+    task: ClassVar[str] = "kontext-inpaint"
+    pipeline_class: ClassVar[str] = "FluxKontextInpaintPipeline"
+    family: ClassVar[str] = "FLUX"
+    size_multiple: ClassVar[int] = FLUX_SIZE_MULTIPLE
+    defaults: ClassVar[dict[str, float]] = {"steps": 2, "guidance": 2.5, "strength": 1.0}
+    mask_required: ClassVar[bool] = True
+    max_references: ClassVar[int] = 1
+
+    @staticmethod
+    def denoising_steps(steps: int, strength: float) -> int:
+        # FLUX's get_timesteps: steps - int(steps - steps * strength), at least 1 for strength > 0
+        return steps - int(max(steps - min(steps * strength, steps), 0))
+
+    def call_kwargs(
+        self, request: Request, p: dict[str, Any], images: list[Image]
+    ) -> dict[str, Any]:
+        width, height = images[0].size
+        kwargs: dict[str, Any] = {
+            "mask_image": [request.mask.convert("L")] * len(images),
+            "strength": p["strength"],
+            "width": width,
+            "height": height,
+            "max_area": width * height,
+            "_auto_resize": False,
+        }
+        if request.references:
+            kwargs["image_reference"] = request.references[0].convert("RGB")
+        return kwargs
+
+
+def _number(p: Any, key: str, kind: type, default: float) -> Any:
+    value = p.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidRequest(f"{key} must be a number, not {value!r}")
+    if kind is int and value != int(value):
+        raise InvalidRequest(f"{key} must be a whole number, not {value!r}")
+    return kind(value)
+
+
+def _round_down(value: int, multiple: int) -> int:
+    return max(multiple, value // multiple * multiple)
+
+
+__all__ = [
+    "FLUX_SIZE_MULTIPLE",
+    "MASK_HINT",
+    "SD_SIZE_MULTIPLE",
+    "EditPipelineBackend",
+    "KontextBackend",
+    "KontextInpaintBackend",
+]

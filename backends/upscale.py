@@ -1,0 +1,173 @@
+"""Task ``upscale``: the x4 diffusion upscaler (``StableDiffusionUpscalePipeline``).
+
+Every input image is upscaled once per seed; outputs are input-major and exactly 4x the
+input's size. Request params (all optional):
+
+- ``steps``        num_inference_steps >= 1, default 20;
+- ``guidance``     guidance_scale >= 0, default 7.5 (above 1 the negative prompt is used);
+- ``noise_level``  0..max_noise_level (350), default 20: noise added to the input first;
+  more lets the model invent more detail and keep less of the input.
+
+Inputs' sides must be multiples of 8. Without the ``vae_tiling`` option an output side may
+not exceed ``max_output_side`` (option, default 2048: inputs up to 512 px), since decoding a
+larger image at once needs tens of GB; with ``vae_tiling`` the VAE decodes tile by tile and
+only ``max_output_side`` set explicitly limits it. Outputs of the same size are batched (up
+to ``max_batch``, default 4), each with its own seeded generator.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from backends import _torch
+from backends.base import InvalidRequest, ModelSpec, Request, Result
+from backends.random_models import resolve_model_dir
+from backends.reference import _check_seeds
+
+DEFAULTS = {"steps": 20, "guidance": 7.5, "noise_level": 20}
+SCALE = 4
+SIZE_MULTIPLE = 8
+MAX_OUTPUT_SIDE = 2048
+MAX_NOISE_LEVEL = 350
+
+
+class UpscaleBackend:
+    task: ClassVar[str] = "upscale"
+
+    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
+        self.spec = spec
+        self.cache_dir = Path(cache_dir)
+        self._pipe: Any = None
+        self._location: str | None = None
+
+    def load(self) -> None:
+        if self._pipe is not None:
+            return
+        _torch.require("torch", self.task)
+        diffusers = _torch.require("diffusers", self.task)
+        _torch.check_device(self.spec)
+        _torch.torch_dtype(self.spec.dtype)
+        self._location = resolve_model_dir(self.spec.model, self.cache_dir)
+        pipe = _torch.from_pretrained(
+            diffusers.StableDiffusionUpscalePipeline, self.spec, self._location, self.task
+        )
+        self._pipe = _torch.place(pipe, self.spec)
+
+    def max_output_side(self) -> int | None:
+        explicit = self.spec.option("max_output_side")
+        if explicit is not None:
+            return int(explicit)
+        return None if self.spec.option("vae_tiling", False) else MAX_OUTPUT_SIDE
+
+    def validate(self, request: Request) -> None:
+        params(request)
+        if not request.images:
+            raise InvalidRequest(f"{self.task} needs at least one input image")
+        _check_seeds(request, self.task)
+        limit = self.max_output_side()
+        for index, image in enumerate(request.images):
+            width, height = image.size
+            m = SIZE_MULTIPLE
+            if min(width, height) < m or width % m or height % m:
+                raise InvalidRequest(
+                    f"input image {index} is {width}x{height}: {self.task} needs both sides to "
+                    f"be multiples of {m} (round the rule's size down to a multiple of {m})"
+                )
+            if limit is not None and max(width, height) * SCALE > limit:
+                raise InvalidRequest(
+                    f"input image {index} is {width}x{height}: x{SCALE} would be "
+                    f"{width * SCALE}x{height * SCALE}, over {limit} px: resize the input to at "
+                    f"most {limit // SCALE} px on its long side, or turn on the profile's "
+                    f"vae_tiling option"
+                )
+
+    def run(self, request: Request) -> Result:
+        self.validate(request)
+        self.load()
+        torch = _torch.require("torch", self.task)
+        steps, guidance, noise_level = params(request)
+        gen_device = self.spec.option("generator_device", "cpu")
+        max_batch = max(1, int(self.spec.option("max_batch", 4)))
+        n_seeds = len(request.seeds)
+        outputs: list[Any] = [None] * (len(request.images) * n_seeds)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(request.images):
+            for j in range(n_seeds):
+                by_size.setdefault(image.size, []).append(i * n_seeds + j)
+        batches = [
+            ks[start : start + max_batch]
+            for ks in by_size.values()
+            for start in range(0, len(ks), max_batch)
+        ]
+        seconds = 0.0
+        for batch in batches:
+            kwargs: dict[str, Any] = {
+                "prompt": [request.prompt] * len(batch),
+                "image": [request.images[k // n_seeds].convert("RGB") for k in batch],
+                "num_inference_steps": steps,
+                "guidance_scale": guidance,
+                "noise_level": noise_level,
+                "generator": [
+                    torch.Generator(device=gen_device).manual_seed(int(request.seeds[k % n_seeds]))
+                    for k in batch
+                ],
+                "num_images_per_prompt": 1,
+                "output_type": "pil",
+            }
+            if request.negative_prompt and guidance > 1:
+                kwargs["negative_prompt"] = [request.negative_prompt] * len(batch)
+            started = time.perf_counter()
+            with _torch.device_errors(self.spec, f"running {self.spec.model}"):
+                result = self._pipe(**kwargs)
+            seconds += time.perf_counter() - started
+            for k, image in zip(batch, result.images, strict=True):
+                outputs[k] = image.convert("RGB")
+        return Result(
+            images=outputs,
+            seconds=seconds,
+            info={
+                "model": self.spec.model,
+                "revision": self.spec.revision,
+                "location": self._location,
+                "pipeline": type(self._pipe).__name__,
+                "device": self.spec.device,
+                "dtype": self.spec.dtype,
+                "scale": SCALE,
+                "steps": steps,
+                "guidance": guidance,
+                "noise_level": noise_level,
+                "calls": len(batches),
+            },
+        )
+
+    def unload(self) -> None:
+        if self._pipe is None:
+            return
+        self._pipe = None
+        _torch.empty_cache(self.spec)
+
+
+def params(request: Request) -> tuple[int, float, int]:
+    """(steps, guidance, noise_level) from the request, or InvalidRequest saying what to change."""
+    p = request.params
+    values = {key: p.get(key, default) for key, default in DEFAULTS.items()}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise InvalidRequest(f"{key} must be a number, not {value!r}")
+    steps, guidance, noise = values["steps"], values["guidance"], values["noise_level"]
+    if steps != int(steps) or steps < 1:
+        raise InvalidRequest(f"steps {steps} must be a whole number >= 1 (20 is typical)")
+    if guidance < 0:
+        raise InvalidRequest(f"guidance {guidance} must be >= 0 (7.5 is typical)")
+    if noise != int(noise) or not 0 <= noise <= MAX_NOISE_LEVEL:
+        raise InvalidRequest(
+            f"noise_level {noise} must be a whole number in [0, {MAX_NOISE_LEVEL}] "
+            "(20 keeps the input; 100+ invents detail)"
+        )
+    return int(steps), float(guidance), int(noise)
+
+
+__all__ = ["UpscaleBackend", "params"]
