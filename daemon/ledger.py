@@ -342,6 +342,14 @@ class Ledger:
             ).fetchall()
         return [r["id"] for r in rows]
 
+    def adopt(self, pid: str, note: str) -> None:
+        """Close a plan whose outputs another daemon committed: its jobs count as done."""
+        now = self._clock()
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state=?, error=?, lease_owner=NULL, updated_at=? WHERE plan_id=?",
+                       (JobState.DONE, note, now, pid))
+            db.execute("UPDATE plans SET state='done', finished_at=? WHERE id=?", (now, pid))
+
     def note_round(self, pid: str, rounds: list[dict[str, Any]]) -> None:
         with self._tx() as db:
             db.execute("UPDATE plans SET rounds=? WHERE id=?", (json.dumps(rounds), pid))

@@ -94,6 +94,13 @@ class Runner:
         plan_row = self.ledger.plan(job.plan_id)
         plan = plan_row.plan
         bound = log.bind(job_id=job.id, rule=job.rule, source=plan_row.source, key=plan_row.key, step=job.step)
+        if job.step_index == 0 and self._committed_elsewhere(plan, job.plan_id):
+            # Several daemons share this sink and another one finished this very plan.
+            self.ledger.adopt(job.plan_id, "already committed by another daemon sharing the sink")
+            bound.info("already committed by another daemon; not run again")
+            if self.on_plan_done:
+                self.on_plan_done(job.plan_id, "done")
+            return
         bound.info("job started", attempt=job.attempts)
         try:
             outputs, seconds = self._execute(job, plan)
@@ -113,6 +120,15 @@ class Runner:
             bound.info("job done", outputs=len(outputs), seconds=round(seconds, 3))
         self.finalize_if_ended(job.plan_id)
         self.wake.set()
+
+    def _committed_elsewhere(self, plan: dict[str, Any], plan_id: str) -> bool:
+        sink = self.sinks[plan["sink"]]
+        try:
+            if not sink.exists(plan["manifest"]):
+                return False
+            return json.loads(sink.read(plan["manifest"])).get("plan_id") == plan_id
+        except (DarkroomError, ValueError):
+            return False
 
     def _failed(self, job: JobRow, bound: Any, reason: str, *, retryable: bool) -> None:
         self.last_error = reason
@@ -166,22 +182,26 @@ class Runner:
                     **{k: record[k] for k in ("step", "model", "model_id", "seed", "params")},
                 }
                 if video is not None:
-                    record.update(self._write_video(sink, path, video, unit))
+                    record.update(self._write_video(sink, path, video, unit, self._metadata(plan)))
                 else:
                     data, content_type = imaging.encode(image, path, provenance, quality=plan.get("quality", 92),
                                                         icc_profile=icc if plan.get("keep_icc", True) else None)
-                    sink.write(path, data, content_type)
+                    sink.write(path, data, content_type, metadata=self._metadata(plan))
                     record["sha256"] = hashlib.sha256(data).hexdigest()
                 outputs.append(record)
         return outputs, result.seconds
 
     @staticmethod
-    def _write_video(sink: Any, path: str, video: Any, unit: dict[str, Any]) -> dict[str, Any]:
+    def _metadata(plan: dict[str, Any]) -> dict[str, str]:
+        return {"rule": plan["rule"], "source-sha256": plan["sha256"]}
+
+    @staticmethod
+    def _write_video(sink: Any, path: str, video: Any, unit: dict[str, Any], metadata: dict[str, str]) -> dict[str, Any]:
         from backends import video_io
 
         data = video_io.encode_video(video, unit.get("video_format", "mp4"))
         content_type = {"mp4": "video/mp4", "webp": "image/webp", "gif": "image/gif"}[unit.get("video_format", "mp4")]
-        sink.write(path, data, content_type)
+        sink.write(path, data, content_type, metadata=metadata)
         poster = str(PurePosixPath(path).with_suffix("")) + ".strip.png"
         buffer = io.BytesIO()
         video_io.frame_strip(video).save(buffer, "PNG")

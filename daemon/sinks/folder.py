@@ -35,7 +35,8 @@ class FolderSink:
             raise OutputError(f"output path {path!r} resolves outside the sink root {root}")
         return target
 
-    def write(self, path: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+    def write(self, path: str, data: bytes, content_type: str = "application/octet-stream",
+              metadata: dict[str, str] | None = None) -> str:
         target = self._target(path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -147,6 +147,20 @@ class S3Sink:
     def location(self, path: str) -> str:
         return self._where(self.prefix + safe_relpath(path) if path else self.prefix)
 
+    def delete(self, path: str) -> None:
+        key = self._key(path)
+        with aws.translated(self._where(key), action="delete", error=OutputError):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Paths (relative to the sink's prefix) under ``prefix``."""
+        start = self.prefix + (safe_relpath(prefix) if prefix else "")
+        paths = []
+        with aws.translated(self._where(start), action="list", error=OutputError):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+                paths += [item["Key"][len(self.prefix):] for item in page.get("Contents", [])]
+        return sorted(paths)
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _key(self, path: str) -> str:
