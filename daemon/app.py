@@ -185,11 +185,29 @@ class App:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.scheduler = BackgroundScheduler(daemon=True)
+        if self.settings.digest.enabled and not self.any_source:
+            hour, minute = map(int, self.settings.digest.at.split(":"))
+            self.scheduler.add_job(self.daily_digest, "cron", hour=hour, minute=minute, id="digest",
+                                   max_instances=1, coalesce=True)
         for source in self.sources.values():
             for func, interval, name in getattr(source, "periodic", lambda: [])():
                 self.scheduler.add_job(func, "interval", seconds=interval, id=f"{source.name}:{name}",
                                        max_instances=1, coalesce=True, next_run_time=_now())
         self.scheduler.start()
+
+    def daily_digest(self, day: datetime.date | None = None) -> list[str]:
+        """Yesterday's (or ``day``'s) index sheets, one per rule, in every sink."""
+        from daemon.digest import build_digest
+
+        day = day or datetime.date.today() - datetime.timedelta(days=1)
+        written = []
+        for sink in self.sinks.values():
+            try:
+                written += build_digest(sink, day)
+            except Exception:  # a digest is a view: log and carry on
+                log.exception("daily digest failed", sink=sink.name, day=str(day))
+        log.info("daily digest written", day=str(day), files=len(written))
+        return written
 
     def _preload(self) -> None:
         """Load the models the rules use before the first file arrives."""

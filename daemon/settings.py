@@ -153,6 +153,13 @@ class JobsConfig(_Strict):
     retry_backoff: float = Field(2.0, ge=0)  # seconds; doubles with each attempt
 
 
+class DigestConfig(_Strict):
+    """A daily index sheet per rule of everything processed the day before."""
+
+    enabled: bool = True
+    at: str = Field("00:05", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # local time, HH:MM
+
+
 class LogConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -174,6 +181,7 @@ class Settings(BaseSettings):
     worker: WorkerConfig = WorkerConfig()
     jobs: JobsConfig = JobsConfig()
     log: LogConfig = LogConfig()
+    digest: DigestConfig = DigestConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -220,7 +228,7 @@ def _absolutize(data: dict[str, Any], base: Path) -> dict[str, Any]:
 def _known_keys() -> set[str]:
     keys: set[str] = set()
     for model in (Settings, FolderSourceConfig, S3SourceConfig, FolderSinkConfig, S3SinkConfig, ProfileConfig,
-                  WorkerConfig, JobsConfig, LogConfig):
+                  WorkerConfig, JobsConfig, LogConfig, DigestConfig):
         keys.update(model.model_fields)
     return keys
 
