@@ -34,9 +34,16 @@ class Profile:
 def resolve_profiles(settings: Settings) -> dict[str, Profile]:
     """Built-in profiles with the config's field overrides applied, plus new ones."""
     merged: dict[str, dict[str, Any]] = {name: dict(fields) for name, fields in PROFILES.items()}
+    builtin = {name: dict(fields) for name, fields in merged.items()}
     for name, override in settings.profiles.items():
         given = override.model_dump(exclude_unset=True)
-        merged[name] = {**merged.get(name, {"role": "custom"}), **given}
+        like = given.pop("like", None)
+        if like is not None and like not in builtin and like not in settings.profiles:
+            from daemon.errors import ConfigError
+
+            raise ConfigError(f"profiles.{name}.like: unknown profile {like!r}")
+        base = builtin.get(like) or merged.get(like) if like else merged.get(name, {"role": "custom"})
+        merged[name] = {**(base or {}), **given}
     profiles = {}
     for name, fields in merged.items():
         if not fields.get("task") or not fields.get("model"):

@@ -123,8 +123,11 @@ SinkConfig = Annotated[
 
 
 class ProfileConfig(_Strict):
-    """Overrides of a built-in profile's fields, or a whole new profile."""
+    """Overrides of a built-in profile's fields, or a whole new profile. ``like: NAME``
+    starts from another profile's fields (``house-style: {like: sdxl-turbo, options: ...}``;
+    ``sd-turbo: {like: tiny}`` runs rules offline on the tiny twin)."""
 
+    like: str | None = None
     task: str | None = None
     model: str | None = None
     revision: str | None = None
