@@ -8,6 +8,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from daemon import colour
 from daemon import provenance as provenance_format
 from daemon.errors import InputError
 
@@ -45,18 +46,20 @@ def decode(data: bytes, name: str) -> Image.Image:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Upright RGB, without the classic traps (16-bit to white, alpha to black)."""
+    """Upright RGB for a model. RGB pixels keep their colour space (the source's ICC
+    profile travels to the outputs, see output_icc); CMYK goes to sRGB through its profile."""
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: scale to 8 bits instead of clipping everything to white.
-        image = image.point(lambda v: v / 256).convert("L")
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
-        return background
-    return image.convert("RGB")
+    if image.mode == "CMYK":
+        return colour.icc_to_srgb(image, image.info.get("icc_profile"))
+    return colour.to_rgb(image)
+
+
+def output_icc(source: Image.Image) -> bytes | None:
+    """The colour profile outputs should carry: the source's, unless it describes CMYK
+    (those pixels were converted to sRGB; tagging RGB with a CMYK profile is wrong)."""
+    if source.mode == "CMYK":
+        return None
+    return source.info.get("icc_profile")
 
 
 def fit(image: Image.Image, max_side: int | None, width: int | None = None, height: int | None = None,

@@ -212,7 +212,7 @@ class Runner:
     def _inputs(self, job: JobRow, plan: dict[str, Any], unit: dict[str, Any]
                 ) -> tuple[list[str], list[Image.Image], bytes | None]:
         source_image = self._decoded_source(plan)
-        icc = source_image.info.get("icc_profile")
+        icc = imaging.output_icc(source_image)
         if unit["input"] == "source":
             return ["source"], [imaging.to_rgb(source_image)], icc
         sink = self.sinks[plan["sink"]]

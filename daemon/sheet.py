@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import functools
 import io
-import structlog
 import os
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -58,7 +57,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
+import structlog
 from PIL import ExifTags, Image, ImageDraw, ImageFont, ImageOps, features
+
+from daemon.colour import has_transparency, icc_to_srgb, to_rgb
 
 __all__ = [
     "SOURCE",
@@ -667,80 +669,6 @@ def layout_sheet(manifest: Mapping[str, Any], tile: int = 256) -> SheetLayout:
 # --------------------------------------------------------------------------- images
 
 _ORIENTATION = ExifTags.Base.Orientation
-_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
-_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
-
-
-def _scaled_to_l(im: Image.Image, lo: float, hi: float) -> Image.Image:
-    """Map [lo, hi] linearly to 0..255 for an I or F image."""
-    im = im.convert("F") if im.mode != "F" else im
-    scale = 255.0 / (hi - lo) if hi > lo else 1.0
-    return im.point(lambda v: (v - lo) * scale).convert("L")
-
-
-def _flatten(im: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    rgba = im.convert("RGBA")
-    base = Image.new("RGBA", rgba.size, (*background, 255))
-    return Image.alpha_composite(base, rgba).convert("RGB")
-
-
-def _has_transparency(im: Image.Image) -> bool:
-    if im.mode in _ALPHA_MODES:
-        return True
-    if im.mode == "P":
-        return "transparency" in im.info or (im.palette is not None and im.palette.mode == "RGBA")
-    return "transparency" in im.info
-
-
-def to_rgb(im: Image.Image, background: tuple[int, int, int] = LETTERBOX) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB for display (no colour management here).
-
-    16-bit and 32-bit greyscale are scaled into 0..255 (``convert("RGB")`` would clip them to
-    white); transparency is composited onto ``background``.
-    """
-    mode = im.mode
-    if mode == "RGB" and "transparency" not in im.info:
-        return im
-    if mode in _SIXTEEN_BIT:
-        return _scaled_to_l(im, 0, 65535).convert("RGB")
-    if mode in ("I", "F"):
-        lo, hi = im.getextrema()
-        if mode == "F" and lo >= 0 and hi <= 1:
-            lo, hi = 0.0, 1.0
-        elif lo >= 0 and hi <= 255:
-            lo, hi = 0, 255
-        elif lo >= 0 and hi <= 65535:
-            lo, hi = 0, 65535
-        return _scaled_to_l(im, lo, hi).convert("RGB")
-    if _has_transparency(im):
-        return _flatten(im, background)
-    try:
-        return im.convert("RGB")
-    except ValueError:  # e.g. LAB: needs a colour transform
-        from PIL import ImageCms
-
-        lab = ImageCms.createProfile("LAB")
-        srgb = ImageCms.createProfile("sRGB")
-        return ImageCms.profileToProfile(im, lab, srgb, outputMode="RGB")
-
-
-def _icc_to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
-    """``im`` (RGB or CMYK) converted to sRGB RGB, through ``icc`` when possible."""
-    if icc and features.check("littlecms2"):
-        from PIL import ImageCms
-
-        try:
-            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            out = ImageCms.profileToProfile(
-                im, src, ImageCms.createProfile("sRGB"), outputMode="RGB"
-            )
-            if out is not None:
-                return out
-        except (OSError, ValueError, TypeError, ImageCms.PyCMSError) as exc:
-            log.debug("ignoring unusable ICC profile: %s", exc)
-    return im if im.mode == "RGB" else im.convert("RGB")
-
-
 def _target(size: tuple[int, int], box: int, upscale: bool) -> tuple[int, int]:
     w, h = size
     scale = box / max(w, h)
@@ -762,13 +690,13 @@ def fit_image(im: Image.Image, size: int, *, upscale: bool = True) -> Image.Imag
     if orientation in range(2, 9):
         im = ImageOps.exif_transpose(im)
     icc = im.info.get("icc_profile")
-    if im.mode in ("RGB", "L", "CMYK") and not _has_transparency(im):
+    if im.mode in ("RGB", "L", "CMYK") and not has_transparency(im):
         small = im.resize(
             _target(im.size, size, upscale), Image.Resampling.LANCZOS, reducing_gap=3.0
         )
-        out = small.convert("RGB") if small.mode == "L" else _icc_to_srgb(small, icc)
+        out = small.convert("RGB") if small.mode == "L" else icc_to_srgb(small, icc)
     else:
-        flat = to_rgb(im)
+        flat = to_rgb(im, LETTERBOX)
         out = flat.resize(
             _target(flat.size, size, upscale), Image.Resampling.LANCZOS, reducing_gap=3.0
         )

@@ -115,7 +115,7 @@ def test_thumbnail_does_not_upscale_but_fit_image_does(tmp_path: Path):
     ids=["P+transparency", "LA-clear", "LA-opaque", "1", "I-16bit-range", "F-unit", "YCbCr"],
 )
 def test_to_rgb_modes(make, expected):
-    out = to_rgb(make())
+    out = to_rgb(make(), LETTERBOX)
     assert out.mode == "RGB"
     assert close(out.getpixel((4, 4)), expected, tol=2)
 

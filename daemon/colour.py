@@ -1,0 +1,90 @@
+"""Turning any decoded image into 8-bit RGB without the classic traps.
+
+16-bit greyscale is scaled (``convert("RGB")`` would clip it to white), transparency is
+composited onto a background instead of turning black, and CMYK goes to sRGB through its
+embedded ICC profile. Used for model inputs (daemon.imaging) and sheets (daemon.sheet).
+"""
+
+from __future__ import annotations
+
+import io
+
+import structlog
+from PIL import Image, features
+
+log = structlog.get_logger("darkroom.colour")
+
+WHITE = (255, 255, 255)
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+
+
+def _scaled_to_l(im: Image.Image, lo: float, hi: float) -> Image.Image:
+    """Map [lo, hi] linearly to 0..255 for an I or F image."""
+    im = im.convert("F") if im.mode != "F" else im
+    scale = 255.0 / (hi - lo) if hi > lo else 1.0
+    return im.point(lambda v: (v - lo) * scale).convert("L")
+
+
+def _flatten(im: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    rgba = im.convert("RGBA")
+    base = Image.new("RGBA", rgba.size, (*background, 255))
+    return Image.alpha_composite(base, rgba).convert("RGB")
+
+
+def has_transparency(im: Image.Image) -> bool:
+    if im.mode in _ALPHA_MODES:
+        return True
+    if im.mode == "P":
+        return "transparency" in im.info or (im.palette is not None and im.palette.mode == "RGBA")
+    return "transparency" in im.info
+
+
+def to_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB for display (no colour management here).
+
+    16-bit and 32-bit greyscale are scaled into 0..255 (``convert("RGB")`` would clip them to
+    white); transparency is composited onto ``background``.
+    """
+    mode = im.mode
+    if mode == "RGB" and "transparency" not in im.info:
+        return im
+    if mode in _SIXTEEN_BIT:
+        return _scaled_to_l(im, 0, 65535).convert("RGB")
+    if mode in ("I", "F"):
+        lo, hi = im.getextrema()
+        if mode == "F" and lo >= 0 and hi <= 1:
+            lo, hi = 0.0, 1.0
+        elif lo >= 0 and hi <= 255:
+            lo, hi = 0, 255
+        elif lo >= 0 and hi <= 65535:
+            lo, hi = 0, 65535
+        return _scaled_to_l(im, lo, hi).convert("RGB")
+    if has_transparency(im):
+        return _flatten(im, background)
+    try:
+        return im.convert("RGB")
+    except ValueError:  # e.g. LAB: needs a colour transform
+        from PIL import ImageCms
+
+        lab = ImageCms.createProfile("LAB")
+        srgb = ImageCms.createProfile("sRGB")
+        return ImageCms.profileToProfile(im, lab, srgb, outputMode="RGB")
+
+
+def icc_to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
+    """``im`` (RGB or CMYK) converted to sRGB RGB, through ``icc`` when possible."""
+    if icc and features.check("littlecms2"):
+        from PIL import ImageCms
+
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            out = ImageCms.profileToProfile(
+                im, src, ImageCms.createProfile("sRGB"), outputMode="RGB"
+            )
+            if out is not None:
+                return out
+        except (OSError, ValueError, TypeError, ImageCms.PyCMSError) as exc:
+            log.debug("ignoring unusable ICC profile", reason=str(exc))
+    return im if im.mode == "RGB" else im.convert("RGB")
