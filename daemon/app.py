@@ -117,6 +117,10 @@ class App:
         self.ledger = Ledger(self.settings.state_dir / "ledger.sqlite",
                              max_attempts=self.settings.jobs.max_attempts,
                              retry_backoff=self.settings.jobs.retry_backoff)
+        for sink in self.sinks.values():
+            cleanup = getattr(sink, "cleanup_temp", None)
+            if cleanup is not None and (removed := cleanup()):
+                log.info("removed temp files left by an earlier crash", sink=sink.name, files=removed)
         requeued = self.ledger.recover()
         if requeued:
             log.warning("work that was running when the daemon stopped is queued again", jobs=requeued)

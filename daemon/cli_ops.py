@@ -66,6 +66,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("jobs: " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items())) if counts else "jobs: none")
     for rule, states in sorted(ledger.counts_by_rule().items()):
         print(f"  {rule}: " + ", ".join(f"{state} {n}" for state, n in sorted(states.items())))
+    quarantined = ledger.quarantined()
+    if quarantined:
+        print("quarantined:")
+    for item in quarantined:
+        where = f" -> {item['location']}" if item["location"] else ""
+        print(f"  {item['source']}:{item['key']}{where}: {item['reason']}")
     failed = ledger.jobs(state="failed", limit=50)
     if failed:
         print("failed:")

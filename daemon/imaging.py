@@ -20,8 +20,9 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
-def decode(data: bytes, name: str) -> Image.Image:
-    """Fully decode ``data``; anything short of a complete, sane image is an InputError."""
+def decode(data: bytes, name: str, *, animated: str = "first_frame") -> Image.Image:
+    """Fully decode ``data``; anything short of a complete, sane image is an InputError.
+    An animated GIF/WebP/PNG gives its first frame, or is refused with ``animated="reject"``."""
     if not data:
         raise InputError(f"{name}: the file is empty (0 bytes)")
     try:
@@ -33,6 +34,9 @@ def decode(data: bytes, name: str) -> Image.Image:
                     f"{name}: {image.width}x{image.height} is {image.width * image.height / 1e6:.0f} MP, "
                     f"over the {MAX_PIXELS / 1e6:.0f} MP limit"
                 )
+            if animated == "reject" and getattr(image, "is_animated", False):
+                raise InputError(f"{name}: an animated image ({image.n_frames} frames), and the rule's "
+                                 "match.animated is 'reject'")
             image.load()  # verify() accepts truncated JPEGs; a full load does not
     except InputError:
         raise

@@ -67,6 +67,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS quarantine (
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    location TEXT,
+    at REAL NOT NULL,
+    PRIMARY KEY (source, key, sha256)
+);
+CREATE INDEX IF NOT EXISTS plans_source ON plans(source, key, sha256);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, not_before, created_at);
 CREATE INDEX IF NOT EXISTS jobs_plan ON jobs(plan_id);
 CREATE TABLE IF NOT EXISTS seen (
@@ -349,6 +359,24 @@ class Ledger:
             db.execute("UPDATE jobs SET state=?, error=?, lease_owner=NULL, updated_at=? WHERE plan_id=?",
                        (JobState.DONE, note, now, pid))
             db.execute("UPDATE plans SET state='done', finished_at=? WHERE id=?", (now, pid))
+
+    def others_want(self, pid: str, source: str, key: str, sha256: str) -> bool:
+        """Whether another plan for the same file is still running or succeeded."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM plans WHERE source=? AND key=? AND sha256=? AND id!=? AND state IN"
+                " ('active', 'done', 'partial') LIMIT 1", (source, key, sha256, pid)).fetchone()
+        return row is not None
+
+    def record_quarantine(self, source: str, key: str, sha256: str, reason: str, location: str | None) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO quarantine (source, key, sha256, reason, location, at)"
+                       " VALUES (?, ?, ?, ?, ?, ?)", (source, key, sha256, reason, location, self._clock()))
+
+    def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM quarantine ORDER BY at DESC LIMIT ?", (limit,)).fetchall()
+        return [dict(r) for r in rows]
 
     def note_round(self, pid: str, rounds: list[dict[str, Any]]) -> None:
         with self._tx() as db:

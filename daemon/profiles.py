@@ -23,6 +23,9 @@ class Profile:
     role: str = "custom"
     about: str = ""
     vram_gb: float | None = None
+    provider: str | None = None  # hosted models: who runs them
+    price_per_image: float | None = None  # USD, an estimate (hosted models)
+    price_per_megapixel: float | None = None
 
     def spec(self, device: str) -> ModelSpec:
         return ModelSpec(

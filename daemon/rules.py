@@ -14,6 +14,7 @@ import json
 import random
 import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -69,6 +70,7 @@ class Match(_Strict):
     orientation: Literal["portrait", "landscape", "square"] | None = None
     aspect: Range | None = None  # width / height
     sidecar: Literal["required", "optional"] = "optional"
+    animated: Literal["first_frame", "reject"] = "first_frame"  # animated GIF/WebP/APNG inputs
 
     @field_validator("include", "exclude")
     @classmethod
@@ -683,14 +685,25 @@ def plan_for(rule: Rule, arrival: Arrival, sha256: str, *, facts: ImageFacts | N
         "quality": rule.output.quality,
         "keep_icc": rule.output.keep_icc,
         "on_success": rule.output.on_success,
+        "quarantine": rule.output.quarantine,
+        "animated": rule.match.animated,
         "processed_dir": rule.output.processed_dir,
-        "manifest": templates.safe_relpath(render(rule.output.manifest, "output.manifest")),
-        "sheet": templates.safe_relpath(render(rule.output.sheet, "output.sheet")),
+        "manifest": _per_source_path(rule.output.manifest, variables, sha256),
+        "sheet": _per_source_path(rule.output.sheet, variables, sha256),
         "steps": units,
     }
     if errors:
         plan["error"] = "; ".join(dict.fromkeys(errors))
     return plan
+
+
+def _per_source_path(template: str, variables: dict[str, Any], sha256: str) -> str:
+    safe = {k: path_safe(v, keep_slashes=k == "dir") for k, v in variables.items()}
+    try:
+        return templates.safe_relpath(templates.render(template, safe))
+    except OutputError:
+        # A name that cannot be a path still needs a place for its failure report.
+        return f"{variables['rule']}/_unplaceable/{sha256[:16]}/{PurePosixPath(template).name}"
 
 
 def content_id(sha256: str, sidecar: Sidecar | None, extra: str | None = None) -> str:
@@ -705,6 +718,15 @@ def content_id(sha256: str, sidecar: Sidecar | None, extra: str | None = None) -
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 
+def path_safe(value: Any, *, keep_slashes: bool = False) -> Any:
+    """A variable's value as a path piece: control and invisible characters (a newline in a
+    file name) become "_", and so does "/" except in values that are paths (``dir``)."""
+    if not isinstance(value, str):
+        return value
+    out = "".join("_" if unicodedata.category(c) in ("Cc", "Cf") else c for c in value)
+    return out if keep_slashes else out.replace("/", "_").replace("\\", "_")
+
+
 def output_path(plan: dict[str, Any], unit: dict[str, Any], variant: int, seed: int, *, video: bool = False) -> str:
     ext = unit["video_format"] if video else EXTENSIONS[plan.get("format", "png")]
     template = plan["path"]
@@ -712,4 +734,5 @@ def output_path(plan: dict[str, Any], unit: dict[str, Any], variant: int, seed: 
         template = template.rsplit(".", 1)[0] + ".{ext}"
     variables = {**plan["vars"], "step": unit["name"], "model": unit["model"], "variant": variant, "seed": seed,
                  "ext": ext}
-    return templates.safe_relpath(templates.render(template, variables))
+    safe = {k: path_safe(v, keep_slashes=k == "dir") for k, v in variables.items()}
+    return templates.safe_relpath(templates.render(template, safe))

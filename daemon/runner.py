@@ -22,7 +22,7 @@ import structlog
 from PIL import Image
 
 from backends.base import Request
-from daemon import __version__, imaging, review, rules, sheet
+from daemon import __version__, faults, imaging, review, rules, sheet
 from daemon.errors import AlreadyCommitted, DarkroomError, InputError, JobError, WorkerDied
 from daemon.jobs import JobState
 from daemon.ledger import JobRow, Ledger
@@ -116,6 +116,7 @@ class Runner:
             bound.exception("unexpected error")
             self._failed(job, bound, f"internal error: {type(exc).__name__}: {exc}", retryable=True)
         else:
+            faults.point("after-outputs")
             self.ledger.complete(job.id, outputs, seconds)
             bound.info("job done", outputs=len(outputs), seconds=round(seconds, 3))
         self.finalize_if_ended(job.plan_id)
@@ -238,7 +239,10 @@ class Runner:
         return [o["path"] for o in outputs], images, icc
 
     def _decoded_source(self, plan: dict[str, Any]) -> Image.Image:
-        return imaging.decode(self.read_source(plan), plan["arrival"]["key"])
+        image = imaging.decode(self.read_source(plan), plan["arrival"]["key"],
+                               animated=plan.get("animated", "first_frame"))
+        faults.point("after-read")
+        return image
 
     @staticmethod
     def _size(image: Image.Image, unit: dict[str, Any], profile: Profile, params: dict[str, Any]) -> Image.Image:
@@ -382,9 +386,12 @@ class Runner:
                     self.on_manifest(sink, manifest, plan["manifest"])
                 except Exception:
                     log.exception("after-commit hook failed", plan=plan_id)
+        faults.point("after-manifest")
         self.ledger.finish_plan(plan_id, status)
         if status == "done" and plan.get("on_success") == "move":
             self._move_source(plan)
+        elif status == "failed":
+            self._quarantine(plan_id, plan, jobs)
         log.info("source finished", rule=plan["rule"], source=plan_row.source, key=plan_row.key, status=status,
                  manifest=sink.location(plan["manifest"]))
         if self.on_plan_done:
@@ -403,6 +410,31 @@ class Runner:
             log.info("source moved after success", key=arrival["key"], to=target)
         except DarkroomError as exc:
             log.warning("cannot move source after success", key=arrival["key"], reason=str(exc))
+
+    def _quarantine(self, plan_id: str, plan: dict[str, Any], jobs: list[JobRow]) -> None:
+        """A failed input goes to quarantine with its reason — unless another rule still
+        wants the same file (its plan is running or succeeded)."""
+        arrival = plan["arrival"]
+        if self.ledger.others_want(plan_id, arrival["source"], arrival["key"], plan["sha256"]):
+            return
+        source = self.sources.get(arrival["source"])
+        put = getattr(source, "quarantine", None)
+        reasons = [{"step": j.step, "error": j.error, "attempts": j.attempts} for j in jobs if j.error]
+        record = {
+            "source": arrival["source"], "key": arrival["key"], "sha256": plan["sha256"], "rule": plan["rule"],
+            "reason": reasons[0]["error"] if reasons else "failed", "steps": reasons,
+            "attempts": max((j.attempts for j in jobs), default=0),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        location = None
+        if put is not None:
+            try:
+                location = put(arrival["key"], record, plan.get("quarantine"))
+            except DarkroomError as exc:
+                log.warning("cannot quarantine", key=arrival["key"], reason=str(exc))
+        self.ledger.record_quarantine(arrival["source"], arrival["key"], plan["sha256"], record["reason"], location)
+        log.warning("input quarantined", source=arrival["source"], key=arrival["key"], rule=plan["rule"],
+                    reason=record["reason"], location=location)
 
     def _step_record(self, plan: dict[str, Any], job: JobRow) -> dict[str, Any]:
         unit = plan["steps"][job.step_index]

@@ -46,6 +46,7 @@ class FolderSourceConfig(_Strict):
     rescan_interval: float = Field(30.0, gt=0)
     poll: bool = False
     ignore: list[str] = []
+    quarantine: Path | None = None  # failed inputs go here; default: <path>/.quarantine (never watched)
 
     def where(self) -> str:
         return f"{self.path.resolve()}/"
@@ -77,6 +78,7 @@ class S3SourceConfig(S3Endpoint):
     queue_url: str | None = None
     reconcile_interval: float = Field(900.0, gt=0)
     visibility_timeout: int = Field(300, ge=10, le=43200)
+    quarantine_prefix: str | None = None  # failed inputs get a <key>.reason.json record here
     wait_time: int = Field(20, ge=0, le=20)
     # Events mode: messages held (received, not yet settled) at once; keeps a daemon from
     # taking the whole queue when several share it.
@@ -135,6 +137,8 @@ class ProfileConfig(_Strict):
     max_side: int | None = Field(None, ge=8, le=8192)
     defaults: dict[str, Any] = {}
     options: dict[str, Any] = {}
+    price_per_image: float | None = Field(None, ge=0)  # USD estimate, shown per variant
+    price_per_megapixel: float | None = Field(None, ge=0)
 
 
 class WorkerConfig(_Strict):
@@ -222,7 +226,8 @@ def _absolutize(data: dict[str, Any], base: Path) -> dict[str, Any]:
         entries = out.get(group)
         if isinstance(entries, dict):
             out[group] = {
-                name: ({**cfg, "path": fix(cfg["path"])} if isinstance(cfg, dict) and "path" in cfg else cfg)
+                name: ({**cfg, **{k: fix(cfg[k]) for k in ("path", "quarantine") if k in cfg}}
+                       if isinstance(cfg, dict) else cfg)
                 for name, cfg in entries.items()
             }
     return out

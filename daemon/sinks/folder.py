@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from daemon import faults
 from daemon.errors import OutputError
 from daemon.templates import safe_relpath
 
@@ -47,6 +48,7 @@ class FolderSink:
                     fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())
+                faults.point("after-temp-write")
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, target)
             except BaseException:
@@ -68,6 +70,20 @@ class FolderSink:
             return target.read_bytes()
         except OSError as exc:
             raise OutputError(f"cannot read {target}: {exc.strerror}") from None
+
+    def cleanup_temp(self) -> int:
+        """Remove temp files a killed process left behind (``.name.XXXX.tmp``). Only one
+        daemon writes to a folder sink, so at start every temp file is an orphan."""
+        removed = 0
+        if not self.root.exists():
+            return 0
+        for path in self.root.rglob(".*.tmp"):
+            try:
+                path.unlink()
+                removed += 1
+            except OSError:
+                pass
+        return removed
 
     def delete(self, path: str) -> None:
         try:

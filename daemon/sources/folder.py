@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 import threading
@@ -264,8 +265,32 @@ class FolderSource:
 
     @classmethod
     def from_config(cls, name: str, config: Any) -> FolderSource:
-        return cls(name, config.path, quiet_period=config.quiet_period, rescan_interval=config.rescan_interval,
-                   poll=config.poll, ignore=config.ignore)
+        source = cls(name, config.path, quiet_period=config.quiet_period, rescan_interval=config.rescan_interval,
+                     poll=config.poll, ignore=config.ignore)
+        source.quarantine_dir = config.quarantine
+        return source
+
+    quarantine_dir: Path | None = None
+
+    def quarantine(self, key: str, record: dict[str, Any], where: str | None = None) -> str:
+        """Move a failed input out of the way, with ``<name>.reason.json`` beside it.
+        ``where`` (a rule's output.quarantine) is relative to the root; the default is the
+        source's quarantine folder, else ``.quarantine/`` inside the root (never watched)."""
+        folder = Path(self._path_for(where.strip("/"))) if where else (
+            self.quarantine_dir or Path(self._root_str) / ".quarantine")
+        source = Path(self._path_for(key))
+        target = folder / key
+        if target.exists():
+            target = target.with_name(f"{target.stem}.{time.strftime('%Y%m%dT%H%M%S')}{target.suffix}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.exists():
+                os.rename(source, target)
+            reason = target.with_name(target.name + ".reason.json")
+            reason.write_text(json.dumps(record, indent=2))
+        except OSError as exc:
+            raise InputError(f"cannot quarantine {source} to {target}: {exc.strerror}") from None
+        return str(target)
 
     def settle(self, arrival: Arrival, outcome: str) -> None:
         """Nothing to acknowledge: the folder itself is the record."""

@@ -30,6 +30,7 @@ class MemorySource:
         self._emit: Emit | None = None
         self._known: Known | None = None
         self.settled: list[tuple[str, str]] = []  # (key, outcome), for tests
+        self.quarantined: dict[str, dict] = {}
 
     def __repr__(self) -> str:
         return f"MemorySource({self.name!r})"
@@ -72,6 +73,10 @@ class MemorySource:
         for arrival in arrivals:
             if not known(arrival.key, arrival.size, arrival.mtime_ns):
                 self._call(emit, arrival)
+
+    def quarantine(self, key: str, record: dict, where: str | None = None) -> str:
+        self.quarantined[key] = record
+        return f"memory://{self.name}/.quarantine/{key}"
 
     def settle(self, arrival: Arrival, outcome: str) -> None:
         self.settled.append((arrival.key, outcome))

@@ -239,7 +239,25 @@ class S3Source:
             visibility_timeout=config.visibility_timeout, wait_time=config.wait_time,
             max_in_flight=config.max_in_flight,
             endpoint_url=config.endpoint_url, region=config.region,
-        )
+        )._with_quarantine(config.quarantine_prefix)
+
+    quarantine_prefix: str | None = None
+
+    def _with_quarantine(self, prefix: str | None) -> S3Source:
+        self.quarantine_prefix = prefix
+        return self
+
+    def quarantine(self, key: str, record: dict[str, Any], where: str | None = None) -> str | None:
+        """Objects stay where they are (moving needs s3:DeleteObject on the inbox); the
+        record ``<key>.reason.json`` goes under ``quarantine_prefix`` when one is set."""
+        prefix = where or self.quarantine_prefix
+        if not prefix:
+            return None
+        target = prefix.rstrip("/") + "/" + key + ".reason.json"
+        with aws.translated(f"s3://{self.bucket}/{target}", action="write", error=InputError):
+            self.s3.put_object(Bucket=self.bucket, Key=target, Body=json.dumps(record, indent=2).encode(),
+                               ContentType="application/json")
+        return f"s3://{self.bucket}/{target}"
 
     # -- clients ---------------------------------------------------------------------------
 

@@ -239,3 +239,65 @@ def test_hot_reload_valid_change_applies_invalid_keeps_running(harness):
 
     rule.write_text(rule.read_text().replace("stepz:", "steps:").replace("second", "third"))
     harness.wait(lambda: app.rules_error is None and app.rules.get("r").prompt.startswith("third"), what="the fix")
+
+
+def test_a_bad_input_is_quarantined_with_its_reason_and_a_fixed_one_runs(harness):
+    harness.rule("r.yaml", """\
+        name: r
+        match: {source: drop}
+        steps: [{name: one, model: stub, seeds: [1]}]
+        output: {sink: out}
+        """)
+    app = harness.start()
+    (harness.drop / "sub").mkdir()
+    (harness.drop / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    moved = harness.drop / ".quarantine" / "sub" / "broken.png"
+    harness.wait(lambda: moved.exists(), what="the quarantine")
+    reason = json.loads((moved.parent / "broken.png.reason.json").read_text())
+    assert reason["rule"] == "r" and "broken.png" in reason["reason"] and reason["attempts"] == 1
+    assert not (harness.drop / "sub" / "broken.png").exists()
+    assert app.ledger.quarantined()[0]["key"] == "sub/broken.png"
+    make_image(harness.drop / "sub" / "broken.png")  # fixed and dropped again
+    harness.wait(lambda: (m := harness.manifest("r", "broken")) and m["status"] == "done", what="the fixed file")
+
+
+def test_animated_inputs_first_frame_or_reject(harness):
+    harness.rule("first.yaml", """\
+        name: first
+        match: {source: drop, include: ["a/*"]}
+        steps: [{name: one, model: stub, seeds: [1]}]
+        output: {sink: out}
+        """)
+    harness.rule("strict.yaml", """\
+        name: strict
+        match: {source: drop, include: ["b/*"], animated: reject}
+        steps: [{name: one, model: stub, seeds: [1]}]
+        output: {sink: out}
+        """)
+    harness.start()
+    frames = [Image.new("RGB", (32, 32), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    for folder in ("a", "b"):
+        (harness.drop / folder).mkdir()
+        frames[0].save(harness.drop / folder / "spin.gif", save_all=True, append_images=frames[1:], duration=100)
+    assert harness.manifest("first", "spin")["status"] == "done"
+    strict = harness.manifest("strict", "spin")
+    assert strict["status"] == "failed" and "animated image (3 frames)" in strict["steps"][0]["error"]
+
+
+def test_hostile_names_stay_inside_the_sink(harness):
+    harness.rule("r.yaml", """\
+        name: r
+        match: {source: drop}
+        steps: [{name: one, model: stub, seeds: [1]}]
+        output: {sink: out, path: "{rule}/{dir}/{stem}/{step}-{variant}.png"}
+        """)
+    harness.start()
+    names = ["line\nbreak.png", "caf\u00e9 au lait.png", "cafe\u0301 noir.png", "x" * 200 + ".png", "rtl\u202egnp.png"]
+    for i, name in enumerate(names):
+        make_image(harness.drop / "deep" / name, color=(i * 40, 10, 10))  # distinct bytes: distinct work
+    harness.wait(lambda: len(list(harness.out.rglob("manifest.json"))) == len(names), timeout=30,
+                 what="every hostile name processed")
+    for manifest in harness.out.rglob("manifest.json"):
+        assert json.loads(manifest.read_text())["status"] == "done"
+    assert all(p.resolve().is_relative_to(harness.out.resolve()) for p in harness.out.rglob("*"))
+    assert (harness.out / "r" / "deep" / "line_break").is_dir()
