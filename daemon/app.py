@@ -12,6 +12,7 @@ import datetime
 import fcntl
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,15 @@ import structlog
 from daemon.errors import ConfigError, Problem, StateLocked
 from daemon.intake import Intake
 from daemon.ledger import Ledger
+from daemon.metrics import Metrics, MetricsServer, Readiness
+from daemon.notify import Heartbeats, Notifier, Watchdog
 from daemon.pool import WorkerPool
 from daemon.profiles import Profile, resolve_profiles
 from daemon.rules import RuleSet, cross_check, load_rules, rule_files
 from daemon.runner import Runner
 from daemon.settings import Settings
 from daemon.settlement import Settlement
+from daemon.webhooks import WebhookSender, event_from_manifest
 from daemon.sinks import build_sink
 from daemon.sources import build_source
 
@@ -95,25 +99,54 @@ def build_sinks(settings: Settings) -> dict[str, Any]:
 class App:
     def __init__(self, settings: Settings, *, sources: dict[str, Any] | None = None, any_source: bool = False):
         self.settings = settings
+        self.config_path: Path | None = None  # set by the CLI, for SIGHUP reloads
         self.profiles = resolve_profiles(settings)
         self.rules = load_rules(settings.rules_dir)
         problems = config_problems(settings, self.rules, self.profiles)
         if problems:
             raise ConfigError(problems)
+        self.any_source = any_source
         self.lock = StateLock(settings.state_dir)
         self.sources = build_sources(settings) if sources is None else sources
         self.sinks = build_sinks(settings)
         self.ledger: Ledger | None = None
+        # Health: systemd's watchdog, /healthz and /readyz all read these.
+        self.notifier = Notifier.from_env(unset=True)  # before workers spawn: they must not notify
+        self.beats = Heartbeats()
+        self.readiness = Readiness(("sources", "rules", "worker"))
+        self.metrics = Metrics(job_counts=lambda: self.ledger.counts_by_rule() if self.ledger else {})
+        self.watchdog = Watchdog(self.notifier, self.notifier.watchdog_interval, self.beats.check)
+        m = settings.metrics
+        self.metrics_server = (MetricsServer(m.host, m.port, self.metrics, health=self.beats.check,
+                                             ready=self.readiness.check)
+                               if m.enabled and not any_source else None)
+        self.webhooks = self._webhooks(settings)
         self.pool = WorkerPool(settings.worker.device, settings.worker.threads, settings.models_dir,
-                               settings.worker.job_timeout)
+                               settings.worker.job_timeout, on_restart=self.metrics.worker_restarted,
+                               on_alive=lambda: self.beats.beat("worker"))
         self.stopped = threading.Event()
         self.scheduler: Any = None
         self.rules_error: str | None = None
         self._threads: list[threading.Thread] = []
-        self.any_source = any_source
+
+    def _webhooks(self, settings: Settings) -> WebhookSender | None:
+        w = settings.webhooks
+        if not w.urls or self.any_source:
+            return None
+        return WebhookSender(w.urls, w.secret.get_secret_value() if w.secret else None, timeout=w.timeout,
+                             max_attempts=w.max_attempts, backoff=w.backoff, queue_size=w.queue_size,
+                             on_failure=self.metrics.webhook_failed)
 
     def start(self) -> None:
         self.lock.acquire()
+        if self.metrics_server is not None:
+            try:
+                self.metrics_server.start()
+            except OSError as exc:
+                self.lock.release()
+                m = self.settings.metrics
+                raise ConfigError(f"metrics: cannot listen on {m.host}:{m.port}: {exc.strerror}; "
+                                  "choose another metrics.port") from None
         self.ledger = Ledger(self.settings.state_dir / "ledger.sqlite",
                              max_attempts=self.settings.jobs.max_attempts,
                              retry_backoff=self.settings.jobs.retry_backoff)
@@ -124,13 +157,22 @@ class App:
         requeued = self.ledger.recover()
         if requeued:
             log.warning("work that was running when the daemon stopped is queued again", jobs=requeued)
+        self.notifier.status("starting the worker")
         self.pool.start()
+        self.readiness.mark("worker", True)
+        self.beats.beat("worker")
         self.settlement = Settlement(self.sources, lambda pid: self.ledger.plan(pid).state)
         self.runner = Runner(self.ledger, self.sources, self.sinks, self.pool, self.profiles,
-                             self.settings.worker.device, on_plan_done=self.settlement.plan_done)
+                             self.settings.worker.device, on_plan_done=self.settlement.plan_done,
+                             on_manifest=self._committed, on_job_end=self._job_ended,
+                             tick=lambda: self.beats.beat("runner"),
+                             ping_interval=self.settings.worker.ping_interval)
         for plan_id in self.ledger.unfinished_plans():
             self.runner.finalize(plan_id)
         self._preload()
+        self.readiness.mark("rules", True)
+        if self.webhooks is not None:
+            self.webhooks.start()
         self.intake = Intake(self.ledger, lambda: self.rules, self.sources, self.runner.wake.set,
                              any_source=self.any_source, settlement=self.settlement,
                              rules_dir=self.settings.rules_dir, reference_dirs=self.settings.reference_dirs)
@@ -140,11 +182,115 @@ class App:
         self._threads.append(runner_thread)
         for source in self.sources.values():
             source.start(self.intake.emit, self.intake.known_for(source.name))
+        self.readiness.mark("sources", True)
         self._schedule_periodic()
         if self.settings.rules_reload_interval > 0 and not self.any_source:
             threading.Thread(target=self._watch_rules, name="darkroom-rules", daemon=True).start()
+        unhealthy_after = self.settings.worker.unhealthy_after
+        self.beats.expect("main", 30)
+        self.beats.expect("runner", unhealthy_after)
+        self.beats.expect("worker", unhealthy_after)
+        self.readiness.set_phase("running")
+        self.notifier.ready(status=self.status_line())
+        self.watchdog.start()
         log.info("darkroom running", rules=len(self.rules), sources=sorted(self.sources),
                  sinks=sorted(self.sinks), state_dir=str(self.settings.state_dir), **self.pool.info)
+
+    # -- health and status -----------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Called by the main loop every half second: it is alive, and systemd hears why."""
+        self.beats.beat("main")
+        now = time.monotonic()
+        if now - getattr(self, "_last_status", 0.0) >= 5:
+            self._last_status = now
+            self.notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        counts = self.ledger.counts() if self.ledger else {}
+        depth = counts.get("queued", 0) + counts.get("waiting", 0)
+        text = f"queue {depth}, running {counts.get('running', 0)}, failed {counts.get('failed', 0)}"
+        last = getattr(getattr(self, "runner", None), "last_error", None) or self.rules_error
+        return f"{text}; last error: {last[:200]}" if last else text
+
+    def _job_ended(self, rule: str, state: str, profile: str | None, seconds: float | None) -> None:
+        self.metrics.job_finished(rule, state)
+        if profile is not None and seconds is not None:
+            self.metrics.observe_step(profile, seconds)
+
+    def _committed(self, sink: Any, manifest: dict[str, Any], path: str) -> None:
+        """After a manifest is committed: tell the webhooks."""
+        if self.webhooks is None:
+            return
+        from daemon import review
+
+        self.webhooks.send(event_from_manifest(
+            manifest, manifest_url=sink.location(path),
+            sheet_url=sink.location(manifest["sheet"]) if manifest.get("sheet") else None,
+            page_url=sink.location(review.page_path_for(path)), output_url=sink.location))
+
+    def _source_lag(self) -> None:
+        oldest = self.ledger.oldest_active_by_source()
+        now = time.time()
+        for name in self.sources:
+            self.metrics.set_source_lag(name, now - oldest[name] if name in oldest else 0.0)
+
+    def _maintenance(self) -> None:
+        days = self.settings.maintenance.retention_days
+        removed = self.ledger.prune(time.time() - days * 86400)
+        orphans = sum(getattr(s, "cleanup_temp", lambda **_: 0)(older_than=3600) for s in self.sinks.values())
+        log.info("maintenance", ledger_rows_pruned=removed, temp_files_removed=orphans, retention_days=days)
+
+    # -- reloading ---------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """SIGHUP: read the config file and the rules again and swap them in together, or
+        keep everything as it is and report why. Sources, sinks, the worker and the state
+        directory are built at start: changes to them are reported and need a restart."""
+        self.notifier.reloading()
+        self.readiness.set_phase("reloading")
+        try:
+            ok = self._reload_config()
+        finally:
+            self.readiness.set_phase("running")
+            self.notifier.ready(status=self.status_line() if ok else f"reload refused: {self.rules_error}")
+        return ok
+
+    def _reload_config(self) -> bool:
+        from daemon.settings import load_settings
+
+        try:
+            settings = load_settings(self.config_path) if self.config_path else self.settings
+            profiles = resolve_profiles(settings)
+            rules = load_rules(settings.rules_dir)
+            problems = config_problems(settings, rules, profiles)
+            if problems:
+                raise ConfigError(problems)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused; the running config and rules stay", problem=str(problem))
+            self.rules_error = str(exc)
+            return False
+        fixed = [key for key in ("state_dir", "sources", "sinks", "worker", "model_cache", "metrics")
+                 if getattr(settings, key) != getattr(self.settings, key)]
+        if fixed:
+            log.warning("these settings changed but apply only after a restart", keys=fixed)
+        # Swap what can change live, each in one assignment.
+        self.profiles = profiles
+        self.runner.profiles = profiles
+        self.rules = rules
+        self.ledger.max_attempts = settings.jobs.max_attempts
+        self.ledger.retry_backoff = settings.jobs.retry_backoff
+        if settings.webhooks != self.settings.webhooks:
+            old, self.webhooks = self.webhooks, self._webhooks(settings)
+            if self.webhooks is not None:
+                self.webhooks.start()
+            if old is not None:
+                old.stop(timeout=5)
+        self.settings = settings.model_copy(update={k: getattr(self.settings, k) for k in fixed})
+        self.rules_error = None
+        log.info("config and rules reloaded", rules=len(rules), names=sorted(rules.by_name))
+        return True
 
     def reload_rules(self) -> bool:
         """Swap in the rules directory's current rules if they are valid; otherwise keep the
@@ -185,10 +331,16 @@ class App:
                 self.reload_rules()
 
     def _schedule_periodic(self) -> None:
-        """One scheduler per daemon (never a shared job store): sources' periodic work."""
+        """One scheduler per daemon (never a shared job store): sources' periodic work,
+        maintenance, the daily digest and the source-lag gauge."""
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.scheduler = BackgroundScheduler(daemon=True)
+        if not self.any_source:
+            self.scheduler.add_job(self._maintenance, "interval", seconds=self.settings.maintenance.prune_interval,
+                                   id="maintenance", max_instances=1, coalesce=True)
+            self.scheduler.add_job(self._source_lag, "interval", seconds=15, id="source-lag",
+                                   max_instances=1, coalesce=True, next_run_time=_now())
         if self.settings.digest.enabled and not self.any_source:
             hour, minute = map(int, self.settings.digest.at.split(":"))
             self.scheduler.add_job(self.daily_digest, "cron", hour=hour, minute=minute, id="digest",
@@ -217,13 +369,19 @@ class App:
         """Load the models the rules use before the first file arrives."""
         used = {p for loaded in self.rules.rules for step in loaded.rule.steps for p in step.profiles}
         for name in sorted(used):
+            self.notifier.extend_timeout(self.settings.worker.job_timeout + 60)
+            self.notifier.status(f"loading model {name}")
             try:
                 self.pool.load(self.profiles[name].spec(self.settings.worker.device))
+                self.metrics.model_loaded(name)
             except Exception as exc:  # reported again, per job, if it persists
                 log.error("cannot load model", profile=name, reason=str(exc))
 
     def stop(self) -> None:
         """Stop intake, let the running job finish until the deadline, keep the rest queued."""
+        self.notifier.stopping("draining: finishing the running job")
+        self.readiness.set_phase("stopping")
+        self.watchdog.stop()
         log.info("stopping: no new work is taken")
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
@@ -240,7 +398,12 @@ class App:
         self.pool.stop()
         for thread in self._threads:
             thread.join(5)
+        if self.webhooks is not None:
+            self.webhooks.stop(timeout=10)
         self.ledger.close()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self.lock.release()
         self.stopped.set()
+        self.notifier.close()
         log.info("stopped")

@@ -46,18 +46,20 @@ def _settings(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     from daemon.app import App
 
+    stop, reload = threading.Event(), threading.Event()
+    # Before anything slow: SIGHUP's default action would kill the process.
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     settings = _settings(args)
     app = App(settings)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    app.config_path = _config_path(args.config)
     app.start()
     while not stop.wait(0.5):
-        pass
+        app.heartbeat()
+        if reload.is_set():
+            reload.clear()
+            app.reload()
     app.stop()
     return 0
 

@@ -11,6 +11,7 @@ import multiprocessing
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,12 +113,15 @@ class Worker:
 class WorkerPool:
     """Runs requests on the worker, replacing it when it dies or hangs."""
 
-    def __init__(self, device: str, threads: int, cache_dir: Path, job_timeout: float):
+    def __init__(self, device: str, threads: int, cache_dir: Path, job_timeout: float,
+                 on_restart: Callable[[], None] | None = None, on_alive: Callable[[], None] | None = None):
         self.job_timeout = job_timeout
         self._worker = Worker(device, threads, cache_dir)
         self._lock = threading.Lock()
         self.restarts = 0
         self.loads = 0
+        self.on_restart = on_restart  # metrics
+        self.on_alive = on_alive  # a successful answer: the health check's proof of progress
 
     def start(self) -> None:
         with self._lock:
@@ -127,9 +131,30 @@ class WorkerPool:
         if not self._worker.alive():
             self.restarts += 1
             log.warning("starting a new worker", restarts=self.restarts)
+            if self.on_restart:
+                self.on_restart()
             self._worker.stop(0)
             self._worker.start()
         return self._worker
+
+    def ping(self, timeout: float = 30.0) -> bool:
+        """Ask an idle worker to touch its device. Skipped (True) while a job holds it;
+        a failed check replaces the worker."""
+        if not self._lock.acquire(blocking=False):
+            return True
+        try:
+            worker = self._ensure()
+            try:
+                worker.call(("ping",), timeout)
+            except (WorkerDied, JobError) as exc:
+                log.error("worker failed its health check; replacing it", reason=str(exc))
+                worker.stop(0)
+                return False
+            if self.on_alive:
+                self.on_alive()
+            return True
+        finally:
+            self._lock.release()
 
     def load(self, spec: ModelSpec) -> None:
         with self._lock:
@@ -158,6 +183,8 @@ class WorkerPool:
                     raise WorkerDied(f"job timed out after {self.job_timeout:.0f} s; worker replaced") from None
                 raise
             worker.jobs_run += 1
+            if self.on_alive:
+                self.on_alive()
             return result
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -43,6 +43,9 @@ class Runner:
         device: str,
         on_plan_done: Callable[[str, str], None] | None = None,
         on_manifest: Callable[[Any, dict[str, Any], str], None] | None = None,
+        on_job_end: Callable[[str, str, str | None, float | None], None] | None = None,
+        tick: Callable[[], None] | None = None,
+        ping_interval: float = 30.0,
     ):
         self.ledger = ledger
         self.sources = sources
@@ -51,7 +54,11 @@ class Runner:
         self.profiles = profiles
         self.device = device
         self.on_plan_done = on_plan_done
-        self.on_manifest = on_manifest  # after the manifest is committed (review page, webhooks)
+        self.on_manifest = on_manifest  # after the manifest is committed (webhooks)
+        self.on_job_end = on_job_end  # (rule, state, profile, model seconds): metrics
+        self.tick = tick or (lambda: None)  # the health check's proof that this loop turns
+        self.ping_interval = ping_interval
+        self._last_ping = time.monotonic()
         self.owner = f"runner-{id(self):x}"
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -62,8 +69,12 @@ class Runner:
 
     def loop(self) -> None:
         while not self.stopping.is_set():
+            self.tick()
             if not self.step():
                 self.finalize_ended()
+                if time.monotonic() - self._last_ping > self.ping_interval:
+                    self._last_ping = time.monotonic()
+                    self.pool.ping()
                 due = self.ledger.next_due()
                 wait = 1.0 if due is None else max(0.01, min(1.0, due - time.time()))
                 self.wake.wait(wait)
@@ -119,6 +130,8 @@ class Runner:
             faults.point("after-outputs")
             self.ledger.complete(job.id, outputs, seconds)
             bound.info("job done", outputs=len(outputs), seconds=round(seconds, 3))
+            if self.on_job_end:
+                self.on_job_end(job.rule, "done", plan["steps"][job.step_index]["model"], seconds)
         self.finalize_if_ended(job.plan_id)
         self.wake.set()
 
@@ -138,6 +151,8 @@ class Runner:
             bound.warning("job failed, will retry", reason=reason, attempt=job.attempts)
         else:
             bound.error("job failed", reason=reason, attempts=job.attempts)
+            if self.on_job_end:
+                self.on_job_end(job.rule, "failed", None, None)
 
     # -- one job ---------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SecretStr,
     Tag,
     ValidationError,
     field_validator,
@@ -146,6 +147,14 @@ class WorkerConfig(_Strict):
     threads: int = Field(0, ge=0)  # CPU threads for torch; 0 = all cores
     job_timeout: float = Field(600.0, gt=0)
     stop_timeout: float = Field(30.0, ge=0)  # how long SIGTERM lets a running job finish
+    ping_interval: float = Field(30.0, gt=0)  # an idle worker is asked to touch its device this often
+    # Seconds without a successful answer from the worker before the service stops telling
+    # systemd it is healthy (WATCHDOG=1). Default: job_timeout + 120.
+    health_timeout: float | None = Field(None, gt=0)
+
+    @property
+    def unhealthy_after(self) -> float:
+        return self.health_timeout or self.job_timeout + 120
 
     @field_validator("device")
     @classmethod
@@ -165,6 +174,34 @@ class DigestConfig(_Strict):
 
     enabled: bool = True
     at: str = Field("00:05", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # local time, HH:MM
+
+
+class MetricsConfig(_Strict):
+    """Prometheus metrics, /healthz and /readyz over HTTP (loopback unless you say so)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)  # 0 = any free port
+
+
+class WebhooksConfig(_Strict):
+    """POSTed when a source's outputs are committed or it fails for good; signed with
+    HMAC-SHA256 (see docs/service.md). The secret belongs in the environment:
+    DARKROOM_WEBHOOKS__SECRET."""
+
+    urls: list[str] = []
+    secret: SecretStr | None = None
+    timeout: float = Field(10.0, gt=0)
+    max_attempts: int = Field(5, ge=1, le=20)
+    backoff: float = Field(2.0, ge=0)
+    queue_size: int = Field(1000, ge=1)
+
+
+class MaintenanceConfig(_Strict):
+    """Housekeeping on the daemon's scheduler."""
+
+    retention_days: float = Field(90.0, gt=0)  # finished ledger rows older than this are pruned
+    prune_interval: float = Field(6 * 3600.0, gt=0)  # seconds between prunes
 
 
 class LogConfig(_Strict):
@@ -189,6 +226,9 @@ class Settings(BaseSettings):
     jobs: JobsConfig = JobsConfig()
     log: LogConfig = LogConfig()
     digest: DigestConfig = DigestConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -236,7 +276,8 @@ def _absolutize(data: dict[str, Any], base: Path) -> dict[str, Any]:
 def _known_keys() -> set[str]:
     keys: set[str] = set()
     for model in (Settings, FolderSourceConfig, S3SourceConfig, FolderSinkConfig, S3SinkConfig, ProfileConfig,
-                  WorkerConfig, JobsConfig, LogConfig, DigestConfig):
+                  WorkerConfig, JobsConfig, LogConfig, DigestConfig, MetricsConfig, WebhooksConfig,
+                  MaintenanceConfig):
         keys.update(model.model_fields)
     return keys
 

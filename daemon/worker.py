@@ -39,6 +39,18 @@ def _concrete(spec: Any, device: str) -> Any:
     return dataclasses.replace(spec, device=device, dtype=dtype)
 
 
+def _touch_device(device: str) -> str:
+    """A tiny operation on the device: proves the worker (and its CUDA context) still works."""
+    if not device.startswith("cuda"):
+        return device
+    import torch
+
+    value = torch.ones(1, device=device).add_(1).item()
+    if value != 2.0:
+        raise RuntimeError(f"{device} computed 1 + 1 = {value}")
+    return device
+
+
 def main(conn: Any, device: str, threads: int, cache_dir: str) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # keep the journal for our own lines
@@ -70,6 +82,12 @@ def main(conn: Any, device: str, threads: int, cache_dir: str) -> None:
             return
         if message[0] == "stop":
             return
+        if message[0] == "ping":
+            try:
+                conn.send(("ok", _touch_device(device)))
+            except Exception as exc:  # a poisoned device context fails here, not only in jobs
+                conn.send(("error", "DeviceError", f"device check failed: {exc}", True, False))
+            continue
         try:
             backend = get(message[1])
             if message[0] == "load":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +72,18 @@ class FolderSink:
         except OSError as exc:
             raise OutputError(f"cannot read {target}: {exc.strerror}") from None
 
-    def cleanup_temp(self) -> int:
+    def cleanup_temp(self, older_than: float = 0.0) -> int:
         """Remove temp files a killed process left behind (``.name.XXXX.tmp``). Only one
-        daemon writes to a folder sink, so at start every temp file is an orphan."""
+        daemon writes to a folder sink, so at start every temp file is an orphan; later,
+        only old ones are (``older_than`` seconds)."""
         removed = 0
         if not self.root.exists():
             return 0
+        cutoff = time.time() - older_than
         for path in self.root.rglob(".*.tmp"):
             try:
+                if older_than and path.stat().st_mtime > cutoff:
+                    continue
                 path.unlink()
                 removed += 1
             except OSError:

@@ -1,0 +1,299 @@
+"""Webhook delivery against a scripted receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+
+from daemon import __version__
+from daemon.webhooks import WebhookSender, event_from_manifest, sign, verify
+
+from .conftest import closed_port
+
+SECRET = "s3cret-for-tests"
+EVENT = {
+    "type": "source.done",
+    "source": {"source": "drop", "key": "a.jpg", "sha256": "ab" * 32},
+    "rule": "product",
+    "status": "done",
+    "outputs": ["/out/a-0.png"],
+    "manifest": "/out/manifest.json",
+    "sheet": "/out/sheet.png",
+    "page": "/out/index.html",
+}
+
+
+class Failures:
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict, str, str]] = []
+        self.event = threading.Event()
+
+    def __call__(self, event, url, reason) -> None:
+        self.calls.append((dict(event), url, reason))
+        self.event.set()
+
+
+@pytest.fixture
+def make_sender(monkeypatch):
+    # httpx honours *_PROXY variables; a proxy must never carry these loopback requests.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    senders: list[WebhookSender] = []
+
+    def make(urls, **kwargs) -> WebhookSender:
+        kwargs.setdefault("timeout", 5)
+        sender = WebhookSender(urls, kwargs.pop("secret", SECRET), **kwargs)
+        sender.start()
+        senders.append(sender)
+        return sender
+
+    yield make
+    for sender in senders:
+        sender.stop(timeout=0.5)
+
+
+def test_delivery_is_signed(receiver, make_sender):
+    sender = make_sender([receiver.url])
+    sender.send(EVENT)
+    (request,) = receiver.wait_for(1)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    assert headers["content-type"] == "application/json"
+    assert headers["user-agent"] == f"darkroom/{__version__}"
+    assert headers["x-darkroom-event"] == "source.done"
+    uuid.UUID(headers["x-darkroom-delivery"])
+    body = json.loads(request.body)
+    assert {k: body[k] for k in EVENT} == EVENT
+    uuid.UUID(body["id"])
+    assert body["created_at"].endswith("Z")
+
+    signature = headers["x-darkroom-signature"]
+    assert signature.startswith("t=") and ",v1=" in signature
+    assert verify(SECRET, signature, request.body)
+    assert verify(SECRET.encode(), signature, request.body.decode())
+    assert not verify("another secret", signature, request.body)
+    assert not verify(SECRET, signature, request.body.replace(b"a.jpg", b"b.jpg"))  # tampered
+    t = int(signature.split(",")[0][2:])
+    assert not verify(SECRET, signature, request.body, now=t + 301)  # too old: a replay
+    assert verify(SECRET, signature, request.body, now=t + 299)
+    assert not verify(SECRET, None, request.body)
+    assert not verify(SECRET, "v1=abc", request.body)
+    assert not verify(SECRET, "t=abc,v1=abc", request.body)
+    assert sender.flush(2) and sender.delivered == 1 and sender.failed == 0
+
+
+def test_sign_matches_the_documented_recipe():
+    import hashlib
+    import hmac
+
+    body = b'{"type":"source.done"}'
+    expected = hmac.new(SECRET.encode(), b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert sign(SECRET, body, 1700000000) == f"t=1700000000,v1={expected}"
+    # A receiver rotating secrets may see several v1 values; one match is enough.
+    header = f"t=1700000000,v1={'0' * 64},v1={expected}"
+    assert verify(SECRET, header, body, now=1700000000)
+
+
+def test_retries_two_500s_then_succeeds(receiver, make_sender):
+    receiver.script = [(500, {}), (502, {}), (200, {})]
+    failures = Failures()
+    sender = make_sender([receiver.url], backoff=0.05, on_failure=failures)
+    sender.send(EVENT)
+    requests = receiver.wait_for(3)
+    assert sender.flush(2)
+    assert len({r.headers["X-Darkroom-Delivery"] for r in requests}) == 1  # one delivery, retried
+    assert requests[1].at - requests[0].at >= 0.04
+    assert requests[2].at - requests[1].at >= 0.08  # doubled
+    assert sender.delivered == 1 and failures.calls == []
+    time.sleep(0.2)
+    assert len(receiver.received) == 3
+
+
+def test_retry_after_is_honoured(receiver, make_sender):
+    receiver.script = [(429, {"Retry-After": "1"}), (200, {})]
+    sender = make_sender([receiver.url], backoff=0.01)
+    sender.send(EVENT)
+    first, second = receiver.wait_for(2, timeout=5)
+    assert 0.95 <= second.at - first.at < 3
+
+
+def test_retry_after_is_bounded_by_max_delay(receiver, make_sender):
+    receiver.script = [(503, {"Retry-After": "3600"}), (200, {})]
+    sender = make_sender([receiver.url], backoff=0.01, max_delay=0.2)
+    sender.send(EVENT)
+    first, second = receiver.wait_for(2, timeout=3)
+    assert second.at - first.at < 1
+
+
+def test_no_retry_on_400(receiver, make_sender):
+    receiver.script = [(400, {})]
+    failures = Failures()
+    sender = make_sender([receiver.url], backoff=0.01, on_failure=failures)
+    sender.send(EVENT)
+    assert failures.event.wait(3)
+    time.sleep(0.2)
+    assert len(receiver.received) == 1
+    ((event, url, reason),) = failures.calls
+    assert url == receiver.url and event["type"] == "source.done" and "HTTP 400" in reason
+    assert sender.failed == 1
+
+
+def test_on_failure_after_max_attempts(receiver, make_sender):
+    receiver.script = [(503, {})]
+    failures = Failures()
+    sender = make_sender([receiver.url], backoff=0.01, max_attempts=3, on_failure=failures)
+    sender.send(EVENT)
+    assert failures.event.wait(3)
+    assert len(receiver.received) == 3
+    assert "after 3 attempts" in failures.calls[0][2]
+
+
+def test_connection_refused_is_retried_then_reported(make_sender):
+    failures = Failures()
+    url = f"http://127.0.0.1:{closed_port()}/hook"
+    sender = make_sender([url], backoff=0.01, max_attempts=2, on_failure=failures)
+    sender.send(EVENT)
+    assert failures.event.wait(5)
+    assert "ConnectError" in failures.calls[0][2] and "after 2 attempts" in failures.calls[0][2]
+
+
+def test_each_url_gets_the_event(receiver, make_sender):
+    failures = Failures()
+    dead = f"http://127.0.0.1:{closed_port()}/hook"
+    sender = make_sender([dead, receiver.url], backoff=5, on_failure=failures)
+    sender.send(EVENT)
+    (request,) = receiver.wait_for(1)  # the dead URL's retries do not hold this one up
+    assert json.loads(request.body)["type"] == "source.done"
+
+
+def test_send_never_blocks_on_a_hanging_receiver(receiver, make_sender):
+    receiver.script = ["hang"]
+    failures = Failures()
+    sender = make_sender([receiver.url], timeout=10, queue_size=5, on_failure=failures)
+    slowest = 0.0
+    for i in range(50):
+        started = time.perf_counter()
+        sender.send({**EVENT, "n": i})
+        slowest = max(slowest, time.perf_counter() - started)
+    assert slowest < 0.05
+    receiver.wait_for(1)  # one is in flight, hanging
+    # The queue holds 5; the oldest ones were dropped and reported.
+    assert sender.dropped >= 44 and len(failures.calls) == sender.dropped
+    assert all(reason.startswith("dropped") for _, _, reason in failures.calls)
+    threads = [t for t in threading.enumerate() if t.name == "darkroom-webhooks"]
+    started = time.perf_counter()
+    sender.stop(timeout=0.3)
+    assert time.perf_counter() - started < 2.0
+    receiver.release.set()
+    for thread in threads:  # the hung request ends; its thread then exits
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def test_stop_drains_the_queue(receiver, make_sender):
+    sender = make_sender([receiver.url])
+    for i in range(5):
+        sender.send({**EVENT, "n": i})
+    sender.stop(timeout=5)
+    assert sorted(json.loads(r.body)["n"] for r in receiver.received) == [0, 1, 2, 3, 4]
+    assert sender.delivered == 5 and sender.pending() == 0
+
+
+def test_stop_abandons_retries_due_after_the_deadline(receiver, make_sender):
+    receiver.script = [(500, {})]
+    failures = Failures()
+    sender = make_sender([receiver.url], backoff=30, on_failure=failures)
+    sender.send(EVENT)
+    receiver.wait_for(1)
+    started = time.perf_counter()
+    sender.stop(timeout=0.5)
+    assert time.perf_counter() - started < 1.5
+    assert [reason for _, _, reason in failures.calls] == ["abandoned: the daemon stopped"]
+
+
+def test_bad_urls_are_refused():
+    with pytest.raises(ValueError):
+        WebhookSender(["ftp://127.0.0.1/x"], SECRET)
+    with pytest.raises(ValueError):
+        WebhookSender(["http://127.0.0.1/x"], SECRET, max_attempts=0)
+    sender = WebhookSender([], SECRET)  # no URLs: everything is a no-op
+    sender.start()
+    sender.send(EVENT)
+    assert sender.pending() == 0
+    sender.stop()
+
+
+def test_unsigned_when_no_secret(receiver, make_sender):
+    sender = make_sender([receiver.url], secret=None)
+    sender.send(EVENT)
+    (request,) = receiver.wait_for(1)
+    assert "X-Darkroom-Signature" not in request.headers
+
+
+def test_event_from_manifest():
+    manifest = {
+        "plan_id": "p1",
+        "status": "partial",
+        "source": {
+            "source": "drop",
+            "key": "shoots/a.jpg",
+            "uri": "/srv/drop/shoots/a.jpg",
+            "sha256": "cd" * 32,
+        },
+        "rule": {"name": "product", "digest": "x"},
+        "steps": [
+            {"outputs": [{"path": "product/a/explore-0.png"}, {"path": "product/a/explore-1.png"}]},
+            {"outputs": [], "error": "CUDA out of memory"},
+        ],
+        "sheet": "product/a/sheet.png",
+    }
+    event = event_from_manifest(
+        manifest,
+        manifest_url="/srv/out/product/a/manifest.json",
+        sheet_url="/srv/out/product/a/sheet.png",
+        page_url=None,
+        output_url=lambda p: f"/srv/out/{p}",
+    )
+    uuid.UUID(event.pop("id"))
+    assert event.pop("created_at").endswith("Z")
+    assert event == {
+        "type": "source.failed",
+        "status": "partial",
+        "source": {"source": "drop", "key": "shoots/a.jpg", "sha256": "cd" * 32},
+        "rule": "product",
+        "outputs": ["/srv/out/product/a/explore-0.png", "/srv/out/product/a/explore-1.png"],
+        "manifest": "/srv/out/product/a/manifest.json",
+        "sheet": "/srv/out/product/a/sheet.png",
+        "page": None,
+    }
+    assert (
+        event_from_manifest({**manifest, "status": "done"}, manifest_url="m")["type"]
+        == "source.done"
+    )
+
+
+def test_the_snippet_in_the_docs_verifies_our_signatures():
+    import re
+
+    from .conftest import REPO
+
+    text = (REPO / "docs" / "service.md").read_text()
+    (snippet,) = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+        if "def verify" in block
+    ]
+    assert len(snippet.strip().splitlines()) <= 10
+    namespace: dict = {}
+    exec(snippet, namespace)  # noqa: S102 (our own docs)
+    body = json.dumps(EVENT).encode()
+    header = sign(SECRET, body, int(time.time()))
+    assert namespace["verify"](SECRET.encode(), header, body)
+    assert not namespace["verify"](SECRET.encode(), header, body + b" ")
+    assert not namespace["verify"](
+        SECRET.encode(), sign(SECRET, body, int(time.time()) - 400), body
+    )
