@@ -142,6 +142,7 @@ class App:
         if self.metrics_server is not None:
             try:
                 self.metrics_server.start()
+                log.info("metrics listening", url=self.metrics_server.url)
             except OSError as exc:
                 self.lock.release()
                 m = self.settings.metrics

@@ -33,3 +33,7 @@ def make_image(path: Path, size: tuple[int, int] = (64, 64), color: tuple[int, i
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+# The real-daemon fixture, for every folder that runs `darkroom run` as a subprocess.
+from tests.e2e.conftest import daemon_factory  # noqa: E402,F401
