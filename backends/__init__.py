@@ -39,6 +39,10 @@ BACKENDS: dict[str, str] = {
     "wan-i2v": "backends.video:WanImageToVideoBackend",
     # renditions: no model; channel formats
     "rendition": "backends.renditions:RenditionBackend",
+    # hosted: provider APIs, no GPU (backends/hosted/)
+    "gemini-image": "backends.hosted.gemini:GeminiImageBackend",
+    "seedream": "backends.hosted.seedream:SeedreamBackend",
+    "bfl-kontext": "backends.hosted.bfl:BFLKontextBackend",
     # the daemon's own tests
     "stub": "backends.stub:StubBackend",
 }

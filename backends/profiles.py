@@ -20,6 +20,21 @@ def _p(role: str, task: str, model: str, about: str, *, vram_gb: float, dtype: s
             "max_side": max_side, "defaults": defaults or {}, "options": options or {}}
 
 
+def _hosted(role: str, task: str, model: str, about: str, *, provider: str, price_per_image: float | None,
+            price_per_megapixel: float | None = None, max_side: int | None = 2048,
+            defaults: dict[str, Any] | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A hosted model (backends/hosted/): no GPU; ``model`` is the provider's model name.
+
+    Prices are USD estimates for ``darkroom status`` and the sheets, not invoices: each entry
+    below names its source and the date it was read. Options ``base_url`` (tests, proxies),
+    ``api_key_env``, ``concurrency`` and ``timeout`` are documented in backends/hosted.
+    """
+    profile = _p(role, task, model, about, vram_gb=0, dtype="float32", max_side=max_side,
+                 defaults=defaults, options=options)
+    return {**profile, "provider": provider, "price_per_image": price_per_image,
+            "price_per_megapixel": price_per_megapixel}
+
+
 _TURBO = {"steps": 2, "strength": 0.5, "guidance": 0.0}
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -138,4 +153,49 @@ PROFILES: dict[str, dict[str, Any]] = {
                       vram_gb=8, dtype="float16", max_side=1024, defaults=_TURBO),
     "stub": _p("test", "stub", "stub", "no model: tints the input by seed; the daemon's own tests",
                vram_gb=0, dtype="float32", max_side=64),
+    # -- hosted: provider APIs (backends/hosted/, docs/hosted.md); keys from the environment --
+    # Prices: USD per output image, ESTIMATES from the providers' published price lists as
+    # read (through secondary copies, not the live consoles) on 2026-11-27; check before budgeting.
+    # Gemini API pricing (ai.google.dev/gemini-api/docs/pricing): 2.5 Flash Image $30 / 1M output
+    # tokens x 1290 tokens = $0.039; 3 Pro Image $120 / 1M: 1K/2K $0.134, 4K $0.24;
+    # 3.1 Flash Image $60 / 1M: 512 $0.045, 1K $0.067, 2K $0.101, 4K $0.151 (input images extra, ~$0.001).
+    "nano-banana": _hosted("edit", "gemini-image", "gemini-2.5-flash-image",
+                           "Nano Banana (Gemini 2.5 Flash Image): instruction edits, ~1 MP out, hosted",
+                           provider="google-gemini", price_per_image=0.039, max_side=1024,
+                           options={"api_key_env": "GEMINI_API_KEY", "concurrency": 4, "timeout": 120,
+                                    "max_input_images": 3, "image_sizes": []}),
+    "nano-banana-pro": _hosted("reference", "gemini-image", "gemini-3-pro-image-preview",
+                               "Nano Banana Pro (Gemini 3 Pro Image): up to 14 images in, 1K/2K/4K out, hosted",
+                               provider="google-gemini", price_per_image=0.134,
+                               options={"api_key_env": "GEMINI_API_KEY", "concurrency": 4, "timeout": 180,
+                                        "max_input_images": 14, "image_sizes": ["1K", "2K", "4K"],
+                                        "default_size": "1K",
+                                        "price_by_size": {"1K": 0.134, "2K": 0.134, "4K": 0.24}}),
+    "nano-banana-2": _hosted("edit", "gemini-image", "gemini-3.1-flash-image-preview",
+                             "Nano Banana 2 (Gemini 3.1 Flash Image): fast edits, up to 14 images in, hosted",
+                             provider="google-gemini", price_per_image=0.067,
+                             options={"api_key_env": "GEMINI_API_KEY", "concurrency": 4, "timeout": 120,
+                                      "max_input_images": 14, "image_sizes": ["512", "1K", "2K", "4K"],
+                                      "default_size": "1K",
+                                      "price_by_size": {"512": 0.045, "1K": 0.067, "2K": 0.101,
+                                                        "4K": 0.151}}),
+    # BytePlus ModelArk price list, Seedream 4.0: $0.03 per generated image.
+    "seedream-4": _hosted("explore", "seedream", "seedream-4-0-250828",
+                          "Seedream 4.0 (BytePlus ModelArk): image-to-image with references, several "
+                          "outputs per request, 1K/2K/4K, hosted",
+                          provider="byteplus-modelark", price_per_image=0.03,
+                          options={"api_key_env": "ARK_API_KEY", "concurrency": 4, "timeout": 180,
+                                   "max_input_images": 14, "sizes": ["1K", "2K", "4K"]}),
+    # BFL pricing (bfl.ai/pricing, 1 credit = $0.01): Kontext [pro] 4 credits, [max] 8 credits per image.
+    "flux-kontext-pro": _hosted("edit", "bfl-kontext", "flux-kontext-pro",
+                                "FLUX.1 Kontext [pro] (Black Forest Labs API): instruction edits, hosted",
+                                provider="black-forest-labs", price_per_image=0.04, max_side=1024,
+                                options={"api_key_env": "BFL_API_KEY", "concurrency": 4, "timeout": 60,
+                                         "poll_interval": 0.5, "poll_timeout": 300}),
+    "flux-kontext-max": _hosted("edit", "bfl-kontext", "flux-kontext-max",
+                                "FLUX.1 Kontext [max] (Black Forest Labs API): best typography and "
+                                "prompt adherence, hosted",
+                                provider="black-forest-labs", price_per_image=0.08, max_side=1024,
+                                options={"api_key_env": "BFL_API_KEY", "concurrency": 4, "timeout": 60,
+                                         "poll_interval": 0.5, "poll_timeout": 300}),
 }

@@ -66,6 +66,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("jobs: " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items())) if counts else "jobs: none")
     for rule, states in sorted(ledger.counts_by_rule().items()):
         print(f"  {rule}: " + ", ".join(f"{state} {n}" for state, n in sorted(states.items())))
+    spend = ledger.spend(time.time() - 7 * 86400)
+    if spend:
+        print("hosted model spend (estimated, USD), last 7 days:")
+    for (rule, day), usd in sorted(spend.items(), key=lambda item: (item[0][1], item[0][0]), reverse=True):
+        print(f"  {day}  {rule}: ${usd:.2f}")
     quarantined = ledger.quarantined()
     if quarantined:
         print("quarantined:")

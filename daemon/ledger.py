@@ -306,6 +306,30 @@ class Ledger:
             else:
                 self._fail_chain(db, child["id"], f"not run: its input step {row['step_name']!r} failed", now)
 
+    def defer(self, job_id_: str, until: float, reason: str) -> None:
+        """Put a running job back until ``until`` without counting the attempt (budgets)."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state=?, attempts=MAX(attempts-1, 0), not_before=?, error=?,"
+                       " lease_owner=NULL, updated_at=? WHERE id=?",
+                       (JobState.QUEUED, until, reason, self._clock(), job_id_))
+
+    def spend(self, since: float = 0.0) -> dict[tuple[str, str], float]:
+        """Estimated hosted-model spend (USD) by (rule, local day) from committed outputs."""
+        with self._lock:
+            rows = self._db.execute("SELECT rule, outputs, updated_at FROM jobs WHERE state=? AND updated_at>=?"
+                                    " AND outputs LIKE '%\"cost\"%'", (JobState.DONE, since)).fetchall()
+        totals: dict[tuple[str, str], float] = {}
+        for row in rows:
+            day = time.strftime("%Y-%m-%d", time.localtime(row["updated_at"]))
+            cost = sum(o.get("cost") or 0.0 for o in json.loads(row["outputs"] or "[]"))
+            totals[(row["rule"], day)] = totals.get((row["rule"], day), 0.0) + cost
+        return totals
+
+    def spend_today(self, rule: str) -> float:
+        today = time.strftime("%Y-%m-%d")
+        midnight = time.mktime(time.strptime(today, "%Y-%m-%d"))
+        return self.spend(midnight).get((rule, today), 0.0)
+
     def release(self, job_id_: str) -> None:
         """Put a running job back without counting the attempt (graceful shutdown)."""
         with self._tx() as db:
@@ -429,6 +453,26 @@ class Ledger:
         with self._lock:
             rows = self._db.execute("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2", (prefix + "%",)).fetchall()
         return JobRow.from_row(rows[0]) if len(rows) == 1 else None
+
+    def prune(self, before: float) -> int:
+        """Forget finished plans (and their jobs) last touched before ``before``, and seen
+        records as old. Outputs are untouched; a pruned file that arrives again runs again."""
+        with self._tx() as db:
+            old = [r["id"] for r in db.execute(
+                "SELECT id FROM plans WHERE state!='active' AND COALESCE(finished_at, created_at) < ?",
+                (before,)).fetchall()]
+            for pid in old:
+                db.execute("DELETE FROM jobs WHERE plan_id=?", (pid,))
+                db.execute("DELETE FROM plans WHERE id=?", (pid,))
+            db.execute("DELETE FROM seen WHERE at < ?", (before,))
+            db.execute("DELETE FROM quarantine WHERE at < ?", (before,))
+        return len(old)
+
+    def oldest_active_by_source(self) -> dict[str, float]:
+        with self._lock:
+            rows = self._db.execute("SELECT source, MIN(created_at) AS t FROM plans WHERE state='active'"
+                                    " GROUP BY source").fetchall()
+        return {r["source"]: r["t"] for r in rows}
 
     # -- reporting -------------------------------------------------------------------
 

@@ -27,10 +27,19 @@ class Profile:
     price_per_image: float | None = None  # USD, an estimate (hosted models)
     price_per_megapixel: float | None = None
 
+    @property
+    def hosted(self) -> bool:
+        return self.provider is not None
+
     def spec(self, device: str) -> ModelSpec:
+        options = dict(self.options)
+        # Prices live on the profile (config can override them); backends estimate cost.
+        for key in ("price_per_image", "price_per_megapixel"):
+            if getattr(self, key) is not None:
+                options[key] = getattr(self, key)
         return ModelSpec(
             task=self.task, model=self.model, revision=self.revision, device=device,
-            dtype=self.dtype, options=ModelSpec.freeze_options(self.options),
+            dtype=self.dtype, options=ModelSpec.freeze_options(options),
         )
 
 
@@ -45,8 +54,12 @@ def resolve_profiles(settings: Settings) -> dict[str, Profile]:
             from daemon.errors import ConfigError
 
             raise ConfigError(f"profiles.{name}.like: unknown profile {like!r}")
-        base = builtin.get(like) or merged.get(like) if like else merged.get(name, {"role": "custom"})
-        merged[name] = {**(base or {}), **given}
+        base = (builtin.get(like) or merged.get(like) if like else merged.get(name, {"role": "custom"})) or {}
+        # options and defaults merge key by key: overriding base_url keeps api_key_env.
+        for key in ("options", "defaults"):
+            if key in given:
+                given[key] = {**base.get(key, {}), **given[key]}
+        merged[name] = {**base, **given}
     profiles = {}
     for name, fields in merged.items():
         if not fields.get("task") or not fields.get("model"):

@@ -207,6 +207,7 @@ class Rule(_Strict):
     name: str = Field(pattern=SLUG)
     description: str | None = None
     priority: int = 0  # higher first
+    daily_budget: float | None = Field(None, ge=0)  # USD per day for hosted models; local ones are free
     stop: bool = False  # when this rule matches, rules after it are not tried
     match: Match
     vars: dict[str, str | int | float] = {}
@@ -686,6 +687,7 @@ def plan_for(rule: Rule, arrival: Arrival, sha256: str, *, facts: ImageFacts | N
         "keep_icc": rule.output.keep_icc,
         "on_success": rule.output.on_success,
         "quarantine": rule.output.quarantine,
+        "daily_budget": rule.daily_budget,
         "animated": rule.match.animated,
         "processed_dir": rule.output.processed_dir,
         "manifest": _per_source_path(rule.output.manifest, variables, sha256),

@@ -32,6 +32,15 @@ from daemon.profiles import Profile
 log = structlog.get_logger("darkroom.runner")
 
 
+class BudgetReached(DarkroomError):
+    """A rule's daily spend on hosted models is used up."""
+
+
+def _next_midnight() -> float:
+    tomorrow = time.localtime(time.time() + 86400)
+    return time.mktime((tomorrow.tm_year, tomorrow.tm_mon, tomorrow.tm_mday, 0, 0, 1, 0, 0, -1))
+
+
 class Runner:
     def __init__(
         self,
@@ -115,6 +124,10 @@ class Runner:
         bound.info("job started", attempt=job.attempts)
         try:
             outputs, seconds = self._execute(job, plan)
+        except BudgetReached as exc:
+            self.ledger.defer(job.id, _next_midnight(), str(exc))
+            bound.warning("job deferred: daily budget reached", reason=str(exc))
+            return
         except WorkerDied as exc:
             if self.stopping.is_set():
                 self.ledger.release(job.id)
@@ -172,6 +185,8 @@ class Runner:
             references=self._references(unit, profile),
             mask=self._mask(plan, unit, sized[0].size),
         )
+        if profile.hosted and plan.get("daily_budget") is not None:
+            self._check_budget(plan, profile, len(sized) * len(unit["seeds"]))
         result = self.pool.run(profile.spec(self.device), request)
         expected = len(sized) * len(unit["seeds"])
         if len(result.images) != expected:
@@ -180,22 +195,30 @@ class Runner:
         sink = self.sinks[plan["sink"]]
         outputs = []
         per_output = result.seconds / max(1, expected)
+        # Hosted backends report per output: time, estimated cost, provider request id.
+        reported = result.info.get("outputs")
+        reported = reported if isinstance(reported, list) else []
         for i, label in enumerate(labels):
             for v, seed in enumerate(unit["seeds"]):
                 variant = i * len(unit["seeds"]) + v
                 image = result.images[variant]
                 video = result.videos[variant] if result.videos else None
                 path = rules.output_path(plan, unit, variant, seed, video=video is not None)
+                extra = reported[variant] if variant < len(reported) else {}
                 record = {
                     "path": path, "step": unit["name"], "model": profile.name, "model_id": profile.model,
                     "variant": variant, "seed": seed, "width": image.width, "height": image.height,
-                    "input": label, "seconds": round(per_output, 4), "params": params,
+                    "input": label, "seconds": round(extra.get("seconds", per_output), 4), "params": params,
                 }
+                for key in ("cost", "provider", "request_id", "seed_honoured"):
+                    if extra.get(key) is not None:
+                        record[key] = extra[key]
                 provenance = {
                     "darkroom_version": __version__, "prompt": unit["prompt"],
                     "negative_prompt": unit.get("negative_prompt"), "rule": plan["rule"],
                     "source_sha256": plan["sha256"], "revision": profile.revision,
                     **{k: record[k] for k in ("step", "model", "model_id", "seed", "params")},
+                    **{k: record[k] for k in ("provider", "request_id") if k in record},
                 }
                 if video is not None:
                     record.update(self._write_video(sink, path, video, unit, self._metadata(plan)))
@@ -206,6 +229,17 @@ class Runner:
                     record["sha256"] = hashlib.sha256(data).hexdigest()
                 outputs.append(record)
         return outputs, result.seconds
+
+    def _check_budget(self, plan: dict[str, Any], profile: Profile, outputs: int) -> None:
+        """A rule's daily budget stops hosted calls (local models cost nothing): the job
+        waits until tomorrow instead of spending more."""
+        budget = plan["daily_budget"]
+        spent = self.ledger.spend_today(plan["rule"])
+        estimate = (profile.price_per_image or 0.0) * outputs
+        if spent + estimate > budget + 1e-9:
+            raise BudgetReached(
+                f"daily budget ${budget:.2f} of rule {plan['rule']!r} reached (${spent:.2f} spent today, this step"
+                f" costs ~${estimate:.2f}); it runs after midnight, or raise daily_budget and `darkroom retry`")
 
     @staticmethod
     def _metadata(plan: dict[str, Any]) -> dict[str, str]:

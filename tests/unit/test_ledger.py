@@ -106,3 +106,16 @@ def test_seen_files_are_remembered(tmp_path):
     ledger.mark_seen("drop", "a.jpg", 10, 5, "s", "submitted")
     assert ledger.is_seen("drop", "a.jpg", 10, 5)
     assert not ledger.is_seen("drop", "a.jpg", 11, 5)  # modified since: new content
+
+
+def test_prune_forgets_old_finished_plans_only(tmp_path):
+    clock = Clock()
+    ledger = Ledger(tmp_path / "l.sqlite", clock=clock)
+    old, _ = ledger.submit(plan(sha="1" * 64, steps=(("one", "source"),)))
+    ledger.complete(ledger.claim("w").id, [], 0.1)
+    ledger.finish_plan(old, "done")
+    clock.now += 100
+    active, _ = ledger.submit(plan(sha="2" * 64, steps=(("one", "source"),)))
+    assert ledger.oldest_active_by_source() == {"drop": clock.now}
+    assert ledger.prune(before=clock.now - 50) == 1
+    assert [p.id for p in ledger.plans()] == [active]
