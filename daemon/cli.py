@@ -196,13 +196,41 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
+def weights_status(profile, models_dir: Path) -> str:
+    """Where a profile's weights are, without loading them (and without torch)."""
+    import os
+
+    model = profile.model
+    if profile.provider:
+        env = profile.options.get("api_key_env")
+        return f"hosted ({env} {'set' if env and os.environ.get(env) else 'NOT set'})" if env else "hosted"
+    if profile.task in ("rendition", "stub"):
+        return "no weights needed"
+    if model.startswith("random:"):
+        from backends import random_models
+
+        name = model.split(":", 1)[1]
+        try:
+            built = models_dir / "random" / f"{name}-{random_models.config_digest(name)}"
+        except Exception:
+            return "unknown random config"
+        return "built" if built.is_dir() else "built on first use (offline)"
+    if Path(model).expanduser().is_dir():
+        return "local directory"
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(model, "model_index.json", revision=profile.revision)
+    return "in HF cache" if isinstance(found, str) else "MISSING: download into HF_HOME or use a local path"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from daemon.profiles import resolve_profiles
 
     settings = _settings(args)
-    rows = [("PROFILE", "ROLE", "TASK", "MODEL", "VRAM GB")]
-    for name, p in sorted(resolve_profiles(settings).items()):
-        rows.append((name, p.role, p.task, p.model, "" if p.vram_gb is None else f"{p.vram_gb:g}"))
+    rows = [("PROFILE", "ROLE", "TASK", "MODEL", "VRAM GB", "WEIGHTS")]
+    for name, p in sorted(resolve_profiles(settings).items(), key=lambda item: (item[1].role, item[0])):
+        vram = "" if p.vram_gb is None else f"{p.vram_gb:g}"
+        rows.append((name, p.role, p.task, p.model, vram, weights_status(p, settings.models_dir)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -113,8 +113,16 @@ def test_process_reports_a_bad_file_and_exits_nonzero(tmp_path):
     assert "failed" in result.stdout and "not an image" in result.stdout
 
 
-def test_models_lists_profiles(tmp_path):
-    config = setup(tmp_path, RULE)
-    result = darkroom("models", "--config", str(config), cwd=tmp_path)
+def test_models_lists_profiles_and_where_their_weights_are(tmp_path, model_cache):
+    from backends.random_models import build_random_model
+
+    build_random_model("sd-tiny", model_cache)
+    config = setup(tmp_path, RULE, model_cache)
+    result = darkroom("models", "--config", str(config), cwd=tmp_path)  # HOME=tmp_path: an empty HF cache
     assert result.returncode == 0
-    assert "sd-turbo" in result.stdout and "stabilityai/sd-turbo" in result.stdout
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert "stabilityai/sd-turbo" in lines["sd-turbo"] and "MISSING: download into HF_HOME" in lines["sd-turbo"]
+    assert lines["tiny"].rstrip().endswith("built")
+    assert "built on first use" in lines["tiny-svd"] or lines["tiny-svd"].rstrip().endswith("built")
+    assert "hosted (GEMINI_API_KEY NOT set)" in lines["nano-banana"]
+    assert "no weights needed" in lines["square-1080"]
