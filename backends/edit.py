@@ -26,7 +26,9 @@ reproducible alone (within floating-point tolerance: batching changes the summat
 
 Spec options: ``max_batch`` (default 8) outputs per pipeline call; ``variant`` (e.g. ``fp16``)
 for hub weights; ``generator_device`` (default ``cpu``: the same seed gives the same noise on
-every device).
+every device); ``loras``, ``vae_tiling``, ``vae_slicing``, ``compile``, ``share`` (see
+:mod:`backends._torch`) and ``cpu_offload`` (see :func:`backends._torch.place`). ``kontext`` and
+``kontext-inpaint`` on the same model share one loaded transformer, VAE and text encoders.
 """
 
 from __future__ import annotations
@@ -91,10 +93,7 @@ class EditPipelineBackend:
             )
         self._location = resolve_model_dir(self.spec.model, self.cache_dir)
         pipe = _torch.from_pretrained(pipeline_class, self.spec, self._location, self.task)
-        with _torch.device_errors(self.spec, f"moving {self.spec.model} to {self.spec.device}"):
-            pipe = pipe.to(self.spec.device)
-        pipe.set_progress_bar_config(disable=True)
-        self._pipe = pipe
+        self._pipe = _torch.place(pipe, self.spec)
 
     def validate(self, request: Request) -> None:
         self.params(request)

@@ -83,10 +83,7 @@ class _ImageToVideoBackend:
         pipe = _torch.from_pretrained(
             getattr(diffusers, self.pipeline_class), self.spec, self._location, self.task
         )
-        with _torch.device_errors(self.spec, f"moving {self.spec.model} to {self.spec.device}"):
-            pipe = pipe.to(self.spec.device)
-        pipe.set_progress_bar_config(disable=True)
-        self._pipe = pipe
+        self._pipe = _torch.place(pipe, self.spec)
 
     def validate(self, request: Request) -> None:
         self.params(request)
