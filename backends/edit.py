@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import itertools
 import math
-import numbers
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from backends import _torch
 from backends.base import BackendMissing, InvalidRequest, ModelSpec, Request, Result
+from backends.checks import check_request
 from backends.random_models import resolve_model_dir
 
 if TYPE_CHECKING:
@@ -97,34 +97,17 @@ class EditPipelineBackend:
 
     def validate(self, request: Request) -> None:
         self.params(request)
-        task = self.task
-        if not request.images:
-            raise InvalidRequest(f"{task} needs at least one input image")
-        if not request.seeds:
-            raise InvalidRequest(f"{task} needs at least one seed (one output per seed)")
-        for seed in request.seeds:
-            integer = isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
-            if not integer or not 0 <= seed < MAX_SEED:
-                raise InvalidRequest(f"seed {seed!r} must be an integer in [0, 2**64)")
-        m = self.size_multiple
-        for index, image in enumerate(request.images):
-            width, height = image.size
-            if min(width, height) < m or width % m or height % m:
-                raise InvalidRequest(
-                    f"input image {index} is {width}x{height}: {task} ({self.family} models) needs "
-                    f"both sides to be multiples of {m} (the caller sizes inputs: round the rule's "
-                    f"size down to a multiple of {m}, e.g. {_round_down(width, m)}x"
-                    f"{_round_down(height, m)})"
-                )
+        check_request(self.task, request, size_multiple=self.size_multiple,
+                      who=f"{self.task} ({self.family} models)")
         self._validate_mask(request)
         if len(request.references) > self.max_references:
             if self.max_references == 0:
                 raise InvalidRequest(
-                    f"{task} takes no reference images, got {len(request.references)}: "
+                    f"{self.task} takes no reference images, got {len(request.references)}: "
                     f"{self.no_references_hint}"
                 )
             raise InvalidRequest(
-                f"{task} takes at most {self.max_references} reference image(s), got "
+                f"{self.task} takes at most {self.max_references} reference image(s), got "
                 f"{len(request.references)}: keep only the one that matters"
             )
 

@@ -28,13 +28,13 @@ are given the input's size, so outputs keep the input's size for every model; wi
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 from backends import _torch
 from backends.base import InvalidRequest, ModelSpec, Request, Result
+from backends.checks import check_request
 from backends.random_models import resolve_model_dir
 
 DEFAULTS = {"strength": 0.5, "steps": 2, "guidance": 0.0}
@@ -69,23 +69,7 @@ class Img2ImgBackend:
 
     def validate(self, request: Request) -> None:
         params(request)
-        if not request.images:
-            raise InvalidRequest("img2img needs at least one input image")
-        if not request.seeds:
-            raise InvalidRequest("img2img needs at least one seed (one output per seed)")
-        for seed in request.seeds:
-            integer = isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
-            if not integer or not 0 <= seed < MAX_SEED:
-                raise InvalidRequest(f"seed {seed!r} must be an integer in [0, 2**64)")
-        for index, image in enumerate(request.images):
-            width, height = image.size
-            m = SIZE_MULTIPLE
-            if min(width, height) < m or width % m or height % m:
-                raise InvalidRequest(
-                    f"input image {index} is {width}x{height}: img2img needs both sides to be "
-                    f"multiples of {SIZE_MULTIPLE} (the caller sizes inputs: round the "
-                    f"rule's size down to a multiple of {SIZE_MULTIPLE})"
-                )
+        check_request("img2img", request, size_multiple=SIZE_MULTIPLE)
 
     def run(self, request: Request) -> Result:
         self.validate(request)

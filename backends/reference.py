@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 
 from backends import _torch
 from backends.base import InvalidRequest, ModelSpec, ModelUnavailable, Request, Result
-from backends.img2img import MAX_SEED, Img2ImgBackend
+from backends.checks import check_request, check_sizes
+from backends.img2img import Img2ImgBackend
 from backends.random_models import resolve_model_dir
 
 DEFAULT_IP_ADAPTER_SCALE = 0.6
@@ -153,9 +154,7 @@ class MultiImageEditBackend:
 
     def validate(self, request: Request) -> None:
         multi_edit_params(request)
-        if not request.images:
-            raise InvalidRequest(f"{self.task} needs at least one input image")
-        _check_seeds(request, self.task)
+        check_request(self.task, request)
         total = 1 + len(request.references)
         if total > self.max_images:
             raise InvalidRequest(
@@ -164,14 +163,7 @@ class MultiImageEditBackend:
                 f"{len(request.references)} references: drop "
                 f"{total - self.max_images} reference(s) from the step"
             )
-        m = MULTI_EDIT_SIZE_MULTIPLE
-        for index, image in enumerate(request.images):
-            width, height = image.size
-            if min(width, height) < m or width % m or height % m:
-                raise InvalidRequest(
-                    f"input image {index} is {width}x{height}: {self.task} needs both sides to "
-                    f"be multiples of {m} (round the rule's size down to a multiple of {m})"
-                )
+        check_sizes(self.task, request, MULTI_EDIT_SIZE_MULTIPLE)
 
     def run(self, request: Request) -> Result:
         self.validate(request)
@@ -239,15 +231,6 @@ def multi_edit_params(request: Request) -> tuple[int, float]:
     if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or guidance < 0:
         raise InvalidRequest(f"guidance {guidance!r} must be a number >= 0 (4.0 is typical)")
     return int(steps), float(guidance)
-
-
-def _check_seeds(request: Request, task: str) -> None:
-    if not request.seeds:
-        raise InvalidRequest(f"{task} needs at least one seed (one output per seed)")
-    for seed in request.seeds:
-        integer = isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
-        if not integer or not 0 <= seed < MAX_SEED:
-            raise InvalidRequest(f"seed {seed!r} must be an integer in [0, 2**64)")
 
 
 __all__ = ["IPAdapterBackend", "MultiImageEditBackend", "ip_adapter_scale", "multi_edit_params"]

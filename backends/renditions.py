@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from backends.base import InvalidRequest, ModelSpec, Request, Result
+from backends.checks import check_request
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -54,10 +55,7 @@ class RenditionBackend:
 
     def validate(self, request: Request) -> None:
         plan(request.params)
-        if not request.images:
-            raise InvalidRequest("rendition needs at least one input image")
-        if not request.seeds:
-            raise InvalidRequest("rendition needs at least one seed (one output per seed)")
+        check_request("rendition", request)
 
     def run(self, request: Request) -> Result:
         self.validate(request)

@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 
 from backends import _torch
 from backends.base import InvalidRequest, ModelSpec, Request, Result
+from backends.checks import check_request
 from backends.random_models import resolve_model_dir
-from backends.reference import _check_seeds
 
 DEFAULTS = {"steps": 20, "guidance": 7.5, "noise_level": 20}
 SCALE = 4
@@ -64,18 +64,10 @@ class UpscaleBackend:
 
     def validate(self, request: Request) -> None:
         params(request)
-        if not request.images:
-            raise InvalidRequest(f"{self.task} needs at least one input image")
-        _check_seeds(request, self.task)
+        check_request(self.task, request, size_multiple=SIZE_MULTIPLE)
         limit = self.max_output_side()
         for index, image in enumerate(request.images):
             width, height = image.size
-            m = SIZE_MULTIPLE
-            if min(width, height) < m or width % m or height % m:
-                raise InvalidRequest(
-                    f"input image {index} is {width}x{height}: {self.task} needs both sides to "
-                    f"be multiples of {m} (round the rule's size down to a multiple of {m})"
-                )
             if limit is not None and max(width, height) * SCALE > limit:
                 raise InvalidRequest(
                     f"input image {index} is {width}x{height}: x{SCALE} would be "

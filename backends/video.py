@@ -39,13 +39,13 @@ Spec options: ``max_batch``; ``variant`` (e.g. ``fp16``) for hub weights; ``gene
 
 from __future__ import annotations
 
-import numbers
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 from backends import _torch
 from backends.base import InvalidRequest, ModelSpec, Request, Result, Video
+from backends.checks import check_request
 from backends.random_models import resolve_model_dir
 
 MAX_SEED = 2**64
@@ -87,24 +87,7 @@ class _ImageToVideoBackend:
 
     def validate(self, request: Request) -> None:
         self.params(request)
-        if not request.images:
-            raise InvalidRequest(f"{self.task} needs at least one input image")
-        if not request.seeds:
-            raise InvalidRequest(f"{self.task} needs at least one seed (one clip per seed)")
-        for seed in request.seeds:
-            integer = isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
-            if not integer or not 0 <= seed < MAX_SEED:
-                raise InvalidRequest(f"seed {seed!r} must be an integer in [0, 2**64)")
-        m = self.SIZE_MULTIPLE
-        for index, image in enumerate(request.images):
-            width, height = image.size
-            if min(width, height) < m or width % m or height % m:
-                raise InvalidRequest(
-                    f"input image {index} is {width}x{height}: {self.model_name} needs both "
-                    f"sides to be multiples of {m} (the caller sizes inputs: round the rule's "
-                    f"size down to a multiple of {m}, e.g. "
-                    f"{max(m, width // m * m)}x{max(m, height // m * m)})"
-                )
+        check_request(self.task, request, size_multiple=self.SIZE_MULTIPLE, per="clip", who=self.model_name)
 
     def run(self, request: Request) -> Result:
         self.validate(request)
