@@ -43,7 +43,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from backends.base import (
     BackendError,
@@ -358,3 +358,37 @@ def summary(spec: ModelSpec, provider: str, outputs: list[dict[str, Any]], **ext
 
 __all__ = ["Client", "Options", "Refused", "api_key", "check_request", "cost", "decode", "encode",
            "in_parallel", "limiter", "output", "retry_after", "summary"]
+
+
+class HostedBackend:
+    """What every provider's backend shares: options from the spec, the API key found at
+    load (never earlier, never logged), one HTTP client, closed on unload. A provider sets
+    the class attributes and ``auth_headers``; ``client_hooks`` adds its error reading."""
+
+    task: ClassVar[str]
+    provider: ClassVar[str]
+    base_url: ClassVar[str]
+    key_env: ClassVar[str]
+
+    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
+        self.spec = spec
+        self.cache_dir = Path(cache_dir)
+        self.options = Options.of(spec, self.base_url)
+        self._client: Client | None = None
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    def client_hooks(self) -> dict[str, Any]:
+        return {}
+
+    def load(self) -> None:
+        if self._client is None:
+            key = api_key(self.spec, self.provider, self.key_env)
+            self._client = Client(self.provider, self.options, self.auth_headers(key), **self.client_hooks())
+
+    def unload(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+

@@ -43,20 +43,21 @@ MODERATED = ("Request Moderated", "Content Moderated")
 PENDING = ("Pending", "Queued", "Processing")
 
 
-class BFLKontextBackend:
+class BFLKontextBackend(hosted.HostedBackend):
     task: ClassVar[str] = "bfl-kontext"
+    provider = PROVIDER
+    base_url = BASE_URL
+    key_env = "BFL_API_KEY"
 
     def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
-        self.spec = spec
-        self.cache_dir = Path(cache_dir)
-        self.options = hosted.Options.of(spec, BASE_URL)
-        self._client: hosted.Client | None = None
+        super().__init__(spec, cache_dir)
         self._sleep = time.sleep
 
-    def load(self) -> None:
-        if self._client is None:
-            key = hosted.api_key(self.spec, PROVIDER, "BFL_API_KEY")
-            self._client = hosted.Client(PROVIDER, self.options, {"x-key": key}, describe=_describe)
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"x-key": key}
+
+    def client_hooks(self) -> dict[str, Any]:
+        return {"describe": _describe}
 
     def validate(self, request: Request) -> None:
         hosted.check_request(request, PROVIDER, max_images=1 + MAX_REFERENCES)
@@ -196,10 +197,6 @@ class BFLKontextBackend:
             return InvalidRequest(f"{PROVIDER} rejected the request for {self.spec.model}: {message}")
         return BackendError(f"{PROVIDER}: {message}")
 
-    def unload(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 def _describe(response: Any) -> str:

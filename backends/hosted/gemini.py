@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 from backends import hosted
-from backends.base import BackendError, InvalidRequest, ModelSpec, ModelUnavailable, Request, Result
+from backends.base import BackendError, InvalidRequest, ModelUnavailable, Request, Result
 
 PROVIDER = "gemini"
 BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
@@ -45,21 +44,17 @@ REFUSALS = frozenset({"SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PRO
                       "BLOCKLIST", "SPII", "RECITATION", "IMAGE_RECITATION"})
 
 
-class GeminiImageBackend:
+class GeminiImageBackend(hosted.HostedBackend):
     task: ClassVar[str] = "gemini-image"
+    provider = PROVIDER
+    base_url = BASE_URL
+    key_env = "GEMINI_API_KEY"
 
-    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
-        self.spec = spec
-        self.cache_dir = Path(cache_dir)
-        self.options = hosted.Options.of(spec, BASE_URL)
-        self._client: hosted.Client | None = None
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"x-goog-api-key": key}
 
-    def load(self) -> None:
-        if self._client is not None:
-            return
-        key = hosted.api_key(self.spec, PROVIDER, "GEMINI_API_KEY")
-        self._client = hosted.Client(PROVIDER, self.options, {"x-goog-api-key": key},
-                                     describe=_describe, wait_hint=_retry_delay)
+    def client_hooks(self) -> dict[str, Any]:
+        return {"describe": _describe, "wait_hint": _retry_delay}
 
     def validate(self, request: Request) -> None:
         hosted.check_request(request, PROVIDER, max_images=int(self.spec.option("max_input_images", 14)))
@@ -142,10 +137,6 @@ class GeminiImageBackend:
             return InvalidRequest(f"{PROVIDER} rejected the request for {self.spec.model}: {message}")
         return BackendError(f"{PROVIDER}: {message}")
 
-    def unload(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 def _image_part(image: Any, fmt: str) -> dict[str, Any]:

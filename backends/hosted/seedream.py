@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 from backends import hosted
-from backends.base import BackendError, InvalidRequest, ModelSpec, ModelUnavailable, Request, Result
+from backends.base import BackendError, InvalidRequest, ModelUnavailable, Request, Result
 
 PROVIDER = "seedream"
 BASE_URL = "https://ark.ap-southeast.bytepluses.com/api/v3"
@@ -38,20 +37,17 @@ MAX_TOTAL_IMAGES = 15  # input + reference + generated images in one request
 MIN_PIXELS, MAX_PIXELS = 1280 * 720, 4096 * 4096
 
 
-class SeedreamBackend:
+class SeedreamBackend(hosted.HostedBackend):
     task: ClassVar[str] = "seedream"
+    provider = PROVIDER
+    base_url = BASE_URL
+    key_env = "ARK_API_KEY"
 
-    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
-        self.spec = spec
-        self.cache_dir = Path(cache_dir)
-        self.options = hosted.Options.of(spec, BASE_URL)
-        self._client: hosted.Client | None = None
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
 
-    def load(self) -> None:
-        if self._client is None:
-            key = hosted.api_key(self.spec, PROVIDER, "ARK_API_KEY")
-            self._client = hosted.Client(PROVIDER, self.options, {"authorization": f"Bearer {key}"},
-                                         describe=_describe)
+    def client_hooks(self) -> dict[str, Any]:
+        return {"describe": _describe}
 
     def validate(self, request: Request) -> None:
         hosted.check_request(request, PROVIDER, max_images=int(self.spec.option("max_input_images", 14)))
@@ -172,10 +168,6 @@ class SeedreamBackend:
             return InvalidRequest(f"{PROVIDER} rejected the request for {self.spec.model}: {message}")
         return BackendError(f"{PROVIDER}: {message}")
 
-    def unload(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 def _data_uri(image: Any, fmt: str) -> str:
