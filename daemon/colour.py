@@ -87,4 +87,6 @@ def icc_to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
                 return out
         except (OSError, ValueError, TypeError, ImageCms.PyCMSError) as exc:
             log.debug("ignoring unusable ICC profile", reason=str(exc))
-    return im if im.mode == "RGB" else im.convert("RGB")
+    out = im if im.mode == "RGB" else im.convert("RGB")
+    out.info.pop("icc_profile", None)  # the pixels are no longer in that profile's space
+    return out

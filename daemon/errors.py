@@ -57,7 +57,12 @@ class StateLocked(DarkroomError):
 
 
 class InputError(DarkroomError):
-    """Corrupt, unsupported or vanished input: retrying the same bytes cannot help."""
+    """Corrupt, unsupported or vanished input: retrying the same bytes cannot help.
+    ``gone`` says the object no longer exists (nothing to quarantine or report)."""
+
+    def __init__(self, message: str, *, gone: bool = False):
+        super().__init__(message)
+        self.gone = gone
 
 
 class OutputError(DarkroomError):

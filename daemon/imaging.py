@@ -107,6 +107,9 @@ def encode(image: Image.Image, path: str, provenance: dict[str, Any] | None = No
     suffix = "." + path.rsplit(".", 1)[-1].lower()
     fmt = FORMATS[suffix]
     buffer = io.BytesIO()
+    # Always explicit: Pillow would otherwise write whatever profile the image still carries
+    # in .info (a source's, even a CMYK one) whatever the rule's keep_icc says.
+    image.info.pop("icc_profile", None)
     extra: dict[str, Any] = {"icc_profile": icc_profile} if icc_profile else {}
     if provenance:
         extra.update(provenance_format.save_kwargs(fmt, provenance))

@@ -99,8 +99,16 @@ class Intake:
         try:
             data = source.read(arrival.key, arrival.etag)
         except DarkroomError as exc:
-            bound.warning("cannot read arrival", reason=str(exc))
-            return None
+            if getattr(exc, "gone", True):
+                # Vanished (or, for S3, replaced): a newer arrival, if any, has its own event.
+                bound.warning("cannot read arrival", reason=str(exc))
+                return None
+            # There but unreadable: the ledger must be able to say how it ended.
+            self.ledger.mark_seen(arrival.source, arrival.key, arrival.size, arrival.mtime_ns, None,
+                                  f"unreadable: {exc}", arrival.etag)
+            self.ledger.record_quarantine(arrival.source, arrival.key, "", str(exc), None)
+            bound.error("input cannot be read; recorded as quarantined", reason=str(exc))
+            return None  # not settled: a queue redelivers it, and dead-letters it in the end
         sha = hashlib.sha256(data).hexdigest()
         facts = image_facts(data)
         sidecar, sidecar_error = self._sidecar(source, arrival.key)

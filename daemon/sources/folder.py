@@ -323,7 +323,7 @@ class FolderSource:
         try:
             fd = os.open(path, flags)
         except (FileNotFoundError, NotADirectoryError):
-            raise InputError(f"{where}: file vanished before it could be read") from None
+            raise InputError(f"{where}: file vanished before it could be read", gone=True) from None
         except IsADirectoryError:
             raise InputError(f"{where}: is a directory") from None
         except PermissionError:
