@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 def _p(role: str, task: str, model: str, about: str, *, vram_gb: float, dtype: str = "bfloat16",
        max_side: int | None = 1024, defaults: dict[str, Any] | None = None,
        options: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -13,7 +13,14 @@ Test hooks, through params:
   ``oom`` -> DeviceError(out_of_memory=True), ``sticky`` -> DeviceError(sticky=True),
   ``crash`` -> the process exits with status 3, ``segfault`` -> the process gets SIGSEGV;
 - ``stub_fail_once``: a file path; ``stub_fail`` then fails only while that file does not
-  exist, and creates it just before failing, so a retry (in any process) succeeds.
+  exist, and creates it just before failing, so a retry (in any process) succeeds;
+- ``stub_oom_above``: an integer; a call with more outputs than that (images x seeds) raises
+  DeviceError(out_of_memory=True), as a real model does when a batch is too big;
+- ``stub_fail_offload``: with ``stub_fail``, fail only while the spec has no ``cpu_offload``
+  option (the pool's last resort after out-of-memory errors).
+
+Spec options: ``stub_memory_gb`` is the size the backend reports for itself
+(``memory_bytes``), so the worker's memory budget and eviction can be tested without a model.
 
 Model ``stub:slow-load`` takes one second to load; any other model loads instantly.
 """
@@ -48,6 +55,10 @@ class StubBackend:
         self.cache_dir = Path(cache_dir)
         self.loaded = False
 
+    @property
+    def memory_bytes(self) -> int:
+        return int(float(self.spec.option("stub_memory_gb", 0) or 0) * 1024**3)
+
     def load(self) -> None:
         if not self.loaded and self.spec.model == SLOW_LOAD_MODEL:
             time.sleep(SLOW_LOAD_SECONDS)
@@ -76,7 +87,12 @@ class StubBackend:
         sleep = float(request.params.get("stub_sleep", 0) or 0)
         if sleep > 0:
             time.sleep(sleep)
-        self._fail(self._fail_mode(request))
+        limit = request.params.get("stub_oom_above")
+        if limit is not None and len(request.images) * len(request.seeds) > int(limit):
+            raise DeviceError(f"stub_oom_above={limit}: out of memory for "
+                              f"{len(request.images) * len(request.seeds)} outputs", out_of_memory=True)
+        if not (request.params.get("stub_fail_offload") and self.spec.option("cpu_offload")):
+            self._fail(self._fail_mode(request))
         size = self._size(request)
         outputs = []
         for image in request.images:
@@ -97,7 +113,8 @@ class StubBackend:
         return Result(
             images=outputs,
             seconds=time.perf_counter() - started,
-            info={"model": self.spec.model, "seeds": list(request.seeds)},
+            info={"model": self.spec.model, "seeds": list(request.seeds), "n_outputs": len(outputs),
+                  "pid": os.getpid()},
         )
 
     def unload(self) -> None:

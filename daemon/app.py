@@ -121,9 +121,12 @@ class App:
                                              ready=self.readiness.check)
                                if m.enabled and not any_source else None)
         self.webhooks = self._webhooks(settings)
-        self.pool = WorkerPool(settings.worker.device, settings.worker.threads, settings.models_dir,
-                               settings.worker.job_timeout, on_restart=self.metrics.worker_restarted,
-                               on_alive=lambda: self.beats.beat("worker"))
+        w = settings.worker
+        self.pool = WorkerPool(w.device_list, w.threads, settings.models_dir,
+                               w.job_timeout, on_restart=self.metrics.worker_restarted,
+                               on_alive=lambda: self.beats.beat("worker"), cpu_threads=w.cpu_worker_threads,
+                               memory_budget_gb=w.memory_budget_gb, recycle_after_jobs=w.recycle_after_jobs,
+                               recycle_rss_gb=w.recycle_rss_gb)
         self.stopped = threading.Event()
         self.scheduler: Any = None
         self.rules_error: str | None = None
@@ -167,7 +170,9 @@ class App:
                              self.settings.worker.device, on_plan_done=self.settlement.plan_done,
                              on_manifest=self._committed, on_job_end=self._job_ended,
                              tick=lambda: self.beats.beat("runner"),
-                             ping_interval=self.settings.worker.ping_interval)
+                             ping_interval=self.settings.worker.ping_interval,
+                             max_batch=self.settings.worker.max_batch, max_wait_ms=self.settings.worker.max_wait_ms,
+                             priorities=self.settings.worker.priorities)
         for plan_id in self.ledger.unfinished_plans():
             self.runner.finalize(plan_id)
         self._preload()

@@ -248,6 +248,37 @@ class Ledger:
             )
             return JobRow.from_row(db.execute("SELECT * FROM jobs WHERE id=?", (row["id"],)).fetchone())
 
+    # The first ``per_rule`` due jobs of every rule, with the profile each would load
+    # (daemon.dispatch picks among them: fair between rules, sticky to loaded models).
+    _HEADS = """
+    SELECT id, rule, step, attempts, profile, rn FROM (
+      SELECT j.id, j.rule, j.step, j.attempts,
+             json_extract(p.plan, '$.steps[' || j.step_index || '].model') AS profile,
+             ROW_NUMBER() OVER (PARTITION BY j.rule ORDER BY j.not_before, j.created_at, j.step_index) AS rn
+      FROM jobs j JOIN plans p ON p.id = j.plan_id
+      WHERE j.state = ? AND j.not_before <= ?
+    ) WHERE rn <= ? ORDER BY rule, rn
+    """
+
+    def due_heads(self, per_rule: int, now: float | None = None) -> list[sqlite3.Row]:
+        now = self._clock() if now is None else now
+        with self._lock:
+            return self._db.execute(self._HEADS, (JobState.QUEUED, now, per_rule)).fetchall()
+
+    def claim_ids(self, owner: str, ids: list[str]) -> list[JobRow]:
+        """Claim exactly these jobs if they are still queued (the transition of ``claim``)."""
+        if not ids:
+            return []
+        now = self._clock()
+        marks = ",".join("?" * len(ids))
+        with self._tx() as db:
+            db.execute(f"UPDATE jobs SET state=?, attempts=attempts+1, lease_owner=?, updated_at=?"
+                       f" WHERE state=? AND id IN ({marks})", (JobState.RUNNING, owner, now, JobState.QUEUED, *ids))
+            rows = db.execute(f"SELECT * FROM jobs WHERE lease_owner=? AND state=? AND id IN ({marks})",
+                              (owner, JobState.RUNNING, *ids)).fetchall()
+        order = {jid: i for i, jid in enumerate(ids)}
+        return sorted((JobRow.from_row(r) for r in rows), key=lambda j: order[j.id])
+
     def next_due(self) -> float | None:
         """When the earliest queued job becomes runnable (for the dispatcher's sleep)."""
         with self._lock:

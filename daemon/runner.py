@@ -1,10 +1,20 @@
-"""The dispatcher: claims jobs from the ledger, runs them on the pool, commits outputs.
+"""The runner: claims jobs from the ledger, runs them on the pool, commits outputs.
 
 For each job: read and decode the inputs (the source, or an earlier step's outputs),
-size them for the profile, add references and mask, run the model on the worker, encode
+size them for the profile, add references and mask, run the model on a worker, encode
 every output with its provenance and write it atomically to the sink, and only then mark
 the job done. When every job of a plan has ended, the review sheet and then the manifest
 — the commit marker — are written and the plan is closed.
+
+Threads: :meth:`loop` (one thread) only claims — a batch of compatible jobs at a time,
+chosen by :mod:`daemon.dispatch` (fair between rules, sticky to loaded models) — and hands
+each batch to a small pool of pipeline threads, at most two batches per worker in flight.
+A pipeline thread decodes its batch's inputs, waits for a worker, runs the batch
+(:mod:`daemon.batching`), then encodes and writes the outputs, marks the jobs done and
+closes finished plans. So while one batch occupies a device, the next one is already
+decoded and queued for it, and the previous one's outputs, sheet and manifest are being
+written: the device does not wait for I/O. :meth:`step` does the same for one batch,
+synchronously (tests, ``darkroom process``).
 """
 
 from __future__ import annotations
@@ -15,14 +25,17 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import structlog
 from PIL import Image
 
-from backends.base import Request
-from daemon import __version__, faults, imaging, review, rules, sheet
+from backends.base import ModelSpec, Request, Result
+from daemon import __version__, batching, faults, imaging, review, rules, sheet
+from daemon.dispatch import Dispatcher, FairShare
 from daemon.errors import AlreadyCommitted, DarkroomError, InputError, JobError, WorkerDied
 from daemon.jobs import JobState
 from daemon.ledger import JobRow, Ledger
@@ -30,6 +43,22 @@ from daemon.pool import WorkerPool
 from daemon.profiles import Profile
 
 log = structlog.get_logger("darkroom.runner")
+
+
+@dataclass
+class Prepared:
+    """A claimed job with its inputs decoded and its request built, ready for a worker."""
+
+    job: JobRow
+    plan: dict[str, Any]
+    unit: dict[str, Any]
+    profile: Profile
+    spec: ModelSpec
+    request: Request
+    labels: list[str]
+    icc: bytes | None
+    params: dict[str, Any]
+    bound: Any
 
 
 class BudgetReached(DarkroomError):
@@ -55,6 +84,11 @@ class Runner:
         on_job_end: Callable[[str, str, str | None, float | None], None] | None = None,
         tick: Callable[[], None] | None = None,
         ping_interval: float = 30.0,
+        *,
+        max_batch: int = 1,
+        max_wait_ms: float = 0.0,
+        priorities: Mapping[str, float] | None = None,
+        in_flight: int | None = None,
     ):
         self.ledger = ledger
         self.sources = sources
@@ -71,15 +105,30 @@ class Runner:
         self.owner = f"runner-{id(self):x}"
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self.current: JobRow | None = None
+        self.current: JobRow | None = None  # the latest job a pipeline thread started
         self.last_error: str | None = None
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000
+        # Two batches per worker: one on the device, the next decoded and waiting for it.
+        self.in_flight = in_flight or 2 * max(1, len(pool) if hasattr(pool, "__len__") else 1)
+        self.dispatcher = Dispatcher(ledger, self.owner, FairShare(priorities, slack=max(4, max_batch)),
+                                     self._batch_limit, self._model_loaded)
+        self._finalize_lock = threading.RLock()
 
     # -- the loop --------------------------------------------------------------------
 
     def loop(self) -> None:
-        while not self.stopping.is_set():
-            self.tick()
-            if not self.step():
+        slots = threading.BoundedSemaphore(self.in_flight)
+        with ThreadPoolExecutor(self.in_flight, thread_name_prefix="darkroom-pipeline") as pipelines:
+            while not self.stopping.is_set():
+                self.tick()
+                if not slots.acquire(timeout=0.5):
+                    continue  # every slot busy: the tick above keeps the health check fed
+                batch = self.dispatcher.claim(self.max_wait, self.stopping)
+                if batch:
+                    pipelines.submit(self._pipeline, batch, slots.release)
+                    continue
+                slots.release()
                 self.finalize_ended()
                 if time.monotonic() - self._last_ping > self.ping_interval:
                     self._last_ping = time.monotonic()
@@ -88,29 +137,56 @@ class Runner:
                 wait = 1.0 if due is None else max(0.01, min(1.0, due - time.time()))
                 self.wake.wait(wait)
                 self.wake.clear()
+        # Leaving the with-block waits for the batches in flight: each one finishes, or puts
+        # its jobs back in the ledger once the pool is stopped.
 
     def step(self) -> bool:
-        """Run one job if one is due; False when the queue had nothing runnable."""
-        job = self.ledger.claim(self.owner)
-        if job is None:
+        """Run one batch (one job when batching is off) if one is due; False when the queue
+        had nothing runnable."""
+        batch = self.dispatcher.claim(self.max_wait, self.stopping)
+        if not batch:
             return False
-        self.current = job
-        try:
-            self.run_job(job)
-        finally:
-            self.current = None
+        self.run_batch(batch)
         return True
 
-    def finalize_ended(self) -> None:
-        """Close plans whose jobs all ended without passing through run_job (a plan that
-        failed at submission, or one whose manifest a crash kept from being written)."""
-        for plan_id in self.ledger.unfinished_plans():
-            try:
-                self.finalize(plan_id)
-            except Exception:
-                log.exception("cannot close plan", plan=plan_id)
+    def _pipeline(self, batch: list[JobRow], done: Callable[[], None]) -> None:
+        try:
+            self.run_batch(batch)
+        except Exception:  # never lose the slot; the jobs' states are settled in run_batch
+            log.exception("pipeline failed", jobs=[j.id for j in batch])
+        finally:
+            done()
+            self.wake.set()
 
     def run_job(self, job: JobRow) -> None:
+        self.run_batch([job])
+
+    def run_batch(self, batch: list[JobRow]) -> None:
+        """Prepare every job, run the compatible ones together, commit each job's outputs."""
+        prepared = [p for p in (self._prepare_job(job) for job in batch) if p is not None]
+        for group in batching.group(prepared, self._batch_key, self.max_batch):
+            if self.stopping.is_set():
+                for p in group:
+                    self.ledger.release(p.job.id)
+                    p.bound.info("job put back for the next start", reason="stopping")
+                continue
+            outcomes = batching.run_batch(self._run_on_pool, group[0].spec, [p.request for p in group],
+                                          getattr(self.pool, "job_timeout", 600.0))
+            for p, outcome in zip(group, outcomes, strict=True):
+                self._settle(p, outcome)
+
+    def _run_on_pool(self, spec: ModelSpec, request: Request, **kwargs: Any) -> Result:
+        cancel = self.stopping.is_set
+        try:
+            return self.pool.run(spec, request, cancel=cancel, **kwargs)
+        except TypeError as exc:  # a stand-in pool without these keywords (tests)
+            if "unexpected keyword" not in str(exc):
+                raise
+            return self.pool.run(spec, request)
+
+    def _prepare_job(self, job: JobRow) -> Prepared | None:
+        """Decode and size the job's inputs; None when the job ended here (failed, adopted)."""
+        self.current = job
         plan_row = self.ledger.plan(job.plan_id)
         plan = plan_row.plan
         bound = log.bind(job_id=job.id, rule=job.rule, source=plan_row.source, key=plan_row.key, step=job.step)
@@ -120,33 +196,82 @@ class Runner:
             bound.info("already committed by another daemon; not run again")
             if self.on_plan_done:
                 self.on_plan_done(job.plan_id, "done")
-            return
+            return None
         bound.info("job started", attempt=job.attempts)
         try:
-            outputs, seconds = self._execute(job, plan)
-        except BudgetReached as exc:
+            return self._prepare(job, plan, bound)
+        except Exception as exc:
+            self._settle_error(job, plan, bound, exc)
+            return None
+
+    def _settle(self, p: Prepared, outcome: Result | Exception) -> None:
+        self.current = p.job
+        if isinstance(outcome, Exception):
+            self._settle_error(p.job, p.plan, p.bound, outcome)
+            return
+        try:
+            outputs = self._commit(p, outcome)
+        except Exception as exc:
+            self._settle_error(p.job, p.plan, p.bound, exc)
+            return
+        faults.point("after-outputs")
+        self.ledger.complete(p.job.id, outputs, outcome.seconds)
+        p.bound.info("job done", outputs=len(outputs), seconds=round(outcome.seconds, 3),
+                     batch=outcome.info.get("batch_jobs", 1))
+        if self.on_job_end:
+            self.on_job_end(p.job.rule, "done", p.unit["model"], outcome.seconds)
+        self.finalize_if_ended(p.job.plan_id)
+        self.wake.set()
+
+    def _settle_error(self, job: JobRow, plan: dict[str, Any], bound: Any, exc: Exception) -> None:
+        if isinstance(exc, BudgetReached):
             self.ledger.defer(job.id, _next_midnight(), str(exc))
             bound.warning("job deferred: daily budget reached", reason=str(exc))
             return
-        except WorkerDied as exc:
+        if isinstance(exc, WorkerDied):
             if self.stopping.is_set():
                 self.ledger.release(job.id)
                 bound.info("job put back for the next start", reason=str(exc))
                 return
             self._failed(job, bound, str(exc), retryable=True)
-        except DarkroomError as exc:
+        elif isinstance(exc, DarkroomError):
             self._failed(job, bound, str(exc), retryable=exc.retryable)
-        except Exception as exc:  # a bug must cost one job, never the daemon
-            bound.exception("unexpected error")
+        else:  # a bug must cost one job, never the daemon
+            bound.error("unexpected error", exc_info=exc)
             self._failed(job, bound, f"internal error: {type(exc).__name__}: {exc}", retryable=True)
-        else:
-            faults.point("after-outputs")
-            self.ledger.complete(job.id, outputs, seconds)
-            bound.info("job done", outputs=len(outputs), seconds=round(seconds, 3))
-            if self.on_job_end:
-                self.on_job_end(job.rule, "done", plan["steps"][job.step_index]["model"], seconds)
         self.finalize_if_ended(job.plan_id)
         self.wake.set()
+
+    def _batch_key(self, p: Prepared) -> tuple | None:
+        if p.profile.hosted or self._batch_limit(p.profile.name) == 1:
+            return None  # hosted calls are billed and rate-limited per request: never merged
+        return batching.batch_key(p.spec, p.request)
+
+    def _batch_limit(self, profile_name: str | None) -> int:
+        """How many jobs of this profile may share a call: max_batch, or 1 when the profile
+        says ``batch: false`` in its options or defaults."""
+        if profile_name is None:
+            return self.max_batch
+        profile = self.profiles.get(profile_name)
+        if profile is None:
+            return 1
+        if profile.hosted or profile.options.get("batch", profile.defaults.get("batch", True)) is False:
+            return 1
+        return self.max_batch
+
+    def _model_loaded(self, profile_name: str | None) -> bool:
+        profile = self.profiles.get(profile_name) if profile_name else None
+        loaded = getattr(self.pool, "loaded_specs", None)
+        return profile is not None and loaded is not None and profile.spec(self.device) in loaded()
+
+    def finalize_ended(self) -> None:
+        """Close plans whose jobs all ended without passing through run_job (a plan that
+        failed at submission, or one whose manifest a crash kept from being written)."""
+        for plan_id in self.ledger.unfinished_plans():
+            try:
+                self.finalize_if_ended(plan_id)
+            except Exception:
+                log.exception("cannot close plan", plan=plan_id)
 
     def _committed_elsewhere(self, plan: dict[str, Any], plan_id: str) -> bool:
         sink = self.sinks[plan["sink"]]
@@ -169,7 +294,7 @@ class Runner:
 
     # -- one job ---------------------------------------------------------------------
 
-    def _execute(self, job: JobRow, plan: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
+    def _prepare(self, job: JobRow, plan: dict[str, Any], bound: Any) -> Prepared:
         unit = plan["steps"][job.step_index]
         profile = self.profiles.get(unit["model"])
         if profile is None:
@@ -178,6 +303,7 @@ class Runner:
             self._archive_previous_round(plan, job.plan_id)
         labels, images, icc = self._inputs(job, plan, unit)
         params = {**profile.defaults, **unit["params"]}
+        params.pop("batch", None)  # the dispatcher's switch, not the model's
         sized = [self._size(img, unit, profile, params) for img in images]
         request = Request(
             images=sized, prompt=unit["prompt"], seeds=list(unit["seeds"]),
@@ -187,7 +313,12 @@ class Runner:
         )
         if profile.hosted and plan.get("daily_budget") is not None:
             self._check_budget(plan, profile, len(sized) * len(unit["seeds"]))
-        result = self.pool.run(profile.spec(self.device), request)
+        return Prepared(job, plan, unit, profile, profile.spec(self.device), request, labels, icc, params, bound)
+
+    def _commit(self, p: Prepared, result: Result) -> list[dict[str, Any]]:
+        """Encode and write every output of one job; returns the output records."""
+        plan, unit, profile, labels, icc, params = p.plan, p.unit, p.profile, p.labels, p.icc, p.params
+        sized = p.request.images
         expected = len(sized) * len(unit["seeds"])
         if len(result.images) != expected:
             raise JobError(f"the backend returned {len(result.images)} images for "
@@ -228,7 +359,7 @@ class Runner:
                     sink.write(path, data, content_type, metadata=self._metadata(plan))
                     record["sha256"] = hashlib.sha256(data).hexdigest()
                 outputs.append(record)
-        return outputs, result.seconds
+        return outputs
 
     def _check_budget(self, plan: dict[str, Any], profile: Profile, outputs: int) -> None:
         """A rule's daily budget stops hosted calls (local models cost nothing): the job
@@ -381,12 +512,17 @@ class Runner:
     # -- closing a plan --------------------------------------------------------------
 
     def finalize_if_ended(self, plan_id: str) -> None:
-        jobs = self.ledger.jobs_of(plan_id)
-        if all(j.state.terminal for j in jobs):
-            self.finalize(plan_id, jobs)
+        with self._finalize_lock:  # pipeline threads and the loop may both see a plan end
+            jobs = self.ledger.jobs_of(plan_id)
+            if all(j.state.terminal for j in jobs) and self.ledger.plan(plan_id).state == "active":
+                self.finalize(plan_id, jobs)
 
     def finalize(self, plan_id: str, jobs: list[JobRow] | None = None) -> None:
         """Write the sheet, then the manifest (the commit marker), then close the plan."""
+        with self._finalize_lock:
+            self._finalize(plan_id, jobs)
+
+    def _finalize(self, plan_id: str, jobs: list[JobRow] | None = None) -> None:
         jobs = jobs or self.ledger.jobs_of(plan_id)
         plan_row = self.ledger.plan(plan_id)
         plan = plan_row.plan

@@ -63,7 +63,9 @@ class S3Endpoint(_Strict):
     region: str | None = None
 
     def where(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}"
+        # Prefixes are folders (the S3 source and sink add the "/"), so compare them as such.
+        prefix = self.prefix.strip("/")
+        return f"s3://{self.bucket}/{prefix}/" if prefix else f"s3://{self.bucket}/"
 
 
 class S3SourceConfig(S3Endpoint):
@@ -138,30 +140,94 @@ class ProfileConfig(_Strict):
     max_side: int | None = Field(None, ge=8, le=8192)
     defaults: dict[str, Any] = {}
     options: dict[str, Any] = {}
+    provider: str | None = None  # hosted models: who runs them
     price_per_image: float | None = Field(None, ge=0)  # USD estimate, shown per variant
     price_per_megapixel: float | None = Field(None, ge=0)
 
 
+def _check_device(value: str) -> str:
+    if value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"):
+        return value
+    raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+
 class WorkerConfig(_Strict):
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    """The worker pool: one spawned process per device, each with its own model cache.
+
+    ``devices`` is the list form (``[cuda:0, cuda:1]``, ``auto`` or ``cpu``); ``device`` is
+    the older single-device spelling and is used when ``devices`` is not given, so existing
+    configs keep working. ``auto`` finds the GPUs without touching CUDA in the main process
+    and falls back to one CPU worker with ``threads`` (or ``cpu_threads``) threads.
+    """
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N  (alias for a single entry of devices)
+    devices: str | list[str] | None = None  # auto | cpu | [cuda:0, cuda:1, ...]; None: [device]
     threads: int = Field(0, ge=0)  # CPU threads for torch; 0 = all cores
+    cpu_threads: int | None = Field(None, ge=0)  # threads of a CPU worker; default: threads
     job_timeout: float = Field(600.0, gt=0)
     stop_timeout: float = Field(30.0, ge=0)  # how long SIGTERM lets a running job finish
     ping_interval: float = Field(30.0, gt=0)  # an idle worker is asked to touch its device this often
     # Seconds without a successful answer from the worker before the service stops telling
     # systemd it is healthy (WATCHDOG=1). Default: job_timeout + 120.
     health_timeout: float | None = Field(None, gt=0)
+    # Dynamic batching: jobs of one profile with the same prompt, seeds, size and params run
+    # as one model call of up to max_batch jobs. 1 turns it off everywhere; a profile turns it
+    # off for itself with options {batch: false}. max_wait_ms: how long a batch waits for
+    # companions that have not arrived yet (0: batch only what is already queued, which adds
+    # no latency and is where batching pays: a backlog).
+    max_batch: int = Field(4, ge=1, le=64)
+    max_wait_ms: float = Field(0.0, ge=0, le=60000)
+    # Per-device budget for loaded pipelines (GB); least recently used ones are unloaded
+    # beyond it. None: no limit (all models the rules use stay loaded).
+    memory_budget_gb: float | None = Field(None, gt=0)
+    # Replace a worker after this many jobs, or when its resident memory passes this many GB
+    # (slow leaks in native code). None: never.
+    recycle_after_jobs: int | None = Field(None, ge=1)
+    recycle_rss_gb: float | None = Field(None, gt=0)
+    # Dispatch weights per rule (default 1): a rule with weight 2 gets twice the share of the
+    # devices while both have work. No rule ever starves another.
+    priorities: dict[str, float] = {}
 
     @property
     def unhealthy_after(self) -> float:
         return self.health_timeout or self.job_timeout + 120
 
+    @property
+    def device_list(self) -> list[str]:
+        """The configured devices, before ``auto`` is resolved (see daemon.devices)."""
+        if self.devices is None:
+            return [self.device]
+        return [self.devices] if isinstance(self.devices, str) else list(self.devices)
+
+    @property
+    def cpu_worker_threads(self) -> int:
+        return self.threads if self.cpu_threads is None else self.cpu_threads
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"):
-            return value
-        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return _check_device(value)
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return _check_device(value)
+        if not value:
+            raise ValueError("must name at least one device (or be auto / cpu)")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a device twice; one worker per device")
+        return [_check_device(v) for v in value]
+
+    @field_validator("priorities")
+    @classmethod
+    def _priorities(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in value.items() if not v > 0]
+        if bad:
+            raise ValueError(f"weights must be positive (rules {', '.join(bad)})")
+        return value
 
 
 class JobsConfig(_Strict):

@@ -3,17 +3,30 @@
 Started with the ``spawn`` method (CUDA does not survive ``fork``). It talks to the main
 process over a pipe with plain tuples:
 
-    main -> worker:  ("load", spec) | ("run", spec, request) | ("stop",)
-    worker -> main:  ("ready", info) | ("ok", result) | ("error", kind, message, sticky, oom)
+    main -> worker:  ("load", spec) | ("run", spec, request) | ("ping",) | ("stop",)
+    worker -> main:  ("ready", info)
+                   | ("ok", result, state)
+                   | ("error", kind, message, sticky, oom, state)
 
 ``kind`` is the name of a ``backends.base`` error class, so the main process can tell
-an invalid request (never retried) from a device failure (worker replaced).
+an invalid request (never retried) from a device failure (worker replaced). ``state``
+tells the pool what this worker now holds — the loaded specs (the cache may have unloaded
+some to stay within its memory budget), its resident memory, model loads so far — so the
+pool can send work where its model already is and recycle a worker that grows.
+
+Pipelines live in a :class:`daemon.model_cache.ModelCache` (least recently used out,
+within ``memory_budget_gb``). After an out-of-memory error the worker unloads every other
+pipeline and frees cached device memory before answering, so the pool's retry (smaller
+batch, then CPU offload) starts from a clean device.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -51,10 +64,38 @@ def _touch_device(device: str) -> str:
     return device
 
 
-def main(conn: Any, device: str, threads: int, cache_dir: str) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """A worker must not outlive its daemon (kill -9 included): it would hold the GPU beside
+    the restarted daemon's new worker. Linux delivers SIGKILL on the parent's death; the
+    check afterwards closes the race where the parent died before the request was made."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: fall back on the watcher thread alone
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="darkroom-parent-watch", daemon=True).start()
+
+
+def main(conn: Any, device: str, threads: int, cache_dir: str, memory_budget_gb: float | None = None,
+         parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # keep the journal for our own lines
     from backends import BackendError, DeviceError, backend_class
+    from daemon.model_cache import ModelCache, free_memory, rss_bytes
 
     torch_threads = None
     if threads:
@@ -63,16 +104,17 @@ def main(conn: Any, device: str, threads: int, cache_dir: str) -> None:
         torch.set_num_threads(threads)
         torch_threads = torch.get_num_threads()
     device = resolve_device(device)
-    loaded: dict[Any, Any] = {}
 
-    def get(spec: Any) -> Any:
-        spec = _concrete(spec, device)
-        backend = loaded.get(spec)
-        if backend is None:
-            backend = backend_class(spec.task)(spec, Path(cache_dir))
-            backend.load()
-            loaded[spec] = backend
+    def build(spec: Any) -> Any:
+        concrete = _concrete(spec, device)
+        backend = backend_class(concrete.task)(concrete, Path(cache_dir))
+        backend.load()
         return backend
+
+    cache = ModelCache(device, memory_budget_gb, build)
+
+    def state() -> dict[str, Any]:
+        return {"loaded": cache.specs(), "rss": rss_bytes(), "loads": cache.loads, "model_bytes": cache.used()}
 
     conn.send(("ready", {"device": device, "pid": os.getpid(), "torch_threads": torch_threads}))
     while True:
@@ -84,22 +126,26 @@ def main(conn: Any, device: str, threads: int, cache_dir: str) -> None:
             return
         if message[0] == "ping":
             try:
-                conn.send(("ok", _touch_device(device)))
+                conn.send(("ok", _touch_device(device), state()))
             except Exception as exc:  # a poisoned device context fails here, not only in jobs
-                conn.send(("error", "DeviceError", f"device check failed: {exc}", True, False))
+                conn.send(("error", "DeviceError", f"device check failed: {exc}", True, False, state()))
             continue
+        spec = message[1]
         try:
-            backend = get(message[1])
+            backend = cache.get(spec)
             if message[0] == "load":
-                conn.send(("ok", None))
+                conn.send(("ok", None, state()))
                 continue
             request = message[2]
             backend.validate(request)
-            conn.send(("ok", backend.run(request)))
+            conn.send(("ok", backend.run(request), state()))
         except DeviceError as exc:
-            conn.send(("error", type(exc).__name__, str(exc), exc.sticky, exc.out_of_memory))
+            if exc.out_of_memory:
+                cache.drop_all_but(spec)
+                free_memory(device)
+            conn.send(("error", type(exc).__name__, str(exc), exc.sticky, exc.out_of_memory, state()))
         except BackendError as exc:
-            conn.send(("error", type(exc).__name__, str(exc), False, False))
+            conn.send(("error", type(exc).__name__, str(exc), False, False, state()))
         except Exception as exc:  # a bug in a backend must not kill the worker silently
             detail = "".join(traceback.format_exception_only(exc)).strip()
-            conn.send(("error", "BackendError", f"unexpected error: {detail}", False, False))
+            conn.send(("error", "BackendError", f"unexpected error: {detail}", False, False, state()))

@@ -273,7 +273,7 @@ class Harness:
     def start(self, *, quiet_period: float = 0.2, rescan_interval: float = 2, max_attempts: int = 3,
               retry_backoff: float = 0.1, extra: str = "", sources: dict[str, Any] | None = None,
               source_factory: Callable[[Any], dict[str, Any]] | None = None) -> Any:
-        from daemon.app import App, build_sources
+        from daemon.app import App
         from daemon.settings import load_settings
 
         config = self.root / "darkroom.yaml"

@@ -8,7 +8,6 @@ import hashlib
 import io
 import os
 import shutil
-import threading
 import time
 
 import numpy as np

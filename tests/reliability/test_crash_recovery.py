@@ -3,7 +3,6 @@ directory, SIGTERM during a long job. The real daemon, as a subprocess."""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections import Counter
@@ -11,7 +10,7 @@ from collections import Counter
 import pytest
 
 from tests.conftest import make_image
-from tests.reliability.conftest import RULE, LedgerView, check_output_set, pid_alive, temp_files, wait_for
+from tests.reliability.conftest import LedgerView, check_output_set, pid_alive, temp_files, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -83,10 +82,6 @@ def test_kill9_mid_inference_then_restart_converges(tmp_path, darkroom):
     assert daemon.stop(30) == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon/worker.py main(): nothing ties the spawned worker's life to the main process "
-    "(multiprocessing daemon=True only acts on a clean exit); after SIGKILL of the main "
-    "process the worker finishes its current job (up to job_timeout) before send() fails"))
 def test_worker_exits_soon_after_the_main_process_is_killed(tmp_path, darkroom):
     """Scenario 1, mid-inference: the worker must not outlive a SIGKILLed main process by
     more than a few seconds (it would keep a GPU busy and beside the next daemon's worker)."""
@@ -167,11 +162,6 @@ def test_sigterm_during_a_long_job_lets_it_finish_and_exits_0(tmp_path, darkroom
     assert not temp_files(tmp_path / "out")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon/app.py App.stop(): after stop_timeout it logs 'it stays queued' but then calls "
-    "self.pool.stop() with its default 10 s (daemon/pool.py Worker.stop) politely asking a busy "
-    "worker to stop, so SIGTERM takes stop_timeout + 10 s (+5 s joins) and the job may even "
-    "finish meanwhile; the worker should be killed at the deadline"))
 def test_sigterm_when_the_job_outlasts_stop_timeout_requeues_it(tmp_path, darkroom):
     """Scenario 13b: the job does not fit in stop_timeout: the daemon still stops promptly
     (stop_timeout plus a small margin), exits 0, and the job is queued again without its

@@ -1,0 +1,116 @@
+"""The worker's cache of loaded pipelines: least recently used out, within a memory budget.
+
+Runs inside a worker process. Loading is the expensive part of a model (seconds to
+minutes), so a pipeline stays loaded until the budget needs its memory. The size of each
+entry is measured around its load — allocated device memory on CUDA, resident set size on
+the CPU — unless the backend states it (``memory_bytes``, the stub's test hook). A
+pipeline built from an already loaded one shares its weights (backends._torch), so its
+measured size is small, which is exactly what it costs.
+
+Eviction happens after a load, never before: the size of a model is only known once it
+is loaded, and the newest entry is never evicted (a model bigger than the budget still
+runs, alone).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("darkroom.worker")
+
+GB = 1024**3
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process, without psutil."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def device_bytes(device: str) -> int:
+    """Memory in use on ``device``: allocated CUDA memory, or this process's RSS on the CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.memory_allocated(device))
+    return rss_bytes()
+
+
+def free_memory(device: str) -> None:
+    """Give back what an out-of-memory error or an unload left behind."""
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+class ModelCache:
+    def __init__(self, device: str, budget_gb: float | None, build: Callable[[Any], Any]):
+        self.device = device
+        self.budget = int(budget_gb * GB) if budget_gb else None
+        self._build = build  # spec -> loaded backend
+        self._entries: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self.loads = 0
+        self.evictions = 0
+
+    def get(self, spec: Any) -> Any:
+        entry = self._entries.get(spec)
+        if entry is not None:
+            self._entries.move_to_end(spec)
+            return entry[0]
+        before = device_bytes(self.device)
+        backend = self._build(spec)
+        size = getattr(backend, "memory_bytes", None)
+        if size is None:
+            size = max(0, device_bytes(self.device) - before)
+        self._entries[spec] = (backend, int(size))
+        self.loads += 1
+        self._evict()
+        return backend
+
+    def _evict(self) -> None:
+        if self.budget is None:
+            return
+        while len(self._entries) > 1 and self.used() > self.budget:
+            spec, (backend, size) = self._entries.popitem(last=False)
+            self.evictions += 1
+            log.info("model unloaded to stay within the memory budget", model=spec.model, task=spec.task,
+                     freed_gb=round(size / GB, 3), budget_gb=round(self.budget / GB, 3))
+            _unload(backend)
+        free_memory(self.device)
+
+    def drop_all_but(self, keep: Any) -> None:
+        """After an out-of-memory error: unload every other pipeline to make room."""
+        for spec in [s for s in self._entries if s != keep]:
+            backend, _ = self._entries.pop(spec)
+            _unload(backend)
+        free_memory(self.device)
+
+    def discard(self, spec: Any) -> None:
+        entry = self._entries.pop(spec, None)
+        if entry is not None:
+            _unload(entry[0])
+            free_memory(self.device)
+
+    def used(self) -> int:
+        return sum(size for _, size in self._entries.values())
+
+    def specs(self) -> list[Any]:
+        return list(self._entries)
+
+
+def _unload(backend: Any) -> None:
+    try:
+        backend.unload()
+    except Exception:  # an unload that fails must not take the worker down
+        log.exception("unload failed")

@@ -1,0 +1,94 @@
+"""Model affinity: a job goes where its model is loaded, so interleaved profiles do not
+make a worker swap models back and forth."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from backends.base import ModelSpec, Request
+from daemon.jobs import JobState
+from daemon.pool import Worker, WorkerPool
+from tests.pool.conftest import PROFILES, png, rule
+
+
+def interleave(h, n):
+    for i in range(n):
+        h.put(f"ra/{i}.png", png((i, 1, 1)))
+        h.put(f"rb/{i}.png", png((i, 2, 2)))
+
+
+def test_two_profiles_interleaved_load_each_model_once(harness):
+    h = harness([rule("ra", model="a", prompt="{stem}"), rule("rb", model="b", prompt="{stem}")], max_batch=1)
+    interleave(h, 10)
+    h.drain()
+    assert all(j.state is JobState.DONE for j in h.ledger.jobs())
+    assert h.runner.pool.loads == 2
+
+
+def test_with_room_for_one_model_the_dispatcher_keeps_it_busy_before_swapping(harness, tmp_path):
+    pool = WorkerPool("cpu", 0, tmp_path / "m", job_timeout=20, memory_budget_gb=1.5)  # one stub model fits
+    pool.start()
+    try:
+        h = harness([rule("ra", model="a", prompt="{stem}"), rule("rb", model="b", prompt="{stem}")],
+                    pool=pool, max_batch=1)
+        interleave(h, 12)
+        h.drain()
+        assert all(j.state is JobState.DONE for j in h.ledger.jobs())
+        # 24 interleaved jobs: job-by-job dispatch would load 24 times; bursts of the
+        # affinity slack (4 jobs) bound it to about 24 / 4.
+        assert pool.loads <= 7, pool.loads
+        assert all(len(w.loaded) == 1 for w in pool.workers)  # the budget evicted the other
+    finally:
+        pool.stop()
+
+
+def test_an_idle_worker_with_the_model_is_chosen_over_an_empty_one(tmp_path):
+    pool = WorkerPool(["cpu", "cpu"], 0, tmp_path, job_timeout=20)
+    spec_a, spec_b = PROFILES["a"].spec("cpu"), PROFILES["b"].spec("cpu")
+    w0, w1 = pool.workers
+    w0.loaded, w1.loaded = {spec_a}, {spec_b}
+    assert pool._choose(spec_b, 0) is w1
+    assert pool._choose(spec_a, 0) is w0
+    w0.busy = True
+    assert pool._choose(spec_a, 0) is None  # wait a moment for the device that has it ...
+    assert pool._choose(spec_a, 10) is w1  # ... but not for ever
+    new = ModelSpec("stub", "other")
+    w0.busy, w1.loaded = False, {spec_b, spec_a}
+    assert pool._choose(new, 0) is w0  # the worker holding fewer models takes a new one
+
+
+def test_two_cpu_workers_run_two_jobs_at_once(tmp_path):
+    import threading
+    import time
+
+    pool = WorkerPool(["cpu", "cpu"], 0, tmp_path, job_timeout=20)
+    pool.start()
+    try:
+        spec = ModelSpec("stub", "stub")
+        pool.load(spec)
+        assert pool.loads == 2  # preloaded on each device
+        started = time.monotonic()
+        threads = [threading.Thread(target=pool.run, args=(spec, Request([Image.new("RGB", (8, 8))], "p", [1],
+                                                                         params={"stub_sleep": 1.0})))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert time.monotonic() - started < 1.8
+        assert pool.calls == 2 and pool.loads == 2
+        assert len({w.info["pid"] for w in pool.workers}) == 2
+    finally:
+        pool.stop()
+
+
+def test_worker_state_reports_loaded_models(tmp_path):
+    w = Worker("cpu", 0, tmp_path, memory_budget_gb=1.5)
+    w.start()
+    try:
+        w.call(("load", PROFILES["a"].spec("cpu")), 10)
+        assert w.loaded == {PROFILES["a"].spec("cpu")}
+        _, loads = w.call(("load", PROFILES["b"].spec("cpu")), 10)
+        assert loads == 1 and w.loaded == {PROFILES["b"].spec("cpu")}  # a was evicted
+    finally:
+        w.stop()
