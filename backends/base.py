@@ -138,7 +138,9 @@ class Result:
     """Outputs input-major: for each input image, one output per seed.
 
     Image tasks fill ``images``. Video tasks fill ``videos`` too, one per output, and put
-    each clip's first frame in ``images`` (the poster), so both lists line up.
+    each clip's first frame in ``images`` (the poster), so both lists line up. A hosted
+    model may refuse single outputs: their slot is ``None`` and ``info["outputs"][k]``
+    carries the provider's ``refusal`` (the others are kept: they were paid for).
     """
 
     images: list[Image]

@@ -128,6 +128,8 @@ class Step(_Strict):
             raise ValueError("give either model: PROFILE or models: [A, B, ...]")
         if self.models is not None and (not self.models or len(set(self.models)) != len(self.models)):
             raise ValueError("models: must list at least one profile, each once")
+        if self.seeds is not None and "variants" not in self.model_fields_set:
+            self.variants = len(self.seeds)  # seeds: [1, 2] means two variants
         if self.seeds is not None and len(self.seeds) != self.variants:
             raise ValueError(f"seeds lists {len(self.seeds)} seeds but variants is {self.variants}")
         if self.size is not None:

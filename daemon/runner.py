@@ -338,12 +338,18 @@ class Runner:
                 extra = reported[variant] if variant < len(reported) else {}
                 record = {
                     "path": path, "step": unit["name"], "model": profile.name, "model_id": profile.model,
-                    "variant": variant, "seed": seed, "width": image.width, "height": image.height,
-                    "input": label, "seconds": round(extra.get("seconds", per_output), 4), "params": params,
+                    "variant": variant, "seed": seed, "input": label,
+                    "seconds": round(extra.get("seconds", per_output), 4), "params": params,
                 }
                 for key in ("cost", "provider", "request_id", "seed_honoured"):
                     if extra.get(key) is not None:
                         record[key] = extra[key]
+                if image is None:
+                    # A refused output (hosted models): a failed variant with the provider's reason.
+                    record.update(path=None, error=extra.get("refusal") or "the model returned no image")
+                    outputs.append(record)
+                    continue
+                record.update(width=image.width, height=image.height)
                 provenance = {
                     "darkroom_version": __version__, "prompt": unit["prompt"],
                     "negative_prompt": unit.get("negative_prompt"), "rule": plan["rule"],

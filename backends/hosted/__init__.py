@@ -52,6 +52,7 @@ from backends.base import (
     ModelSpec,
     ModelUnavailable,
     Request,
+    Result,
 )
 
 if TYPE_CHECKING:
@@ -257,27 +258,47 @@ def in_parallel(jobs: Sequence[Callable[[], T]], key: str, limit: int) -> list[T
     """
     gate = limiter(key, limit)
 
-    def gated(job: Callable[[], T]) -> T:
+    def gated(job: Callable[[], T]) -> T | Refused:
         with gate:
-            return job()
+            try:
+                return job()
+            except Refused as refused:  # one refused output does not stop the others
+                return refused
 
     if len(jobs) == 1:
-        return [gated(jobs[0])]
-    with ThreadPoolExecutor(max_workers=min(limit, len(jobs)), thread_name_prefix="hosted") as pool:
-        futures = [pool.submit(gated, job) for job in jobs]
-        wait(futures, return_when=FIRST_EXCEPTION)
+        results = [gated(jobs[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=min(limit, len(jobs)), thread_name_prefix="hosted") as pool:
+            futures = [pool.submit(gated, job) for job in jobs]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            for future in futures:
+                future.cancel()
         for future in futures:
-            future.cancel()
-    errors = [f.exception() for f in futures if not f.cancelled()]
-    for error in errors:
-        if error is not None and not isinstance(error, Refused):
-            raise error
-    refusals = [e for e in errors if isinstance(e, Refused)]
-    if refusals:
-        if len(refusals) == 1 and len(jobs) == 1:
+            if not future.cancelled() and future.exception() is not None:
+                raise future.exception()
+        results = [f.result() for f in futures]
+    refusals = [r for r in results if isinstance(r, Refused)]
+    if len(refusals) == len(results):
+        if len(results) == 1:
             raise refusals[0]
-        raise Refused(f"{refusals[0]} ({len(refusals)} of {len(jobs)} outputs refused)")
-    return [f.result() for f in futures]
+        raise Refused(f"{refusals[0]} (all {len(results)} outputs refused)")
+    return results
+
+
+def split(spec: ModelSpec, provider: str, results: list[Any], started: float, **extra: Any) -> Result:
+    """A Result from ``in_parallel``'s (image, info) pairs, where a refused output becomes
+    ``None`` with its reason in ``info["outputs"][k]["refusal"]`` (a failed variant)."""
+    images, infos = [], []
+    for result in results:
+        if isinstance(result, Refused):
+            images.append(None)
+            infos.append({"provider": provider, "model": spec.model, "request_id": None, "cost": 0.0,
+                          "refusal": f"refused by {provider}: {result}"})
+        else:
+            images.append(result[0])
+            infos.append(result[1])
+    return Result(images=images, seconds=time.perf_counter() - started,
+                  info=summary(spec, provider, infos, **extra))
 
 
 def check_request(request: Request, provider: str, *, max_images: int) -> None:
@@ -352,12 +373,12 @@ def summary(spec: ModelSpec, provider: str, outputs: list[dict[str, Any]], **ext
     return {
         "provider": provider, "model": spec.model, "outputs": outputs,
         "cost": None if any(c is None for c in costs) else round(sum(costs), 6),
-        "request_ids": [o["request_id"] for o in outputs], **extra,
+        "request_ids": [o.get("request_id") for o in outputs], **extra,
     }
 
 
 __all__ = ["Client", "Options", "Refused", "api_key", "check_request", "cost", "decode", "encode",
-           "in_parallel", "limiter", "output", "retry_after", "summary"]
+           "in_parallel", "limiter", "output", "retry_after", "split", "summary"]
 
 
 class HostedBackend:

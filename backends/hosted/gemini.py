@@ -83,12 +83,8 @@ class GeminiImageBackend(hosted.HostedBackend):
             outputs = hosted.in_parallel(jobs, key, self.options.concurrency)
         except hosted.Refused as exc:
             raise InvalidRequest(f"refused by {PROVIDER}: {exc}") from None
-        return Result(
-            images=[image for image, _ in outputs],
-            seconds=time.perf_counter() - started,
-            info=hosted.summary(self.spec, PROVIDER, [info for _, info in outputs],
-                                size=request.params.get("size"), aspect_ratio=request.params.get("aspect_ratio")),
-        )
+        return hosted.split(self.spec, PROVIDER, outputs, started, size=request.params.get("size"),
+                            aspect_ratio=request.params.get("aspect_ratio"))
 
     def _one(self, parts: list[dict[str, Any]], seed: int, index: int, request: Request) -> tuple[Any, dict]:
         assert self._client is not None

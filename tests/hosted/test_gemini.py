@@ -162,8 +162,18 @@ def test_missing_key_names_the_env_var_and_credential(monkeypatch, tmp_path) -> 
         make("gemini-image", PRO, "http://127.0.0.1:9")
 
 
-def test_after_a_refusal_outputs_not_started_are_cancelled(gemini: FakeGemini) -> None:
-    gemini.latency = 0.1
-    with pytest.raises(InvalidRequest, match=r"refused by gemini: .*\(\d of 6 outputs refused\)"):
-        backend(gemini, concurrency=2).run(Request(images=[image()], prompt="forbidden", seeds=list(range(6))))
-    assert len(gemini.requests) < 6
+def test_a_request_whose_every_output_is_refused_fails_as_a_refusal(gemini: FakeGemini) -> None:
+    with pytest.raises(InvalidRequest, match=r"refused by gemini: .*\(all 3 outputs refused\)"):
+        backend(gemini, concurrency=2).run(Request(images=[image()], prompt="forbidden", seeds=[1, 2, 3]))
+
+
+def test_one_refused_output_is_a_failed_variant_and_the_others_are_kept(gemini: FakeGemini) -> None:
+    gemini.script("generate", 200, {"candidates": [{"content": {"parts": [{"text": "I can't create that image."}]},
+                                                    "finishReason": "IMAGE_SAFETY", "index": 0}],
+                                     "responseId": "resp-refused"})
+    result = backend(gemini, concurrency=1).run(Request(images=[image()], prompt="a cat", seeds=[1, 2, 3]))
+    refused = [k for k, img in enumerate(result.images) if img is None]
+    assert len(refused) == 1 and sum(img is not None for img in result.images) == 2
+    info = result.info["outputs"][refused[0]]
+    assert info["refusal"].startswith("refused by gemini:") and "IMAGE_SAFETY" in info["refusal"]
+    assert info["cost"] == 0.0

@@ -75,3 +75,29 @@ def test_a_daily_budget_stops_hosted_calls_not_local_ones(harness, monkeypatch):
     assert jobs["hosted"].state.value == "queued" and jobs["hosted"].attempts == 0
     assert "$0.05 of rule 'r' reached ($0.04 spent today" in jobs["hosted"].error
     assert list(app.ledger.spend().values()) == [0.039]
+
+
+def test_a_refused_output_is_a_failed_variant_on_the_sheet(harness, monkeypatch):
+    monkeypatch.setenv("GEMINI_API_KEY", FakeGemini.key)
+    monkeypatch.setenv("ARK_API_KEY", FakeArk.key)
+    with FakeGemini() as gemini, FakeArk() as ark:
+        gemini.script("generate", 200, {"candidates": [{"content": {"parts": [{"text": "I can't."}]},
+                                                        "finishReason": "IMAGE_SAFETY", "index": 0}],
+                                         "responseId": "resp-refused"})
+        harness.rule("r.yaml", """\
+            name: r
+            match: {source: drop}
+            prompt: "{stem} on a beach"
+            steps: [{name: edit, model: nano-banana, seeds: [1, 2]}]
+            output: {sink: out}
+            """)
+        harness.start(profiles(gemini, ark))
+        make_image(harness.drop / "hat.png")
+        m = harness.manifest("r", "hat", timeout=60)
+    outputs = m["steps"][0]["outputs"]
+    refused = [o for o in outputs if o.get("error")]
+    assert m["steps"][0]["state"] == "done" and len(outputs) == 2 and len(refused) == 1
+    assert refused[0]["path"] is None and "IMAGE_SAFETY" in refused[0]["error"]
+    kept = [o for o in outputs if not o.get("error")][0]
+    assert (harness.out / kept["path"]).exists() and kept["cost"] == 0.039
+    assert (harness.out / m["sheet"]).exists()
