@@ -36,13 +36,12 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from backends import _torch
-from backends.base import BackendMissing, InvalidRequest, ModelSpec, Request, Result
+from backends.pipeline import PipelineBackend
+from backends.base import InvalidRequest, Request, Result
 from backends.checks import check_request
-from backends.random_models import resolve_model_dir
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -53,7 +52,7 @@ SD_SIZE_MULTIPLE = 8
 MASK_HINT = "add mask: to the step — a sidecar photo.mask.png, the image's alpha, or a path"
 
 
-class EditPipelineBackend:
+class EditPipelineBackend(PipelineBackend):
     """A diffusers pipeline that edits input images, optionally under a mask.
 
     Subclasses set the class variables and :meth:`call_kwargs` (what their pipeline needs beyond
@@ -70,30 +69,7 @@ class EditPipelineBackend:
     no_mask_hint: ClassVar[str] = "remove mask: from the step"
     no_references_hint: ClassVar[str] = "remove references: from the step"
 
-    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
-        self.spec = spec
-        self.cache_dir = Path(cache_dir)
-        self._pipe: Any = None
-        self._location: str | None = None
-
     # -- the Backend protocol --------------------------------------------------------------
-
-    def load(self) -> None:
-        if self._pipe is not None:
-            return
-        _torch.require("torch", self.task)
-        diffusers = _torch.require("diffusers", self.task)
-        _torch.check_device(self.spec)
-        _torch.torch_dtype(self.spec.dtype)  # a wrong dtype fails before anything is built
-        pipeline_class = getattr(diffusers, self.pipeline_class, None)
-        if pipeline_class is None:
-            raise BackendMissing(
-                f"task {self.task} needs diffusers.{self.pipeline_class}, which diffusers "
-                f"{diffusers.__version__} lacks: pip install -U '{_torch.PIP_NAMES['diffusers']}'"
-            )
-        self._location = resolve_model_dir(self.spec.model, self.cache_dir)
-        pipe = _torch.from_pretrained(pipeline_class, self.spec, self._location, self.task)
-        self._pipe = _torch.place(pipe, self.spec)
 
     def validate(self, request: Request) -> None:
         self.params(request)
@@ -167,12 +143,6 @@ class EditPipelineBackend:
             "calls": len(batches),
         }
         return Result(images=outputs, seconds=seconds, info=info)
-
-    def unload(self) -> None:
-        if self._pipe is None:
-            return
-        self._pipe = None
-        _torch.empty_cache(self.spec)
 
     # -- what subclasses change --------------------------------------------------------------
 

@@ -29,43 +29,21 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 from backends import _torch
-from backends.base import InvalidRequest, ModelSpec, Request, Result
+from backends.pipeline import PipelineBackend
+from backends.base import InvalidRequest, Request, Result
 from backends.checks import check_request
-from backends.random_models import resolve_model_dir
 
 DEFAULTS = {"strength": 0.5, "steps": 2, "guidance": 0.0}
 SIZE_MULTIPLE = 8
 MAX_SEED = 2**64
 
 
-class Img2ImgBackend:
+class Img2ImgBackend(PipelineBackend):
     task: ClassVar[str] = "img2img"
-
-    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
-        self.spec = spec
-        self.cache_dir = Path(cache_dir)
-        self._pipe: Any = None
-        self._location: str | None = None
-        self._call_args: frozenset[str] = frozenset()
-
-    def load(self) -> None:
-        if self._pipe is not None:
-            return
-        _torch.require("torch", self.task)
-        diffusers = _torch.require("diffusers", self.task)
-        _torch.check_device(self.spec)
-        _torch.torch_dtype(self.spec.dtype)  # a wrong dtype fails before anything is built
-        self._location = resolve_model_dir(self.spec.model, self.cache_dir)
-        pipe = _torch.from_pretrained(
-            diffusers.AutoPipelineForImage2Image, self.spec, self._location, self.task
-        )
-        pipe = self._prepare(pipe)
-        self._pipe = _torch.place(pipe, self.spec)
-        self._call_args = _call_parameters(self._pipe)
+    pipeline_class: ClassVar[str] = "AutoPipelineForImage2Image"
 
     def validate(self, request: Request) -> None:
         params(request)
@@ -136,6 +114,9 @@ class Img2ImgBackend:
             },
         )
 
+    def _loaded(self) -> None:
+        self._call_args = _call_parameters(self._pipe)
+
     def _prepare(self, pipe: Any) -> Any:
         """Subclasses' hook: change the loaded pipeline before it is placed on the device."""
         return pipe
@@ -143,13 +124,6 @@ class Img2ImgBackend:
     def _extra_kwargs(self, request: Request) -> dict[str, Any]:
         """Subclasses' hook: more keyword arguments for every pipeline call of ``request``."""
         return {}
-
-    def unload(self) -> None:
-        if self._pipe is None:
-            return
-        self._pipe = None
-        _torch.empty_cache(self.spec)
-
 
 def _call_parameters(pipe: Any) -> frozenset[str]:
     """The keyword arguments the pipeline's ``__call__`` accepts."""

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from backends import _torch
-from backends.base import InvalidRequest, ModelSpec, ModelUnavailable, Request, Result
+from backends.pipeline import PipelineBackend
+from backends.base import InvalidRequest, ModelUnavailable, Request, Result
 from backends.checks import check_request, check_sizes
 from backends.img2img import Img2ImgBackend
 from backends.random_models import resolve_model_dir
@@ -126,27 +127,11 @@ DEFAULT_MAX_IMAGES = 3
 MULTI_EDIT_SIZE_MULTIPLE = 16
 
 
-class MultiImageEditBackend:
+class MultiImageEditBackend(PipelineBackend):
     """Qwen-Image-Edit-Plus: the input and the references are one image list per call."""
 
     task: ClassVar[str] = "multi-edit"
-
-    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
-        self.spec = spec
-        self.cache_dir = Path(cache_dir)
-        self._pipe: Any = None
-        self._location: str | None = None
-
-    def load(self) -> None:
-        if self._pipe is not None:
-            return
-        _torch.require("torch", self.task)
-        diffusers = _torch.require("diffusers", self.task)
-        _torch.check_device(self.spec)
-        _torch.torch_dtype(self.spec.dtype)
-        self._location = resolve_model_dir(self.spec.model, self.cache_dir)
-        pipe = _torch.from_pretrained(diffusers.DiffusionPipeline, self.spec, self._location, self.task)
-        self._pipe = _torch.place(pipe, self.spec)
+    pipeline_class: ClassVar[str] = "DiffusionPipeline"
 
     @property
     def max_images(self) -> int:
@@ -212,13 +197,6 @@ class MultiImageEditBackend:
                 "calls": len(outputs),
             },
         )
-
-    def unload(self) -> None:
-        if self._pipe is None:
-            return
-        self._pipe = None
-        _torch.empty_cache(self.spec)
-
 
 def multi_edit_params(request: Request) -> tuple[int, float]:
     p = request.params

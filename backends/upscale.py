@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import numbers
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 from backends import _torch
-from backends.base import InvalidRequest, ModelSpec, Request, Result
+from backends.pipeline import PipelineBackend
+from backends.base import InvalidRequest, Request, Result
 from backends.checks import check_request
-from backends.random_models import resolve_model_dir
 
 DEFAULTS = {"steps": 20, "guidance": 7.5, "noise_level": 20}
 SCALE = 4
@@ -34,27 +33,9 @@ MAX_OUTPUT_SIDE = 2048
 MAX_NOISE_LEVEL = 350
 
 
-class UpscaleBackend:
+class UpscaleBackend(PipelineBackend):
     task: ClassVar[str] = "upscale"
-
-    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
-        self.spec = spec
-        self.cache_dir = Path(cache_dir)
-        self._pipe: Any = None
-        self._location: str | None = None
-
-    def load(self) -> None:
-        if self._pipe is not None:
-            return
-        _torch.require("torch", self.task)
-        diffusers = _torch.require("diffusers", self.task)
-        _torch.check_device(self.spec)
-        _torch.torch_dtype(self.spec.dtype)
-        self._location = resolve_model_dir(self.spec.model, self.cache_dir)
-        pipe = _torch.from_pretrained(
-            diffusers.StableDiffusionUpscalePipeline, self.spec, self._location, self.task
-        )
-        self._pipe = _torch.place(pipe, self.spec)
+    pipeline_class: ClassVar[str] = "StableDiffusionUpscalePipeline"
 
     def max_output_side(self) -> int | None:
         explicit = self.spec.option("max_output_side")
@@ -134,13 +115,6 @@ class UpscaleBackend:
                 "calls": len(batches),
             },
         )
-
-    def unload(self) -> None:
-        if self._pipe is None:
-            return
-        self._pipe = None
-        _torch.empty_cache(self.spec)
-
 
 def params(request: Request) -> tuple[int, float, int]:
     """(steps, guidance, noise_level) from the request, or InvalidRequest saying what to change."""

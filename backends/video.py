@@ -40,18 +40,17 @@ Spec options: ``max_batch``; ``variant`` (e.g. ``fp16``) for hub weights; ``gene
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 from backends import _torch
-from backends.base import InvalidRequest, ModelSpec, Request, Result, Video
+from backends.pipeline import PipelineBackend
+from backends.base import InvalidRequest, Request, Result, Video
 from backends.checks import check_request
-from backends.random_models import resolve_model_dir
 
 MAX_SEED = 2**64
 
 
-class _ImageToVideoBackend:
+class _ImageToVideoBackend(PipelineBackend):
     """What the three image-to-video tasks share; a subclass names the pipeline and its rules."""
 
     task: ClassVar[str]
@@ -63,27 +62,7 @@ class _ImageToVideoBackend:
     DEFAULTS: ClassVar[dict[str, Any]]
     BATCHES: ClassVar[bool] = True
 
-    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
-        self.spec = spec
-        self.cache_dir = Path(cache_dir)
-        self._pipe: Any = None
-        self._location: str | None = None
-
     # -- the Backend protocol -------------------------------------------------------------
-
-    def load(self) -> None:
-        if self._pipe is not None:
-            return
-        _torch.require("torch", self.task)
-        diffusers = _torch.require("diffusers", self.task)
-        self._require_extras()
-        _torch.check_device(self.spec)
-        _torch.torch_dtype(self.spec.dtype)  # a wrong dtype fails before anything is built
-        self._location = resolve_model_dir(self.spec.model, self.cache_dir)
-        pipe = _torch.from_pretrained(
-            getattr(diffusers, self.pipeline_class), self.spec, self._location, self.task
-        )
-        self._pipe = _torch.place(pipe, self.spec)
 
     def validate(self, request: Request) -> None:
         self.params(request)
@@ -148,12 +127,6 @@ class _ImageToVideoBackend:
             },
         )
 
-    def unload(self) -> None:
-        if self._pipe is None:
-            return
-        self._pipe = None
-        _torch.empty_cache(self.spec)
-
     # -- parameters -------------------------------------------------------------------------
 
     def params(self, request: Request) -> dict[str, Any]:
@@ -189,9 +162,6 @@ class _ImageToVideoBackend:
     def _call_kwargs(self, request: Request, p: dict[str, Any], n: int) -> dict[str, Any]:
         """The pipeline arguments beyond those every task shares, for a batch of ``n`` clips."""
         raise NotImplementedError
-
-    def _require_extras(self) -> None:
-        """Import the task's optional packages, or raise BackendMissing with the pip command."""
 
 
 class SVDBackend(_ImageToVideoBackend):

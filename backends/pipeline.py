@@ -1,0 +1,62 @@
+"""The part every diffusers-pipeline backend shares: loading once, placing, unloading.
+
+A backend names its pipeline class (``pipeline_class``: a diffusers attribute name) and may
+adjust the loaded pipeline in ``_prepare``; loading goes through ``_torch.from_pretrained``
+(weight sharing, LoRAs, tiling, compile) and ``_torch.place`` (device or CPU offload).
+torch and diffusers are imported only when ``load`` runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from backends import _torch
+from backends.base import BackendMissing, ModelSpec
+from backends.random_models import resolve_model_dir
+
+
+class PipelineBackend:
+    task: ClassVar[str]
+    pipeline_class: ClassVar[str]  # e.g. "AutoPipelineForImage2Image"
+
+    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
+        self.spec = spec
+        self.cache_dir = Path(cache_dir)
+        self._pipe: Any = None
+        self._location: str | None = None
+
+    def load(self) -> None:
+        if self._pipe is not None:
+            return
+        _torch.require("torch", self.task)
+        diffusers = _torch.require("diffusers", self.task)
+        self._require_extras()
+        _torch.check_device(self.spec)
+        _torch.torch_dtype(self.spec.dtype)  # a wrong dtype fails before anything is built
+        cls = getattr(diffusers, self.pipeline_class, None)
+        if cls is None:
+            raise BackendMissing(
+                f"task {self.task} needs diffusers.{self.pipeline_class}, which diffusers "
+                f"{diffusers.__version__} lacks: pip install -U '{_torch.PIP_NAMES['diffusers']}'"
+            )
+        self._location = resolve_model_dir(self.spec.model, self.cache_dir)
+        pipe = _torch.from_pretrained(cls, self.spec, self._location, self.task)
+        self._pipe = _torch.place(self._prepare(pipe), self.spec)
+        self._loaded()
+
+    def _require_extras(self) -> None:
+        """Packages the task needs beyond torch and diffusers (raise BackendMissing)."""
+
+    def _prepare(self, pipe: Any) -> Any:
+        """Adjust the loaded pipeline before it is placed (adapters, schedulers)."""
+        return pipe
+
+    def _loaded(self) -> None:
+        """Called once the pipeline is in place."""
+
+    def unload(self) -> None:
+        if self._pipe is None:
+            return
+        self._pipe = None
+        _torch.empty_cache(self.spec)
