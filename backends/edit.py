@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from backends import _torch
@@ -98,15 +97,7 @@ class EditPipelineBackend(PipelineBackend):
 
         # (image index, seed) per output, input-major; batched by image size.
         outputs: list[Any] = [None] * (len(request.images) * n_seeds)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, image in enumerate(request.images):
-            for j in range(n_seeds):
-                by_size.setdefault(image.size, []).append(i * n_seeds + j)
-        batches = [
-            ks[start : start + max_batch]
-            for ks in by_size.values()
-            for start in range(0, len(ks), max_batch)
-        ]
+        batches = self.batches(request, max_batch)
         seconds = 0.0
         for batch in batches:
             images = [request.images[k // n_seeds].convert("RGB") for k in batch]
@@ -122,10 +113,8 @@ class EditPipelineBackend(PipelineBackend):
                 "output_type": "pil",
             }
             kwargs.update(self.call_kwargs(request, p, images))
-            started = time.perf_counter()
-            with _torch.device_errors(self.spec, f"running {self.spec.model}"):
-                result = self._pipe(**kwargs)
-            seconds += time.perf_counter() - started
+            result, took = self.call(**kwargs)
+            seconds += took
             for k, image in zip(batch, result.images, strict=True):
                 outputs[k] = image.convert("RGB")
         info: dict[str, Any] = {

@@ -28,7 +28,6 @@ are given the input's size, so outputs keep the input's size for every model; wi
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, ClassVar
 
 from backends import _torch
@@ -59,15 +58,7 @@ class Img2ImgBackend(PipelineBackend):
 
         # (image index, seed) per output, input-major; batched by image size.
         outputs: list[Any] = [None] * (len(request.images) * len(request.seeds))
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, image in enumerate(request.images):
-            for j in range(len(request.seeds)):
-                by_size.setdefault(image.size, []).append(i * len(request.seeds) + j)
-        batches = [
-            ks[start : start + max_batch]
-            for ks in by_size.values()
-            for start in range(0, len(ks), max_batch)
-        ]
+        batches = self.batches(request, max_batch)
         seconds = 0.0
         for batch in batches:
             images = [request.images[k // len(request.seeds)].convert("RGB") for k in batch]
@@ -89,10 +80,8 @@ class Img2ImgBackend(PipelineBackend):
             if "height" in self._call_args:
                 # FLUX img2img would otherwise resize every input to its default 1024 px.
                 kwargs["width"], kwargs["height"] = images[0].size
-            started = time.perf_counter()
-            with _torch.device_errors(self.spec, f"running {self.spec.model}"):
-                result = self._pipe(**kwargs)
-            seconds += time.perf_counter() - started
+            result, took = self.call(**kwargs)
+            seconds += took
             for k, image in zip(batch, result.images, strict=True):
                 outputs[k] = image.convert("RGB")
         return Result(

@@ -8,6 +8,7 @@ torch and diffusers are imported only when ``load`` runs.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,6 +55,24 @@ class PipelineBackend:
 
     def _loaded(self) -> None:
         """Called once the pipeline is in place."""
+
+    @staticmethod
+    def batches(request: Any, max_batch: int) -> list[list[int]]:
+        """Output indices (input-major: image i, seed j -> i * seeds + j) grouped into
+        pipeline calls of at most ``max_batch``; one call never mixes image sizes."""
+        n_seeds = len(request.seeds)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(request.images):
+            for j in range(n_seeds):
+                by_size.setdefault(image.size, []).append(i * n_seeds + j)
+        return [ks[start:start + max_batch] for ks in by_size.values() for start in range(0, len(ks), max_batch)]
+
+    def call(self, **kwargs: Any) -> tuple[Any, float]:
+        """One pipeline call with device errors translated; returns (result, seconds)."""
+        started = time.perf_counter()
+        with _torch.device_errors(self.spec, f"running {self.spec.model}"):
+            result = self._pipe(**kwargs)
+        return result, time.perf_counter() - started
 
     def unload(self) -> None:
         if self._pipe is None:

@@ -18,7 +18,6 @@ to ``max_batch``, default 4), each with its own seeded generator.
 from __future__ import annotations
 
 import numbers
-import time
 from typing import Any, ClassVar
 
 from backends import _torch
@@ -66,15 +65,7 @@ class UpscaleBackend(PipelineBackend):
         max_batch = max(1, int(self.spec.option("max_batch", 4)))
         n_seeds = len(request.seeds)
         outputs: list[Any] = [None] * (len(request.images) * n_seeds)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, image in enumerate(request.images):
-            for j in range(n_seeds):
-                by_size.setdefault(image.size, []).append(i * n_seeds + j)
-        batches = [
-            ks[start : start + max_batch]
-            for ks in by_size.values()
-            for start in range(0, len(ks), max_batch)
-        ]
+        batches = self.batches(request, max_batch)
         seconds = 0.0
         for batch in batches:
             kwargs: dict[str, Any] = {
@@ -92,10 +83,8 @@ class UpscaleBackend(PipelineBackend):
             }
             if request.negative_prompt and guidance > 1:
                 kwargs["negative_prompt"] = [request.negative_prompt] * len(batch)
-            started = time.perf_counter()
-            with _torch.device_errors(self.spec, f"running {self.spec.model}"):
-                result = self._pipe(**kwargs)
-            seconds += time.perf_counter() - started
+            result, took = self.call(**kwargs)
+            seconds += took
             for k, image in zip(batch, result.images, strict=True):
                 outputs[k] = image.convert("RGB")
         return Result(

@@ -39,7 +39,6 @@ Spec options: ``max_batch``; ``variant`` (e.g. ``fp16``) for hub weights; ``gene
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar
 
 from backends import _torch
@@ -77,15 +76,7 @@ class _ImageToVideoBackend(PipelineBackend):
         max_batch = max(1, int(self.spec.option("max_batch", 1))) if self.BATCHES else 1
 
         n_seeds = len(request.seeds)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, image in enumerate(request.images):
-            for j in range(n_seeds):
-                by_size.setdefault(image.size, []).append(i * n_seeds + j)
-        batches = [
-            ks[start : start + max_batch]
-            for ks in by_size.values()
-            for start in range(0, len(ks), max_batch)
-        ]
+        batches = self.batches(request, max_batch)
         videos: list[Any] = [None] * (len(request.images) * n_seeds)
         seconds = 0.0
         for batch in batches:
@@ -104,10 +95,8 @@ class _ImageToVideoBackend(PipelineBackend):
                 "output_type": "pil",
                 **self._call_kwargs(request, p, len(batch)),
             }
-            started = time.perf_counter()
-            with _torch.device_errors(self.spec, f"running {self.spec.model}"):
-                result = self._pipe(**kwargs)
-            seconds += time.perf_counter() - started
+            result, took = self.call(**kwargs)
+            seconds += took
             for k, frames in zip(batch, result.frames, strict=True):
                 videos[k] = Video([f.convert("RGB") for f in frames], float(p["fps"]))
         return Result(
