@@ -117,20 +117,9 @@ class EditPipelineBackend(PipelineBackend):
             seconds += took
             for k, image in zip(batch, result.images, strict=True):
                 outputs[k] = image.convert("RGB")
-        info: dict[str, Any] = {
-            "model": self.spec.model,
-            "revision": self.spec.revision,
-            "location": self._location,
-            "pipeline": type(self._pipe).__name__,
-            "scheduler": type(self._pipe.scheduler).__name__,
-            "device": self.spec.device,
-            "dtype": self.spec.dtype,
-            **p,
-            "denoising_steps": self.denoising_steps(p["steps"], p.get("strength", 1.0)),
-            "masked": request.mask is not None,
-            "references": len(request.references),
-            "calls": len(batches),
-        }
+        info: dict[str, Any] = self.info(
+            **p, denoising_steps=self.denoising_steps(p["steps"], p.get("strength", 1.0)),
+            masked=request.mask is not None, references=len(request.references), calls=len(batches))
         return Result(images=outputs, seconds=seconds, info=info)
 
     # -- what subclasses change --------------------------------------------------------------

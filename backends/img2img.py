@@ -87,20 +87,8 @@ class Img2ImgBackend(PipelineBackend):
         return Result(
             images=outputs,
             seconds=seconds,
-            info={
-                "model": self.spec.model,
-                "revision": self.spec.revision,
-                "location": self._location,
-                "pipeline": type(self._pipe).__name__,
-                "scheduler": type(self._pipe.scheduler).__name__,
-                "device": self.spec.device,
-                "dtype": self.spec.dtype,
-                "strength": strength,
-                "steps": steps,
-                "denoising_steps": int(steps * strength),
-                "guidance": guidance,
-                "calls": len(batches),
-            },
+            info=self.info(strength=strength, steps=steps, denoising_steps=int(steps * strength),
+                           guidance=guidance, calls=len(batches)),
         )
 
     def _loaded(self) -> None:

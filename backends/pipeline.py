@@ -74,6 +74,19 @@ class PipelineBackend:
             result = self._pipe(**kwargs)
         return result, time.perf_counter() - started
 
+    def info(self, **extra: Any) -> dict[str, Any]:
+        """What every pipeline result records about where it came from, plus ``extra``."""
+        base = {
+            "model": self.spec.model,
+            "revision": self.spec.revision,
+            "location": self._location,
+            "pipeline": type(self._pipe).__name__,
+        }
+        scheduler = getattr(self._pipe, "scheduler", None)
+        if scheduler is not None:
+            base["scheduler"] = type(scheduler).__name__
+        return {**base, "device": self.spec.device, "dtype": self.spec.dtype, **extra}
+
     def unload(self) -> None:
         if self._pipe is None:
             return

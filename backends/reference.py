@@ -21,7 +21,6 @@ prompt per call); outputs keep the input's size, which must be a multiple of 16.
 from __future__ import annotations
 
 import numbers
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -176,26 +175,13 @@ class MultiImageEditBackend(PipelineBackend):
                 }
                 if guidance > 1:
                     kwargs["negative_prompt"] = request.negative_prompt or " "
-                started = time.perf_counter()
-                with _torch.device_errors(self.spec, f"running {self.spec.model}"):
-                    result = self._pipe(**kwargs)
-                seconds += time.perf_counter() - started
+                result, took = self.call(**kwargs)
+                seconds += took
                 outputs.append(result.images[0].convert("RGB"))
         return Result(
             images=outputs,
             seconds=seconds,
-            info={
-                "model": self.spec.model,
-                "revision": self.spec.revision,
-                "location": self._location,
-                "pipeline": type(self._pipe).__name__,
-                "device": self.spec.device,
-                "dtype": self.spec.dtype,
-                "steps": steps,
-                "guidance": guidance,
-                "references": len(references),
-                "calls": len(outputs),
-            },
+            info=self.info(steps=steps, guidance=guidance, references=len(references), calls=len(outputs)),
         )
 
 def multi_edit_params(request: Request) -> tuple[int, float]:

@@ -90,19 +90,8 @@ class UpscaleBackend(PipelineBackend):
         return Result(
             images=outputs,
             seconds=seconds,
-            info={
-                "model": self.spec.model,
-                "revision": self.spec.revision,
-                "location": self._location,
-                "pipeline": type(self._pipe).__name__,
-                "device": self.spec.device,
-                "dtype": self.spec.dtype,
-                "scale": SCALE,
-                "steps": steps,
-                "guidance": guidance,
-                "noise_level": noise_level,
-                "calls": len(batches),
-            },
+            info=self.info(scale=SCALE, steps=steps, guidance=guidance, noise_level=noise_level,
+                           calls=len(batches)),
         )
 
 def params(request: Request) -> tuple[int, float, int]:

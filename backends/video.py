@@ -103,17 +103,7 @@ class _ImageToVideoBackend(PipelineBackend):
             images=[video.frames[0] for video in videos],
             videos=videos,
             seconds=seconds,
-            info={
-                "model": self.spec.model,
-                "revision": self.spec.revision,
-                "location": self._location,
-                "pipeline": type(self._pipe).__name__,
-                "scheduler": type(self._pipe.scheduler).__name__,
-                "device": self.spec.device,
-                "dtype": self.spec.dtype,
-                **p,
-                "calls": len(batches),
-            },
+            info=self.info(**p, calls=len(batches)),
         )
 
     # -- parameters -------------------------------------------------------------------------
