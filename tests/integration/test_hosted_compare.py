@@ -70,7 +70,13 @@ def test_a_daily_budget_stops_hosted_calls_not_local_ones(harness, monkeypatch):
         make_image(harness.drop / "b.png", color=(1, 2, 3))
         harness.wait(lambda: any("daily budget" in (j.error or "") for j in app.ledger.jobs(state="queued")),
                      timeout=30, what="the hosted job to be deferred")
-        jobs = {j.step: j for j in app.ledger.jobs() if app.ledger.plan(j.plan_id).key == "b.png"}
+
+        def b_jobs():
+            return {j.step: j for j in app.ledger.jobs() if app.ledger.plan(j.plan_id).key == "b.png"}
+
+        # The pool runs the two steps side by side: the local one may still be finishing.
+        harness.wait(lambda: b_jobs()["local"].state.value != "running", timeout=30, what="the local step")
+        jobs = b_jobs()
     assert jobs["local"].state.value == "done"  # local models are never budgeted
     assert jobs["hosted"].state.value == "queued" and jobs["hosted"].attempts == 0
     assert "$0.05 of rule 'r' reached ($0.04 spent today" in jobs["hosted"].error
