@@ -119,8 +119,8 @@ output: {sink: out}
 def run_darkroom(args: argparse.Namespace, files: list[Path], work: Path, max_batch: int) -> dict:
     import structlog
 
-    from daemon.app import App
-    from daemon.settings import Settings
+    from daemon.service.app import App
+    from daemon.config.settings import Settings
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
     for name in ("drop", "out", "state", "rules"):

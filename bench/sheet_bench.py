@@ -36,7 +36,7 @@ from PIL import Image, ImageChops, features
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from daemon.sheet import SOURCE, render_sheet, thumbnail  # noqa: E402
+from daemon.outputs.sheet import SOURCE, render_sheet, thumbnail  # noqa: E402
 
 CACHE = ROOT / ".cache" / "sheet"
 RESULTS = ROOT / "results" / "sheet.json"

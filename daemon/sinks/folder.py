@@ -11,7 +11,7 @@ from typing import Any
 
 from daemon import faults
 from daemon.errors import OutputError
-from daemon.templates import safe_relpath
+from daemon.rules.templates import safe_relpath
 
 
 class FolderSink:

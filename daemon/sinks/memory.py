@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from daemon.errors import OutputError
-from daemon.templates import safe_relpath
+from daemon.rules.templates import safe_relpath
 
 
 class MemorySink:

@@ -26,7 +26,7 @@ from typing import Any
 
 from daemon import aws
 from daemon.errors import AlreadyCommitted, OutputError
-from daemon.templates import safe_relpath
+from daemon.rules.templates import safe_relpath
 
 __all__ = ["S3Sink", "content_type_for"]
 

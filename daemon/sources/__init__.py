@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Callable
 from typing import Protocol
 
-from daemon.jobs import Arrival
+from daemon.types import Arrival
 
 Emit = Callable[[Arrival], None]
 # Returns True when this version of key (size + mtime_ns, or size + etag when given) was

@@ -76,8 +76,8 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.errors import InputError
-from daemon.globs import compile_glob, match_any
-from daemon.jobs import Arrival
+from daemon.rules.globs import compile_glob, match_any
+from daemon.types import Arrival
 from daemon.sources import Emit, Known
 
 log = structlog.get_logger("darkroom.sources")

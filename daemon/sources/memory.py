@@ -14,7 +14,7 @@ import time
 import structlog
 
 from daemon.errors import InputError
-from daemon.jobs import Arrival
+from daemon.types import Arrival
 from daemon.sources import Emit, Known
 
 log = structlog.get_logger("darkroom.sources")

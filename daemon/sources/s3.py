@@ -64,8 +64,8 @@ import structlog
 
 from daemon import aws
 from daemon.errors import DarkroomError, InputError
-from daemon.globs import compile_glob, selects
-from daemon.jobs import Arrival
+from daemon.rules.globs import compile_glob, selects
+from daemon.types import Arrival
 from daemon.sources import Emit, Known
 
 log = structlog.get_logger("darkroom.sources")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.ledger import Ledger
+from daemon.queue.ledger import Ledger
 from tests.e2e.test_cli import darkroom, setup
 
 RULE = """\

@@ -6,7 +6,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from daemon.cli_rules import rule_schema
+from daemon.cli.rules import rule_schema
 from tests.conftest import make_image
 from tests.e2e.test_cli import darkroom, setup
 
@@ -74,7 +74,7 @@ def test_reprocess_applies_an_edited_rule_to_inputs_already_seen(tmp_path):
     first = darkroom("process", "--config", str(config), str(photo), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     # process registers its inputs under the "cli" source; seed the ledger as the daemon would.
-    from daemon.ledger import Ledger
+    from daemon.queue.ledger import Ledger
 
     ledger = Ledger(tmp_path / "state" / "ledger.sqlite")
     ledger.mark_seen("drop", "bowl.png", photo.stat().st_size, photo.stat().st_mtime_ns, None, "submitted")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.app import App
-from daemon.settings import load_settings
+from daemon.service.app import App
+from daemon.config.settings import load_settings
 
 
 class Harness:

@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from daemon.intake import Intake
-from daemon.ledger import Ledger
-from daemon.pool import WorkerPool
-from daemon.profiles import Profile
+from daemon.intake.intake import Intake
+from daemon.queue.ledger import Ledger
+from daemon.execution.pool import WorkerPool
+from daemon.config.profiles import Profile
 from daemon.rules import LoadedRule, Rule, RuleSet
-from daemon.runner import Runner
+from daemon.execution.runner import Runner
 from daemon.sinks.memory import MemorySink
 from daemon.sources.memory import MemorySource
-from daemon.yamlfile import Positions
+from daemon.config.yamlfile import Positions
 
 PROFILES = {
     "stub": Profile(name="stub", task="stub", model="stub", max_side=64),

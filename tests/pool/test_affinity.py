@@ -6,8 +6,8 @@ from __future__ import annotations
 from PIL import Image
 
 from backends.base import ModelSpec, Request
-from daemon.jobs import JobState
-from daemon.pool import Worker, WorkerPool
+from daemon.types import JobState
+from daemon.execution.pool import Worker, WorkerPool
 from tests.pool.conftest import PROFILES, png, rule
 
 

@@ -9,8 +9,8 @@ from PIL import Image
 
 from backends.base import ModelSpec, Request, Result
 from backends.stub import seed_colour
-from daemon import batching
-from daemon.jobs import JobState
+from daemon.execution import batching
+from daemon.types import JobState
 from tests.pool.conftest import png, rule
 
 SPEC = ModelSpec("stub", "stub")

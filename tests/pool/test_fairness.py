@@ -3,8 +3,8 @@ weights share the devices in proportion."""
 
 from __future__ import annotations
 
-from daemon.dispatch import Candidate, FairShare
-from daemon.jobs import JobState
+from daemon.queue.dispatch import Candidate, FairShare
+from daemon.types import JobState
 from tests.pool.conftest import png, rule
 
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from backends.base import ModelSpec, Request
-from daemon.jobs import JobState
-from daemon.pool import OutOfMemory, WorkerPool
+from daemon.types import JobState
+from daemon.execution.pool import OutOfMemory, WorkerPool
 from tests.pool.conftest import png, rule
 
 

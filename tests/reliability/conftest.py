@@ -273,8 +273,8 @@ class Harness:
     def start(self, *, quiet_period: float = 0.2, rescan_interval: float = 2, max_attempts: int = 3,
               retry_backoff: float = 0.1, extra: str = "", sources: dict[str, Any] | None = None,
               source_factory: Callable[[Any], dict[str, Any]] | None = None) -> Any:
-        from daemon.app import App
-        from daemon.settings import load_settings
+        from daemon.service.app import App
+        from daemon.config.settings import load_settings
 
         config = self.root / "darkroom.yaml"
         config.write_text(textwrap.dedent(f"""\

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from daemon.sheet import SheetLayout, font
+from daemon.outputs.sheet import SheetLayout, font
 
 RULE_PROMPT = "a watercolor painting of a, soft light"
 
@@ -300,7 +300,7 @@ def build_review_sink(root: Path) -> tuple[Any, dict[str, Any], str]:
         "created_at": "2025-03-04T10:11:12Z",
     }
     manifest_path = f"{base}/manifest.json"
-    from daemon import sheet
+    from daemon.outputs import sheet
 
     def open_image(path: str) -> Image.Image:
         if path == sheet.SOURCE:

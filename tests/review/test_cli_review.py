@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon import cli_review, review
+from daemon.cli import review as cli_review
+from daemon.outputs import review
 
 
 def darkroom(*args: str) -> subprocess.CompletedProcess[str]:

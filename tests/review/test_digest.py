@@ -9,8 +9,8 @@ from typing import Any
 
 from PIL import Image
 
-from daemon import review
-from daemon.digest import build_digest
+from daemon.outputs import review
+from daemon.outputs.digest import build_digest
 
 
 def test_digest_per_rule_for_the_day(review_sink: Any) -> None:

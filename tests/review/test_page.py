@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from daemon import review
+from daemon.outputs import review
 from daemon.sinks.memory import MemorySink
 
 from .conftest import EVIL_PROMPT

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from daemon import review
+from daemon.outputs import review
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from daemon import provenance
+from daemon.outputs import provenance
 
 INFO: dict[str, Any] = {
     "darkroom_version": "0.1.0",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageStat
 
-from daemon.sheet import (
+from daemon.outputs.sheet import (
     BACKGROUND,
     FAILED_FILL,
     LETTERBOX,

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from daemon.sheet import MAX_PROMPT_LINES, SOURCE, font, layout_sheet
+from daemon.outputs.sheet import MAX_PROMPT_LINES, SOURCE, font, layout_sheet
 
 
 def outputs(layout):

@@ -6,7 +6,7 @@ from typing import Any
 
 from PIL import Image
 
-from daemon.sheet import FILM, clip_text, cost_text, film_band, layout_sheet, render_sheet
+from daemon.outputs.sheet import FILM, clip_text, cost_text, film_band, layout_sheet, render_sheet
 
 
 def _video_manifest(make_manifest: Any, **extra: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.sheet import layout_sheet
+from daemon.outputs.sheet import layout_sheet
 
 # Printable text with the awkward bits captions meet: long unbroken runs, separators, accents,
 # CJK and emoji (rendered as boxes by the bundled font, but still measured), newlines, tabs.

@@ -6,10 +6,10 @@ import textwrap
 
 import pytest
 
-from daemon.app import config_problems
-from daemon.profiles import resolve_profiles
+from daemon.service.app import config_problems
+from daemon.config.profiles import resolve_profiles
 from daemon.rules import RuleSet
-from daemon.settings import load_settings
+from daemon.config.settings import load_settings
 
 
 @pytest.mark.parametrize(("sink", "overlaps"), [

@@ -9,7 +9,7 @@ import pytest
 
 from daemon import aws
 from daemon.errors import AlreadyCommitted, InputError, OutputError
-from daemon.settings import S3SinkConfig
+from daemon.config.settings import S3SinkConfig
 from daemon.sinks import build_sink
 from daemon.sinks.s3 import S3Sink, content_type_for
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from daemon.errors import InputError
-from daemon.settings import S3SourceConfig
+from daemon.config.settings import S3SourceConfig
 from daemon.sources import build_source
 from daemon.sources import s3 as s3_source
 from tests.s3.conftest import wait_for

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.webhooks import verify
+from daemon.service.webhooks import verify
 from tests.conftest import make_image
 from tests.e2e.conftest import wait_for
 

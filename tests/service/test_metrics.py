@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.metrics import Metrics, MetricsServer, Readiness
+from daemon.service.metrics import Metrics, MetricsServer, Readiness
 
 
 def get(url: str) -> tuple[int, dict[str, str], bytes]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from daemon.notify import Heartbeats, Notifier, Watchdog
+from daemon.service.notify import Heartbeats, Notifier, Watchdog
 
 
 def test_without_systemd_every_call_is_a_no_op():

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from daemon import __version__
-from daemon.webhooks import WebhookSender, event_from_manifest, sign, verify
+from daemon.service.webhooks import WebhookSender, event_from_manifest, sign, verify
 
 from .conftest import closed_port
 

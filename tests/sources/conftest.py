@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.jobs import Arrival
+from daemon.types import Arrival
 from daemon.sources.folder import FolderSource
 
 from .support import QUIET, Recorder, never_known

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon.jobs import Arrival
+from daemon.types import Arrival
 from daemon.sources.folder import FolderSource
 
 QUIET = 0.3  # quiet period used by most tests

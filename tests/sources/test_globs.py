@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from daemon.globs import compile_glob, match_any, selects
+from daemon.rules.globs import compile_glob, match_any, selects
 
 SEGMENT = st.text(alphabet="abcXYZ019_-. ", min_size=1, max_size=8).filter(
     lambda s: s not in (".", "..")

@@ -1,5 +1,5 @@
-from daemon.jobs import JobState
-from daemon.ledger import Ledger
+from daemon.types import JobState
+from daemon.queue.ledger import Ledger
 
 
 class Clock:

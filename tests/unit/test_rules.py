@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import RuleError
-from daemon.jobs import Arrival
+from daemon.types import Arrival
 from daemon.rules import load_rules, output_path, plan_for
 
 GOOD = """\

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import ConfigError
-from daemon.settings import load_settings
+from daemon.config.settings import load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -1,5 +1,5 @@
-from daemon.jobs import Arrival
-from daemon.settlement import Settlement
+from daemon.types import Arrival
+from daemon.intake.settlement import Settlement
 from daemon.sources.memory import MemorySource
 
 

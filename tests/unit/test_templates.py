@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daemon.errors import OutputError
-from daemon.templates import TemplateError, check, render, safe_relpath
+from daemon.rules.templates import TemplateError, check, render, safe_relpath
 
 
 def test_render_plain_names():

@@ -8,8 +8,8 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from daemon import colour
-from daemon import provenance as provenance_format
+from daemon.outputs import colour
+from daemon.outputs import provenance as provenance_format
 from daemon.errors import InputError
 
 # Pillow refuses images above 2x this and only warns above it: we refuse above it, so a

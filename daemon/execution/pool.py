@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from backends.base import ModelSpec, Request, Result
-from daemon import devices as device_list
+from daemon.execution import devices as device_list
 from daemon.errors import JobError, WorkerDied
 
 log = structlog.get_logger("darkroom.pool")
@@ -82,7 +82,7 @@ class Worker:
         self.busy = False  # lent to a caller (guarded by the pool's condition)
 
     def start(self) -> None:
-        from daemon import worker
+        from daemon.execution import worker
 
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()

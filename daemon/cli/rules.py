@@ -53,9 +53,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _context(args: argparse.Namespace):
-    from daemon.app import build_sources
-    from daemon.cli import _settings
-    from daemon.profiles import resolve_profiles
+    from daemon.service.app import build_sources
+    from daemon.cli.main import _settings
+    from daemon.config.profiles import resolve_profiles
     from daemon.rules import load_rules
 
     settings = _settings(args)
@@ -63,8 +63,8 @@ def _context(args: argparse.Namespace):
 
 
 def cmd_match(args: argparse.Namespace) -> int:
-    from daemon.intake import image_facts
-    from daemon.jobs import Arrival
+    from daemon.intake.intake import image_facts
+    from daemon.types import Arrival
     from daemon.rules import output_path, plan_for, resolve_references
 
     settings, rules, sources, profiles = _context(args)
@@ -145,9 +145,9 @@ def _sidecar_next_to(path: Path, key: str):
 def cmd_reprocess(args: argparse.Namespace) -> int:
     """Submit the current version of a rule for inputs already seen. Works beside a
     running daemon (the ledger is SQLite in WAL mode): it picks the new jobs up."""
-    from daemon.intake import Intake
-    from daemon.jobs import Arrival
-    from daemon.ledger import Ledger
+    from daemon.intake.intake import Intake
+    from daemon.types import Arrival
+    from daemon.queue.ledger import Ledger
 
     settings, rules, sources, _profiles = _context(args)
     if args.rule not in rules.by_name:

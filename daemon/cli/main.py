@@ -35,8 +35,8 @@ def _config_path(arg: str | None) -> Path | None:
 
 
 def _settings(args: argparse.Namespace):
-    from daemon import logs
-    from daemon.settings import load_settings
+    from daemon.service import logs
+    from daemon.config.settings import load_settings
 
     settings = load_settings(_config_path(args.config))
     logs.configure(settings.log.level, settings.log.format)
@@ -44,7 +44,7 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from daemon.app import App
+    from daemon.service.app import App
 
     stop, reload = threading.Event(), threading.Event()
     # Before anything slow: SIGHUP's default action would kill the process.
@@ -65,10 +65,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from daemon.app import config_problems
-    from daemon.profiles import resolve_profiles
+    from daemon.service.app import config_problems
+    from daemon.config.profiles import resolve_profiles
     from daemon.rules import load_rules
-    from daemon.settings import load_settings
+    from daemon.config.settings import load_settings
 
     problems = []
     try:
@@ -139,8 +139,8 @@ class _FilesSource:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from daemon.app import App
-    from daemon.jobs import Arrival
+    from daemon.service.app import App
+    from daemon.types import Arrival
 
     settings = _settings(args)
     paths = [Path(p).resolve() for p in args.files]
@@ -224,7 +224,7 @@ def weights_status(profile, models_dir: Path) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from daemon.profiles import resolve_profiles
+    from daemon.config.profiles import resolve_profiles
 
     settings = _settings(args)
     rows = [("PROFILE", "ROLE", "TASK", "MODEL", "VRAM GB", "WEIGHTS")]
@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("files", nargs="+", metavar="FILE")
             p.add_argument("--rule", help="use this rule instead of matching")
     # Review commands (inspect, review approve|reject) live in their own module.
-    from daemon import cli_ops, cli_review, cli_rules
+    from daemon.cli import ops as cli_ops, review as cli_review, rules as cli_rules
 
     cli_ops.register(sub)
     cli_review.register(sub)
@@ -275,6 +275,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,9 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from daemon import globs, templates, yamlfile
+from daemon.config import yamlfile
+from daemon.rules import globs, templates
 from daemon.errors import ConfigError, OutputError, Problem, RuleError
-from daemon.jobs import Arrival
+from daemon.types import Arrival
 
 IMAGE_GLOBS = ["**/*.jpg", "**/*.jpeg", "**/*.png", "**/*.webp", "**/*.tif", "**/*.tiff", "**/*.bmp"]
 FILE_TYPES = ("jpeg", "png", "webp", "tiff", "bmp", "gif")

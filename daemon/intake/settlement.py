@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from daemon.jobs import Arrival
+from daemon.types import Arrival
 
 log = structlog.get_logger("darkroom.settlement")
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from backends.base import ModelSpec, Request, Result
 from daemon.errors import JobError, WorkerDied
-from daemon.pool import OutOfMemory
+from daemon.execution.pool import OutOfMemory
 
 
 def batch_key(spec: ModelSpec, request: Request) -> tuple | None:

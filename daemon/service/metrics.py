@@ -30,7 +30,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon import __version__
-from daemon.jobs import JobState
+from daemon.types import JobState
 
 log = structlog.get_logger("darkroom.metrics")
 

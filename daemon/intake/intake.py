@@ -17,8 +17,8 @@ from typing import Any
 import structlog
 
 from daemon.errors import DarkroomError
-from daemon.jobs import Arrival
-from daemon.ledger import Ledger
+from daemon.types import Arrival
+from daemon.queue.ledger import Ledger
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
@@ -33,7 +33,7 @@ from daemon.rules import (
     resolve_references,
     sidecar_keys,
 )
-from daemon.settlement import Settlement
+from daemon.intake.settlement import Settlement
 
 log = structlog.get_logger("darkroom.intake")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from backends.base import ModelSpec
 from backends.profiles import PROFILES
-from daemon.settings import Settings
+from daemon.config.settings import Settings
 
 
 @dataclass(frozen=True)

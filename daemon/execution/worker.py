@@ -95,7 +95,7 @@ def main(conn: Any, device: str, threads: int, cache_dir: str, memory_budget_gb:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # keep the journal for our own lines
     from backends import BackendError, DeviceError, backend_class
-    from daemon.model_cache import ModelCache, free_memory, rss_bytes
+    from daemon.execution.model_cache import ModelCache, free_memory, rss_bytes
 
     torch_threads = None
     if threads:

@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 from PIL import Image
 
-from daemon.sheet import clip_text, cost_text, is_video, total_cost
+from daemon.outputs.sheet import clip_text, cost_text, is_video, total_cost
 
 __all__ = [
     "INDEX_HTML",
@@ -577,7 +577,7 @@ def update_index(sink: Any, entry: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _preview_bytes(image: Image.Image | bytes) -> bytes:
-    from daemon.sheet import fit_image
+    from daemon.outputs.sheet import fit_image
 
     im = Image.open(io.BytesIO(image)) if isinstance(image, bytes | bytearray) else image.copy()
     small = fit_image(im, PREVIEW_SIDE, upscale=False)

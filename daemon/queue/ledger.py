@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.jobs import JobState
+from daemon.types import JobState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS plans (

@@ -34,13 +34,15 @@ import structlog
 from PIL import Image
 
 from backends.base import ModelSpec, Request, Result
-from daemon import __version__, batching, faults, imaging, review, rules, sheet
-from daemon.dispatch import Dispatcher, FairShare
+from daemon import __version__, faults, rules
+from daemon.execution import batching
+from daemon.outputs import imaging, review, sheet
+from daemon.queue.dispatch import Dispatcher, FairShare
 from daemon.errors import AlreadyCommitted, DarkroomError, InputError, JobError, WorkerDied
-from daemon.jobs import JobState
-from daemon.ledger import JobRow, Ledger
-from daemon.pool import WorkerPool
-from daemon.profiles import Profile
+from daemon.types import JobState
+from daemon.queue.ledger import JobRow, Ledger
+from daemon.execution.pool import WorkerPool
+from daemon.config.profiles import Profile
 
 log = structlog.get_logger("darkroom.runner")
 

@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 
-from daemon.ledger import Ledger
+from daemon.queue.ledger import Ledger
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _ledger(args: argparse.Namespace) -> Ledger | None:
-    from daemon.cli import _settings
+    from daemon.cli.main import _settings
 
     settings = _settings(args)
     path = settings.state_dir / "ledger.sqlite"

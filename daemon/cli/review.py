@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from daemon import provenance
+    from daemon.outputs import provenance
 
     path = Path(args.file)
     try:
@@ -112,9 +112,9 @@ def _open_sink(args: argparse.Namespace) -> tuple[Any, str]:
     from daemon.sinks.folder import FolderSink
 
     if args.config:
-        from daemon.app import build_sinks
-        from daemon.cli import _config_path
-        from daemon.settings import load_settings
+        from daemon.service.app import build_sinks
+        from daemon.cli.main import _config_path
+        from daemon.config.settings import load_settings
 
         sinks = build_sinks(load_settings(_config_path(args.config)))
         name, sep, rest = args.target.partition(":")
@@ -147,7 +147,7 @@ def _load(data: bytes, where: str) -> dict[str, Any]:
 
 def resolve_variant(manifest: Mapping[str, Any], wanted: str, where: str) -> str:
     """The output path in ``manifest`` that ``wanted`` names (see the module docstring)."""
-    from daemon.review import short_names
+    from daemon.outputs.review import short_names
 
     names = short_names(manifest)
     matches = []
@@ -197,7 +197,7 @@ def decide(sink: Any, manifest_path: str, variants: list[str], decision: str, *,
     Returns ``[(output path, approved copy path)]``. Raises ReviewError naming what was wrong;
     nothing is written unless every variant resolves.
     """
-    from daemon import review
+    from daemon.outputs import review
 
     if decision not in ("approved", "rejected"):
         raise ValueError(f"decision must be 'approved' or 'rejected', not {decision!r}")
@@ -248,7 +248,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     except ReviewError as exc:
         print(f"darkroom: {exc}", file=sys.stderr)
         return 1
-    from daemon.review import page_path_for
+    from daemon.outputs.review import page_path_for
 
     for path, copy in done:
         tail = f" -> {sink.location(copy)}" if args.decision == "approved" else ""

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.ledger import JobRow, Ledger
+from daemon.queue.ledger import JobRow, Ledger
 
 @dataclass(frozen=True)
 class Candidate:

@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from daemon.sheet import (
+from daemon.outputs.sheet import (
     BACKGROUND,
     FAILED_FILL,
     HEADER_BAND,
@@ -121,7 +121,7 @@ def render_digest(sink: Any, rule: str, day: datetime.date, entries: list[Mappin
 def build_digest(sink: Any, day: datetime.date, *, rules: Iterable[str] | None = None,
                  tile: int = 256, columns: int = 4) -> list[str]:
     """Write one digest PNG per rule for ``day``; returns the sink paths written."""
-    from daemon.review import load_index
+    from daemon.outputs.review import load_index
 
     wanted = set(rules) if rules is not None else None
     by_rule: dict[str, list[Mapping[str, Any]]] = {}

@@ -60,7 +60,7 @@ from typing import IO, Any, Literal
 import structlog
 from PIL import ExifTags, Image, ImageDraw, ImageFont, ImageOps, features
 
-from daemon.colour import has_transparency, icc_to_srgb, to_rgb
+from daemon.outputs.colour import has_transparency, icc_to_srgb, to_rgb
 
 __all__ = [
     "SOURCE",

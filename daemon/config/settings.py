@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from daemon import yamlfile
+from daemon.config import yamlfile
 from daemon.errors import ConfigError, Problem
 
 ENV_PREFIX = "DARKROOM_"

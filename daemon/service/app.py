@@ -19,17 +19,17 @@ from typing import Any
 import structlog
 
 from daemon.errors import ConfigError, Problem, StateLocked
-from daemon.intake import Intake
-from daemon.ledger import Ledger
-from daemon.metrics import Metrics, MetricsServer, Readiness
-from daemon.notify import Heartbeats, Notifier, Watchdog
-from daemon.pool import WorkerPool
-from daemon.profiles import Profile, resolve_profiles
+from daemon.intake.intake import Intake
+from daemon.queue.ledger import Ledger
+from daemon.service.metrics import Metrics, MetricsServer, Readiness
+from daemon.service.notify import Heartbeats, Notifier, Watchdog
+from daemon.execution.pool import WorkerPool
+from daemon.config.profiles import Profile, resolve_profiles
 from daemon.rules import RuleSet, cross_check, load_rules, rule_files
-from daemon.runner import Runner
-from daemon.settings import Settings
-from daemon.settlement import Settlement
-from daemon.webhooks import WebhookSender, event_from_manifest
+from daemon.execution.runner import Runner
+from daemon.config.settings import Settings
+from daemon.intake.settlement import Settlement
+from daemon.service.webhooks import WebhookSender, event_from_manifest
 from daemon.sinks import build_sink
 from daemon.sources import build_source
 
@@ -228,7 +228,7 @@ class App:
         """After a manifest is committed: tell the webhooks."""
         if self.webhooks is None:
             return
-        from daemon import review
+        from daemon.outputs import review
 
         self.webhooks.send(event_from_manifest(
             manifest, manifest_url=sink.location(path),
@@ -263,7 +263,7 @@ class App:
         return ok
 
     def _reload_config(self) -> bool:
-        from daemon.settings import load_settings
+        from daemon.config.settings import load_settings
 
         try:
             settings = load_settings(self.config_path) if self.config_path else self.settings
@@ -359,7 +359,7 @@ class App:
 
     def daily_digest(self, day: datetime.date | None = None) -> list[str]:
         """Yesterday's (or ``day``'s) index sheets, one per rule, in every sink."""
-        from daemon.digest import build_digest
+        from daemon.outputs.digest import build_digest
 
         day = day or datetime.date.today() - datetime.timedelta(days=1)
         written = []

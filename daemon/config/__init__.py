@@ -1,0 +1,1 @@
+"""Configuration: the settings file and environment (read once), YAML positions, model profiles."""

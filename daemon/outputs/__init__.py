@@ -1,0 +1,1 @@
+"""What Darkroom writes: decoding and encoding, colour, provenance, sheets, review pages, digests."""

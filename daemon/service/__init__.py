@@ -1,0 +1,1 @@
+"""Running as a service: the composition root, systemd notify, metrics, webhooks, logging."""
