@@ -38,14 +38,18 @@ output: {sink: out}
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--quiet", type=float, default=0.5, help="the folder source's quiet period, seconds")
+    parser.add_argument(
+        "--quiet", type=float, default=0.5, help="the folder source's quiet period, seconds"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="darkroom-latency-"))
     (work / "drop").mkdir()
     (work / "rules").mkdir()
     (work / "rules" / "latency.yaml").write_text(RULE)
-    cache = Path(os.environ.get("DARKROOM_TEST_MODEL_CACHE", REPO / ".pytest_cache" / "darkroom-models"))
+    cache = Path(
+        os.environ.get("DARKROOM_TEST_MODEL_CACHE", REPO / ".pytest_cache" / "darkroom-models")
+    )
     config = work / "darkroom.yaml"
     config.write_text(
         f"state_dir: state\nmodel_cache: {cache}\n"
@@ -55,8 +59,13 @@ def main() -> int:
     log = open(work / "daemon.log", "wb")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "-c", str(config)], cwd=work,
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "run", "-c", str(config)],
+        cwd=work,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     try:
         while b"darkroom running" not in (work / "daemon.log").read_bytes():
             if proc.poll() is not None or time.monotonic() - started > 300:
@@ -90,9 +99,13 @@ def main() -> int:
         "latencies_s": [round(x, 3) for x in latencies],
         "machine": f"{os.cpu_count()} CPUs, {sys.platform}",
     }
-    print(f"{'runs':>5} {'quiet s':>8} {'startup s':>10} {'median s':>9} {'min s':>7} {'max s':>7} {'median-quiet':>13}")
-    print(f"{args.runs:>5} {args.quiet:>8} {result['startup_s']:>10} {result['latency_median_s']:>9} "
-          f"{result['latency_min_s']:>7} {result['latency_max_s']:>7} {result['latency_minus_quiet_median_s']:>13}")
+    print(
+        f"{'runs':>5} {'quiet s':>8} {'startup s':>10} {'median s':>9} {'min s':>7} {'max s':>7} {'median-quiet':>13}"
+    )
+    print(
+        f"{args.runs:>5} {args.quiet:>8} {result['startup_s']:>10} {result['latency_median_s']:>9} "
+        f"{result['latency_min_s']:>7} {result['latency_max_s']:>7} {result['latency_minus_quiet_median_s']:>13}"
+    )
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "latency.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -26,23 +26,63 @@ from typing import Any
 
 from daemon.errors import ConfigError, DarkroomError, InputError
 
-__all__ = ["client", "error_code", "http_status", "is_not_found", "is_precondition_failed",
-           "translate", "translated"]
+__all__ = [
+    "client",
+    "error_code",
+    "http_status",
+    "is_not_found",
+    "is_precondition_failed",
+    "translate",
+    "translated",
+]
 
-_NOT_FOUND = {"NoSuchKey", "NotFound", "404", "NoSuchBucket", "NoSuchUpload",
-              "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
-_DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidAccessKeyId",
-           "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException", "InvalidToken",
-           "AccessDeniedException", "InvalidClientTokenId"}
+_NOT_FOUND = {
+    "NoSuchKey",
+    "NotFound",
+    "404",
+    "NoSuchBucket",
+    "NoSuchUpload",
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+}
+_DENIED = {
+    "AccessDenied",
+    "403",
+    "Forbidden",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidToken",
+    "AccessDeniedException",
+    "InvalidClientTokenId",
+}
 _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
-_TRANSIENT = {"Throttling", "ThrottlingException", "SlowDown", "RequestTimeout",
-              "RequestTimeoutException", "InternalError", "ServiceUnavailable",
-              "RequestLimitExceeded", "TooManyRequestsException", "OperationAborted",
-              "ProvisionedThroughputExceededException", "500", "503"}
+_TRANSIENT = {
+    "Throttling",
+    "ThrottlingException",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "OperationAborted",
+    "ProvisionedThroughputExceededException",
+    "500",
+    "503",
+}
 
 
-def client(service: str, *, endpoint_url: str | None = None, region: str | None = None,
-           max_pool_connections: int = 10) -> Any:
+def client(
+    service: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    max_pool_connections: int = 10,
+) -> Any:
     """A botocore client for ``service`` ("s3", "sqs") with standard-mode retries.
 
     A new session per client: boto3's default session is not thread-safe to create clients
@@ -52,7 +92,9 @@ def client(service: str, *, endpoint_url: str | None = None, region: str | None 
         import boto3.session
         from botocore.config import Config
     except ImportError as exc:  # pragma: no cover - boto3 is a dependency
-        raise DarkroomError(f"S3 support needs boto3 ({exc}); install it: pip install boto3") from None
+        raise DarkroomError(
+            f"S3 support needs boto3 ({exc}); install it: pip install boto3"
+        ) from None
     config = Config(
         retries={"mode": "standard", "max_attempts": 5},
         max_pool_connections=max_pool_connections,
@@ -65,8 +107,10 @@ def client(service: str, *, endpoint_url: str | None = None, region: str | None 
     try:
         return session.client(service, endpoint_url=endpoint_url, region_name=region, config=config)
     except NoRegionError:
-        raise ConfigError(f"{service}: no AWS region; set `region:` on the source or sink, or "
-                          "AWS_DEFAULT_REGION / AWS_REGION in the environment") from None
+        raise ConfigError(
+            f"{service}: no AWS region; set `region:` on the source or sink, or "
+            "AWS_DEFAULT_REGION / AWS_REGION in the environment"
+        ) from None
 
 
 def error_code(exc: BaseException) -> str:
@@ -107,8 +151,9 @@ def _is_transient(exc: BaseException) -> bool:
         )
     except ImportError:  # pragma: no cover
         return False
-    return isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError,
-                            ConnectionClosedError))
+    return isinstance(
+        exc, (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
+    )
 
 
 def _describe(exc: BaseException) -> str:
@@ -119,8 +164,13 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def translate(exc: BaseException, where: str, *, action: str = "access",
-              error: type[DarkroomError] = InputError) -> DarkroomError:
+def translate(
+    exc: BaseException,
+    where: str,
+    *,
+    action: str = "access",
+    error: type[DarkroomError] = InputError,
+) -> DarkroomError:
     """A DarkroomError of class ``error`` for a botocore exception met at ``where``.
 
     ``where`` is ``s3://bucket/key`` or a queue URL; ``action`` is the verb the user reads
@@ -132,21 +182,32 @@ def translate(exc: BaseException, where: str, *, action: str = "access",
     retryable = False
     try:
         from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
         no_credentials = isinstance(exc, (NoCredentialsError, PartialCredentialsError))
     except ImportError:  # pragma: no cover
         no_credentials = False
     if no_credentials:
-        text = (f"cannot {action} {where}: no AWS credentials found; set them for boto3's standard "
-                "chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws/credentials, "
-                "or an instance/container role) — never in Darkroom's config")
+        text = (
+            f"cannot {action} {where}: no AWS credentials found; set them for boto3's standard "
+            "chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws/credentials, "
+            "or an instance/container role) — never in Darkroom's config"
+        )
     elif is_precondition_failed(exc):
         text = f"{where} changed since it was announced (a newer version replaced it): {_describe(exc)}"
     elif is_not_found(exc):
-        what = "bucket" if error_code(exc) == "NoSuchBucket" else "queue" if "Queue" in error_code(exc) else "object"
+        what = (
+            "bucket"
+            if error_code(exc) == "NoSuchBucket"
+            else "queue"
+            if "Queue" in error_code(exc)
+            else "object"
+        )
         text = f"cannot {action} {where}: no such {what} ({_describe(exc)})"
     elif error_code(exc) in _DENIED or http_status(exc) == 403:
-        text = (f"cannot {action} {where}: access denied ({_describe(exc)}); check the IAM policy "
-                "for this mode in docs/s3.md")
+        text = (
+            f"cannot {action} {where}: access denied ({_describe(exc)}); check the IAM policy "
+            "for this mode in docs/s3.md"
+        )
     elif _is_transient(exc):
         retryable = True
         text = f"cannot {action} {where} right now, will try again: {_describe(exc)}"
@@ -166,8 +227,9 @@ def _botocore_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextmanager
-def translated(where: str, *, action: str = "access",
-               error: type[DarkroomError] = InputError) -> Iterator[None]:
+def translated(
+    where: str, *, action: str = "access", error: type[DarkroomError] = InputError
+) -> Iterator[None]:
     """``with translated("s3://b/k", action="read"): ...`` raises ``error`` for botocore errors."""
     try:
         yield

@@ -24,7 +24,9 @@ def model_cache() -> Path:
     return path
 
 
-def make_image(path: Path, size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (200, 80, 40)) -> Path:
+def make_image(
+    path: Path, size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (200, 80, 40)
+) -> Path:
     """A small image with some structure (a gradient and a block), saved by extension."""
     image = Image.new("RGB", size, color)
     for x in range(size[0]):

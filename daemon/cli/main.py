@@ -94,7 +94,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
         return 1
-    print(f"ok: {len(rules)} rule(s) in {settings.rules_dir}, {len(settings.sources)} source(s), {len(settings.sinks)} sink(s)")
+    print(
+        f"ok: {len(rules)} rule(s) in {settings.rules_dir}, {len(settings.sources)} source(s), {len(settings.sinks)} sink(s)"
+    )
     return 0
 
 
@@ -106,7 +108,9 @@ class _FilesSource:
     def __init__(self, paths: list[Path]):
         names = [p.name for p in paths]
         # The file name is the key (it drives {stem} etc.); the full path only if names clash.
-        self.paths = {(p.name if names.count(p.name) == 1 else str(p).lstrip("/")): p for p in paths}
+        self.paths = {
+            (p.name if names.count(p.name) == 1 else str(p).lstrip("/")): p for p in paths
+        }
 
     def start(self, emit, known) -> None: ...
 
@@ -124,7 +128,11 @@ class _FilesSource:
         # A sidecar or mask next to one of the named files.
         parent, _, name = key.rpartition("/")
         for known, path in self.paths.items():
-            if known.rpartition("/")[0] == parent and "/" not in name and name not in ("", ".", ".."):
+            if (
+                known.rpartition("/")[0] == parent
+                and "/" not in name
+                and name not in ("", ".", "..")
+            ):
                 return path.parent / name
         raise InputError(f"{key}: not one of the files given")
 
@@ -151,7 +159,10 @@ def cmd_process(args: argparse.Namespace) -> int:
     files = _FilesSource(paths)
     app = App(settings, sources={"cli": files}, any_source=True)
     if args.rule and args.rule not in app.rules.by_name:
-        print(f"unknown rule {args.rule!r}; rules: {', '.join(sorted(app.rules.by_name))}", file=sys.stderr)
+        print(
+            f"unknown rule {args.rule!r}; rules: {', '.join(sorted(app.rules.by_name))}",
+            file=sys.stderr,
+        )
         return 2
     if args.rule:
         from daemon.rules import RuleSet
@@ -162,7 +173,10 @@ def cmd_process(args: argparse.Namespace) -> int:
     try:
         for key, path in files.paths.items():
             stat = path.stat()
-            plan_ids += app.intake.handle(Arrival("cli", key, str(path), stat.st_size, stat.st_mtime_ns)) or []
+            plan_ids += (
+                app.intake.handle(Arrival("cli", key, str(path), stat.st_size, stat.st_mtime_ns))
+                or []
+            )
         if not plan_ids:
             print("no rule matches these files (use --rule NAME to choose one)", file=sys.stderr)
             return 1
@@ -179,7 +193,9 @@ def cmd_process(args: argparse.Namespace) -> int:
         for pid in plan_ids:
             plan = app.ledger.plan(pid)
             sink = app.sinks[plan.plan["sink"]]
-            print(f"{plan.state:8} {plan.key} [{plan.rule}] -> {sink.location(plan.plan['manifest'])}")
+            print(
+                f"{plan.state:8} {plan.key} [{plan.rule}] -> {sink.location(plan.plan['manifest'])}"
+            )
             for job in app.ledger.jobs_of(pid):
                 if job.error and job.state.value == "failed":
                     print(f"         {job.step}: {job.error}")
@@ -203,7 +219,11 @@ def weights_status(profile, models_dir: Path) -> str:
     model = profile.model
     if profile.provider:
         env = profile.options.get("api_key_env")
-        return f"hosted ({env} {'set' if env and os.environ.get(env) else 'NOT set'})" if env else "hosted"
+        return (
+            f"hosted ({env} {'set' if env and os.environ.get(env) else 'NOT set'})"
+            if env
+            else "hosted"
+        )
     if profile.task in ("rendition", "stub"):
         return "no weights needed"
     if model.startswith("random:"):
@@ -220,7 +240,11 @@ def weights_status(profile, models_dir: Path) -> str:
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(model, "model_index.json", revision=profile.revision)
-    return "in HF cache" if isinstance(found, str) else "MISSING: download into HF_HOME or use a local path"
+    return (
+        "in HF cache"
+        if isinstance(found, str)
+        else "MISSING: download into HF_HOME or use a local path"
+    )
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -228,7 +252,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     rows = [("PROFILE", "ROLE", "TASK", "MODEL", "VRAM GB", "WEIGHTS")]
-    for name, p in sorted(resolve_profiles(settings).items(), key=lambda item: (item[1].role, item[0])):
+    for name, p in sorted(
+        resolve_profiles(settings).items(), key=lambda item: (item[1].role, item[0])
+    ):
         vram = "" if p.vram_gb is None else f"{p.vram_gb:g}"
         rows.append((name, p.role, p.task, p.model, vram, weights_status(p, settings.models_dir)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -238,7 +264,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="darkroom", description="Run image models on a stream of files.")
+    parser = argparse.ArgumentParser(
+        prog="darkroom", description="Run image models on a stream of files."
+    )
     parser.add_argument("--version", action="version", version=f"darkroom {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func, text in (
@@ -248,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("process", cmd_process, "process files once through the same pipeline"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--config", "-c", help="config file (default: $DARKROOM_CONFIG or ./darkroom.yaml)")
+        p.add_argument(
+            "--config", "-c", help="config file (default: $DARKROOM_CONFIG or ./darkroom.yaml)"
+        )
         p.set_defaults(func=func)
         if name == "process":
             p.add_argument("files", nargs="+", metavar="FILE")
@@ -274,4 +304,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-

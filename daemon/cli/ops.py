@@ -19,7 +19,9 @@ from daemon.queue.ledger import Ledger
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("status", help="show the queue: depth, running, failed with reasons, per rule")
+    p = sub.add_parser(
+        "status", help="show the queue: depth, running, failed with reasons, per rule"
+    )
     p.add_argument("--config", "-c")
     p.set_defaults(func=cmd_status)
 
@@ -61,15 +63,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     counts = ledger.counts()
     depth = counts.get("queued", 0) + counts.get("waiting", 0)
-    print(f"queue depth {depth} · running {counts.get('running', 0)} · done {counts.get('done', 0)}"
-          f" · failed {counts.get('failed', 0)}")
-    print("jobs: " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items())) if counts else "jobs: none")
+    print(
+        f"queue depth {depth} · running {counts.get('running', 0)} · done {counts.get('done', 0)}"
+        f" · failed {counts.get('failed', 0)}"
+    )
+    print(
+        "jobs: " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items()))
+        if counts
+        else "jobs: none"
+    )
     for rule, states in sorted(ledger.counts_by_rule().items()):
         print(f"  {rule}: " + ", ".join(f"{state} {n}" for state, n in sorted(states.items())))
     spend = ledger.spend(time.time() - 7 * 86400)
     if spend:
         print("hosted model spend (estimated, USD), last 7 days:")
-    for (rule, day), usd in sorted(spend.items(), key=lambda item: (item[0][1], item[0][0]), reverse=True):
+    for (rule, day), usd in sorted(
+        spend.items(), key=lambda item: (item[0][1], item[0][0]), reverse=True
+    ):
         print(f"  {day}  {rule}: ${usd:.2f}")
     quarantined = ledger.quarantined()
     if quarantined:
@@ -82,7 +92,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("failed:")
     for job in failed:
         plan = ledger.plan(job.plan_id)
-        print(f"  {job.id[:12]}  {plan.key} [{job.rule}/{job.step}] after {job.attempts} attempt(s): {job.error}")
+        print(
+            f"  {job.id[:12]}  {plan.key} [{job.rule}/{job.step}] after {job.attempts} attempt(s): {job.error}"
+        )
     return 0
 
 
@@ -106,7 +118,10 @@ def _resolve(ledger: Ledger, ids: list[str]) -> list[str] | None:
     for prefix in ids:
         job = ledger.find_job(prefix)
         if job is None:
-            print(f"no job (or more than one) starts with {prefix!r}; see 'darkroom jobs ls'", file=sys.stderr)
+            print(
+                f"no job (or more than one) starts with {prefix!r}; see 'darkroom jobs ls'",
+                file=sys.stderr,
+            )
             return None
         out.append(job.id)
     return out
@@ -123,7 +138,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if ids is None and not args.failed:
         return 2
     queued = ledger.retry(ids)
-    print(f"{len(queued)} job(s) queued again" + ("" if queued else " (only failed jobs can be retried)"))
+    print(
+        f"{len(queued)} job(s) queued again"
+        + ("" if queued else " (only failed jobs can be retried)")
+    )
     return 0
 
 
@@ -140,6 +158,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         if before in ("queued", "waiting"):
             print(f"{job_id[:12]} cancelled")
         else:
-            print(f"{job_id[:12]} is {before}: only queued or waiting jobs can be cancelled", file=sys.stderr)
+            print(
+                f"{job_id[:12]} is {before}: only queued or waiting jobs can be cancelled",
+                file=sys.stderr,
+            )
             code = 1
     return code

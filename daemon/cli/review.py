@@ -46,8 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     review = sub.add_parser("review", help="approve or reject variants of a source")
     actions = review.add_subparsers(dest="action", required=True)
-    for action, text in (("approve", "approve variants (copies them to approved/)"),
-                         ("reject", "reject variants (removes an earlier approval copy)")):
+    for action, text in (
+        ("approve", "approve variants (copies them to approved/)"),
+        ("reject", "reject variants (removes an earlier approval copy)"),
+    ):
         a = actions.add_parser(action, help=text)
         a.add_argument("target", metavar="MANIFEST_OR_SOURCE_DIR")
         a.add_argument("variants", nargs="+", metavar="VARIANT")
@@ -96,8 +98,12 @@ def _manifest_file(target: Path) -> Path:
 
 def _folder_root(manifest_file: Path, manifest: Mapping[str, Any]) -> Path:
     """The sink root: the nearest ancestor from which the manifest's own paths resolve."""
-    paths = [str(o["path"]) for s in manifest.get("steps") or [] for o in s.get("outputs") or []
-             if o.get("path") and not o.get("error")]
+    paths = [
+        str(o["path"])
+        for s in manifest.get("steps") or []
+        for o in s.get("outputs") or []
+        if o.get("path") and not o.get("error")
+    ]
     if manifest.get("sheet"):
         paths.append(str(manifest["sheet"]))
     folder = manifest_file.resolve().parent
@@ -156,10 +162,20 @@ def resolve_variant(manifest: Mapping[str, Any], wanted: str, where: str) -> str
             path = o.get("path")
             if not path or path not in names:
                 continue
-            name, model, variant = o.get("step") or step.get("name"), o.get("model") or step.get("model"), o.get("variant")
+            name, model, variant = (
+                o.get("step") or step.get("name"),
+                o.get("model") or step.get("model"),
+                o.get("variant"),
+            )
             base = posixpath.basename(path)
-            forms = {path, base, PurePosixPath(base).stem, names[path], f"{name}-{variant}",
-                     f"{name}-{model}-{variant}"}
+            forms = {
+                path,
+                base,
+                PurePosixPath(base).stem,
+                names[path],
+                f"{name}-{variant}",
+                f"{name}-{model}-{variant}",
+            }
             if wanted in forms and path not in matches:
                 matches.append(path)
     if len(matches) == 1:
@@ -189,8 +205,15 @@ def _delete(sink: Any, path: str) -> bool:
     return True
 
 
-def decide(sink: Any, manifest_path: str, variants: list[str], decision: str, *,
-           note: str | None = None, by: str | None = None) -> list[tuple[str, str]]:
+def decide(
+    sink: Any,
+    manifest_path: str,
+    variants: list[str],
+    decision: str,
+    *,
+    note: str | None = None,
+    by: str | None = None,
+) -> list[tuple[str, str]]:
     """Record ``decision`` ("approved"/"rejected") for ``variants`` of the manifest at
     ``manifest_path`` in ``sink``; copy/remove approval copies; republish the page.
 

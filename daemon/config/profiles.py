@@ -38,8 +38,12 @@ class Profile:
             if getattr(self, key) is not None:
                 options[key] = getattr(self, key)
         return ModelSpec(
-            task=self.task, model=self.model, revision=self.revision, device=device,
-            dtype=self.dtype, options=ModelSpec.freeze_options(options),
+            task=self.task,
+            model=self.model,
+            revision=self.revision,
+            device=device,
+            dtype=self.dtype,
+            options=ModelSpec.freeze_options(options),
         )
 
 
@@ -54,7 +58,9 @@ def resolve_profiles(settings: Settings) -> dict[str, Profile]:
             from daemon.errors import ConfigError
 
             raise ConfigError(f"profiles.{name}.like: unknown profile {like!r}")
-        base = (builtin.get(like) or merged.get(like) if like else merged.get(name, {"role": "custom"})) or {}
+        base = (
+            builtin.get(like) or merged.get(like) if like else merged.get(name, {"role": "custom"})
+        ) or {}
         # options and defaults merge key by key: overriding base_url keeps api_key_env.
         for key in ("options", "defaults"):
             if key in given:

@@ -47,7 +47,9 @@ class FolderSourceConfig(_Strict):
     rescan_interval: float = Field(30.0, gt=0)
     poll: bool = False
     ignore: list[str] = []
-    quarantine: Path | None = None  # failed inputs go here; default: <path>/.quarantine (never watched)
+    quarantine: Path | None = (
+        None  # failed inputs go here; default: <path>/.quarantine (never watched)
+    )
 
     def where(self) -> str:
         return f"{self.path.resolve()}/"
@@ -166,7 +168,9 @@ class WorkerConfig(_Strict):
     cpu_threads: int | None = Field(None, ge=0)  # threads of a CPU worker; default: threads
     job_timeout: float = Field(600.0, gt=0)
     stop_timeout: float = Field(30.0, ge=0)  # how long SIGTERM lets a running job finish
-    ping_interval: float = Field(30.0, gt=0)  # an idle worker is asked to touch its device this often
+    ping_interval: float = Field(
+        30.0, gt=0
+    )  # an idle worker is asked to touch its device this often
     # Seconds without a successful answer from the worker before the service stops telling
     # systemd it is healthy (WATCHDOG=1). Default: job_timeout + 120.
     health_timeout: float | None = Field(None, gt=0)
@@ -332,8 +336,11 @@ def _absolutize(data: dict[str, Any], base: Path) -> dict[str, Any]:
         entries = out.get(group)
         if isinstance(entries, dict):
             out[group] = {
-                name: ({**cfg, **{k: fix(cfg[k]) for k in ("path", "quarantine") if k in cfg}}
-                       if isinstance(cfg, dict) else cfg)
+                name: (
+                    {**cfg, **{k: fix(cfg[k]) for k in ("path", "quarantine") if k in cfg}}
+                    if isinstance(cfg, dict)
+                    else cfg
+                )
                 for name, cfg in entries.items()
             }
     return out
@@ -341,9 +348,21 @@ def _absolutize(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def _known_keys() -> set[str]:
     keys: set[str] = set()
-    for model in (Settings, FolderSourceConfig, S3SourceConfig, FolderSinkConfig, S3SinkConfig, ProfileConfig,
-                  WorkerConfig, JobsConfig, LogConfig, DigestConfig, MetricsConfig, WebhooksConfig,
-                  MaintenanceConfig):
+    for model in (
+        Settings,
+        FolderSourceConfig,
+        S3SourceConfig,
+        FolderSinkConfig,
+        S3SinkConfig,
+        ProfileConfig,
+        WorkerConfig,
+        JobsConfig,
+        LogConfig,
+        DigestConfig,
+        MetricsConfig,
+        WebhooksConfig,
+        MaintenanceConfig,
+    ):
         keys.update(model.model_fields)
     return keys
 
@@ -362,7 +381,9 @@ def load_settings(config: Path | None) -> Settings:
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            raise ConfigError([Problem(f"{config}:1:1", "the config file must be a mapping of keys")])
+            raise ConfigError(
+                [Problem(f"{config}:1:1", "the config file must be a mapping of keys")]
+            )
         data = _absolutize(raw, config.resolve().parent)
     try:
         settings = Settings(**data)
@@ -371,17 +392,22 @@ def load_settings(config: Path | None) -> Settings:
         for problem, err in zip(problems, exc.errors()):
             env = _env_var_for(positions.user_loc(err["loc"]))
             if env:
-                problems[problems.index(problem)] = Problem(f"environment {env}", problem.message, problem.hint)
+                problems[problems.index(problem)] = Problem(
+                    f"environment {env}", problem.message, problem.hint
+                )
         raise ConfigError(problems) from None
     return _resolved(settings)
 
 
 def _resolved(settings: Settings) -> Settings:
     """Absolute paths everywhere, so later code never depends on the working directory."""
-    update: dict[str, Any] = {key: getattr(settings, key).resolve() for key in ("state_dir", "rules_dir")}
+    update: dict[str, Any] = {
+        key: getattr(settings, key).resolve() for key in ("state_dir", "rules_dir")
+    }
     if settings.model_cache is not None:
         update["model_cache"] = settings.model_cache.resolve()
     update["reference_dirs"] = {n: p.resolve() for n, p in settings.reference_dirs.items()}
+
     def absolute(cfg: Any) -> Any:
         return cfg.model_copy(update={"path": cfg.path.resolve()}) if hasattr(cfg, "path") else cfg
 

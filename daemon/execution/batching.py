@@ -45,10 +45,19 @@ def batch_key(spec: ModelSpec, request: Request) -> tuple | None:
         hash(params)
     except TypeError:
         return None
-    return (spec, request.prompt, request.negative_prompt, tuple(request.seeds), params, sizes.pop())
+    return (
+        spec,
+        request.prompt,
+        request.negative_prompt,
+        tuple(request.seeds),
+        params,
+        sizes.pop(),
+    )
 
 
-def group(items: Sequence[Any], key: Callable[[Any], tuple | None], max_batch: int) -> list[list[Any]]:
+def group(
+    items: Sequence[Any], key: Callable[[Any], tuple | None], max_batch: int
+) -> list[list[Any]]:
     """Items in arrival order, grouped by key into lists of at most ``max_batch``."""
     groups: list[list[Any]] = []
     open_groups: dict[tuple, list[Any]] = {}
@@ -75,8 +84,10 @@ def split(result: Result, requests: Sequence[Request]) -> list[Result]:
     """One result per request, each with its slice of the outputs and its share of the time."""
     total = sum(len(r.images) * len(r.seeds) for r in requests)
     if len(result.images) != total:
-        raise JobError(f"the backend returned {len(result.images)} images for a batch of {total}",
-                       retryable=False)
+        raise JobError(
+            f"the backend returned {len(result.images)} images for a batch of {total}",
+            retryable=False,
+        )
     parts, start = [], 0
     for request in requests:
         n = len(request.images) * len(request.seeds)
@@ -84,14 +95,21 @@ def split(result: Result, requests: Sequence[Request]) -> list[Result]:
         info = {**result.info, "batch_jobs": len(requests), "batch_outputs": total}
         if isinstance(info.get("outputs"), list):  # per-output reports follow their outputs
             info["outputs"] = info["outputs"][start : start + n]
-        parts.append(Result(images=result.images[start : start + n], seconds=result.seconds * n / total,
-                            info=info, videos=videos))
+        parts.append(
+            Result(
+                images=result.images[start : start + n],
+                seconds=result.seconds * n / total,
+                info=info,
+                videos=videos,
+            )
+        )
         start += n
     return parts
 
 
-def run_batch(run: Callable[..., Result], spec: ModelSpec, requests: Sequence[Request],
-              job_timeout: float) -> list[Result | Exception]:
+def run_batch(
+    run: Callable[..., Result], spec: ModelSpec, requests: Sequence[Request], job_timeout: float
+) -> list[Result | Exception]:
     """Run ``requests`` as few calls as fit; one outcome (a Result or the error) per request.
 
     ``run`` is :meth:`daemon.pool.WorkerPool.run` (or a stand-in with its signature). Errors
@@ -109,7 +127,8 @@ def run_batch(run: Callable[..., Result], spec: ModelSpec, requests: Sequence[Re
         return [exc] * len(requests)
     except OutOfMemory:
         half = len(requests) // 2
-        return (run_batch(run, spec, requests[:half], job_timeout)
-                + run_batch(run, spec, requests[half:], job_timeout))
+        return run_batch(run, spec, requests[:half], job_timeout) + run_batch(
+            run, spec, requests[half:], job_timeout
+        )
     except Exception:
         return [outcome for r in requests for outcome in run_batch(run, spec, [r], job_timeout)]

@@ -84,8 +84,13 @@ class ModelCache:
         while len(self._entries) > 1 and self.used() > self.budget:
             spec, (backend, size) = self._entries.popitem(last=False)
             self.evictions += 1
-            log.info("model unloaded to stay within the memory budget", model=spec.model, task=spec.task,
-                     freed_gb=round(size / GB, 3), budget_gb=round(self.budget / GB, 3))
+            log.info(
+                "model unloaded to stay within the memory budget",
+                model=spec.model,
+                task=spec.task,
+                freed_gb=round(size / GB, 3),
+                budget_gb=round(self.budget / GB, 3),
+            )
             _unload(backend)
         free_memory(self.device)
 

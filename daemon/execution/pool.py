@@ -65,8 +65,14 @@ def with_option(spec: ModelSpec, name: str, value: Any) -> ModelSpec:
 class Worker:
     """One worker process and the pipe to it. Not thread-safe: the pool lends it to one caller."""
 
-    def __init__(self, device: str, threads: int, cache_dir: Path, start_timeout: float = 120.0,
-                 memory_budget_gb: float | None = None):
+    def __init__(
+        self,
+        device: str,
+        threads: int,
+        cache_dir: Path,
+        start_timeout: float = 120.0,
+        memory_budget_gb: float | None = None,
+    ):
         self.device = device
         self.threads = threads
         self.cache_dir = cache_dir
@@ -88,8 +94,16 @@ class Worker:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
             target=worker.main,
-            args=(child, self.device, self.threads, str(self.cache_dir), self.memory_budget_gb, os.getpid()),
-            name="darkroom-worker", daemon=True,
+            args=(
+                child,
+                self.device,
+                self.threads,
+                str(self.cache_dir),
+                self.memory_budget_gb,
+                os.getpid(),
+            ),
+            name="darkroom-worker",
+            daemon=True,
         )
         self.process.start()
         child.close()
@@ -124,7 +138,9 @@ class Worker:
             self.conn.send(message)
         except (BrokenPipeError, OSError, AttributeError):
             process = self.process
-            raise WorkerDied(f"the worker process {_exit_reason(process.exitcode if process else None)}") from None
+            raise WorkerDied(
+                f"the worker process {_exit_reason(process.exitcode if process else None)}"
+            ) from None
         reply = self._receive(timeout)
         loads = self._note(reply[-1])
         if reply[0] == "ok":
@@ -164,16 +180,31 @@ class Worker:
 class WorkerPool:
     """Runs requests on the workers, replacing one when it dies, hangs or grows too big."""
 
-    def __init__(self, device: str | list[str], threads: int, cache_dir: Path, job_timeout: float,
-                 on_restart: Callable[[], None] | None = None, on_alive: Callable[[], None] | None = None,
-                 *, cpu_threads: int | None = None, memory_budget_gb: float | None = None,
-                 recycle_after_jobs: int | None = None, recycle_rss_gb: float | None = None,
-                 affinity_wait: float = 2.0):
+    def __init__(
+        self,
+        device: str | list[str],
+        threads: int,
+        cache_dir: Path,
+        job_timeout: float,
+        on_restart: Callable[[], None] | None = None,
+        on_alive: Callable[[], None] | None = None,
+        *,
+        cpu_threads: int | None = None,
+        memory_budget_gb: float | None = None,
+        recycle_after_jobs: int | None = None,
+        recycle_rss_gb: float | None = None,
+        affinity_wait: float = 2.0,
+    ):
         self.job_timeout = job_timeout
         self.devices = device_list.resolve([device] if isinstance(device, str) else list(device))
         cpu = threads if cpu_threads is None else cpu_threads
         self.workers = [
-            Worker(d, cpu if d in ("cpu", "auto") else threads, cache_dir, memory_budget_gb=memory_budget_gb)
+            Worker(
+                d,
+                cpu if d in ("cpu", "auto") else threads,
+                cache_dir,
+                memory_budget_gb=memory_budget_gb,
+            )
             for d in self.devices
         ]
         self._cond = threading.Condition()
@@ -208,8 +239,9 @@ class WorkerPool:
             return None  # its model is loaded on a busy device: wait for it a moment
         return min(idle, key=lambda w: len(w.loaded))
 
-    def _borrow(self, spec: ModelSpec | None, block: bool = True,
-                cancel: Callable[[], bool] | None = None) -> Worker | None:
+    def _borrow(
+        self, spec: ModelSpec | None, block: bool = True, cancel: Callable[[], bool] | None = None
+    ) -> Worker | None:
         started = time.monotonic()
         with self._cond:
             while True:
@@ -254,7 +286,11 @@ class WorkerPool:
                 if self.on_alive:
                     self.on_alive()
             except (WorkerDied, JobError) as exc:
-                log.error("worker failed its health check; replacing it", device=worker.device, reason=str(exc))
+                log.error(
+                    "worker failed its health check; replacing it",
+                    device=worker.device,
+                    reason=str(exc),
+                )
                 worker.stop(0)
                 ok = False
             finally:
@@ -276,8 +312,15 @@ class WorkerPool:
             finally:
                 self._return(worker)
 
-    def run(self, spec: ModelSpec, request: Request, *, timeout: float | None = None,
-            fallback: bool = True, cancel: Callable[[], bool] | None = None) -> Result:
+    def run(
+        self,
+        spec: ModelSpec,
+        request: Request,
+        *,
+        timeout: float | None = None,
+        fallback: bool = True,
+        cancel: Callable[[], bool] | None = None,
+    ) -> Result:
         """Run one request on a worker. ``fallback``: on out-of-memory, retry with a smaller
         internal batch, then with CPU offload (otherwise OutOfMemory reaches the caller,
         which can split its batch first). ``cancel``: while this returns true, a call still
@@ -287,7 +330,10 @@ class WorkerPool:
         try:
             attempts = [spec]
             if fallback:
-                attempts += [with_option(spec, "max_batch", 1), with_option(spec, "cpu_offload", True)]
+                attempts += [
+                    with_option(spec, "max_batch", 1),
+                    with_option(spec, "cpu_offload", True),
+                ]
             for i, attempt in enumerate(attempts):
                 try:
                     result = self._call_run(worker, attempt, request, timeout)
@@ -295,14 +341,20 @@ class WorkerPool:
                 except OutOfMemory as exc:
                     if i == len(attempts) - 1:
                         raise
-                    log.warning("out of memory; retrying smaller", device=worker.device, reason=str(exc),
-                                next=("max_batch=1", "cpu_offload")[i])
+                    log.warning(
+                        "out of memory; retrying smaller",
+                        device=worker.device,
+                        reason=str(exc),
+                        next=("max_batch=1", "cpu_offload")[i],
+                    )
             self._after_job(worker)
             return result
         finally:
             self._return(worker)
 
-    def _call_run(self, worker: Worker, spec: ModelSpec, request: Request, timeout: float) -> Result:
+    def _call_run(
+        self, worker: Worker, spec: ModelSpec, request: Request, timeout: float
+    ) -> Result:
         self._ensure(worker)
         try:
             if spec not in worker.loaded:
@@ -364,5 +416,11 @@ class WorkerPool:
             return set().union(*(w.loaded for w in self.workers))
 
     def stats(self) -> dict[str, Any]:
-        return {"workers": len(self.workers), "loads": self.loads, "restarts": self.restarts,
-                "recycles": self.recycles, "calls": self.calls, "busy_seconds": round(self.busy_seconds, 3)}
+        return {
+            "workers": len(self.workers),
+            "loads": self.loads,
+            "restarts": self.restarts,
+            "recycles": self.recycles,
+            "calls": self.calls,
+            "busy_seconds": round(self.busy_seconds, 3),
+        }

@@ -113,15 +113,22 @@ class Runner:
         self.max_wait = max_wait_ms / 1000
         # Two batches per worker: one on the device, the next decoded and waiting for it.
         self.in_flight = in_flight or 2 * max(1, len(pool) if hasattr(pool, "__len__") else 1)
-        self.dispatcher = Dispatcher(ledger, self.owner, FairShare(priorities, slack=max(4, max_batch)),
-                                     self._batch_limit, self._model_loaded)
+        self.dispatcher = Dispatcher(
+            ledger,
+            self.owner,
+            FairShare(priorities, slack=max(4, max_batch)),
+            self._batch_limit,
+            self._model_loaded,
+        )
         self._finalize_lock = threading.RLock()
 
     # -- the loop --------------------------------------------------------------------
 
     def loop(self) -> None:
         slots = threading.BoundedSemaphore(self.in_flight)
-        with ThreadPoolExecutor(self.in_flight, thread_name_prefix="darkroom-pipeline") as pipelines:
+        with ThreadPoolExecutor(
+            self.in_flight, thread_name_prefix="darkroom-pipeline"
+        ) as pipelines:
             while not self.stopping.is_set():
                 self.tick()
                 if not slots.acquire(timeout=0.5):
@@ -172,8 +179,12 @@ class Runner:
                     self.ledger.release(p.job.id)
                     p.bound.info("job put back for the next start", reason="stopping")
                 continue
-            outcomes = batching.run_batch(self._run_on_pool, group[0].spec, [p.request for p in group],
-                                          getattr(self.pool, "job_timeout", 600.0))
+            outcomes = batching.run_batch(
+                self._run_on_pool,
+                group[0].spec,
+                [p.request for p in group],
+                getattr(self.pool, "job_timeout", 600.0),
+            )
             for p, outcome in zip(group, outcomes, strict=True):
                 self._settle(p, outcome)
 
@@ -191,7 +202,9 @@ class Runner:
         self.current = job
         plan_row = self.ledger.plan(job.plan_id)
         plan = plan_row.plan
-        bound = log.bind(job_id=job.id, rule=job.rule, source=plan_row.source, key=plan_row.key, step=job.step)
+        bound = log.bind(
+            job_id=job.id, rule=job.rule, source=plan_row.source, key=plan_row.key, step=job.step
+        )
         if job.step_index == 0 and self._committed_elsewhere(plan, job.plan_id):
             # Several daemons share this sink and another one finished this very plan.
             self.ledger.adopt(job.plan_id, "already committed by another daemon sharing the sink")
@@ -218,8 +231,12 @@ class Runner:
             return
         faults.point("after-outputs")
         self.ledger.complete(p.job.id, outputs, outcome.seconds)
-        p.bound.info("job done", outputs=len(outputs), seconds=round(outcome.seconds, 3),
-                     batch=outcome.info.get("batch_jobs", 1))
+        p.bound.info(
+            "job done",
+            outputs=len(outputs),
+            seconds=round(outcome.seconds, 3),
+            batch=outcome.info.get("batch_jobs", 1),
+        )
         if self.on_job_end:
             self.on_job_end(p.job.rule, "done", p.unit["model"], outcome.seconds)
         self.finalize_if_ended(p.job.plan_id)
@@ -257,7 +274,10 @@ class Runner:
         profile = self.profiles.get(profile_name)
         if profile is None:
             return 1
-        if profile.hosted or profile.options.get("batch", profile.defaults.get("batch", True)) is False:
+        if (
+            profile.hosted
+            or profile.options.get("batch", profile.defaults.get("batch", True)) is False
+        ):
             return 1
         return self.max_batch
 
@@ -300,7 +320,9 @@ class Runner:
         unit = plan["steps"][job.step_index]
         profile = self.profiles.get(unit["model"])
         if profile is None:
-            raise JobError(f"model profile {unit['model']!r} is no longer configured", retryable=False)
+            raise JobError(
+                f"model profile {unit['model']!r} is no longer configured", retryable=False
+            )
         if job.step_index == 0:
             self._archive_previous_round(plan, job.plan_id)
         labels, images, icc = self._inputs(job, plan, unit)
@@ -308,23 +330,38 @@ class Runner:
         params.pop("batch", None)  # the dispatcher's switch, not the model's
         sized = [self._size(img, unit, profile, params) for img in images]
         request = Request(
-            images=sized, prompt=unit["prompt"], seeds=list(unit["seeds"]),
-            negative_prompt=unit.get("negative_prompt"), params=params,
+            images=sized,
+            prompt=unit["prompt"],
+            seeds=list(unit["seeds"]),
+            negative_prompt=unit.get("negative_prompt"),
+            params=params,
             references=self._references(unit, profile),
             mask=self._mask(plan, unit, sized[0].size),
         )
         if profile.hosted and plan.get("daily_budget") is not None:
             self._check_budget(plan, profile, len(sized) * len(unit["seeds"]))
-        return Prepared(job, plan, unit, profile, profile.spec(self.device), request, labels, icc, params, bound)
+        return Prepared(
+            job, plan, unit, profile, profile.spec(self.device), request, labels, icc, params, bound
+        )
 
     def _commit(self, p: Prepared, result: Result) -> list[dict[str, Any]]:
         """Encode and write every output of one job; returns the output records."""
-        plan, unit, profile, labels, icc, params = p.plan, p.unit, p.profile, p.labels, p.icc, p.params
+        plan, unit, profile, labels, icc, params = (
+            p.plan,
+            p.unit,
+            p.profile,
+            p.labels,
+            p.icc,
+            p.params,
+        )
         sized = p.request.images
         expected = len(sized) * len(unit["seeds"])
         if len(result.images) != expected:
-            raise JobError(f"the backend returned {len(result.images)} images for "
-                           f"{len(sized)} inputs x {len(unit['seeds'])} seeds", retryable=False)
+            raise JobError(
+                f"the backend returned {len(result.images)} images for "
+                f"{len(sized)} inputs x {len(unit['seeds'])} seeds",
+                retryable=False,
+            )
         sink = self.sinks[plan["sink"]]
         outputs = []
         per_output = result.seconds / max(1, expected)
@@ -339,31 +376,47 @@ class Runner:
                 path = rules.output_path(plan, unit, variant, seed, video=video is not None)
                 extra = reported[variant] if variant < len(reported) else {}
                 record = {
-                    "path": path, "step": unit["name"], "model": profile.name, "model_id": profile.model,
-                    "variant": variant, "seed": seed, "input": label,
-                    "seconds": round(extra.get("seconds", per_output), 4), "params": params,
+                    "path": path,
+                    "step": unit["name"],
+                    "model": profile.name,
+                    "model_id": profile.model,
+                    "variant": variant,
+                    "seed": seed,
+                    "input": label,
+                    "seconds": round(extra.get("seconds", per_output), 4),
+                    "params": params,
                 }
                 for key in ("cost", "provider", "request_id", "seed_honoured"):
                     if extra.get(key) is not None:
                         record[key] = extra[key]
                 if image is None:
                     # A refused output (hosted models): a failed variant with the provider's reason.
-                    record.update(path=None, error=extra.get("refusal") or "the model returned no image")
+                    record.update(
+                        path=None, error=extra.get("refusal") or "the model returned no image"
+                    )
                     outputs.append(record)
                     continue
                 record.update(width=image.width, height=image.height)
                 provenance = {
-                    "darkroom_version": __version__, "prompt": unit["prompt"],
-                    "negative_prompt": unit.get("negative_prompt"), "rule": plan["rule"],
-                    "source_sha256": plan["sha256"], "revision": profile.revision,
+                    "darkroom_version": __version__,
+                    "prompt": unit["prompt"],
+                    "negative_prompt": unit.get("negative_prompt"),
+                    "rule": plan["rule"],
+                    "source_sha256": plan["sha256"],
+                    "revision": profile.revision,
                     **{k: record[k] for k in ("step", "model", "model_id", "seed", "params")},
                     **{k: record[k] for k in ("provider", "request_id") if k in record},
                 }
                 if video is not None:
                     record.update(self._write_video(sink, path, video, unit, self._metadata(plan)))
                 else:
-                    data, content_type = imaging.encode(image, path, provenance, quality=plan.get("quality", 92),
-                                                        icc_profile=icc if plan.get("keep_icc", True) else None)
+                    data, content_type = imaging.encode(
+                        image,
+                        path,
+                        provenance,
+                        quality=plan.get("quality", 92),
+                        icc_profile=icc if plan.get("keep_icc", True) else None,
+                    )
                     sink.write(path, data, content_type, metadata=self._metadata(plan))
                     record["sha256"] = hashlib.sha256(data).hexdigest()
                 outputs.append(record)
@@ -378,28 +431,40 @@ class Runner:
         if spent + estimate > budget + 1e-9:
             raise BudgetReached(
                 f"daily budget ${budget:.2f} of rule {plan['rule']!r} reached (${spent:.2f} spent today, this step"
-                f" costs ~${estimate:.2f}); it runs after midnight, or raise daily_budget and `darkroom retry`")
+                f" costs ~${estimate:.2f}); it runs after midnight, or raise daily_budget and `darkroom retry`"
+            )
 
     @staticmethod
     def _metadata(plan: dict[str, Any]) -> dict[str, str]:
         return {"rule": plan["rule"], "source-sha256": plan["sha256"]}
 
     @staticmethod
-    def _write_video(sink: Any, path: str, video: Any, unit: dict[str, Any], metadata: dict[str, str]) -> dict[str, Any]:
+    def _write_video(
+        sink: Any, path: str, video: Any, unit: dict[str, Any], metadata: dict[str, str]
+    ) -> dict[str, Any]:
         from backends import video_io
 
         data = video_io.encode_video(video, unit.get("video_format", "mp4"))
-        content_type = {"mp4": "video/mp4", "webp": "image/webp", "gif": "image/gif"}[unit.get("video_format", "mp4")]
+        content_type = {"mp4": "video/mp4", "webp": "image/webp", "gif": "image/gif"}[
+            unit.get("video_format", "mp4")
+        ]
         sink.write(path, data, content_type, metadata=metadata)
         poster = str(PurePosixPath(path).with_suffix("")) + ".strip.png"
         buffer = io.BytesIO()
         video_io.frame_strip(video).save(buffer, "PNG")
         sink.write(poster, buffer.getvalue(), "image/png")
-        return {"kind": "video", "poster": poster, "frames": len(video.frames), "fps": video.fps,
-                "duration": round(video.seconds, 3), "sha256": hashlib.sha256(data).hexdigest()}
+        return {
+            "kind": "video",
+            "poster": poster,
+            "frames": len(video.frames),
+            "fps": video.fps,
+            "duration": round(video.seconds, 3),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
 
-    def _inputs(self, job: JobRow, plan: dict[str, Any], unit: dict[str, Any]
-                ) -> tuple[list[str], list[Image.Image], bytes | None]:
+    def _inputs(
+        self, job: JobRow, plan: dict[str, Any], unit: dict[str, Any]
+    ) -> tuple[list[str], list[Image.Image], bytes | None]:
         source_image = self._decoded_source(plan)
         icc = imaging.output_icc(source_image)
         if unit["input"] == "source":
@@ -413,27 +478,37 @@ class Runner:
         elif isinstance(pick, list):
             missing = [i for i in pick if i >= len(outputs)]
             if missing:
-                raise JobError(f"pick {pick} asks for outputs {missing}, but step {unit['input']!r} made "
-                               f"{len(outputs)} (indices from 0)", retryable=False)
+                raise JobError(
+                    f"pick {pick} asks for outputs {missing}, but step {unit['input']!r} made "
+                    f"{len(outputs)} (indices from 0)",
+                    retryable=False,
+                )
             outputs = [outputs[i] for i in pick]
         if not outputs:
             raise JobError(f"step {unit['input']!r} produced no outputs to use", retryable=False)
         images = []
         for output in outputs:
             if output.get("kind") == "video":
-                raise JobError(f"step {unit['input']!r} made videos; a step cannot take a video as input",
-                               retryable=False)
+                raise JobError(
+                    f"step {unit['input']!r} made videos; a step cannot take a video as input",
+                    retryable=False,
+                )
             images.append(imaging.to_rgb(imaging.decode(sink.read(output["path"]), output["path"])))
         return [o["path"] for o in outputs], images, icc
 
     def _decoded_source(self, plan: dict[str, Any]) -> Image.Image:
-        image = imaging.decode(self.read_source(plan), plan["arrival"]["key"],
-                               animated=plan.get("animated", "first_frame"))
+        image = imaging.decode(
+            self.read_source(plan),
+            plan["arrival"]["key"],
+            animated=plan.get("animated", "first_frame"),
+        )
         faults.point("after-read")
         return image
 
     @staticmethod
-    def _size(image: Image.Image, unit: dict[str, Any], profile: Profile, params: dict[str, Any]) -> Image.Image:
+    def _size(
+        image: Image.Image, unit: dict[str, Any], profile: Profile, params: dict[str, Any]
+    ) -> Image.Image:
         max_side = unit.get("max_side") or profile.max_side
         if unit.get("size"):
             w, h = rules.parse_size(unit["size"])
@@ -448,11 +523,17 @@ class Runner:
             try:
                 data = Path(ref["path"]).read_bytes()
             except OSError as exc:
-                raise JobError(f"reference {ref['path']}: {exc.strerror}", retryable=False) from None
-            images.append(imaging.fit(imaging.to_rgb(imaging.decode(data, ref["path"])), profile.max_side))
+                raise JobError(
+                    f"reference {ref['path']}: {exc.strerror}", retryable=False
+                ) from None
+            images.append(
+                imaging.fit(imaging.to_rgb(imaging.decode(data, ref["path"])), profile.max_side)
+            )
         return images
 
-    def _mask(self, plan: dict[str, Any], unit: dict[str, Any], size: tuple[int, int]) -> Image.Image | None:
+    def _mask(
+        self, plan: dict[str, Any], unit: dict[str, Any], size: tuple[int, int]
+    ) -> Image.Image | None:
         kind = unit.get("mask")
         if not kind:
             return None
@@ -468,7 +549,9 @@ class Runner:
             try:
                 data = self.sources[plan["arrival"]["source"]].read(mask_key)
             except DarkroomError:
-                raise InputError(f"the step's mask is 'sidecar' but {mask_key} does not exist next to {key}") from None
+                raise InputError(
+                    f"the step's mask is 'sidecar' but {mask_key} does not exist next to {key}"
+                ) from None
             mask = imaging.decode(data, mask_key).convert("L")
         else:
             try:
@@ -484,7 +567,9 @@ class Runner:
             raise InputError(f"source {arrival['source']!r} is no longer configured")
         data = source.read(arrival["key"], arrival.get("etag"))
         if hashlib.sha256(data).hexdigest() != plan["sha256"]:
-            raise InputError(f"{arrival['key']} changed since it arrived; the new version is processed on its own")
+            raise InputError(
+                f"{arrival['key']} changed since it arrived; the new version is processed on its own"
+            )
         return data
 
     # -- rounds: a re-run keeps what came before -----------------------------------------
@@ -505,17 +590,33 @@ class Runner:
         number = len(old.get("rounds", [])) + 1
         base = str(PurePosixPath(plan["manifest"]).parent)
         moved: dict[str, str] = {}
-        files = [o[k] for s in old.get("steps", []) for o in s.get("outputs", []) for k in ("path", "poster") if o.get(k)]
+        files = [
+            o[k]
+            for s in old.get("steps", [])
+            for o in s.get("outputs", [])
+            for k in ("path", "poster")
+            if o.get(k)
+        ]
         for path in files + [old.get("sheet")]:
             if not path or not sink.exists(path):
                 continue
             target = f"{base}/rounds/{number}/{PurePosixPath(path).name}"
             sink.write(target, sink.read(path), "application/octet-stream")
             moved[path] = target
-        summary = {"round": number, "prompt": old.get("rule", {}).get("prompt"), "created_at": old.get("created_at"),
-                   "sheet": moved.get(old.get("sheet")), "outputs": list(moved.values())}
+        summary = {
+            "round": number,
+            "prompt": old.get("rule", {}).get("prompt"),
+            "created_at": old.get("created_at"),
+            "sheet": moved.get(old.get("sheet")),
+            "outputs": list(moved.values()),
+        }
         self.ledger.note_round(plan_id, old.get("rounds", []) + [summary])
-        log.info("earlier outputs kept as a previous round", rule=plan["rule"], key=plan["arrival"]["key"], round=number)
+        log.info(
+            "earlier outputs kept as a previous round",
+            rule=plan["rule"],
+            key=plan["arrival"]["key"],
+            round=number,
+        )
 
     # -- closing a plan --------------------------------------------------------------
 
@@ -536,18 +637,30 @@ class Runner:
         plan = plan_row.plan
         sink = self.sinks[plan["sink"]]
         states = {j.state for j in jobs}
-        status = "done" if states == {JobState.DONE} else "failed" if JobState.DONE not in states else "partial"
+        status = (
+            "done"
+            if states == {JobState.DONE}
+            else "failed"
+            if JobState.DONE not in states
+            else "partial"
+        )
         source_image = self._source_thumbnail(plan)
         manifest = {
             "darkroom_version": __version__,
             "plan_id": plan_id,
             "source": {
-                **plan["arrival"], "sha256": plan["sha256"], "sidecar": plan.get("sidecar"),
+                **plan["arrival"],
+                "sha256": plan["sha256"],
+                "sidecar": plan.get("sidecar"),
                 "width": source_image.width if source_image else None,
                 "height": source_image.height if source_image else None,
             },
-            "rule": {"name": plan["rule"], "digest": plan["digest"], "prompt": plan["prompt"],
-                     "negative_prompt": plan["negative_prompt"]},
+            "rule": {
+                "name": plan["rule"],
+                "digest": plan["digest"],
+                "prompt": plan["prompt"],
+                "negative_prompt": plan["negative_prompt"],
+            },
             "status": status,
             "steps": [self._step_record(plan, job) for job in jobs],
             "sheet": plan["sheet"],
@@ -556,7 +669,9 @@ class Runner:
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(plan_row.created_at)),
         }
         try:
-            sheet_image = sheet.render_sheet(manifest, lambda p: self._open_for_sheet(p, sink, source_image))
+            sheet_image = sheet.render_sheet(
+                manifest, lambda p: self._open_for_sheet(p, sink, source_image)
+            )
             buffer = io.BytesIO()
             sheet_image.save(buffer, "PNG", compress_level=3)
             sink.write(plan["sheet"], buffer.getvalue(), "image/png")
@@ -567,11 +682,16 @@ class Runner:
         try:
             sink.write_manifest(plan["manifest"], json.dumps(manifest, indent=2).encode())
         except AlreadyCommitted:
-            log.info("another daemon already committed this source; keeping its manifest",
-                     rule=plan["rule"], key=plan_row.key)
+            log.info(
+                "another daemon already committed this source; keeping its manifest",
+                rule=plan["rule"],
+                key=plan_row.key,
+            )
         else:
             try:
-                review.publish(sink, manifest, manifest_path=plan["manifest"], source_image=source_image)
+                review.publish(
+                    sink, manifest, manifest_path=plan["manifest"], source_image=source_image
+                )
             except Exception:  # the page is a view too: never fail the plan for it
                 log.exception("review page failed", plan=plan_id)
             if self.on_manifest:
@@ -585,8 +705,14 @@ class Runner:
             self._move_source(plan)
         elif status == "failed":
             self._quarantine(plan_id, plan, jobs)
-        log.info("source finished", rule=plan["rule"], source=plan_row.source, key=plan_row.key, status=status,
-                 manifest=sink.location(plan["manifest"]))
+        log.info(
+            "source finished",
+            rule=plan["rule"],
+            source=plan_row.source,
+            key=plan_row.key,
+            status=status,
+            manifest=sink.location(plan["manifest"]),
+        )
         if self.on_plan_done:
             self.on_plan_done(plan_id, status)
 
@@ -595,7 +721,9 @@ class Runner:
         source = self.sources.get(arrival["source"])
         move = getattr(source, "move", None)
         if move is None:
-            log.warning("this source cannot move files; on_success: move ignored", source=arrival["source"])
+            log.warning(
+                "this source cannot move files; on_success: move ignored", source=arrival["source"]
+            )
             return
         target = f"{plan['processed_dir'].strip('/')}/{arrival['key']}"
         try:
@@ -612,10 +740,16 @@ class Runner:
             return
         source = self.sources.get(arrival["source"])
         put = getattr(source, "quarantine", None)
-        reasons = [{"step": j.step, "error": j.error, "attempts": j.attempts} for j in jobs if j.error]
+        reasons = [
+            {"step": j.step, "error": j.error, "attempts": j.attempts} for j in jobs if j.error
+        ]
         record = {
-            "source": arrival["source"], "key": arrival["key"], "sha256": plan["sha256"], "rule": plan["rule"],
-            "reason": reasons[0]["error"] if reasons else "failed", "steps": reasons,
+            "source": arrival["source"],
+            "key": arrival["key"],
+            "sha256": plan["sha256"],
+            "rule": plan["rule"],
+            "reason": reasons[0]["error"] if reasons else "failed",
+            "steps": reasons,
             "attempts": max((j.attempts for j in jobs), default=0),
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -625,19 +759,35 @@ class Runner:
                 location = put(arrival["key"], record, plan.get("quarantine"))
             except DarkroomError as exc:
                 log.warning("cannot quarantine", key=arrival["key"], reason=str(exc))
-        self.ledger.record_quarantine(arrival["source"], arrival["key"], plan["sha256"], record["reason"], location)
-        log.warning("input quarantined", source=arrival["source"], key=arrival["key"], rule=plan["rule"],
-                    reason=record["reason"], location=location)
+        self.ledger.record_quarantine(
+            arrival["source"], arrival["key"], plan["sha256"], record["reason"], location
+        )
+        log.warning(
+            "input quarantined",
+            source=arrival["source"],
+            key=arrival["key"],
+            rule=plan["rule"],
+            reason=record["reason"],
+            location=location,
+        )
 
     def _step_record(self, plan: dict[str, Any], job: JobRow) -> dict[str, Any]:
         unit = plan["steps"][job.step_index]
         profile = self.profiles.get(unit["model"])
         return {
-            "name": unit["name"], "model": unit["model"], "model_id": profile.model if profile else None,
-            "prompt": unit["prompt"], "negative_prompt": unit.get("negative_prompt"), "seeds": unit["seeds"],
-            "references": [r["path"] for r in unit.get("references", [])], "mask": unit.get("mask"),
-            "state": job.state.value, "error": job.error if job.state is JobState.FAILED else None,
-            "attempts": job.attempts, "seconds": job.seconds, "outputs": job.outputs,
+            "name": unit["name"],
+            "model": unit["model"],
+            "model_id": profile.model if profile else None,
+            "prompt": unit["prompt"],
+            "negative_prompt": unit.get("negative_prompt"),
+            "seeds": unit["seeds"],
+            "references": [r["path"] for r in unit.get("references", [])],
+            "mask": unit.get("mask"),
+            "state": job.state.value,
+            "error": job.error if job.state is JobState.FAILED else None,
+            "attempts": job.attempts,
+            "seconds": job.seconds,
+            "outputs": job.outputs,
         }
 
     def _source_thumbnail(self, plan: dict[str, Any]) -> Image.Image | None:
@@ -649,5 +799,9 @@ class Runner:
     @staticmethod
     def _open_for_sheet(path: str, sink: Any, source_image: Image.Image | None) -> Image.Image:
         if path == "source":
-            return source_image if source_image is not None else Image.new("RGB", (64, 64), (96, 96, 96))
+            return (
+                source_image
+                if source_image is not None
+                else Image.new("RGB", (64, 64), (96, 96, 96))
+            )
         return sheet.thumbnail(sink.read(path), 512)

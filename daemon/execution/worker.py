@@ -88,8 +88,14 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="darkroom-parent-watch", daemon=True).start()
 
 
-def main(conn: Any, device: str, threads: int, cache_dir: str, memory_budget_gb: float | None = None,
-         parent_pid: int | None = None) -> None:
+def main(
+    conn: Any,
+    device: str,
+    threads: int,
+    cache_dir: str,
+    memory_budget_gb: float | None = None,
+    parent_pid: int | None = None,
+) -> None:
     if parent_pid is not None:
         die_with_parent(parent_pid)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -114,7 +120,12 @@ def main(conn: Any, device: str, threads: int, cache_dir: str, memory_budget_gb:
     cache = ModelCache(device, memory_budget_gb, build)
 
     def state() -> dict[str, Any]:
-        return {"loaded": cache.specs(), "rss": rss_bytes(), "loads": cache.loads, "model_bytes": cache.used()}
+        return {
+            "loaded": cache.specs(),
+            "rss": rss_bytes(),
+            "loads": cache.loads,
+            "model_bytes": cache.used(),
+        }
 
     conn.send(("ready", {"device": device, "pid": os.getpid(), "torch_threads": torch_threads}))
     while True:
@@ -128,7 +139,9 @@ def main(conn: Any, device: str, threads: int, cache_dir: str, memory_budget_gb:
             try:
                 conn.send(("ok", _touch_device(device), state()))
             except Exception as exc:  # a poisoned device context fails here, not only in jobs
-                conn.send(("error", "DeviceError", f"device check failed: {exc}", True, False, state()))
+                conn.send(
+                    ("error", "DeviceError", f"device check failed: {exc}", True, False, state())
+                )
             continue
         spec = message[1]
         try:
@@ -143,9 +156,13 @@ def main(conn: Any, device: str, threads: int, cache_dir: str, memory_budget_gb:
             if exc.out_of_memory:
                 cache.drop_all_but(spec)
                 free_memory(device)
-            conn.send(("error", type(exc).__name__, str(exc), exc.sticky, exc.out_of_memory, state()))
+            conn.send(
+                ("error", type(exc).__name__, str(exc), exc.sticky, exc.out_of_memory, state())
+            )
         except BackendError as exc:
             conn.send(("error", type(exc).__name__, str(exc), False, False, state()))
         except Exception as exc:  # a bug in a backend must not kill the worker silently
             detail = "".join(traceback.format_exception_only(exc)).strip()
-            conn.send(("error", "BackendError", f"unexpected error: {detail}", False, False, state()))
+            conn.send(
+                ("error", "BackendError", f"unexpected error: {detail}", False, False, state())
+            )

@@ -39,10 +39,18 @@ log = structlog.get_logger("darkroom.intake")
 
 
 class Intake:
-    def __init__(self, ledger: Ledger, rules: Callable[[], RuleSet], sources: Mapping[str, Any],
-                 on_submit: Callable[[], None], *, any_source: bool = False,
-                 settlement: Settlement | None = None, rules_dir: Path = Path("."),
-                 reference_dirs: Mapping[str, Path] | None = None):
+    def __init__(
+        self,
+        ledger: Ledger,
+        rules: Callable[[], RuleSet],
+        sources: Mapping[str, Any],
+        on_submit: Callable[[], None],
+        *,
+        any_source: bool = False,
+        settlement: Settlement | None = None,
+        rules_dir: Path = Path("."),
+        reference_dirs: Mapping[str, Path] | None = None,
+    ):
         self.ledger = ledger
         self.rules_dir = rules_dir
         self.reference_dirs = dict(reference_dirs or {})
@@ -104,39 +112,79 @@ class Intake:
                 bound.warning("cannot read arrival", reason=str(exc))
                 return None
             # There but unreadable: the ledger must be able to say how it ended.
-            self.ledger.mark_seen(arrival.source, arrival.key, arrival.size, arrival.mtime_ns, None,
-                                  f"unreadable: {exc}", arrival.etag)
+            self.ledger.mark_seen(
+                arrival.source,
+                arrival.key,
+                arrival.size,
+                arrival.mtime_ns,
+                None,
+                f"unreadable: {exc}",
+                arrival.etag,
+            )
             self.ledger.record_quarantine(arrival.source, arrival.key, "", str(exc), None)
             bound.error("input cannot be read; recorded as quarantined", reason=str(exc))
             return None  # not settled: a queue redelivers it, and dead-letters it in the end
         sha = hashlib.sha256(data).hexdigest()
         facts = image_facts(data)
         sidecar, sidecar_error = self._sidecar(source, arrival.key)
-        matching = rules.matching(arrival, facts, sidecar is not None or sidecar_error is not None,
-                                  any_source=self.any_source)
+        matching = rules.matching(
+            arrival,
+            facts,
+            sidecar is not None or sidecar_error is not None,
+            any_source=self.any_source,
+        )
         if not matching:
             return self._ignored(arrival, bound, sha)
         mask_sha = self._mask_sha(source, arrival.key, matching)
         plan_ids = []
         for rule in matching:
-            plan = plan_for(rule, arrival, sha, facts=facts, sidecar=sidecar,
-                            references=self._references(rule), extra_content=mask_sha)
+            plan = plan_for(
+                rule,
+                arrival,
+                sha,
+                facts=facts,
+                sidecar=sidecar,
+                references=self._references(rule),
+                extra_content=mask_sha,
+            )
             if sidecar_error:
                 plan["error"] = sidecar_error
             pid, created = self.ledger.submit(plan)
             plan_ids.append(pid)
             if created:
-                bound.info("queued", rule=rule.name, plan=pid, jobs=len(plan["steps"]), sha256=sha[:12],
-                           sidecar=sidecar.key if sidecar else None, error=plan.get("error"))
+                bound.info(
+                    "queued",
+                    rule=rule.name,
+                    plan=pid,
+                    jobs=len(plan["steps"]),
+                    sha256=sha[:12],
+                    sidecar=sidecar.key if sidecar else None,
+                    error=plan.get("error"),
+                )
             else:
                 bound.info("already handled; not queued again", rule=rule.name, plan=pid)
-        self.ledger.mark_seen(arrival.source, arrival.key, arrival.size, arrival.mtime_ns, sha, "submitted", arrival.etag)
+        self.ledger.mark_seen(
+            arrival.source,
+            arrival.key,
+            arrival.size,
+            arrival.mtime_ns,
+            sha,
+            "submitted",
+            arrival.etag,
+        )
         self.on_submit()
         return plan_ids
 
     def _ignored(self, arrival: Arrival, bound: Any, sha: str | None = None) -> list[str]:
-        self.ledger.mark_seen(arrival.source, arrival.key, arrival.size, arrival.mtime_ns, sha,
-                              "ignored: no rule matches", arrival.etag)
+        self.ledger.mark_seen(
+            arrival.source,
+            arrival.key,
+            arrival.size,
+            arrival.mtime_ns,
+            sha,
+            "ignored: no rule matches",
+            arrival.etag,
+        )
         bound.info("no rule matches; ignored (darkroom match explains why)")
         return []
 
@@ -166,17 +214,29 @@ class Intake:
         for step in rule.steps:
             if step.references:
                 paths = resolve_references(step.references, self.rules_dir, self.reference_dirs)
-                resolved[step.name] = [{"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-                                       for p in paths]
+                resolved[step.name] = [
+                    {"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+                    for p in paths
+                ]
         return resolved
 
     def _sidecar_arrived(self, arrival: Arrival) -> list[str]:
         """A new or edited sidecar (or mask) is a new arrival for its image."""
         source = self.sources[arrival.source]
-        self.ledger.mark_seen(arrival.source, arrival.key, arrival.size, arrival.mtime_ns, None,
-                              "sidecar", arrival.etag)
-        base = arrival.key[: -len(".mask.png")] if arrival.key.lower().endswith(".mask.png") else \
-            str(PurePosixPath(arrival.key).with_suffix(""))
+        self.ledger.mark_seen(
+            arrival.source,
+            arrival.key,
+            arrival.size,
+            arrival.mtime_ns,
+            None,
+            "sidecar",
+            arrival.etag,
+        )
+        base = (
+            arrival.key[: -len(".mask.png")]
+            if arrival.key.lower().endswith(".mask.png")
+            else str(PurePosixPath(arrival.key).with_suffix(""))
+        )
         plan_ids: list[str] = []
         for ext in IMAGE_EXTENSIONS:
             image_key = base + ext
@@ -184,15 +244,36 @@ class Intake:
                 data = source.read(image_key)
             except DarkroomError:
                 continue
-            image = Arrival(arrival.source, image_key, arrival.uri[: len(arrival.uri) - len(arrival.key)] + image_key,
-                            len(data), 0)
-            log.info("sidecar changed; the image is a new arrival", source=arrival.source, key=image_key,
-                     sidecar=arrival.key)
+            image = Arrival(
+                arrival.source,
+                image_key,
+                arrival.uri[: len(arrival.uri) - len(arrival.key)] + image_key,
+                len(data),
+                0,
+            )
+            log.info(
+                "sidecar changed; the image is a new arrival",
+                source=arrival.source,
+                key=image_key,
+                sidecar=arrival.key,
+            )
             plan_ids += self.handle(image) or []
         return plan_ids
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".JPG", ".JPEG", ".PNG", ".WEBP")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".JPG",
+    ".JPEG",
+    ".PNG",
+    ".WEBP",
+)
 
 
 def image_facts(data: bytes) -> ImageFacts | None:
@@ -203,8 +284,15 @@ def image_facts(data: bytes) -> ImageFacts | None:
             orientation = image.getexif().get(0x0112, 1)
             if orientation in (5, 6, 7, 8):
                 width, height = height, width
-            kind = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp",
-                    "GIF": "gif", "MPO": "jpeg"}.get(image.format or "", (image.format or "").lower())
+            kind = {
+                "JPEG": "jpeg",
+                "PNG": "png",
+                "WEBP": "webp",
+                "TIFF": "tiff",
+                "BMP": "bmp",
+                "GIF": "gif",
+                "MPO": "jpeg",
+            }.get(image.format or "", (image.format or "").lower())
             return ImageFacts(kind, width, height)
     except Exception:  # anything unreadable: the job says why, with the full decode
         return None

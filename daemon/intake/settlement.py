@@ -39,7 +39,10 @@ class Settlement:
         open_plans = {pid for pid in plan_ids if self.plan_state(pid) == "active"}
         if not open_plans:
             states = {self.plan_state(pid) for pid in plan_ids}
-            self._settle(arrival, "duplicate" if states <= {"done"} else max(states, key=lambda s: _RANK.get(s, 0)))
+            self._settle(
+                arrival,
+                "duplicate" if states <= {"done"} else max(states, key=lambda s: _RANK.get(s, 0)),
+            )
             return
         with self._lock:
             self._pending[arrival] = open_plans

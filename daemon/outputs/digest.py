@@ -60,7 +60,9 @@ def _cell_image(sink: Any, entry: Mapping[str, Any], tile: int) -> Image.Image |
             log.warning("digest: cannot read %s: %s", path, exc)
     if not pictures:
         return None
-    strip = Image.new("RGB", (sum(p.width for p in pictures), max(p.height for p in pictures)), LETTERBOX)
+    strip = Image.new(
+        "RGB", (sum(p.width for p in pictures), max(p.height for p in pictures)), LETTERBOX
+    )
     x = 0
     for p in pictures:
         strip.paste(p, (x, 0))
@@ -80,8 +82,15 @@ def _caption(entry: Mapping[str, Any]) -> list[str]:
     return [str(entry.get("key") or entry.get("manifest")), " · ".join(fields)]
 
 
-def render_digest(sink: Any, rule: str, day: datetime.date, entries: list[Mapping[str, Any]],
-                  *, tile: int = 256, columns: int = 4) -> Image.Image:
+def render_digest(
+    sink: Any,
+    rule: str,
+    day: datetime.date,
+    entries: list[Mapping[str, Any]],
+    *,
+    tile: int = 256,
+    columns: int = 4,
+) -> Image.Image:
     """The digest image for one rule's entries (newest last)."""
     margin, gap, pad = max(8, tile // 16), max(6, tile // 24), 4
     cap_size = max(10, round(tile / 18))
@@ -109,17 +118,27 @@ def render_digest(sink: Any, rule: str, day: datetime.date, entries: list[Mappin
             draw.rectangle((x, y, x + tile - 1, y + tile - 1), fill=FAILED_FILL)
         else:
             draw.rectangle((x, y, x + tile - 1, y + tile - 1), fill=LETTERBOX)
-            sheet.paste(picture, (x + (tile - picture.width) // 2, y + (tile - picture.height) // 2))
+            sheet.paste(
+                picture, (x + (tile - picture.width) // 2, y + (tile - picture.height) // 2)
+            )
         for j, text in enumerate(_caption(entry)):
             lines = wrap_text(text, font(cap_size), tile - 2 * pad, 1)
             if lines:
                 fill = INK if j == 0 else MUTED_INK
-                draw.text((x + pad, y + tile + pad + j * lh), lines[0], font=font(cap_size), fill=fill)
+                draw.text(
+                    (x + pad, y + tile + pad + j * lh), lines[0], font=font(cap_size), fill=fill
+                )
     return sheet
 
 
-def build_digest(sink: Any, day: datetime.date, *, rules: Iterable[str] | None = None,
-                 tile: int = 256, columns: int = 4) -> list[str]:
+def build_digest(
+    sink: Any,
+    day: datetime.date,
+    *,
+    rules: Iterable[str] | None = None,
+    tile: int = 256,
+    columns: int = 4,
+) -> list[str]:
     """Write one digest PNG per rule for ``day``; returns the sink paths written."""
     from daemon.outputs.review import load_index
 

@@ -35,15 +35,19 @@ def decode(data: bytes, name: str, *, animated: str = "first_frame") -> Image.Im
                     f"over the {MAX_PIXELS / 1e6:.0f} MP limit"
                 )
             if animated == "reject" and getattr(image, "is_animated", False):
-                raise InputError(f"{name}: an animated image ({image.n_frames} frames), and the rule's "
-                                 "match.animated is 'reject'")
+                raise InputError(
+                    f"{name}: an animated image ({image.n_frames} frames), and the rule's "
+                    "match.animated is 'reject'"
+                )
             image.load()  # verify() accepts truncated JPEGs; a full load does not
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{name}: refused as a decompression bomb ({exc})") from None
     except Image.UnidentifiedImageError:
-        raise InputError(f"{name}: not an image Pillow can read (unknown or unsupported format)") from None
+        raise InputError(
+            f"{name}: not an image Pillow can read (unknown or unsupported format)"
+        ) from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"{name}: cannot decode image: {exc}") from None
     return image
@@ -66,8 +70,13 @@ def output_icc(source: Image.Image) -> bytes | None:
     return source.info.get("icc_profile")
 
 
-def fit(image: Image.Image, max_side: int | None, width: int | None = None, height: int | None = None,
-        multiple: int = 8) -> Image.Image:
+def fit(
+    image: Image.Image,
+    max_side: int | None,
+    width: int | None = None,
+    height: int | None = None,
+    multiple: int = 8,
+) -> Image.Image:
     """Resize for a model: an explicit size, else within ``max_side``, to multiples of 8."""
     if width and height:
         size = (width, height)
@@ -78,7 +87,10 @@ def fit(image: Image.Image, max_side: int | None, width: int | None = None, heig
             scale = width / w
         elif height:
             scale = height / h
-        size = (max(multiple, round(w * scale / multiple) * multiple), max(multiple, round(h * scale / multiple) * multiple))
+        size = (
+            max(multiple, round(w * scale / multiple) * multiple),
+            max(multiple, round(h * scale / multiple) * multiple),
+        )
     if size == image.size:
         return image
     return image.resize(size, Image.Resampling.LANCZOS)
@@ -100,8 +112,14 @@ def cover_aspect(image: Image.Image, ratio: float, max_side: int, multiple: int 
     return cover(image, width, height)
 
 
-def encode(image: Image.Image, path: str, provenance: dict[str, Any] | None = None, *, quality: int = 92,
-           icc_profile: bytes | None = None) -> tuple[bytes, str]:
+def encode(
+    image: Image.Image,
+    path: str,
+    provenance: dict[str, Any] | None = None,
+    *,
+    quality: int = 92,
+    icc_profile: bytes | None = None,
+) -> tuple[bytes, str]:
     """Encode for ``path``'s extension with provenance (and the source's colour profile)
     embedded; returns (bytes, content type)."""
     suffix = "." + path.rsplit(".", 1)[-1].lower()

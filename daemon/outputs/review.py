@@ -64,7 +64,12 @@ PREVIEW_SIDE = 1024
 _index_lock = threading.Lock()
 
 ANIMATED_IMAGE_SUFFIXES = (".webp", ".gif", ".png", ".apng")  # clips shown with <img>
-VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime"}
+VIDEO_TYPES = {
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
+    ".webm": "video/webm",
+    ".mov": "video/quicktime",
+}
 
 
 # --------------------------------------------------------------------------- paths
@@ -219,7 +224,7 @@ _JS = """
 
 def _doc(title: str, body: str) -> str:
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         '<meta name="generator" content="darkroom">\n'
         '<link rel="icon" href="data:,">\n'
@@ -230,10 +235,20 @@ def _doc(title: str, body: str) -> str:
 
 
 def _badge(decision: Mapping[str, Any] | None) -> str:
-    if not isinstance(decision, Mapping) or decision.get("decision") not in ("approved", "rejected"):
+    if not isinstance(decision, Mapping) or decision.get("decision") not in (
+        "approved",
+        "rejected",
+    ):
         return ""
     d = decision["decision"]
-    who = " ".join(x for x in (f"by {decision['by']}" if decision.get("by") else "", str(decision.get("at") or "")) if x)
+    who = " ".join(
+        x
+        for x in (
+            f"by {decision['by']}" if decision.get("by") else "",
+            str(decision.get("at") or ""),
+        )
+        if x
+    )
     note = f" — {decision['note']}" if decision.get("note") else ""
     return f'<span class="badge {d}" title="{_e(who + note)}">{_e(d)}</span>'
 
@@ -243,8 +258,13 @@ def _dl(pairs: Iterable[tuple[str, Any]]) -> str:
     return f"<dl>{items}</dl>" if items else ""
 
 
-def _figure(out: Mapping[str, Any], step: Mapping[str, Any], page_path: str,
-            decisions: Mapping[str, Any], names: Mapping[str, str]) -> str:
+def _figure(
+    out: Mapping[str, Any],
+    step: Mapping[str, Any],
+    page_path: str,
+    decisions: Mapping[str, Any],
+    names: Mapping[str, str],
+) -> str:
     path = str(out.get("path") or "")
     model = out.get("model") or step.get("model")
     name = names.get(path) or f"{out.get('step') or step.get('name')}-{out.get('variant')}"
@@ -277,7 +297,11 @@ def _figure(out: Mapping[str, Any], step: Mapping[str, Any], page_path: str,
             f'<img src="{_e(href)}" alt="{_e(caption)}" loading="lazy"></a>'
         )
         length = clip_text(out) if is_video(out) else None
-    size = f"{out.get('width')}×{out.get('height')}" if out.get("width") and out.get("height") else None
+    size = (
+        f"{out.get('width')}×{out.get('height')}"
+        if out.get("width") and out.get("height")
+        else None
+    )
     pairs = [
         ("model", model),
         ("model id", out.get("model_id") or step.get("model_id")),
@@ -300,13 +324,20 @@ def _figure(out: Mapping[str, Any], step: Mapping[str, Any], page_path: str,
     )
 
 
-def _step_row(step: Mapping[str, Any], page_path: str, decisions: Mapping[str, Any],
-              names: Mapping[str, str], show_prompt: bool) -> str:
+def _step_row(
+    step: Mapping[str, Any],
+    page_path: str,
+    decisions: Mapping[str, Any],
+    names: Mapping[str, str],
+    show_prompt: bool,
+) -> str:
     state = str(step.get("state") or "pending")
     bits = [f"<h3>{_e(step.get('model') or step.get('model_id') or '?')}"]
     if step.get("model_id") and step.get("model_id") != step.get("model"):
         bits.append(f' <span class="muted">{_e(step["model_id"])}</span>')
-    bits.append(f' <span class="badge {"failed" if state == "failed" else "state"}">{_e(state)}</span>')
+    bits.append(
+        f' <span class="badge {"failed" if state == "failed" else "state"}">{_e(state)}</span>'
+    )
     extra = []
     if step.get("attempts"):
         extra.append(f"{step['attempts']} attempt" + ("" if step["attempts"] == 1 else "s"))
@@ -321,7 +352,9 @@ def _step_row(step: Mapping[str, Any], page_path: str, decisions: Mapping[str, A
         bits.append(f' <span class="muted">{_e(" · ".join(extra))}</span>')
     bits.append("</h3>")
     if show_prompt and step.get("prompt"):
-        bits.append(f'<p class="prompt"><span class="muted">prompt:</span> {_e(step["prompt"])}</p>')
+        bits.append(
+            f'<p class="prompt"><span class="muted">prompt:</span> {_e(step["prompt"])}</p>'
+        )
     if step.get("error"):
         bits.append(f'<p class="error">{_e(step["error"])}</p>')
     figures = [_figure(o, step, page_path, decisions, names) for o in step.get("outputs") or []]
@@ -330,16 +363,27 @@ def _step_row(step: Mapping[str, Any], page_path: str, decisions: Mapping[str, A
     return f'<div class="row" data-model="{_e(step.get("model"))}">{"".join(bits)}<div class="variants">{"".join(figures)}</div></div>'
 
 
-def _group(group: Sequence[Mapping[str, Any]], rule_prompt: str, page_path: str,
-           decisions: Mapping[str, Any], names: Mapping[str, str], rule_negative: str = "") -> str:
+def _group(
+    group: Sequence[Mapping[str, Any]],
+    rule_prompt: str,
+    page_path: str,
+    decisions: Mapping[str, Any],
+    names: Mapping[str, str],
+    rule_negative: str = "",
+) -> str:
     name = group[0].get("name") or "step"
     prompts = list(dict.fromkeys(str(s.get("prompt")) for s in group if s.get("prompt")))
     shared = len(prompts) == 1
-    head = [f'<section class="step" id="step-{_e(name)}"><h2>{_e(name)}'
-            + (f' <span class="muted">· {len(group)} models</span>' if len(group) > 1 else "") + "</h2>"]
+    head = [
+        f'<section class="step" id="step-{_e(name)}"><h2>{_e(name)}'
+        + (f' <span class="muted">· {len(group)} models</span>' if len(group) > 1 else "")
+        + "</h2>"
+    ]
     if shared and prompts[0] != rule_prompt:
         head.append(f'<p class="prompt"><span class="muted">prompt:</span> {_e(prompts[0])}</p>')
-    negs = list(dict.fromkeys(str(s.get("negative_prompt")) for s in group if s.get("negative_prompt")))
+    negs = list(
+        dict.fromkeys(str(s.get("negative_prompt")) for s in group if s.get("negative_prompt"))
+    )
     if len(negs) == 1 and negs[0] != rule_negative:
         head.append(f'<p class="prompt"><span class="muted">negative:</span> {_e(negs[0])}</p>')
     rows = [_step_row(s, page_path, decisions, names, show_prompt=not shared) for s in group]
@@ -354,8 +398,15 @@ def _rounds(manifest: Mapping[str, Any], page_path: str) -> str:
     for r in rounds:
         if not isinstance(r, Mapping):
             continue
-        fields = [str(x) for x in (f"version {r['version']}" if r.get("version") is not None else None,
-                                   r.get("created_at"), r.get("status")) if x]
+        fields = [
+            str(x)
+            for x in (
+                f"version {r['version']}" if r.get("version") is not None else None,
+                r.get("created_at"),
+                r.get("status"),
+            )
+            if x
+        ]
         links = []
         for key in ("page", "sheet", "manifest"):
             if r.get(key):
@@ -368,11 +419,18 @@ def _rounds(manifest: Mapping[str, Any], page_path: str) -> str:
             items.append(f'<li>previous: <a href="{_e(rel(prev, page_path))}">{_e(prev)}</a></li>')
         else:
             items.append(f"<li>previous: {_e(json.dumps(prev, default=str))}</li>")
-    return f'<section class="step rounds"><h2>Earlier rounds</h2><ul>{"".join(items)}</ul></section>'
+    return (
+        f'<section class="step rounds"><h2>Earlier rounds</h2><ul>{"".join(items)}</ul></section>'
+    )
 
 
-def render_page(manifest: Mapping[str, Any], *, page_path: str,
-                source_preview: str | None = None, manifest_path: str | None = None) -> str:
+def render_page(
+    manifest: Mapping[str, Any],
+    *,
+    page_path: str,
+    source_preview: str | None = None,
+    manifest_path: str | None = None,
+) -> str:
     """The review page for ``manifest``, to be stored at sink path ``page_path``.
 
     ``source_preview`` is the sink path of a picture of the source (see :func:`publish`);
@@ -405,38 +463,50 @@ def render_page(manifest: Mapping[str, Any], *, page_path: str,
         links.append(f'<a href="{_e(rel(manifest_path, page_path))}">manifest.json</a>')
 
     header = (
-        f"<header><nav class=\"muted\">{' · '.join(links)}</nav>"
-        f"<h1>{_e(rule.get('name') or '(no rule)')} <span class=\"muted\">· {_e(key)}</span></h1>"
-        f"<ul class=\"meta muted\">{''.join(f'<li>{_e(m)}</li>' for m in meta)}</ul></header>"
+        f'<header><nav class="muted">{" · ".join(links)}</nav>'
+        f'<h1>{_e(rule.get("name") or "(no rule)")} <span class="muted">· {_e(key)}</span></h1>'
+        f'<ul class="meta muted">{"".join(f"<li>{_e(m)}</li>" for m in meta)}</ul></header>'
     )
 
     shown = source_preview or manifest.get("sheet")
     if shown:
         href = _e(rel(str(shown), page_path))
-        picture = (f'<a class="zoom" href="{href}" data-caption="{_e(key)}">'
-                   f'<img src="{href}" alt="source {_e(key)}"></a>')
+        picture = (
+            f'<a class="zoom" href="{href}" data-caption="{_e(key)}">'
+            f'<img src="{href}" alt="source {_e(key)}"></a>'
+        )
     else:
         picture = '<p class="muted">(no preview of the source)</p>'
-    source_info = _dl([
-        ("source", source.get("source")),
-        ("key", key),
-        ("sha256", (str(source.get("sha256"))[:16] + "…") if source.get("sha256") else None),
-        ("bytes", source.get("size")),
-        ("rule digest", rule.get("digest")),
-    ])
+    source_info = _dl(
+        [
+            ("source", source.get("source")),
+            ("key", key),
+            ("sha256", (str(source.get("sha256"))[:16] + "…") if source.get("sha256") else None),
+            ("bytes", source.get("size")),
+            ("rule digest", rule.get("digest")),
+        ]
+    )
     prompts = []
     if rule_prompt:
-        prompts.append(f'<p class="prompt"><span class="muted">prompt:</span> {_e(rule_prompt)}</p>')
+        prompts.append(
+            f'<p class="prompt"><span class="muted">prompt:</span> {_e(rule_prompt)}</p>'
+        )
     if rule.get("negative_prompt"):
-        prompts.append(f'<p class="prompt"><span class="muted">negative:</span> {_e(rule["negative_prompt"])}</p>')
-    top = (f'<div class="top"><div class="source">{picture}</div>'
-           f'<div>{"".join(prompts)}{source_info}</div></div>')
+        prompts.append(
+            f'<p class="prompt"><span class="muted">negative:</span> {_e(rule["negative_prompt"])}</p>'
+        )
+    top = (
+        f'<div class="top"><div class="source">{picture}</div>'
+        f"<div>{''.join(prompts)}{source_info}</div></div>"
+    )
     if manifest.get("sheet_error"):
         top += f'<p class="error">review sheet failed: {_e(manifest["sheet_error"])}</p>'
 
     rule_negative = str(rule.get("negative_prompt") or "")
-    groups = [_group(g, rule_prompt, page_path, decisions, names, rule_negative)
-              for g in _groups(manifest.get("steps") or [])]
+    groups = [
+        _group(g, rule_prompt, page_path, decisions, names, rule_negative)
+        for g in _groups(manifest.get("steps") or [])
+    ]
     body = header + "<main>" + top + "".join(groups) + _rounds(manifest, page_path) + "</main>"
     return _doc(title, body)
 
@@ -459,12 +529,19 @@ def render_index(entries: Sequence[Mapping[str, Any]], *, title: str = "Darkroom
     sections = []
     for rule in sorted(by_rule):
         rows = []
-        items = sorted(by_rule[rule], key=lambda e: (str(e.get("created_at") or ""), str(e.get("key"))), reverse=True)
+        items = sorted(
+            by_rule[rule],
+            key=lambda e: (str(e.get("created_at") or ""), str(e.get("key"))),
+            reverse=True,
+        )
         for e in items:
             page = e.get("page")
             sheet = e.get("sheet")
-            thumb = (f'<img src="{_e(rel(str(sheet), INDEX_HTML))}" alt="sheet of {_e(e.get("key"))}" loading="lazy">'
-                     if sheet else '<span class="muted">no sheet</span>')
+            thumb = (
+                f'<img src="{_e(rel(str(sheet), INDEX_HTML))}" alt="sheet of {_e(e.get("key"))}" loading="lazy">'
+                if sheet
+                else '<span class="muted">no sheet</span>'
+            )
             if page:
                 thumb = f'<a href="{_e(rel(str(page), INDEX_HTML))}">{thumb}</a>'
                 key = f'<a href="{_e(rel(str(page), INDEX_HTML))}">{_e(e.get("key"))}</a>'
@@ -480,9 +557,9 @@ def render_index(entries: Sequence[Mapping[str, Any]], *, title: str = "Darkroom
             if e.get("cost") is not None:
                 counts.append(f"{cost_text(e['cost'])} est.")
             rows.append(
-                f"<tr><td>{thumb}</td><td>{key}<br><span class=\"muted\">{_e(', '.join(e.get('models') or []))}</span></td>"
-                f"<td>{_e(_day(e))}<br><span class=\"muted\">{_e(e.get('created_at'))}</span></td>"
-                f"<td><span class=\"badge {'failed' if e.get('status') == 'failed' else 'state'}\">{_e(e.get('status'))}</span></td>"
+                f'<tr><td>{thumb}</td><td>{key}<br><span class="muted">{_e(", ".join(e.get("models") or []))}</span></td>'
+                f'<td>{_e(_day(e))}<br><span class="muted">{_e(e.get("created_at"))}</span></td>'
+                f'<td><span class="badge {"failed" if e.get("status") == "failed" else "state"}">{_e(e.get("status"))}</span></td>'
                 f"<td>{_e(' · '.join(counts))}</td></tr>"
             )
         sections.append(
@@ -492,8 +569,10 @@ def render_index(entries: Sequence[Mapping[str, Any]], *, title: str = "Darkroom
         )
     if not sections:
         sections.append('<p class="muted">Nothing processed yet.</p>')
-    body = (f"<header><h1>{_e(title)}</h1><p class=\"muted\">{len(entries)} sources · "
-            f"{len(by_rule)} rules</p></header><main>{''.join(sections)}</main>")
+    body = (
+        f'<header><h1>{_e(title)}</h1><p class="muted">{len(entries)} sources · '
+        f"{len(by_rule)} rules</p></header><main>{''.join(sections)}</main>"
+    )
     return _doc(title, body)
 
 
@@ -504,8 +583,11 @@ def index_entry(manifest: Mapping[str, Any], *, manifest_path: str) -> dict[str,
     outputs = [o for s in manifest.get("steps") or [] for o in s.get("outputs") or []]
     good = [o for o in outputs if o.get("path") and not o.get("error")]
     decisions = manifest.get("decisions") if isinstance(manifest.get("decisions"), Mapping) else {}
-    thumbs = [str(o.get("poster") if is_video(o) else o["path"]) for o in good
-              if not is_video(o) or o.get("poster")]
+    thumbs = [
+        str(o.get("poster") if is_video(o) else o["path"])
+        for o in good
+        if not is_video(o) or o.get("poster")
+    ]
     return {
         "manifest": manifest_path,
         "page": page_path_for(manifest_path),
@@ -516,12 +598,29 @@ def index_entry(manifest: Mapping[str, Any], *, manifest_path: str) -> dict[str,
         "status": manifest.get("status"),
         "created_at": manifest.get("created_at"),
         "version": manifest.get("version"),
-        "models": list(dict.fromkeys(str(s.get("model")) for s in manifest.get("steps") or [] if s.get("model"))),
+        "models": list(
+            dict.fromkeys(
+                str(s.get("model")) for s in manifest.get("steps") or [] if s.get("model")
+            )
+        ),
         "variants": len(good),
-        "failed": len(outputs) - len(good) + sum(1 for s in manifest.get("steps") or []
-                                                 if s.get("state") == "failed" and not s.get("outputs")),
-        "approved": sum(1 for d in decisions.values() if isinstance(d, Mapping) and d.get("decision") == "approved"),
-        "rejected": sum(1 for d in decisions.values() if isinstance(d, Mapping) and d.get("decision") == "rejected"),
+        "failed": len(outputs)
+        - len(good)
+        + sum(
+            1
+            for s in manifest.get("steps") or []
+            if s.get("state") == "failed" and not s.get("outputs")
+        ),
+        "approved": sum(
+            1
+            for d in decisions.values()
+            if isinstance(d, Mapping) and d.get("decision") == "approved"
+        ),
+        "rejected": sum(
+            1
+            for d in decisions.values()
+            if isinstance(d, Mapping) and d.get("decision") == "rejected"
+        ),
         "cost": total_cost(manifest),
         "thumbs": thumbs[:4],
         "updated_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -531,8 +630,13 @@ def index_entry(manifest: Mapping[str, Any], *, manifest_path: str) -> dict[str,
 def _list_manifests(sink: Any) -> list[str]:
     """Sink paths of every manifest in the sink."""
     skip = ("approved/", "digests/")
-    return sorted(p for p in sink.list("") if p.endswith("manifest.json") and not p.startswith(skip)
-                  and not any(part.startswith(".") for part in p.split("/")))
+    return sorted(
+        p
+        for p in sink.list("")
+        if p.endswith("manifest.json")
+        and not p.startswith(skip)
+        and not any(part.startswith(".") for part in p.split("/"))
+    )
 
 
 def _rebuild(sink: Any) -> list[dict[str, Any]]:
@@ -555,7 +659,9 @@ def load_index(sink: Any, *, rebuild: bool = True) -> list[dict[str, Any]]:
         if sink.exists(INDEX_JSON):
             data = json.loads(sink.read(INDEX_JSON))
             entries = data.get("entries") if isinstance(data, dict) else None
-            if isinstance(entries, list) and all(isinstance(e, dict) and e.get("manifest") for e in entries):
+            if isinstance(entries, list) and all(
+                isinstance(e, dict) and e.get("manifest") for e in entries
+            ):
                 return entries
             log.warning("index.json has an unexpected shape: rebuilding it")
     except Exception as exc:
@@ -569,7 +675,13 @@ def update_index(sink: Any, entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     with _index_lock:
         entries = [e for e in load_index(sink) if e.get("manifest") != entry["manifest"]]
         entries.append(dict(entry))
-        entries.sort(key=lambda e: (str(e.get("rule") or ""), str(e.get("created_at") or ""), str(e.get("manifest"))))
+        entries.sort(
+            key=lambda e: (
+                str(e.get("rule") or ""),
+                str(e.get("created_at") or ""),
+                str(e.get("manifest")),
+            )
+        )
         data = json.dumps({"version": 1, "entries": entries}, indent=2, default=str).encode()
         sink.write(INDEX_JSON, data, "application/json")
         sink.write(INDEX_HTML, render_index(entries).encode(), "text/html; charset=utf-8")
@@ -586,8 +698,13 @@ def _preview_bytes(image: Image.Image | bytes) -> bytes:
     return buffer.getvalue()
 
 
-def publish(sink: Any, manifest: Mapping[str, Any], *, manifest_path: str,
-            source_image: Image.Image | bytes | None = None) -> dict[str, Any]:
+def publish(
+    sink: Any,
+    manifest: Mapping[str, Any],
+    *,
+    manifest_path: str,
+    source_image: Image.Image | bytes | None = None,
+) -> dict[str, Any]:
     """Write the source's page next to its manifest and update the root index.
 
     ``source_image`` (a PIL image or the source's bytes) is stored once as a preview; later
@@ -603,7 +720,9 @@ def publish(sink: Any, manifest: Mapping[str, Any], *, manifest_path: str,
             log.warning("cannot write source preview %s: %s", preview, exc)
     if not sink.exists(preview):
         preview = None
-    html_text = render_page(manifest, page_path=page, source_preview=preview, manifest_path=manifest_path)
+    html_text = render_page(
+        manifest, page_path=page, source_preview=preview, manifest_path=manifest_path
+    )
     sink.write(page, html_text.encode(), "text/html; charset=utf-8")
     update_index(sink, index_entry(manifest, manifest_path=manifest_path))
     return {"page": page, "preview": preview, "index_json": INDEX_JSON, "index_html": INDEX_HTML}

@@ -408,7 +408,7 @@ def _seconds(value: Any) -> str | None:
 
 
 def cost_text(value: Any) -> str | None:
-    """"$0.004" / "$0.12" for an estimated USD cost; None when there is none."""
+    """ "$0.004" / "$0.12" for an estimated USD cost; None when there is none."""
     c = _num(value)
     if c is None or c < 0:
         return None
@@ -669,6 +669,8 @@ def layout_sheet(manifest: Mapping[str, Any], tile: int = 256) -> SheetLayout:
 # --------------------------------------------------------------------------- images
 
 _ORIENTATION = ExifTags.Base.Orientation
+
+
 def _target(size: tuple[int, int], box: int, upscale: bool) -> tuple[int, int]:
     w, h = size
     scale = box / max(w, h)

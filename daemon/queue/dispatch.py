@@ -29,6 +29,7 @@ from typing import Any
 
 from daemon.queue.ledger import JobRow, Ledger
 
+
 @dataclass(frozen=True)
 class Candidate:
     id: str
@@ -38,11 +39,15 @@ class Candidate:
     profile: str | None
 
 
-def candidates(ledger: Ledger, per_rule: int, now: float | None = None) -> dict[str, list[Candidate]]:
+def candidates(
+    ledger: Ledger, per_rule: int, now: float | None = None
+) -> dict[str, list[Candidate]]:
     """The first ``per_rule`` due jobs of every rule, in the ledger's own order."""
     out: dict[str, list[Candidate]] = {}
     for r in ledger.due_heads(per_rule, now):
-        out.setdefault(r["rule"], []).append(Candidate(r["id"], r["rule"], r["step"], r["attempts"], r["profile"]))
+        out.setdefault(r["rule"], []).append(
+            Candidate(r["id"], r["rule"], r["step"], r["attempts"], r["profile"])
+        )
     return out
 
 
@@ -59,7 +64,9 @@ class FairShare:
         self.slack = slack
         self.vtime: dict[str, float] = {}
 
-    def pick(self, heads: Mapping[str, Candidate], loaded: Callable[[str | None], bool]) -> str | None:
+    def pick(
+        self, heads: Mapping[str, Candidate], loaded: Callable[[str | None], bool]
+    ) -> str | None:
         """The rule whose head job goes next."""
         if not heads:
             return None
@@ -78,8 +85,14 @@ class FairShare:
 class Dispatcher:
     """Claims the next batch of jobs for a runner."""
 
-    def __init__(self, ledger: Ledger, owner: str, fair: FairShare, max_batch: Callable[[str | None], int],
-                 loaded: Callable[[str | None], bool]):
+    def __init__(
+        self,
+        ledger: Ledger,
+        owner: str,
+        fair: FairShare,
+        max_batch: Callable[[str | None], int],
+        loaded: Callable[[str | None], bool],
+    ):
         self.ledger = ledger
         self.owner = owner
         self.fair = fair
@@ -97,8 +110,9 @@ class Dispatcher:
             rule = self.fair.pick({r: c[0] for r, c in heads.items()}, self.loaded)
             head = heads[rule][0]
             limit = self.max_batch(head.profile) if head.attempts == 0 else 1
-            ids = [head.id] + [c.id for c in heads[rule][1:]
-                               if c.step == head.step and c.attempts == 0][: limit - 1]
+            ids = [head.id] + [
+                c.id for c in heads[rule][1:] if c.step == head.step and c.attempts == 0
+            ][: limit - 1]
             claimed = claim_ids(self.ledger, self.owner, ids)
             if not claimed:
                 continue  # another runner took them first: look again
@@ -107,14 +121,19 @@ class Dispatcher:
             self.fair.charge(rule, len(claimed))
             return claimed
 
-    def _wait_for_companions(self, head: Candidate, want: int, wait_s: float, stopping: Any) -> list[JobRow]:
+    def _wait_for_companions(
+        self, head: Candidate, want: int, wait_s: float, stopping: Any
+    ) -> list[JobRow]:
         got: list[JobRow] = []
         deadline = time.monotonic() + wait_s
         while len(got) < want and time.monotonic() < deadline:
             if stopping is not None and stopping.is_set():
                 break
             time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
-            more = [c.id for c in candidates(self.ledger, want + 1).get(head.rule, [])
-                    if c.step == head.step and c.attempts == 0][: want - len(got)]
+            more = [
+                c.id
+                for c in candidates(self.ledger, want + 1).get(head.rule, [])
+                if c.step == head.step and c.attempts == 0
+            ][: want - len(got)]
             got += claim_ids(self.ledger, self.owner, more)
         return got

@@ -119,10 +119,17 @@ class JobRow:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> JobRow:
         return cls(
-            id=row["id"], plan_id=row["plan_id"], step=row["step"], step_name=row["step_name"],
+            id=row["id"],
+            plan_id=row["plan_id"],
+            step=row["step"],
+            step_name=row["step_name"],
             step_index=row["step_index"],
-            rule=row["rule"], state=JobState(row["state"]), attempts=row["attempts"], error=row["error"],
-            outputs=json.loads(row["outputs"]) if row["outputs"] else [], seconds=row["seconds"],
+            rule=row["rule"],
+            state=JobState(row["state"]),
+            attempts=row["attempts"],
+            error=row["error"],
+            outputs=json.loads(row["outputs"]) if row["outputs"] else [],
+            seconds=row["seconds"],
             updated_at=row["updated_at"],
         )
 
@@ -142,13 +149,24 @@ class PlanRow:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> PlanRow:
-        return cls(row["id"], row["source"], row["key"], row["sha256"], row["rule"], row["rule_digest"],
-                   json.loads(row["plan"]), row["state"], row["created_at"],
-                   json.loads(row["rounds"]) if row["rounds"] else [])
+        return cls(
+            row["id"],
+            row["source"],
+            row["key"],
+            row["sha256"],
+            row["rule"],
+            row["rule_digest"],
+            json.loads(row["plan"]),
+            row["state"],
+            row["created_at"],
+            json.loads(row["rounds"]) if row["rounds"] else [],
+        )
 
 
 class Ledger:
-    def __init__(self, path: Path, *, max_attempts: int = 3, retry_backoff: float = 2.0, clock=time.time):
+    def __init__(
+        self, path: Path, *, max_attempts: int = 3, retry_backoff: float = 2.0, clock=time.time
+    ):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_attempts = max_attempts
@@ -188,8 +206,16 @@ class Ledger:
             cur = db.execute(
                 "INSERT OR IGNORE INTO plans (id, source, key, sha256, rule, rule_digest, plan, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (pid, plan["arrival"]["source"], plan["arrival"]["key"], plan["sha256"], plan["rule"],
-                 plan["digest"], json.dumps(plan), now),
+                (
+                    pid,
+                    plan["arrival"]["source"],
+                    plan["arrival"]["key"],
+                    plan["sha256"],
+                    plan["rule"],
+                    plan["digest"],
+                    json.dumps(plan),
+                    now,
+                ),
             )
             if cur.rowcount == 0:
                 return pid, False
@@ -202,27 +228,50 @@ class Ledger:
                 db.execute(
                     "INSERT INTO jobs (id, plan_id, step, step_name, step_index, depends_on, rule, state, error,"
                     " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (job_id(pid, unit_id), pid, unit_id, unit["name"], index, depends, plan["rule"], state,
-                     plan.get("error"), now, now),
+                    (
+                        job_id(pid, unit_id),
+                        pid,
+                        unit_id,
+                        unit["name"],
+                        index,
+                        depends,
+                        plan["rule"],
+                        state,
+                        plan.get("error"),
+                        now,
+                        now,
+                    ),
                 )
         return pid, True
 
-    def is_seen(self, source: str, key: str, size: int, mtime_ns: int, etag: str | None = None) -> bool:
+    def is_seen(
+        self, source: str, key: str, size: int, mtime_ns: int, etag: str | None = None
+    ) -> bool:
         """Whether this version of the object was handled: by ETag where the source has
         one (S3), else by size and modification time (folders)."""
         with self._lock:
             if etag:
                 row = self._db.execute(
-                    "SELECT 1 FROM seen WHERE source=? AND key=? AND size=? AND etag=?", (source, key, size, etag)
+                    "SELECT 1 FROM seen WHERE source=? AND key=? AND size=? AND etag=?",
+                    (source, key, size, etag),
                 ).fetchone()
             else:
                 row = self._db.execute(
-                    "SELECT 1 FROM seen WHERE source=? AND key=? AND size=? AND mtime_ns=?", (source, key, size, mtime_ns)
+                    "SELECT 1 FROM seen WHERE source=? AND key=? AND size=? AND mtime_ns=?",
+                    (source, key, size, mtime_ns),
                 ).fetchone()
         return row is not None
 
-    def mark_seen(self, source: str, key: str, size: int, mtime_ns: int, sha256: str | None, outcome: str,
-                  etag: str | None = None) -> None:
+    def mark_seen(
+        self,
+        source: str,
+        key: str,
+        size: int,
+        mtime_ns: int,
+        sha256: str | None,
+        outcome: str,
+        etag: str | None = None,
+    ) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO seen (source, key, size, mtime_ns, etag, sha256, outcome, at)"
@@ -246,7 +295,9 @@ class Ledger:
                 "UPDATE jobs SET state=?, attempts=attempts+1, lease_owner=?, updated_at=? WHERE id=?",
                 (JobState.RUNNING, owner, now, row["id"]),
             )
-            return JobRow.from_row(db.execute("SELECT * FROM jobs WHERE id=?", (row["id"],)).fetchone())
+            return JobRow.from_row(
+                db.execute("SELECT * FROM jobs WHERE id=?", (row["id"],)).fetchone()
+            )
 
     # The first ``per_rule`` due jobs of every rule, with the profile each would load
     # (daemon.dispatch picks among them: fair between rules, sticky to loaded models).
@@ -272,17 +323,24 @@ class Ledger:
         now = self._clock()
         marks = ",".join("?" * len(ids))
         with self._tx() as db:
-            db.execute(f"UPDATE jobs SET state=?, attempts=attempts+1, lease_owner=?, updated_at=?"
-                       f" WHERE state=? AND id IN ({marks})", (JobState.RUNNING, owner, now, JobState.QUEUED, *ids))
-            rows = db.execute(f"SELECT * FROM jobs WHERE lease_owner=? AND state=? AND id IN ({marks})",
-                              (owner, JobState.RUNNING, *ids)).fetchall()
+            db.execute(
+                f"UPDATE jobs SET state=?, attempts=attempts+1, lease_owner=?, updated_at=?"
+                f" WHERE state=? AND id IN ({marks})",
+                (JobState.RUNNING, owner, now, JobState.QUEUED, *ids),
+            )
+            rows = db.execute(
+                f"SELECT * FROM jobs WHERE lease_owner=? AND state=? AND id IN ({marks})",
+                (owner, JobState.RUNNING, *ids),
+            ).fetchall()
         order = {jid: i for i, jid in enumerate(ids)}
         return sorted((JobRow.from_row(r) for r in rows), key=lambda j: order[j.id])
 
     def next_due(self) -> float | None:
         """When the earliest queued job becomes runnable (for the dispatcher's sleep)."""
         with self._lock:
-            row = self._db.execute("SELECT MIN(not_before) AS t FROM jobs WHERE state=?", (JobState.QUEUED,)).fetchone()
+            row = self._db.execute(
+                "SELECT MIN(not_before) AS t FROM jobs WHERE state=?", (JobState.QUEUED,)
+            ).fetchone()
         return row["t"]
 
     def complete(self, job_id_: str, outputs: list[dict[str, Any]], seconds: float) -> None:
@@ -324,31 +382,45 @@ class Ledger:
         """When every job of a step has ended, its dependents run (if any of them made
         outputs) or fail (if none did)."""
         row = db.execute("SELECT plan_id, step_name FROM jobs WHERE id=?", (job_id_,)).fetchone()
-        siblings = db.execute("SELECT state FROM jobs WHERE plan_id=? AND step_name=?",
-                              (row["plan_id"], row["step_name"])).fetchall()
+        siblings = db.execute(
+            "SELECT state FROM jobs WHERE plan_id=? AND step_name=?",
+            (row["plan_id"], row["step_name"]),
+        ).fetchall()
         states = {JobState(r["state"]) for r in siblings}
         if not all(s.terminal for s in states):
             return
-        children = db.execute("SELECT id FROM jobs WHERE plan_id=? AND depends_on=? AND state=?",
-                              (row["plan_id"], row["step_name"], JobState.WAITING)).fetchall()
+        children = db.execute(
+            "SELECT id FROM jobs WHERE plan_id=? AND depends_on=? AND state=?",
+            (row["plan_id"], row["step_name"], JobState.WAITING),
+        ).fetchall()
         for child in children:
             if JobState.DONE in states:
-                db.execute("UPDATE jobs SET state=?, updated_at=? WHERE id=?", (JobState.QUEUED, now, child["id"]))
+                db.execute(
+                    "UPDATE jobs SET state=?, updated_at=? WHERE id=?",
+                    (JobState.QUEUED, now, child["id"]),
+                )
             else:
-                self._fail_chain(db, child["id"], f"not run: its input step {row['step_name']!r} failed", now)
+                self._fail_chain(
+                    db, child["id"], f"not run: its input step {row['step_name']!r} failed", now
+                )
 
     def defer(self, job_id_: str, until: float, reason: str) -> None:
         """Put a running job back until ``until`` without counting the attempt (budgets)."""
         with self._tx() as db:
-            db.execute("UPDATE jobs SET state=?, attempts=MAX(attempts-1, 0), not_before=?, error=?,"
-                       " lease_owner=NULL, updated_at=? WHERE id=?",
-                       (JobState.QUEUED, until, reason, self._clock(), job_id_))
+            db.execute(
+                "UPDATE jobs SET state=?, attempts=MAX(attempts-1, 0), not_before=?, error=?,"
+                " lease_owner=NULL, updated_at=? WHERE id=?",
+                (JobState.QUEUED, until, reason, self._clock(), job_id_),
+            )
 
     def spend(self, since: float = 0.0) -> dict[tuple[str, str], float]:
         """Estimated hosted-model spend (USD) by (rule, local day) from committed outputs."""
         with self._lock:
-            rows = self._db.execute("SELECT rule, outputs, updated_at FROM jobs WHERE state=? AND updated_at>=?"
-                                    " AND outputs LIKE '%\"cost\"%'", (JobState.DONE, since)).fetchall()
+            rows = self._db.execute(
+                "SELECT rule, outputs, updated_at FROM jobs WHERE state=? AND updated_at>=?"
+                " AND outputs LIKE '%\"cost\"%'",
+                (JobState.DONE, since),
+            ).fetchall()
         totals: dict[tuple[str, str], float] = {}
         for row in rows:
             day = time.strftime("%Y-%m-%d", time.localtime(row["updated_at"]))
@@ -374,29 +446,44 @@ class Ledger:
         so an input that kills the process every time still ends failed). Returns how many."""
         now = self._clock()
         with self._tx() as db:
-            rows = db.execute("SELECT id, attempts FROM jobs WHERE state=?", (JobState.RUNNING,)).fetchall()
+            rows = db.execute(
+                "SELECT id, attempts FROM jobs WHERE state=?", (JobState.RUNNING,)
+            ).fetchall()
             for row in rows:
                 if row["attempts"] >= self.max_attempts:
-                    self._fail_chain(db, row["id"], f"the daemon stopped during each of {row['attempts']} attempts", now)
+                    self._fail_chain(
+                        db,
+                        row["id"],
+                        f"the daemon stopped during each of {row['attempts']} attempts",
+                        now,
+                    )
                 else:
-                    db.execute("UPDATE jobs SET state=?, lease_owner=NULL, updated_at=? WHERE id=?",
-                               (JobState.QUEUED, now, row["id"]))
+                    db.execute(
+                        "UPDATE jobs SET state=?, lease_owner=NULL, updated_at=? WHERE id=?",
+                        (JobState.QUEUED, now, row["id"]),
+                    )
         return len(rows)
 
     # -- plans -----------------------------------------------------------------------
 
     def plan(self, pid: str) -> PlanRow:
         with self._lock:
-            return PlanRow.from_row(self._db.execute("SELECT * FROM plans WHERE id=?", (pid,)).fetchone())
+            return PlanRow.from_row(
+                self._db.execute("SELECT * FROM plans WHERE id=?", (pid,)).fetchone()
+            )
 
     def jobs_of(self, pid: str) -> list[JobRow]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM jobs WHERE plan_id=? ORDER BY step_index", (pid,)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE plan_id=? ORDER BY step_index", (pid,)
+            ).fetchall()
         return [JobRow.from_row(r) for r in rows]
 
     def job(self, jid: str) -> JobRow:
         with self._lock:
-            return JobRow.from_row(self._db.execute("SELECT * FROM jobs WHERE id=?", (jid,)).fetchone())
+            return JobRow.from_row(
+                self._db.execute("SELECT * FROM jobs WHERE id=?", (jid,)).fetchone()
+            )
 
     def unfinished_plans(self) -> list[str]:
         """Active plans whose jobs have all ended: their manifest still has to be written."""
@@ -411,8 +498,10 @@ class Ledger:
         """Close a plan whose outputs another daemon committed: its jobs count as done."""
         now = self._clock()
         with self._tx() as db:
-            db.execute("UPDATE jobs SET state=?, error=?, lease_owner=NULL, updated_at=? WHERE plan_id=?",
-                       (JobState.DONE, note, now, pid))
+            db.execute(
+                "UPDATE jobs SET state=?, error=?, lease_owner=NULL, updated_at=? WHERE plan_id=?",
+                (JobState.DONE, note, now, pid),
+            )
             db.execute("UPDATE plans SET state='done', finished_at=? WHERE id=?", (now, pid))
 
     def others_want(self, pid: str, source: str, key: str, sha256: str) -> bool:
@@ -420,17 +509,26 @@ class Ledger:
         with self._lock:
             row = self._db.execute(
                 "SELECT 1 FROM plans WHERE source=? AND key=? AND sha256=? AND id!=? AND state IN"
-                " ('active', 'done', 'partial') LIMIT 1", (source, key, sha256, pid)).fetchone()
+                " ('active', 'done', 'partial') LIMIT 1",
+                (source, key, sha256, pid),
+            ).fetchone()
         return row is not None
 
-    def record_quarantine(self, source: str, key: str, sha256: str, reason: str, location: str | None) -> None:
+    def record_quarantine(
+        self, source: str, key: str, sha256: str, reason: str, location: str | None
+    ) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO quarantine (source, key, sha256, reason, location, at)"
-                       " VALUES (?, ?, ?, ?, ?, ?)", (source, key, sha256, reason, location, self._clock()))
+            db.execute(
+                "INSERT OR REPLACE INTO quarantine (source, key, sha256, reason, location, at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (source, key, sha256, reason, location, self._clock()),
+            )
 
     def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM quarantine ORDER BY at DESC LIMIT ?", (limit,)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM quarantine ORDER BY at DESC LIMIT ?", (limit,)
+            ).fetchall()
         return [dict(r) for r in rows]
 
     def note_round(self, pid: str, rounds: list[dict[str, Any]]) -> None:
@@ -439,7 +537,9 @@ class Ledger:
 
     def finish_plan(self, pid: str, state: str) -> None:
         with self._tx() as db:
-            db.execute("UPDATE plans SET state=?, finished_at=? WHERE id=?", (state, self._clock(), pid))
+            db.execute(
+                "UPDATE plans SET state=?, finished_at=? WHERE id=?", (state, self._clock(), pid)
+            )
 
     # -- operator actions ----------------------------------------------------------------
 
@@ -451,20 +551,30 @@ class Ledger:
         queued = []
         with self._tx() as db:
             if job_ids is None:
-                rows = db.execute("SELECT * FROM jobs WHERE state=? AND (depends_on IS NULL OR error NOT LIKE"
-                                  " 'not run: its input step%')", (JobState.FAILED,)).fetchall()
+                rows = db.execute(
+                    "SELECT * FROM jobs WHERE state=? AND (depends_on IS NULL OR error NOT LIKE"
+                    " 'not run: its input step%')",
+                    (JobState.FAILED,),
+                ).fetchall()
             else:
                 marks = ",".join("?" * len(job_ids))
                 rows = db.execute(f"SELECT * FROM jobs WHERE id IN ({marks})", job_ids).fetchall()
             for row in rows:
                 if row["state"] != JobState.FAILED:
                     continue
-                db.execute("UPDATE jobs SET state=?, attempts=0, not_before=0, error=NULL, updated_at=? WHERE id=?",
-                           (JobState.QUEUED, now, row["id"]))
-                db.execute("UPDATE jobs SET state=?, error=NULL, updated_at=? WHERE plan_id=? AND step_index>?"
-                           " AND state=? AND error LIKE 'not run: its input step%'",
-                           (JobState.WAITING, now, row["plan_id"], row["step_index"], JobState.FAILED))
-                db.execute("UPDATE plans SET state='active', finished_at=NULL WHERE id=?", (row["plan_id"],))
+                db.execute(
+                    "UPDATE jobs SET state=?, attempts=0, not_before=0, error=NULL, updated_at=? WHERE id=?",
+                    (JobState.QUEUED, now, row["id"]),
+                )
+                db.execute(
+                    "UPDATE jobs SET state=?, error=NULL, updated_at=? WHERE plan_id=? AND step_index>?"
+                    " AND state=? AND error LIKE 'not run: its input step%'",
+                    (JobState.WAITING, now, row["plan_id"], row["step_index"], JobState.FAILED),
+                )
+                db.execute(
+                    "UPDATE plans SET state='active', finished_at=NULL WHERE id=?",
+                    (row["plan_id"],),
+                )
                 queued.append(row["id"])
         return queued
 
@@ -482,16 +592,22 @@ class Ledger:
     def find_job(self, prefix: str) -> JobRow | None:
         """A job by its id or an unambiguous prefix of it (as ``jobs ls`` prints them)."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2", (prefix + "%",)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE id LIKE ? LIMIT 2", (prefix + "%",)
+            ).fetchall()
         return JobRow.from_row(rows[0]) if len(rows) == 1 else None
 
     def prune(self, before: float) -> int:
         """Forget finished plans (and their jobs) last touched before ``before``, and seen
         records as old. Outputs are untouched; a pruned file that arrives again runs again."""
         with self._tx() as db:
-            old = [r["id"] for r in db.execute(
-                "SELECT id FROM plans WHERE state!='active' AND COALESCE(finished_at, created_at) < ?",
-                (before,)).fetchall()]
+            old = [
+                r["id"]
+                for r in db.execute(
+                    "SELECT id FROM plans WHERE state!='active' AND COALESCE(finished_at, created_at) < ?",
+                    (before,),
+                ).fetchall()
+            ]
             for pid in old:
                 db.execute("DELETE FROM jobs WHERE plan_id=?", (pid,))
                 db.execute("DELETE FROM plans WHERE id=?", (pid,))
@@ -501,15 +617,19 @@ class Ledger:
 
     def oldest_active_by_source(self) -> dict[str, float]:
         with self._lock:
-            rows = self._db.execute("SELECT source, MIN(created_at) AS t FROM plans WHERE state='active'"
-                                    " GROUP BY source").fetchall()
+            rows = self._db.execute(
+                "SELECT source, MIN(created_at) AS t FROM plans WHERE state='active'"
+                " GROUP BY source"
+            ).fetchall()
         return {r["source"]: r["t"] for r in rows}
 
     # -- reporting -------------------------------------------------------------------
 
     def counts_by_rule(self) -> dict[str, dict[str, int]]:
         with self._lock:
-            rows = self._db.execute("SELECT rule, state, COUNT(*) AS n FROM jobs GROUP BY rule, state").fetchall()
+            rows = self._db.execute(
+                "SELECT rule, state, COUNT(*) AS n FROM jobs GROUP BY rule, state"
+            ).fetchall()
         out: dict[str, dict[str, int]] = {}
         for r in rows:
             out.setdefault(r["rule"], {})[r["state"]] = r["n"]
@@ -519,21 +639,29 @@ class Ledger:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) AS n FROM plans").fetchone()["n"]
 
-    def seen_since(self, since: float, sources: list[str]) -> list[tuple[str, str, int, int, str | None]]:
+    def seen_since(
+        self, since: float, sources: list[str]
+    ) -> list[tuple[str, str, int, int, str | None]]:
         """Inputs (not sidecars) last seen at or after ``since`` from these sources."""
         marks = ",".join("?" * len(sources))
         with self._lock:
             rows = self._db.execute(
                 f"SELECT source, key, size, mtime_ns, etag FROM seen WHERE at>=? AND source IN ({marks})"
-                " AND outcome != 'sidecar' ORDER BY at", (since, *sources)).fetchall()
+                " AND outcome != 'sidecar' ORDER BY at",
+                (since, *sources),
+            ).fetchall()
         return [(r["source"], r["key"], r["size"], r["mtime_ns"], r["etag"]) for r in rows]
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
+            rows = self._db.execute(
+                "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"
+            ).fetchall()
         return {r["state"]: r["n"] for r in rows}
 
-    def jobs(self, state: str | None = None, rule: str | None = None, limit: int = 1000) -> list[JobRow]:
+    def jobs(
+        self, state: str | None = None, rule: str | None = None, limit: int = 1000
+    ) -> list[JobRow]:
         query, args = "SELECT * FROM jobs WHERE 1=1", []
         if state:
             query += " AND state=?"
@@ -549,7 +677,9 @@ class Ledger:
     def plans(self, state: str | None = None) -> list[PlanRow]:
         with self._lock:
             if state:
-                rows = self._db.execute("SELECT * FROM plans WHERE state=? ORDER BY created_at", (state,)).fetchall()
+                rows = self._db.execute(
+                    "SELECT * FROM plans WHERE state=? ORDER BY created_at", (state,)
+                ).fetchall()
             else:
                 rows = self._db.execute("SELECT * FROM plans ORDER BY created_at").fetchall()
         return [PlanRow.from_row(r) for r in rows]

@@ -26,19 +26,49 @@ from daemon.rules import globs, templates
 from daemon.errors import ConfigError, OutputError, Problem, RuleError
 from daemon.types import Arrival
 
-IMAGE_GLOBS = ["**/*.jpg", "**/*.jpeg", "**/*.png", "**/*.webp", "**/*.tif", "**/*.tiff", "**/*.bmp"]
+IMAGE_GLOBS = [
+    "**/*.jpg",
+    "**/*.jpeg",
+    "**/*.png",
+    "**/*.webp",
+    "**/*.tif",
+    "**/*.tiff",
+    "**/*.bmp",
+]
 FILE_TYPES = ("jpeg", "png", "webp", "tiff", "bmp", "gif")
 
 # Variables every prompt and path template may use; path templates add OUTPUT_VARS.
-SOURCE_VARS = ("stem", "name", "ext", "source_ext", "dir", "folder", "top_folder", "source", "rule", "date",
-               "width", "height")
+SOURCE_VARS = (
+    "stem",
+    "name",
+    "ext",
+    "source_ext",
+    "dir",
+    "folder",
+    "top_folder",
+    "source",
+    "rule",
+    "date",
+    "width",
+    "height",
+)
 OUTPUT_VARS = ("step", "model", "variant", "seed")
 
 SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 VIDEO_FORMATS = ("mp4", "webp", "gif")
 SIZE_PRESETS = {
-    "square": (1, 1), "portrait": (4, 5), "landscape": (16, 9), "story": (9, 16), "banner": (1200, 628),
-    "4:3": (4, 3), "3:2": (3, 2), "16:9": (16, 9), "9:16": (9, 16), "1:1": (1, 1), "4:5": (4, 5), "2:3": (2, 3),
+    "square": (1, 1),
+    "portrait": (4, 5),
+    "landscape": (16, 9),
+    "story": (9, 16),
+    "banner": (1200, 628),
+    "4:3": (4, 3),
+    "3:2": (3, 2),
+    "16:9": (16, 9),
+    "9:16": (9, 16),
+    "1:1": (1, 1),
+    "4:5": (4, 5),
+    "2:3": (2, 3),
 }
 
 
@@ -61,7 +91,9 @@ class Match(_Strict):
     sources: list[str] = []
     include: list[str] = Field(default_factory=lambda: list(IMAGE_GLOBS))
     exclude: list[str] = []
-    types: list[Literal["jpeg", "png", "webp", "tiff", "bmp", "gif"]] = []  # by content, not by name
+    types: list[
+        Literal["jpeg", "png", "webp", "tiff", "bmp", "gif"]
+    ] = []  # by content, not by name
     min_width: int | None = Field(None, ge=1)
     max_width: int | None = Field(None, ge=1)
     min_height: int | None = Field(None, ge=1)
@@ -86,9 +118,22 @@ class Match(_Strict):
 
     @property
     def needs_image(self) -> bool:
-        return bool(self.types or self.orientation or self.aspect or any(
-            getattr(self, k) is not None for k in ("min_width", "max_width", "min_height", "max_height",
-                                                  "min_megapixels", "max_megapixels")))
+        return bool(
+            self.types
+            or self.orientation
+            or self.aspect
+            or any(
+                getattr(self, k) is not None
+                for k in (
+                    "min_width",
+                    "max_width",
+                    "min_height",
+                    "max_height",
+                    "min_megapixels",
+                    "max_megapixels",
+                )
+            )
+        )
 
 
 class Step(_Strict):
@@ -102,7 +147,9 @@ class Step(_Strict):
     negative_prompt: str | None = None
     input: str | None = None  # an earlier step's name, or "source"; default: previous step
     pick: Literal["all", "first"] | list[int] = "all"  # which of the input step's outputs go on
-    references: list[str] = []  # globs, relative to the rules directory, or "NAME:glob" in a named folder
+    references: list[
+        str
+    ] = []  # globs, relative to the rules directory, or "NAME:glob" in a named folder
     mask: str | None = None  # "sidecar" (photo.mask.png), "alpha", or a path
     strength: float | None = Field(None, gt=0, le=1)
     steps: int | None = Field(None, ge=1, le=500)
@@ -127,7 +174,9 @@ class Step(_Strict):
     def _consistent(self) -> Step:
         if (self.model is None) == (self.models is None):
             raise ValueError("give either model: PROFILE or models: [A, B, ...]")
-        if self.models is not None and (not self.models or len(set(self.models)) != len(self.models)):
+        if self.models is not None and (
+            not self.models or len(set(self.models)) != len(self.models)
+        ):
             raise ValueError("models: must list at least one profile, each once")
         if self.seeds is not None and "variants" not in self.model_fields_set:
             self.variants = len(self.seeds)  # seeds: [1, 2] means two variants
@@ -144,7 +193,10 @@ class Step(_Strict):
         return self.models if self.models is not None else [self.model]
 
     def backend_params(self) -> dict[str, Any]:
-        named = {k: getattr(self, k) for k in ("strength", "steps", "guidance", "width", "height", "frames", "fps")}
+        named = {
+            k: getattr(self, k)
+            for k in ("strength", "steps", "guidance", "width", "height", "frames", "fps")
+        }
         return {**self.params, **{k: v for k, v in named.items() if v is not None}}
 
 
@@ -154,7 +206,9 @@ def parse_size(text: str) -> tuple[int, int] | tuple[float, float]:
     if match:
         w, h = int(match[1]), int(match[2])
         if w % 8 or h % 8 or not (8 <= w <= 8192 and 8 <= h <= 8192):
-            raise ValueError(f"size {text!r}: width and height must be multiples of 8 between 8 and 8192")
+            raise ValueError(
+                f"size {text!r}: width and height must be multiples of 8 between 8 and 8192"
+            )
         return w, h
     if text in SIZE_PRESETS:
         w, h = SIZE_PRESETS[text]
@@ -162,12 +216,16 @@ def parse_size(text: str) -> tuple[int, int] | tuple[float, float]:
     match = re.fullmatch(r"(\d+(?:\.\d+)?):(\d+(?:\.\d+)?)", text)
     if match and float(match[1]) > 0 and float(match[2]) > 0:
         return float(match[1]), float(match[2])
-    raise ValueError(f"size {text!r} is not WIDTHxHEIGHT (1024x768), W:H (16:9) or one of {', '.join(SIZE_PRESETS)}")
+    raise ValueError(
+        f"size {text!r} is not WIDTHxHEIGHT (1024x768), W:H (16:9) or one of {', '.join(SIZE_PRESETS)}"
+    )
 
 
 class Output(_Strict):
     sink: str
-    path: str | None = None  # default: {rule}/{stem}/{step}-{variant}.{ext} ({model} added for compare steps)
+    path: str | None = (
+        None  # default: {rule}/{stem}/{step}-{variant}.{ext} ({model} added for compare steps)
+    )
     manifest: str = "{rule}/{stem}/manifest.json"
     sheet: str = "{rule}/{stem}/sheet.png"
     format: Literal["png", "jpeg", "webp"] = "png"
@@ -186,7 +244,9 @@ class Output(_Strict):
         _check_stays_inside(value)
         suffix = PurePosixPath(value).suffix.lower()
         if suffix not in (".png", ".jpg", ".jpeg", ".webp", ".{ext}"):
-            raise ValueError(f"path must end in .{{ext}}, .png, .jpg or .webp (the output format), not {suffix or 'nothing'!r}")
+            raise ValueError(
+                f"path must end in .{{ext}}, .png, .jpg or .webp (the output format), not {suffix or 'nothing'!r}"
+            )
         return value
 
     @field_validator("manifest", "sheet")
@@ -210,7 +270,9 @@ class Rule(_Strict):
     name: str = Field(pattern=SLUG)
     description: str | None = None
     priority: int = 0  # higher first
-    daily_budget: float | None = Field(None, ge=0)  # USD per day for hosted models; local ones are free
+    daily_budget: float | None = Field(
+        None, ge=0
+    )  # USD per day for hosted models; local ones are free
     stop: bool = False  # when this rule matches, rules after it are not tried
     match: Match
     vars: dict[str, str | int | float] = {}
@@ -243,9 +305,15 @@ class Rule(_Strict):
             if step.name in seen:
                 raise ValueError(f"two steps are named {step.name!r}; step names must be unique")
             if step.input not in (None, "source") and step.input not in seen:
-                raise ValueError(f"step {step.name!r} takes input from {step.input!r}, which is not an earlier step")
+                raise ValueError(
+                    f"step {step.name!r} takes input from {step.input!r}, which is not an earlier step"
+                )
             seen.append(step.name)
-        if self.output.path and "{model}" not in self.output.path and any(s.models for s in self.steps):
+        if (
+            self.output.path
+            and "{model}" not in self.output.path
+            and any(s.models for s in self.steps)
+        ):
             raise ValueError("output.path must contain {model} when a step compares several models")
         return self
 
@@ -259,8 +327,11 @@ class Rule(_Strict):
 
     def digest(self) -> str:
         """Changes when the rule's meaning changes, not when whitespace or comments do."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"description"}), sort_keys=True,
-                               separators=(",", ":"))
+        canonical = json.dumps(
+            self.model_dump(mode="json", exclude={"description"}),
+            sort_keys=True,
+            separators=(",", ":"),
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def input_of(self, index: int) -> str:
@@ -270,7 +341,9 @@ class Rule(_Strict):
         return "source" if index == 0 else self.steps[index - 1].name
 
     def variables_used(self) -> set[str]:
-        texts = [self.prompt, self.negative_prompt] + [t for s in self.steps for t in (s.prompt, s.negative_prompt)]
+        texts = [self.prompt, self.negative_prompt] + [
+            t for s in self.steps for t in (s.prompt, s.negative_prompt)
+        ]
         return {name for text in texts if text for name in templates.fields(text)}
 
 
@@ -294,7 +367,14 @@ def _known_keys() -> set[str]:
 def load_rule_file(path: Path) -> LoadedRule:
     data, positions = yamlfile.load(path)
     if not isinstance(data, dict):
-        raise RuleError([Problem(f"{path}:1:1", "a rule file must be a mapping with name, match, prompt, steps and output")])
+        raise RuleError(
+            [
+                Problem(
+                    f"{path}:1:1",
+                    "a rule file must be a mapping with name, match, prompt, steps and output",
+                )
+            ]
+        )
     try:
         rule = Rule.model_validate(data)
     except ValidationError as exc:
@@ -314,16 +394,27 @@ def _unknown_variables(loaded: LoadedRule) -> list[Problem]:
         return []
     known = set(SOURCE_VARS) | set(rule.vars)
     problems = []
-    places: list[tuple[tuple[str | int, ...], str | None]] = [(("prompt",), rule.prompt),
-                                                              (("negative_prompt",), rule.negative_prompt)]
+    places: list[tuple[tuple[str | int, ...], str | None]] = [
+        (("prompt",), rule.prompt),
+        (("negative_prompt",), rule.negative_prompt),
+    ]
     for i, step in enumerate(rule.steps):
-        places += [(("steps", i, "prompt"), step.prompt), (("steps", i, "negative_prompt"), step.negative_prompt)]
+        places += [
+            (("steps", i, "prompt"), step.prompt),
+            (("steps", i, "negative_prompt"), step.negative_prompt),
+        ]
     for loc, text in places:
         for name in templates.fields(text or ""):
             if name not in known:
-                problems.append(Problem(loaded.positions.where(loc, value=True), f"unknown variable {{{name}}}",
-                                        yamlfile.suggest(name, known) or "define it under vars:, or in a sidecar"
-                                        " file (then set match.sidecar: required)"))
+                problems.append(
+                    Problem(
+                        loaded.positions.where(loc, value=True),
+                        f"unknown variable {{{name}}}",
+                        yamlfile.suggest(name, known)
+                        or "define it under vars:, or in a sidecar"
+                        " file (then set match.sidecar: required)",
+                    )
+                )
     return problems
 
 
@@ -331,7 +422,8 @@ def rule_files(rules_dir: Path) -> list[Path]:
     if not rules_dir.is_dir():
         return []
     return sorted(
-        p for p in rules_dir.iterdir()
+        p
+        for p in rules_dir.iterdir()
         if p.suffix in (".yaml", ".yml") and not p.name.startswith(("_", ".")) and p.is_file()
     )
 
@@ -358,8 +450,15 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)  # why not, for `darkroom match`
 
 
-def judge(rule: Rule, arrival: Arrival, facts: ImageFacts | None, has_sidecar: bool,
-          *, any_source: bool = False, shallow: bool = False) -> Verdict:
+def judge(
+    rule: Rule,
+    arrival: Arrival,
+    facts: ImageFacts | None,
+    has_sidecar: bool,
+    *,
+    any_source: bool = False,
+    shallow: bool = False,
+) -> Verdict:
     """Whether ``rule`` takes ``arrival``, with every reason it does not. ``shallow``
     checks only what needs no read: source and globs."""
     m = rule.match
@@ -387,9 +486,11 @@ def _image_reasons(m: Match, facts: ImageFacts) -> list[str]:
     why = []
     if m.types and facts.type not in m.types:
         why.append(f"type {facts.type} is not one of {m.types}")
-    for label, value, low, high in (("width", facts.width, m.min_width, m.max_width),
-                                    ("height", facts.height, m.min_height, m.max_height),
-                                    ("megapixels", round(mp, 2), m.min_megapixels, m.max_megapixels)):
+    for label, value, low, high in (
+        ("width", facts.width, m.min_width, m.max_width),
+        ("height", facts.height, m.min_height, m.max_height),
+        ("megapixels", round(mp, 2), m.min_megapixels, m.max_megapixels),
+    ):
         if low is not None and value < low:
             why.append(f"{label} {value} < min_{label} {low}")
         if high is not None and value > high:
@@ -397,7 +498,9 @@ def _image_reasons(m: Match, facts: ImageFacts) -> list[str]:
     if m.orientation and facts.orientation != m.orientation:
         why.append(f"orientation {facts.orientation} is not {m.orientation}")
     if m.aspect and not m.aspect.holds(facts.width / facts.height):
-        why.append(f"aspect {facts.width / facts.height:.3f} is outside {m.aspect.min}..{m.aspect.max}")
+        why.append(
+            f"aspect {facts.width / facts.height:.3f} is outside {m.aspect.min}..{m.aspect.max}"
+        )
     return why
 
 
@@ -418,25 +521,49 @@ class RuleSet:
     def needs_image(self) -> bool:
         return any(r.rule.match.needs_image for r in self.rules)
 
-    def verdicts(self, arrival: Arrival, facts: ImageFacts | None = None, has_sidecar: bool = False,
-                 *, any_source: bool = False, shallow: bool = False) -> list[Verdict]:
+    def verdicts(
+        self,
+        arrival: Arrival,
+        facts: ImageFacts | None = None,
+        has_sidecar: bool = False,
+        *,
+        any_source: bool = False,
+        shallow: bool = False,
+    ) -> list[Verdict]:
         """One verdict per rule, in order; after a matching ``stop: true`` rule the rest are
         reported as not tried."""
         out, stopped_by = [], None
         for loaded in self.rules:
             if stopped_by:
-                out.append(Verdict(loaded.rule.name, False, [f"not tried: {stopped_by!r} matched and has stop: true"]))
+                out.append(
+                    Verdict(
+                        loaded.rule.name,
+                        False,
+                        [f"not tried: {stopped_by!r} matched and has stop: true"],
+                    )
+                )
                 continue
-            verdict = judge(loaded.rule, arrival, facts, has_sidecar, any_source=any_source, shallow=shallow)
+            verdict = judge(
+                loaded.rule, arrival, facts, has_sidecar, any_source=any_source, shallow=shallow
+            )
             out.append(verdict)
             if verdict.matched and loaded.rule.stop and not shallow:
                 stopped_by = loaded.rule.name
         return out
 
-    def matching(self, arrival: Arrival, facts: ImageFacts | None = None, has_sidecar: bool = False,
-                 *, any_source: bool = False, shallow: bool = False) -> list[Rule]:
+    def matching(
+        self,
+        arrival: Arrival,
+        facts: ImageFacts | None = None,
+        has_sidecar: bool = False,
+        *,
+        any_source: bool = False,
+        shallow: bool = False,
+    ) -> list[Rule]:
         """Every rule that takes ``arrival`` (all matching rules run unless one says stop)."""
-        verdicts = self.verdicts(arrival, facts, has_sidecar, any_source=any_source, shallow=shallow)
+        verdicts = self.verdicts(
+            arrival, facts, has_sidecar, any_source=any_source, shallow=shallow
+        )
         return [self.get(v.rule) for v in verdicts if v.matched]
 
 
@@ -453,49 +580,91 @@ def load_rules(rules_dir: Path) -> RuleSet:
     for item in loaded:
         other = names.get(item.rule.name)
         if other:
-            problems.append(Problem(item.where("name"), f"rule name {item.rule.name!r} is already used by {other.file}"))
+            problems.append(
+                Problem(
+                    item.where("name"),
+                    f"rule name {item.rule.name!r} is already used by {other.file}",
+                )
+            )
         names[item.rule.name] = item
     if problems:
         raise RuleError(problems)
     return RuleSet(loaded)
 
 
-def cross_check(rules: RuleSet, sources: set[str], sinks: set[str], profiles: set[str],
-                reference_dirs: dict[str, Path] | None = None, rules_dir: Path | None = None) -> list[Problem]:
+def cross_check(
+    rules: RuleSet,
+    sources: set[str],
+    sinks: set[str],
+    profiles: set[str],
+    reference_dirs: dict[str, Path] | None = None,
+    rules_dir: Path | None = None,
+) -> list[Problem]:
     """Problems only visible with the config: unknown sources, sinks, profiles, references."""
     problems = []
     for item in rules.rules:
         rule = item.rule
         if not rule.match.source_names:
-            problems.append(Problem(item.where("match"), "match names no source; add 'source: NAME'"))
+            problems.append(
+                Problem(item.where("match"), "match names no source; add 'source: NAME'")
+            )
         for i, name in enumerate(rule.match.source_names):
             if name not in sources:
-                loc = ("match", "source") if rule.match.source == name else ("match", "sources", i - bool(rule.match.source))
-                problems.append(Problem(item.positions.where(loc, value=True),
-                                        f"unknown source {name!r}; configured sources: {', '.join(sorted(sources)) or 'none'}",
-                                        yamlfile.suggest(name, sources)))
+                loc = (
+                    ("match", "source")
+                    if rule.match.source == name
+                    else ("match", "sources", i - bool(rule.match.source))
+                )
+                problems.append(
+                    Problem(
+                        item.positions.where(loc, value=True),
+                        f"unknown source {name!r}; configured sources: {', '.join(sorted(sources)) or 'none'}",
+                        yamlfile.suggest(name, sources),
+                    )
+                )
         if rule.output.sink not in sinks:
-            problems.append(Problem(item.positions.where(("output", "sink"), value=True),
-                                    f"unknown sink {rule.output.sink!r}; configured sinks: {', '.join(sorted(sinks)) or 'none'}",
-                                    yamlfile.suggest(rule.output.sink, sinks)))
+            problems.append(
+                Problem(
+                    item.positions.where(("output", "sink"), value=True),
+                    f"unknown sink {rule.output.sink!r}; configured sinks: {', '.join(sorted(sinks)) or 'none'}",
+                    yamlfile.suggest(rule.output.sink, sinks),
+                )
+            )
         for i, step in enumerate(rule.steps):
             for j, profile in enumerate(step.profiles):
                 if profile not in profiles:
                     loc = ("steps", i, "model") if step.model else ("steps", i, "models", j)
-                    problems.append(Problem(item.positions.where(loc, value=True),
-                                            f"unknown model profile {profile!r}; see 'darkroom models'",
-                                            yamlfile.suggest(profile, profiles)))
+                    problems.append(
+                        Problem(
+                            item.positions.where(loc, value=True),
+                            f"unknown model profile {profile!r}; see 'darkroom models'",
+                            yamlfile.suggest(profile, profiles),
+                        )
+                    )
             for j, pattern in enumerate(step.references):
                 try:
-                    if not resolve_references([pattern], rules_dir or Path("."), reference_dirs or {}):
-                        problems.append(Problem(item.positions.where(("steps", i, "references", j), value=True),
-                                                f"references {pattern!r} matches no file"))
+                    if not resolve_references(
+                        [pattern], rules_dir or Path("."), reference_dirs or {}
+                    ):
+                        problems.append(
+                            Problem(
+                                item.positions.where(("steps", i, "references", j), value=True),
+                                f"references {pattern!r} matches no file",
+                            )
+                        )
                 except ValueError as exc:
-                    problems.append(Problem(item.positions.where(("steps", i, "references", j), value=True), str(exc)))
+                    problems.append(
+                        Problem(
+                            item.positions.where(("steps", i, "references", j), value=True),
+                            str(exc),
+                        )
+                    )
     return problems
 
 
-def resolve_references(patterns: list[str], rules_dir: Path, reference_dirs: dict[str, Path]) -> list[Path]:
+def resolve_references(
+    patterns: list[str], rules_dir: Path, reference_dirs: dict[str, Path]
+) -> list[Path]:
     """Reference images, sorted: ``glob`` relative to the rules directory, or ``NAME:glob``
     inside the configured reference folder NAME. Symlinks leaving the folder are refused."""
     found: list[Path] = []
@@ -505,9 +674,13 @@ def resolve_references(patterns: list[str], rules_dir: Path, reference_dirs: dic
         if sep and name in reference_dirs:
             base, pattern = reference_dirs[name], rest
         elif sep and re.fullmatch(r"[A-Za-z0-9_-]+", name) and len(name) > 1:
-            raise ValueError(f"reference folder {name!r} is not configured (reference_dirs: {', '.join(reference_dirs) or 'none'})")
+            raise ValueError(
+                f"reference folder {name!r} is not configured (reference_dirs: {', '.join(reference_dirs) or 'none'})"
+            )
         if pattern.startswith("/") or ".." in PurePosixPath(pattern).parts:
-            raise ValueError(f"reference {pattern!r} must stay inside its folder (no absolute paths or '..')")
+            raise ValueError(
+                f"reference {pattern!r} must stay inside its folder (no absolute paths or '..')"
+            )
         root = base.resolve()
         for path in sorted(base.glob(pattern)):
             if path.is_file() and path.resolve().is_relative_to(root):
@@ -518,8 +691,9 @@ def resolve_references(patterns: list[str], rules_dir: Path, reference_dirs: dic
 # -- planning -----------------------------------------------------------------------------
 
 
-def source_variables(rule: Rule, arrival: Arrival, facts: ImageFacts | None = None,
-                     now: float | None = None) -> dict[str, Any]:
+def source_variables(
+    rule: Rule, arrival: Arrival, facts: ImageFacts | None = None, now: float | None = None
+) -> dict[str, Any]:
     key = PurePosixPath(arrival.key)
     parts = key.parts[:-1]
     ext = key.suffix.lstrip(".").lower()
@@ -566,25 +740,40 @@ class Sidecar:
         if key.lower().endswith(".txt"):
             return cls(key, sha, prompt=text.strip())
         try:
-            values = json.loads(text) if key.lower().endswith(".json") else yamlfile.loads(text, key)[0]
+            values = (
+                json.loads(text) if key.lower().endswith(".json") else yamlfile.loads(text, key)[0]
+            )
         except (ValueError, ConfigError) as exc:
-            raise InputError(f"{key}: sidecar is not valid {'JSON' if key.endswith('.json') else 'YAML'}: {exc}") from None
+            raise InputError(
+                f"{key}: sidecar is not valid {'JSON' if key.endswith('.json') else 'YAML'}: {exc}"
+            ) from None
         if values is None:
             values = {}
         if not isinstance(values, dict):
             raise InputError(f"{key}: sidecar must be a mapping of {', '.join(cls.OVERRIDES)}")
         unknown = set(values) - set(cls.OVERRIDES)
         if unknown:
-            raise InputError(f"{key}: unknown sidecar key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(cls.OVERRIDES)}")
+            raise InputError(
+                f"{key}: unknown sidecar key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(cls.OVERRIDES)}"
+            )
         variables = values.get("vars") or {}
-        if not isinstance(variables, dict) or not all(isinstance(v, (str, int, float)) for v in variables.values()):
+        if not isinstance(variables, dict) or not all(
+            isinstance(v, (str, int, float)) for v in variables.values()
+        ):
             raise InputError(f"{key}: sidecar vars must be a mapping of names to text or numbers")
         seed, steps = values.get("seed"), values.get("steps")
         for label, number in (("seed", seed), ("steps", steps)):
             if number is not None and (not isinstance(number, int) or number < 0):
                 raise InputError(f"{key}: sidecar {label} must be a whole number >= 0")
-        return cls(key, sha, vars=dict(variables), prompt=values.get("prompt"),
-                   negative_prompt=values.get("negative_prompt"), seed=seed, steps=steps)
+        return cls(
+            key,
+            sha,
+            vars=dict(variables),
+            prompt=values.get("prompt"),
+            negative_prompt=values.get("negative_prompt"),
+            seed=seed,
+            steps=steps,
+        )
 
 
 SIDECAR_SUFFIXES = (".txt", ".json", ".yaml", ".yml")
@@ -615,9 +804,17 @@ def _render(text: str, variables: dict[str, Any], where: str) -> str:
         raise TemplateVariableError(f"{where}: {exc}") from None
 
 
-def plan_for(rule: Rule, arrival: Arrival, sha256: str, *, facts: ImageFacts | None = None,
-             sidecar: Sidecar | None = None, references: dict[str, list[dict[str, str]]] | None = None,
-             extra_content: str | None = None, rng: random.Random | None = None) -> dict[str, Any]:
+def plan_for(
+    rule: Rule,
+    arrival: Arrival,
+    sha256: str,
+    *,
+    facts: ImageFacts | None = None,
+    sidecar: Sidecar | None = None,
+    references: dict[str, list[dict[str, str]]] | None = None,
+    extra_content: str | None = None,
+    rng: random.Random | None = None,
+) -> dict[str, Any]:
     """Everything needed to run ``rule`` on ``arrival``, as JSON-able data.
 
     Random seeds are drawn here, once, so retries and restarts reuse them and the
@@ -634,10 +831,18 @@ def plan_for(rule: Rule, arrival: Arrival, sha256: str, *, facts: ImageFacts | N
         except TemplateVariableError as exc:
             errors.append(str(exc))
             return text
-    variables: dict[str, Any] = {**rule.vars, **(sidecar.vars if sidecar else {}),
-                                 **source_variables(rule, arrival, facts)}
+
+    variables: dict[str, Any] = {
+        **rule.vars,
+        **(sidecar.vars if sidecar else {}),
+        **source_variables(rule, arrival, facts),
+    }
     base_prompt = sidecar.prompt if sidecar and sidecar.prompt is not None else rule.prompt
-    base_negative = sidecar.negative_prompt if sidecar and sidecar.negative_prompt is not None else rule.negative_prompt
+    base_negative = (
+        sidecar.negative_prompt
+        if sidecar and sidecar.negative_prompt is not None
+        else rule.negative_prompt
+    )
     units = []
     for index, step in enumerate(rule.steps):
         if sidecar and sidecar.seed is not None and step.seeds is None:
@@ -656,30 +861,39 @@ def plan_for(rule: Rule, arrival: Arrival, sha256: str, *, facts: ImageFacts | N
         if mask not in (None, "sidecar", "alpha"):
             mask = render(mask, f"steps[{index}].mask")
         for profile in step.profiles:
-            units.append({
-                "id": step.name if step.models is None else f"{step.name}:{profile}",
-                "name": step.name,
-                "model": profile,
-                "input": rule.input_of(index),
-                "pick": step.pick,
-                "prompt": render(prompt, f"step {step.name!r} prompt"),
-                "negative_prompt": render(negative, f"step {step.name!r} negative_prompt") if negative else None,
-                "seeds": seeds,
-                "params": params,
-                "size": step.size,
-                "max_side": step.max_side,
-                "references": (references or {}).get(step.name, []),
-                "mask": mask,
-                "video_format": step.video_format,
-            })
+            units.append(
+                {
+                    "id": step.name if step.models is None else f"{step.name}:{profile}",
+                    "name": step.name,
+                    "model": profile,
+                    "input": rule.input_of(index),
+                    "pick": step.pick,
+                    "prompt": render(prompt, f"step {step.name!r} prompt"),
+                    "negative_prompt": render(negative, f"step {step.name!r} negative_prompt")
+                    if negative
+                    else None,
+                    "seeds": seeds,
+                    "params": params,
+                    "size": step.size,
+                    "max_side": step.max_side,
+                    "references": (references or {}).get(step.name, []),
+                    "mask": mask,
+                    "video_format": step.video_format,
+                }
+            )
     plan = {
         "rule": rule.name,
         "digest": rule.digest(),
         "sha256": sha256,
         "content": content_id(sha256, sidecar, extra_content),
         "sidecar": {"key": sidecar.key, "sha256": sidecar.sha256} if sidecar else None,
-        "arrival": {"source": arrival.source, "key": arrival.key, "uri": arrival.uri, "size": arrival.size,
-                    "etag": arrival.etag},
+        "arrival": {
+            "source": arrival.source,
+            "key": arrival.key,
+            "uri": arrival.uri,
+            "size": arrival.size,
+            "etag": arrival.etag,
+        },
         "vars": {k: v for k, v in variables.items()},
         "prompt": render(base_prompt, "prompt"),
         "negative_prompt": render(base_negative, "negative_prompt") if base_negative else None,
@@ -732,12 +946,20 @@ def path_safe(value: Any, *, keep_slashes: bool = False) -> Any:
     return out if keep_slashes else out.replace("/", "_").replace("\\", "_")
 
 
-def output_path(plan: dict[str, Any], unit: dict[str, Any], variant: int, seed: int, *, video: bool = False) -> str:
+def output_path(
+    plan: dict[str, Any], unit: dict[str, Any], variant: int, seed: int, *, video: bool = False
+) -> str:
     ext = unit["video_format"] if video else EXTENSIONS[plan.get("format", "png")]
     template = plan["path"]
     if template.endswith((".png", ".jpg", ".jpeg", ".webp")) and video:
         template = template.rsplit(".", 1)[0] + ".{ext}"
-    variables = {**plan["vars"], "step": unit["name"], "model": unit["model"], "variant": variant, "seed": seed,
-                 "ext": ext}
+    variables = {
+        **plan["vars"],
+        "step": unit["name"],
+        "model": unit["model"],
+        "variant": variant,
+        "seed": seed,
+        "ext": ext,
+    }
     safe = {k: path_safe(v, keep_slashes=k == "dir") for k, v in variables.items()}
     return templates.safe_relpath(templates.render(template, safe))

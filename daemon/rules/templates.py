@@ -29,7 +29,9 @@ def fields(template: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise TemplateError(f"malformed template {template!r}: {exc} (write {{{{ or }}}} for a literal brace)") from None
+        raise TemplateError(
+            f"malformed template {template!r}: {exc} (write {{{{ or }}}} for a literal brace)"
+        ) from None
     for _literal, name, spec, conversion in parsed:
         if name is None:
             continue
@@ -39,7 +41,9 @@ def fields(template: str) -> list[str]:
                 "(no attribute access, indexing or expressions)"
             )
         if conversion:
-            raise TemplateError(f"{{{name}!{conversion}}} is not allowed: conversions are not supported")
+            raise TemplateError(
+                f"{{{name}!{conversion}}} is not allowed: conversions are not supported"
+            )
         if spec:
             raise TemplateError(f"{{{name}:{spec}}} is not allowed: format specs are not supported")
         names.append(name)
@@ -51,7 +55,9 @@ def check(template: str, available: Iterable[str]) -> None:
     known = set(available)
     for name in fields(template):
         if name not in known:
-            raise TemplateError(f"unknown variable {{{name}}}; available: {', '.join(sorted(known))}")
+            raise TemplateError(
+                f"unknown variable {{{name}}}; available: {', '.join(sorted(known))}"
+            )
 
 
 def render(template: str, variables: Mapping[str, object]) -> str:
@@ -76,7 +82,9 @@ def safe_relpath(path: str) -> str:
     """
     if "\x00" in path or any(unicodedata.category(c) in ("Cc", "Cf") for c in path):
         # Cf covers bidi overrides and zero-width characters that make names lie.
-        raise OutputError(f"output path {path!r} contains control or invisible formatting characters")
+        raise OutputError(
+            f"output path {path!r} contains control or invisible formatting characters"
+        )
     # NFKC folds look-alikes such as the fullwidth solidus into the real "/" before checking.
     path = unicodedata.normalize("NFKC", path.replace("\\", "/"))
     if path.startswith("/"):
@@ -88,5 +96,7 @@ def safe_relpath(path: str) -> str:
         if part == "..":
             raise OutputError(f"output path {path!r} contains '..'; it would leave the sink root")
         if len(part.encode()) > MAX_COMPONENT_BYTES:
-            raise OutputError(f"output path component {part[:40]!r}... is longer than {MAX_COMPONENT_BYTES} bytes")
+            raise OutputError(
+                f"output path component {part[:40]!r}... is longer than {MAX_COMPONENT_BYTES} bytes"
+            )
     return "/".join(parts)

@@ -69,20 +69,30 @@ class StateLock:
             self._fd = None
 
 
-def config_problems(settings: Settings, rules: RuleSet, profiles: dict[str, Profile]) -> list[Problem]:
+def config_problems(
+    settings: Settings, rules: RuleSet, profiles: dict[str, Profile]
+) -> list[Problem]:
     """Problems that only show with config and rules together (``darkroom check``)."""
-    problems = cross_check(rules, set(settings.sources), set(settings.sinks), set(profiles),
-                           settings.reference_dirs, settings.rules_dir)
+    problems = cross_check(
+        rules,
+        set(settings.sources),
+        set(settings.sinks),
+        set(profiles),
+        settings.reference_dirs,
+        settings.rules_dir,
+    )
     for sink_name, sink in settings.sinks.items():
         for source_name, source in settings.sources.items():
             out, watched = sink.where(), source.where()
             # Locations end in "/" (folders) or are bucket prefixes: overlap is a prefix test.
             if out.startswith(watched) or watched.startswith(out):
-                problems.append(Problem(
-                    f"config: sinks.{sink_name}",
-                    f"{out} overlaps the watched location of source {source_name!r} ({watched}); "
-                    "outputs would be picked up as new inputs — write them somewhere else",
-                ))
+                problems.append(
+                    Problem(
+                        f"config: sinks.{sink_name}",
+                        f"{out} overlaps the watched location of source {source_name!r} ({watched}); "
+                        "outputs would be picked up as new inputs — write them somewhere else",
+                    )
+                )
     if not rules.rules:
         problems.append(Problem(str(settings.rules_dir), "no rule files (*.yaml) found"))
     return problems
@@ -97,7 +107,9 @@ def build_sinks(settings: Settings) -> dict[str, Any]:
 
 
 class App:
-    def __init__(self, settings: Settings, *, sources: dict[str, Any] | None = None, any_source: bool = False):
+    def __init__(
+        self, settings: Settings, *, sources: dict[str, Any] | None = None, any_source: bool = False
+    ):
         self.settings = settings
         self.config_path: Path | None = None  # set by the CLI, for SIGHUP reloads
         self.profiles = resolve_profiles(settings)
@@ -114,19 +126,32 @@ class App:
         self.notifier = Notifier.from_env(unset=True)  # before workers spawn: they must not notify
         self.beats = Heartbeats()
         self.readiness = Readiness(("sources", "rules", "worker"))
-        self.metrics = Metrics(job_counts=lambda: self.ledger.counts_by_rule() if self.ledger else {})
+        self.metrics = Metrics(
+            job_counts=lambda: self.ledger.counts_by_rule() if self.ledger else {}
+        )
         self.watchdog = Watchdog(self.notifier, self.notifier.watchdog_interval, self.beats.check)
         m = settings.metrics
-        self.metrics_server = (MetricsServer(m.host, m.port, self.metrics, health=self.beats.check,
-                                             ready=self.readiness.check)
-                               if m.enabled and not any_source else None)
+        self.metrics_server = (
+            MetricsServer(
+                m.host, m.port, self.metrics, health=self.beats.check, ready=self.readiness.check
+            )
+            if m.enabled and not any_source
+            else None
+        )
         self.webhooks = self._webhooks(settings)
         w = settings.worker
-        self.pool = WorkerPool(w.device_list, w.threads, settings.models_dir,
-                               w.job_timeout, on_restart=self.metrics.worker_restarted,
-                               on_alive=lambda: self.beats.beat("worker"), cpu_threads=w.cpu_worker_threads,
-                               memory_budget_gb=w.memory_budget_gb, recycle_after_jobs=w.recycle_after_jobs,
-                               recycle_rss_gb=w.recycle_rss_gb)
+        self.pool = WorkerPool(
+            w.device_list,
+            w.threads,
+            settings.models_dir,
+            w.job_timeout,
+            on_restart=self.metrics.worker_restarted,
+            on_alive=lambda: self.beats.beat("worker"),
+            cpu_threads=w.cpu_worker_threads,
+            memory_budget_gb=w.memory_budget_gb,
+            recycle_after_jobs=w.recycle_after_jobs,
+            recycle_rss_gb=w.recycle_rss_gb,
+        )
         self.stopped = threading.Event()
         self.scheduler: Any = None
         self.rules_error: str | None = None
@@ -136,9 +161,15 @@ class App:
         w = settings.webhooks
         if not w.urls or self.any_source:
             return None
-        return WebhookSender(w.urls, w.secret.get_secret_value() if w.secret else None, timeout=w.timeout,
-                             max_attempts=w.max_attempts, backoff=w.backoff, queue_size=w.queue_size,
-                             on_failure=self.metrics.webhook_failed)
+        return WebhookSender(
+            w.urls,
+            w.secret.get_secret_value() if w.secret else None,
+            timeout=w.timeout,
+            max_attempts=w.max_attempts,
+            backoff=w.backoff,
+            queue_size=w.queue_size,
+            on_failure=self.metrics.webhook_failed,
+        )
 
     def start(self) -> None:
         self.lock.acquire()
@@ -149,41 +180,67 @@ class App:
             except OSError as exc:
                 self.lock.release()
                 m = self.settings.metrics
-                raise ConfigError(f"metrics: cannot listen on {m.host}:{m.port}: {exc.strerror}; "
-                                  "choose another metrics.port") from None
-        self.ledger = Ledger(self.settings.state_dir / "ledger.sqlite",
-                             max_attempts=self.settings.jobs.max_attempts,
-                             retry_backoff=self.settings.jobs.retry_backoff)
+                raise ConfigError(
+                    f"metrics: cannot listen on {m.host}:{m.port}: {exc.strerror}; "
+                    "choose another metrics.port"
+                ) from None
+        self.ledger = Ledger(
+            self.settings.state_dir / "ledger.sqlite",
+            max_attempts=self.settings.jobs.max_attempts,
+            retry_backoff=self.settings.jobs.retry_backoff,
+        )
         for sink in self.sinks.values():
             cleanup = getattr(sink, "cleanup_temp", None)
             if cleanup is not None and (removed := cleanup()):
-                log.info("removed temp files left by an earlier crash", sink=sink.name, files=removed)
+                log.info(
+                    "removed temp files left by an earlier crash", sink=sink.name, files=removed
+                )
         requeued = self.ledger.recover()
         if requeued:
-            log.warning("work that was running when the daemon stopped is queued again", jobs=requeued)
+            log.warning(
+                "work that was running when the daemon stopped is queued again", jobs=requeued
+            )
         self.notifier.status("starting the worker")
         self.pool.start()
         self.readiness.mark("worker", True)
         self.beats.beat("worker")
         self.settlement = Settlement(self.sources, lambda pid: self.ledger.plan(pid).state)
-        self.runner = Runner(self.ledger, self.sources, self.sinks, self.pool, self.profiles,
-                             self.settings.worker.device, on_plan_done=self.settlement.plan_done,
-                             on_manifest=self._committed, on_job_end=self._job_ended,
-                             tick=lambda: self.beats.beat("runner"),
-                             ping_interval=self.settings.worker.ping_interval,
-                             max_batch=self.settings.worker.max_batch, max_wait_ms=self.settings.worker.max_wait_ms,
-                             priorities=self.settings.worker.priorities)
+        self.runner = Runner(
+            self.ledger,
+            self.sources,
+            self.sinks,
+            self.pool,
+            self.profiles,
+            self.settings.worker.device,
+            on_plan_done=self.settlement.plan_done,
+            on_manifest=self._committed,
+            on_job_end=self._job_ended,
+            tick=lambda: self.beats.beat("runner"),
+            ping_interval=self.settings.worker.ping_interval,
+            max_batch=self.settings.worker.max_batch,
+            max_wait_ms=self.settings.worker.max_wait_ms,
+            priorities=self.settings.worker.priorities,
+        )
         for plan_id in self.ledger.unfinished_plans():
             self.runner.finalize(plan_id)
         self._preload()
         self.readiness.mark("rules", True)
         if self.webhooks is not None:
             self.webhooks.start()
-        self.intake = Intake(self.ledger, lambda: self.rules, self.sources, self.runner.wake.set,
-                             any_source=self.any_source, settlement=self.settlement,
-                             rules_dir=self.settings.rules_dir, reference_dirs=self.settings.reference_dirs)
+        self.intake = Intake(
+            self.ledger,
+            lambda: self.rules,
+            self.sources,
+            self.runner.wake.set,
+            any_source=self.any_source,
+            settlement=self.settlement,
+            rules_dir=self.settings.rules_dir,
+            reference_dirs=self.settings.reference_dirs,
+        )
         self.intake.start()
-        runner_thread = threading.Thread(target=self.runner.loop, name="darkroom-runner", daemon=True)
+        runner_thread = threading.Thread(
+            target=self.runner.loop, name="darkroom-runner", daemon=True
+        )
         runner_thread.start()
         self._threads.append(runner_thread)
         for source in self.sources.values():
@@ -199,8 +256,14 @@ class App:
         self.readiness.set_phase("running")
         self.notifier.ready(status=self.status_line())
         self.watchdog.start()
-        log.info("darkroom running", rules=len(self.rules), sources=sorted(self.sources),
-                 sinks=sorted(self.sinks), state_dir=str(self.settings.state_dir), **self.pool.info)
+        log.info(
+            "darkroom running",
+            rules=len(self.rules),
+            sources=sorted(self.sources),
+            sinks=sorted(self.sinks),
+            state_dir=str(self.settings.state_dir),
+            **self.pool.info,
+        )
 
     # -- health and status -----------------------------------------------------------
 
@@ -215,7 +278,9 @@ class App:
     def status_line(self) -> str:
         counts = self.ledger.counts() if self.ledger else {}
         depth = counts.get("queued", 0) + counts.get("waiting", 0)
-        text = f"queue {depth}, running {counts.get('running', 0)}, failed {counts.get('failed', 0)}"
+        text = (
+            f"queue {depth}, running {counts.get('running', 0)}, failed {counts.get('failed', 0)}"
+        )
         last = getattr(getattr(self, "runner", None), "last_error", None) or self.rules_error
         return f"{text}; last error: {last[:200]}" if last else text
 
@@ -230,10 +295,15 @@ class App:
             return
         from daemon.outputs import review
 
-        self.webhooks.send(event_from_manifest(
-            manifest, manifest_url=sink.location(path),
-            sheet_url=sink.location(manifest["sheet"]) if manifest.get("sheet") else None,
-            page_url=sink.location(review.page_path_for(path)), output_url=sink.location))
+        self.webhooks.send(
+            event_from_manifest(
+                manifest,
+                manifest_url=sink.location(path),
+                sheet_url=sink.location(manifest["sheet"]) if manifest.get("sheet") else None,
+                page_url=sink.location(review.page_path_for(path)),
+                output_url=sink.location,
+            )
+        )
 
     def _source_lag(self) -> None:
         oldest = self.ledger.oldest_active_by_source()
@@ -244,8 +314,15 @@ class App:
     def _maintenance(self) -> None:
         days = self.settings.maintenance.retention_days
         removed = self.ledger.prune(time.time() - days * 86400)
-        orphans = sum(getattr(s, "cleanup_temp", lambda **_: 0)(older_than=3600) for s in self.sinks.values())
-        log.info("maintenance", ledger_rows_pruned=removed, temp_files_removed=orphans, retention_days=days)
+        orphans = sum(
+            getattr(s, "cleanup_temp", lambda **_: 0)(older_than=3600) for s in self.sinks.values()
+        )
+        log.info(
+            "maintenance",
+            ledger_rows_pruned=removed,
+            temp_files_removed=orphans,
+            retention_days=days,
+        )
 
     # -- reloading ---------------------------------------------------------------------
 
@@ -259,7 +336,9 @@ class App:
             ok = self._reload_config()
         finally:
             self.readiness.set_phase("running")
-            self.notifier.ready(status=self.status_line() if ok else f"reload refused: {self.rules_error}")
+            self.notifier.ready(
+                status=self.status_line() if ok else f"reload refused: {self.rules_error}"
+            )
         return ok
 
     def _reload_config(self) -> bool:
@@ -277,8 +356,11 @@ class App:
                 log.error("reload refused; the running config and rules stay", problem=str(problem))
             self.rules_error = str(exc)
             return False
-        fixed = [key for key in ("state_dir", "sources", "sinks", "worker", "model_cache", "metrics")
-                 if getattr(settings, key) != getattr(self.settings, key)]
+        fixed = [
+            key
+            for key in ("state_dir", "sources", "sinks", "worker", "model_cache", "metrics")
+            if getattr(settings, key) != getattr(self.settings, key)
+        ]
         if fixed:
             log.warning("these settings changed but apply only after a restart", keys=fixed)
         # Swap what can change live, each in one assignment.
@@ -308,7 +390,9 @@ class App:
                 raise ConfigError(problems)
         except ConfigError as exc:
             for problem in exc.problems:
-                log.error("rules not reloaded; the previous rules keep running", problem=str(problem))
+                log.error(
+                    "rules not reloaded; the previous rules keep running", problem=str(problem)
+                )
             self.rules_error = str(exc)
             return False
         self.rules = rules  # one assignment: intake sees the old set or the new one, never a mix
@@ -318,6 +402,7 @@ class App:
 
     def _watch_rules(self) -> None:
         """Poll the rules directory (cheap: a stat per file) and reload on any change."""
+
         def snapshot() -> tuple:
             files = rule_files(self.settings.rules_dir)
             out = []
@@ -343,18 +428,45 @@ class App:
 
         self.scheduler = BackgroundScheduler(daemon=True)
         if not self.any_source:
-            self.scheduler.add_job(self._maintenance, "interval", seconds=self.settings.maintenance.prune_interval,
-                                   id="maintenance", max_instances=1, coalesce=True)
-            self.scheduler.add_job(self._source_lag, "interval", seconds=15, id="source-lag",
-                                   max_instances=1, coalesce=True, next_run_time=_now())
+            self.scheduler.add_job(
+                self._maintenance,
+                "interval",
+                seconds=self.settings.maintenance.prune_interval,
+                id="maintenance",
+                max_instances=1,
+                coalesce=True,
+            )
+            self.scheduler.add_job(
+                self._source_lag,
+                "interval",
+                seconds=15,
+                id="source-lag",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=_now(),
+            )
         if self.settings.digest.enabled and not self.any_source:
             hour, minute = map(int, self.settings.digest.at.split(":"))
-            self.scheduler.add_job(self.daily_digest, "cron", hour=hour, minute=minute, id="digest",
-                                   max_instances=1, coalesce=True)
+            self.scheduler.add_job(
+                self.daily_digest,
+                "cron",
+                hour=hour,
+                minute=minute,
+                id="digest",
+                max_instances=1,
+                coalesce=True,
+            )
         for source in self.sources.values():
             for func, interval, name in getattr(source, "periodic", lambda: [])():
-                self.scheduler.add_job(func, "interval", seconds=interval, id=f"{source.name}:{name}",
-                                       max_instances=1, coalesce=True, next_run_time=_now())
+                self.scheduler.add_job(
+                    func,
+                    "interval",
+                    seconds=interval,
+                    id=f"{source.name}:{name}",
+                    max_instances=1,
+                    coalesce=True,
+                    next_run_time=_now(),
+                )
         self.scheduler.start()
 
     def daily_digest(self, day: datetime.date | None = None) -> list[str]:
@@ -373,7 +485,9 @@ class App:
 
     def _preload(self) -> None:
         """Load the models the rules use before the first file arrives."""
-        used = {p for loaded in self.rules.rules for step in loaded.rule.steps for p in step.profiles}
+        used = {
+            p for loaded in self.rules.rules for step in loaded.rule.steps for p in step.profiles
+        }
         for name in sorted(used):
             self.notifier.extend_timeout(self.settings.worker.job_timeout + 60)
             self.notifier.status(f"loading model {name}")

@@ -17,7 +17,9 @@ from typing import Protocol
 class Sink(Protocol):
     name: str
 
-    def write(self, path: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None) -> str:
+    def write(
+        self, path: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None
+    ) -> str:
         """Atomically store ``data`` at ``path``; returns its location (a path or URL).
         ``metadata`` is kept where the store has a place for it (S3 user metadata)."""
 

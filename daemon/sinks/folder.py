@@ -37,13 +37,20 @@ class FolderSink:
             raise OutputError(f"output path {path!r} resolves outside the sink root {root}")
         return target
 
-    def write(self, path: str, data: bytes, content_type: str = "application/octet-stream",
-              metadata: dict[str, str] | None = None) -> str:
+    def write(
+        self,
+        path: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> str:
         target = self._target(path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             # Dot-prefixed so that anything watching the output folder ignores it.
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:200]}.", suffix=".tmp", dir=target.parent)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{target.name[:200]}.", suffix=".tmp", dir=target.parent
+            )
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
@@ -100,8 +107,11 @@ class FolderSink:
         base = self.root / prefix if prefix else self.root
         if not base.exists():
             return []
-        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
-                      if p.is_file() and not p.name.startswith("."))
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
 
     def exists(self, path: str) -> bool:
         return self._target(path).is_file()

@@ -15,8 +15,13 @@ class MemorySink:
         self.writes: list[str] = []  # in commit order, to check that manifests come last
         self._lock = threading.Lock()
 
-    def write(self, path: str, data: bytes, content_type: str = "application/octet-stream",
-              metadata: dict[str, str] | None = None) -> str:
+    def write(
+        self,
+        path: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> str:
         rel = safe_relpath(path)
         with self._lock:
             self.objects[rel] = bytes(data)

@@ -31,10 +31,20 @@ from daemon.rules.templates import safe_relpath
 __all__ = ["S3Sink", "content_type_for"]
 
 _TYPES = {
-    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-    ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff", ".avif": "image/avif",
-    ".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime",
-    ".json": "application/json", ".html": "text/html; charset=utf-8", ".txt": "text/plain; charset=utf-8",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".avif": "image/avif",
+    ".mp4": "video/mp4",
+    ".webm": "video/webm",
+    ".mov": "video/quicktime",
+    ".json": "application/json",
+    ".html": "text/html; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
 }
 _GENERIC = ("", "application/octet-stream", "binary/octet-stream")
 _MIN_PART = 8 * 1024 * 1024
@@ -60,8 +70,16 @@ def _metadata(metadata: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 class S3Sink:
-    def __init__(self, name: str, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 region: str | None = None, multipart_threshold: int = 8 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        name: str,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        multipart_threshold: int = 8 * 1024 * 1024,
+    ) -> None:
         self.name = name
         self.bucket = bucket
         self.prefix = _folder(prefix)
@@ -76,8 +94,14 @@ class S3Sink:
 
     @classmethod
     def from_config(cls, name: str, config: Any) -> S3Sink:
-        return cls(name, config.bucket, config.prefix, endpoint_url=config.endpoint_url,
-                   region=config.region, multipart_threshold=config.multipart_threshold)
+        return cls(
+            name,
+            config.bucket,
+            config.prefix,
+            endpoint_url=config.endpoint_url,
+            region=config.region,
+            multipart_threshold=config.multipart_threshold,
+        )
 
     @property
     def client(self) -> Any:
@@ -85,13 +109,20 @@ class S3Sink:
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
-                    self._client = aws.client("s3", endpoint_url=self.endpoint_url, region=self.region)
+                    self._client = aws.client(
+                        "s3", endpoint_url=self.endpoint_url, region=self.region
+                    )
         return self._client
 
     # -- Sink protocol ---------------------------------------------------------------------
 
-    def write(self, path: str, data: bytes, content_type: str = "application/octet-stream",
-              metadata: Mapping[str, Any] | None = None) -> str:
+    def write(
+        self,
+        path: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
         """Store ``data`` at ``path`` (multipart above the threshold); returns its s3:// URL."""
         key = self._key(path)
         where = self._where(key)
@@ -109,8 +140,9 @@ class S3Sink:
                     multipart_chunksize=max(_MIN_PART, self.multipart_threshold),
                     max_concurrency=4,
                 )
-                self.client.upload_fileobj(io.BytesIO(data), self.bucket, key, ExtraArgs=extra,
-                                           Config=config)
+                self.client.upload_fileobj(
+                    io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=config
+                )
             else:
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
         return where
@@ -120,12 +152,21 @@ class S3Sink:
         key = self._key(path)
         where = self._where(key)
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
-                                   ContentType="application/json", IfNoneMatch="*")
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
         except aws._botocore_errors() as exc:
-            if aws.is_precondition_failed(exc) or aws.error_code(exc) == "ConditionalRequestConflict":
+            if (
+                aws.is_precondition_failed(exc)
+                or aws.error_code(exc) == "ConditionalRequestConflict"
+            ):
                 raise AlreadyCommitted(
-                    f"{where} exists already: another daemon committed this source") from None
+                    f"{where} exists already: another daemon committed this source"
+                ) from None
             raise aws.translate(exc, where, action="write", error=OutputError) from None
         return where
 
@@ -141,7 +182,9 @@ class S3Sink:
         except aws._botocore_errors() as exc:
             if aws.is_not_found(exc):
                 return False
-            raise aws.translate(exc, self._where(key), action="look up", error=OutputError) from None
+            raise aws.translate(
+                exc, self._where(key), action="look up", error=OutputError
+            ) from None
         return True
 
     def location(self, path: str) -> str:
@@ -157,8 +200,10 @@ class S3Sink:
         start = self.prefix + (safe_relpath(prefix) if prefix else "")
         paths = []
         with aws.translated(self._where(start), action="list", error=OutputError):
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
-                paths += [item["Key"][len(self.prefix):] for item in page.get("Contents", [])]
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=start
+            ):
+                paths += [item["Key"][len(self.prefix) :] for item in page.get("Contents", [])]
         return sorted(paths)
 
     # -- helpers ---------------------------------------------------------------------------

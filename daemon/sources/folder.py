@@ -149,9 +149,7 @@ class FolderSource:
         if quiet_period < 0:
             raise ValueError(f"source {name!r}: quiet_period must be >= 0, got {quiet_period}")
         if rescan_interval <= 0:
-            raise ValueError(
-                f"source {name!r}: rescan_interval must be > 0, got {rescan_interval}"
-            )
+            raise ValueError(f"source {name!r}: rescan_interval must be > 0, got {rescan_interval}")
         if isinstance(ignore, str):
             raise ValueError(
                 f"source {name!r}: ignore must be a list of glob patterns, not one str"
@@ -265,8 +263,14 @@ class FolderSource:
 
     @classmethod
     def from_config(cls, name: str, config: Any) -> FolderSource:
-        source = cls(name, config.path, quiet_period=config.quiet_period, rescan_interval=config.rescan_interval,
-                     poll=config.poll, ignore=config.ignore)
+        source = cls(
+            name,
+            config.path,
+            quiet_period=config.quiet_period,
+            rescan_interval=config.rescan_interval,
+            poll=config.poll,
+            ignore=config.ignore,
+        )
         source.quarantine_dir = config.quarantine
         return source
 
@@ -276,12 +280,17 @@ class FolderSource:
         """Move a failed input out of the way, with ``<name>.reason.json`` beside it.
         ``where`` (a rule's output.quarantine) is relative to the root; the default is the
         source's quarantine folder, else ``.quarantine/`` inside the root (never watched)."""
-        folder = Path(self._path_for(where.strip("/"))) if where else (
-            self.quarantine_dir or Path(self._root_str) / ".quarantine")
+        folder = (
+            Path(self._path_for(where.strip("/")))
+            if where
+            else (self.quarantine_dir or Path(self._root_str) / ".quarantine")
+        )
         source = Path(self._path_for(key))
         target = folder / key
         if target.exists():
-            target = target.with_name(f"{target.stem}.{time.strftime('%Y%m%dT%H%M%S')}{target.suffix}")
+            target = target.with_name(
+                f"{target.stem}.{time.strftime('%Y%m%dT%H%M%S')}{target.suffix}"
+            )
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             if source.exists():

@@ -137,18 +137,22 @@ def parse_message(body: str) -> tuple[str, list[Record]]:
         try:
             name = str(raw.get("eventName", ""))
             name = name[3:] if name.startswith("s3:") else name
-            if raw.get("eventSource", "aws:s3") != "aws:s3" or not name.startswith("ObjectCreated:"):
+            if raw.get("eventSource", "aws:s3") != "aws:s3" or not name.startswith(
+                "ObjectCreated:"
+            ):
                 continue
             s3 = raw["s3"]
             etag = s3["object"].get("eTag") or s3["object"].get("etag")
-            out.append(Record(
-                bucket=s3["bucket"]["name"],
-                key=unquote_plus(s3["object"]["key"]),
-                size=int(s3["object"].get("size", 0)),
-                etag=_unquote_etag(etag) if etag else None,
-                mtime_ns=_event_time_ns(raw.get("eventTime")),
-                event=name,
-            ))
+            out.append(
+                Record(
+                    bucket=s3["bucket"]["name"],
+                    key=unquote_plus(s3["object"]["key"]),
+                    size=int(s3["object"].get("size", 0)),
+                    etag=_unquote_etag(etag) if etag else None,
+                    mtime_ns=_event_time_ns(raw.get("eventTime")),
+                    event=name,
+                )
+            )
         except (AttributeError, KeyError, TypeError, ValueError):
             log.warning("malformed S3 event record skipped", record=str(raw)[:500])
     return "records", out
@@ -179,8 +183,10 @@ class S3Source:
         if mode not in ("poll", "events"):
             raise ValueError(f"source {name!r}: mode must be 'poll' or 'events', got {mode!r}")
         if mode == "events" and not queue_url:
-            raise ValueError(f"source {name!r}: mode 'events' needs queue_url (the SQS queue that "
-                             "receives the bucket's notifications; see docs/s3.md)")
+            raise ValueError(
+                f"source {name!r}: mode 'events' needs queue_url (the SQS queue that "
+                "receives the bucket's notifications; see docs/s3.md)"
+            )
         for label, patterns in (("include", include), ("exclude", exclude)):
             if isinstance(patterns, str):
                 raise ValueError(f"source {name!r}: {label} must be a list of glob patterns")
@@ -232,13 +238,21 @@ class S3Source:
     @classmethod
     def from_config(cls, name: str, config: Any) -> S3Source:
         return cls(
-            name, config.bucket, config.prefix, mode=config.mode, include=config.include,
-            exclude=config.exclude, poll_interval=config.poll_interval, queue_url=config.queue_url,
+            name,
+            config.bucket,
+            config.prefix,
+            mode=config.mode,
+            include=config.include,
+            exclude=config.exclude,
+            poll_interval=config.poll_interval,
+            queue_url=config.queue_url,
             reconcile_interval=config.reconcile_interval,
             reconcile_grace=config.reconcile_grace,
-            visibility_timeout=config.visibility_timeout, wait_time=config.wait_time,
+            visibility_timeout=config.visibility_timeout,
+            wait_time=config.wait_time,
             max_in_flight=config.max_in_flight,
-            endpoint_url=config.endpoint_url, region=config.region,
+            endpoint_url=config.endpoint_url,
+            region=config.region,
         )._with_quarantine(config.quarantine_prefix)
 
     quarantine_prefix: str | None = None
@@ -255,8 +269,12 @@ class S3Source:
             return None
         target = prefix.rstrip("/") + "/" + key + ".reason.json"
         with aws.translated(f"s3://{self.bucket}/{target}", action="write", error=InputError):
-            self.s3.put_object(Bucket=self.bucket, Key=target, Body=json.dumps(record, indent=2).encode(),
-                               ContentType="application/json")
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=target,
+                Body=json.dumps(record, indent=2).encode(),
+                ContentType="application/json",
+            )
         return f"s3://{self.bucket}/{target}"
 
     # -- clients ---------------------------------------------------------------------------
@@ -270,8 +288,11 @@ class S3Source:
     @property
     def sqs(self) -> Any:
         if self._sqs is None:
-            self._sqs = aws.client("sqs", endpoint_url=self.endpoint_url,
-                                   region=self.region or _queue_region(self.queue_url))
+            self._sqs = aws.client(
+                "sqs",
+                endpoint_url=self.endpoint_url,
+                region=self.region or _queue_region(self.queue_url),
+            )
         return self._sqs
 
     # -- Source protocol -------------------------------------------------------------------
@@ -313,7 +334,9 @@ class S3Source:
         try:
             self._list_and_offer()
         except DarkroomError as exc:
-            log.warning("cannot list the source", source=self.name, where=self.where, reason=str(exc))
+            log.warning(
+                "cannot list the source", source=self.name, where=self.where, reason=str(exc)
+            )
         finally:
             self._scan_lock.release()
 
@@ -328,7 +351,9 @@ class S3Source:
                 if thread is not threading.current_thread():
                     thread.join(_JOIN_TIMEOUT)
                     if thread.is_alive():
-                        log.warning("thread did not stop in time", source=self.name, thread=thread.name)
+                        log.warning(
+                            "thread did not stop in time", source=self.name, thread=thread.name
+                        )
             self._threads = []
             if self.mode == "events":
                 self._release_all()
@@ -369,19 +394,22 @@ class S3Source:
         listed: set[str] = set()
         paginator = self.s3.get_paginator("list_objects_v2")
         with aws.translated(self.where, action="list"):
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix,
-                                           PaginationConfig={"PageSize": _PAGE_SIZE}):
+            for page in paginator.paginate(
+                Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": _PAGE_SIZE}
+            ):
                 if self._stopping.is_set():
                     return
                 for obj in page.get("Contents", ()):
-                    key = obj["Key"][len(self.prefix):]
+                    key = obj["Key"][len(self.prefix) :]
                     listed.add(key)
                     if not self._wanted(key):
                         continue
                     mtime_ns = _ns(obj["LastModified"])
                     if horizon is not None and mtime_ns / 1e9 > horizon:
                         continue  # its event is most likely on its way
-                    self._offer(key, int(obj.get("Size", 0)), mtime_ns, _unquote_etag(obj.get("ETag", "")))
+                    self._offer(
+                        key, int(obj.get("Size", 0)), mtime_ns, _unquote_etag(obj.get("ETag", ""))
+                    )
         with self._lock:  # a complete listing: forget what is gone, so memory stays bounded
             for key in [k for k in self._seen if k not in listed]:
                 del self._seen[key]
@@ -393,7 +421,9 @@ class S3Source:
             if self._seen.get(key) == etag:
                 return
             pending = self._pending.get(version)
-            if pending is not None and (pending.messages or now - pending.emitted_at < _REEMIT_AFTER):
+            if pending is not None and (
+                pending.messages or now - pending.emitted_at < _REEMIT_AFTER
+            ):
                 return
         if self._is_known(key, size, mtime_ns, etag):
             with self._lock:
@@ -403,7 +433,9 @@ class S3Source:
         arrival = self._arrival(key, size, mtime_ns, etag)
         with self._lock:
             current = self._pending.get(version)
-            if current is not None and (current.messages or now - current.emitted_at < _REEMIT_AFTER):
+            if current is not None and (
+                current.messages or now - current.emitted_at < _REEMIT_AFTER
+            ):
                 return
             self._pending[version] = _Pending(arrival, now, current.messages if current else set())
         self._deliver(arrival)
@@ -422,13 +454,17 @@ class S3Source:
                     stopping.wait(min(1.0, self.visibility_timeout / 6))
                     continue
                 response = self.sqs.receive_message(
-                    QueueUrl=self.queue_url, MaxNumberOfMessages=min(10, room),
-                    WaitTimeSeconds=slice_, VisibilityTimeout=self.visibility_timeout,
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=min(10, room),
+                    WaitTimeSeconds=slice_,
+                    VisibilityTimeout=self.visibility_timeout,
                     AttributeNames=["ApproximateReceiveCount"],
                 )
                 messages = response.get("Messages", [])
                 if stopping.is_set():
-                    self._change_visibility([(m["MessageId"], m["ReceiptHandle"]) for m in messages], 0)
+                    self._change_visibility(
+                        [(m["MessageId"], m["ReceiptHandle"]) for m in messages], 0
+                    )
                     return
                 for message in messages:
                     try:
@@ -436,15 +472,25 @@ class S3Source:
                     except Exception:  # released: SQS redelivers it after the visibility timeout
                         with self._lock:
                             self._held.pop(message["MessageId"], None)
-                        log.exception("queue message not handled; it comes back later",
-                                      source=self.name, message_id=message["MessageId"])
+                        log.exception(
+                            "queue message not handled; it comes back later",
+                            source=self.name,
+                            message_id=message["MessageId"],
+                        )
                 if not messages and slice_ == 0:
                     stopping.wait(_EMPTY_PAUSE)
             except Exception as exc:
-                reason = str(aws.translate(exc, self.queue_url or "", action="receive from")) \
-                    if _is_botocore(exc) else repr(exc)
-                log.warning("receiving from the queue failed; trying again", source=self.name,
-                            queue=self.queue_url, reason=reason)
+                reason = (
+                    str(aws.translate(exc, self.queue_url or "", action="receive from"))
+                    if _is_botocore(exc)
+                    else repr(exc)
+                )
+                log.warning(
+                    "receiving from the queue failed; trying again",
+                    source=self.name,
+                    queue=self.queue_url,
+                    reason=reason,
+                )
                 stopping.wait(_ERROR_PAUSE)
 
     def _handle_message(self, message: dict[str, Any]) -> None:
@@ -459,16 +505,20 @@ class S3Source:
                 if len(self._warned) > 10_000:
                     self._warned.clear()
                 self._warned.add(message_id)
-                log.warning("queue message is not an S3 event notification; left for the queue's "
-                            "redrive policy", source=self.name, message_id=message_id,
-                            body=message.get("Body", "")[:200])
+                log.warning(
+                    "queue message is not an S3 event notification; left for the queue's "
+                    "redrive policy",
+                    source=self.name,
+                    message_id=message_id,
+                    body=message.get("Body", "")[:200],
+                )
             return
         now = time.monotonic()
         wanted: list[tuple[Record, str]] = []
         for record in records:
             if record.bucket != self.bucket or not record.key.startswith(self.prefix):
                 continue
-            key = record.key[len(self.prefix):]
+            key = record.key[len(self.prefix) :]
             if self._wanted(key):
                 wanted.append((record, key))
         with self._lock:
@@ -541,8 +591,13 @@ class S3Source:
         for message_id, receipt in to_delete:
             self._delete(message_id, receipt)
         if to_delete:
-            log.debug("messages deleted", source=self.name, key=version[0], outcome=outcome,
-                      messages=len(to_delete))
+            log.debug(
+                "messages deleted",
+                source=self.name,
+                key=version[0],
+                outcome=outcome,
+                messages=len(to_delete),
+            )
 
     def _read_failed(self, version: Version, superseded: bool) -> None:
         """A version could not be read. Replaced by a newer one: its records need no more work.
@@ -561,10 +616,14 @@ class S3Source:
         try:
             self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
         except Exception as exc:  # redelivered later, then deleted as a duplicate
-            log.warning("cannot delete a queue message; it will come back and be deduplicated",
-                        source=self.name, message_id=message_id,
-                        reason=str(aws.translate(exc, self.queue_url or "", action="delete from"))
-                        if _is_botocore(exc) else repr(exc))
+            log.warning(
+                "cannot delete a queue message; it will come back and be deduplicated",
+                source=self.name,
+                message_id=message_id,
+                reason=str(aws.translate(exc, self.queue_url or "", action="delete from"))
+                if _is_botocore(exc)
+                else repr(exc),
+            )
 
     def _extend_due(self) -> None:
         now = time.monotonic()
@@ -581,24 +640,35 @@ class S3Source:
             for message_id in expired:
                 del self._held[message_id]
         for message_id in expired:
-            log.warning("message held for 11 hours without being settled; released",
-                        source=self.name, message_id=message_id)
+            log.warning(
+                "message held for 11 hours without being settled; released",
+                source=self.name,
+                message_id=message_id,
+            )
         self._change_visibility(due, self.visibility_timeout)
 
     def _change_visibility(self, messages: list[tuple[str, str]], timeout: int) -> None:
         for start in range(0, len(messages), 10):
-            batch = messages[start:start + 10]
-            entries = [{"Id": str(i), "ReceiptHandle": receipt, "VisibilityTimeout": timeout}
-                       for i, (_, receipt) in enumerate(batch)]
+            batch = messages[start : start + 10]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": receipt, "VisibilityTimeout": timeout}
+                for i, (_, receipt) in enumerate(batch)
+            ]
             try:
-                result = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+                result = self.sqs.change_message_visibility_batch(
+                    QueueUrl=self.queue_url, Entries=entries
+                )
                 failed = result.get("Failed", [])
             except Exception as exc:
                 failed = [{"Id": e["Id"], "Message": repr(exc)} for e in entries]
             for failure in failed:
-                log.warning("cannot change a message's visibility", source=self.name,
-                            message_id=batch[int(failure["Id"])][0], timeout=timeout,
-                            reason=failure.get("Message") or failure.get("Code"))
+                log.warning(
+                    "cannot change a message's visibility",
+                    source=self.name,
+                    message_id=batch[int(failure["Id"])][0],
+                    timeout=timeout,
+                    reason=failure.get("Message") or failure.get("Code"),
+                )
 
     def _release_all(self) -> None:
         with self._lock:
@@ -608,7 +678,11 @@ class S3Source:
                 pending.messages.clear()
         if held:
             self._change_visibility(held, 0)
-            log.info("unsettled queue messages released for redelivery", source=self.name, messages=len(held))
+            log.info(
+                "unsettled queue messages released for redelivery",
+                source=self.name,
+                messages=len(held),
+            )
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -622,8 +696,14 @@ class S3Source:
         return bool(key) and not key.endswith("/") and selects(key, self.include, self.exclude)
 
     def _arrival(self, key: str, size: int, mtime_ns: int, etag: str) -> Arrival:
-        return Arrival(source=self.name, key=key, uri=f"s3://{self.bucket}/{self.prefix}{key}",
-                       size=size, mtime_ns=mtime_ns, etag=etag)
+        return Arrival(
+            source=self.name,
+            key=key,
+            uri=f"s3://{self.bucket}/{self.prefix}{key}",
+            size=size,
+            mtime_ns=mtime_ns,
+            etag=etag,
+        )
 
     def _deliver(self, arrival: Arrival) -> None:
         emit = self._emit

@@ -41,16 +41,23 @@ class Daemon:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config)],
-                cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, env=env,
+                cwd=self.workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
-        wait_for(lambda: self.events("darkroom running") or self.proc.poll() is not None, ready_timeout, "the daemon to start")
+        wait_for(
+            lambda: self.events("darkroom running") or self.proc.poll() is not None,
+            ready_timeout,
+            "the daemon to start",
+        )
         assert self.proc.poll() is None, f"daemon exited early:\n{self.text()}"
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def lines(self, since_start: bool = True) -> list[dict]:
-        data = self.log.read_bytes()[self._log_start if since_start else 0:]
+        data = self.log.read_bytes()[self._log_start if since_start else 0 :]
         out = []
         for raw in data.decode(errors="replace").splitlines():
             try:
@@ -62,8 +69,11 @@ class Daemon:
         return out
 
     def events(self, name: str, since_start: bool = True, **fields: object) -> list[dict]:
-        return [e for e in self.lines(since_start) if e.get("event") == name
-                and all(e.get(k) == v for k, v in fields.items())]
+        return [
+            e
+            for e in self.lines(since_start)
+            if e.get("event") == name and all(e.get(k) == v for k, v in fields.items())
+        ]
 
     def stop(self, timeout: float = 60) -> int:
         assert self.proc is not None
@@ -89,7 +99,8 @@ def daemon_factory(tmp_path: Path, model_cache: Path) -> Iterator[Callable[..., 
         (tmp_path / "rules").mkdir(exist_ok=True)
         (tmp_path / "rules" / "rule.yaml").write_text(textwrap.dedent(rule))
         config = tmp_path / "darkroom.yaml"
-        config.write_text(textwrap.dedent(f"""\
+        config.write_text(
+            textwrap.dedent(f"""\
             state_dir: state
             rules_dir: rules
             model_cache: {model_cache}
@@ -100,7 +111,9 @@ def daemon_factory(tmp_path: Path, model_cache: Path) -> Iterator[Callable[..., 
             worker: {{device: cpu, threads: 2, stop_timeout: 20}}
             jobs: {{max_attempts: 3, retry_backoff: 0.5}}
             log: {{format: json}}
-            """) + textwrap.dedent(extra))
+            """)
+            + textwrap.dedent(extra)
+        )
         daemon = Daemon(tmp_path, config, tmp_path / "daemon.log")
         started.append(daemon)
         return daemon

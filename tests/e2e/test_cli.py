@@ -16,21 +16,29 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def darkroom(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "daemon.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(cwd)}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(cwd)},
+        timeout=300,
+    )
 
 
 def setup(tmp_path: Path, rule: str, model_cache: Path | None = None) -> Path:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "r.yaml").write_text(textwrap.dedent(rule))
     config = tmp_path / "darkroom.yaml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         state_dir: state
-        model_cache: {model_cache or tmp_path / 'models'}
+        model_cache: {model_cache or tmp_path / "models"}
         sources: {{drop: {{path: drop}}}}
         sinks: {{out: {{path: out}}}}
         worker: {{device: cpu, threads: 2}}
-        """))
+        """)
+    )
     return config
 
 
@@ -51,14 +59,16 @@ def test_check_ok_and_every_error_with_file_line(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "ok: 1 rule(s)" in ok.stdout
 
-    (tmp_path / "rules" / "bad.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "rules" / "bad.yaml").write_text(
+        textwrap.dedent("""\
         name: bad
         match: {source: dorp}
         prompt: "{stem!r}"
         steps:
           - {name: one, model: tyni, variants: 0}
         output: {sink: out, path: "../{stem}.png"}
-        """))
+        """)
+    )
     bad = darkroom("check", "--config", str(config), cwd=tmp_path)
     assert bad.returncode == 1
     err = bad.stderr
@@ -70,7 +80,12 @@ def test_check_ok_and_every_error_with_file_line(tmp_path):
 
 
 def test_check_reports_unknown_source_sink_and_profile_with_hints(tmp_path):
-    config = setup(tmp_path, RULE.replace("source: drop", "source: dorp").replace("model: stub, variants", "model: stbu, variants"))
+    config = setup(
+        tmp_path,
+        RULE.replace("source: drop", "source: dorp").replace(
+            "model: stub, variants", "model: stbu, variants"
+        ),
+    )
     bad = darkroom("check", "--config", str(config), cwd=tmp_path)
     assert bad.returncode == 1
     assert "unknown source 'dorp'" in bad.stderr and "did you mean 'drop'" in bad.stderr
@@ -118,10 +133,15 @@ def test_models_lists_profiles_and_where_their_weights_are(tmp_path, model_cache
 
     build_random_model("sd-tiny", model_cache)
     config = setup(tmp_path, RULE, model_cache)
-    result = darkroom("models", "--config", str(config), cwd=tmp_path)  # HOME=tmp_path: an empty HF cache
+    result = darkroom(
+        "models", "--config", str(config), cwd=tmp_path
+    )  # HOME=tmp_path: an empty HF cache
     assert result.returncode == 0
     lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
-    assert "stabilityai/sd-turbo" in lines["sd-turbo"] and "MISSING: download into HF_HOME" in lines["sd-turbo"]
+    assert (
+        "stabilityai/sd-turbo" in lines["sd-turbo"]
+        and "MISSING: download into HF_HOME" in lines["sd-turbo"]
+    )
     assert lines["tiny"].rstrip().endswith("built")
     assert "built on first use" in lines["tiny-svd"] or lines["tiny-svd"].rstrip().endswith("built")
     assert "hosted (GEMINI_API_KEY NOT set)" in lines["nano-banana"]

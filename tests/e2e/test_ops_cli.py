@@ -23,8 +23,15 @@ def seed_ledger(path: Path) -> dict[str, str]:
         steps = [{"name": "one", "input": "source"}]
         if state == "failed":
             steps.append({"name": "two", "input": "one"})
-        ledger.submit({"sha256": f"{n:064d}", "rule": "look", "digest": "d",
-                       "arrival": {"source": "drop", "key": f"{state}.png", "uri": "", "size": 1}, "steps": steps})
+        ledger.submit(
+            {
+                "sha256": f"{n:064d}",
+                "rule": "look",
+                "digest": "d",
+                "arrival": {"source": "drop", "key": f"{state}.png", "uri": "", "size": 1},
+                "steps": steps,
+            }
+        )
         if state == "queued":
             ids[state] = ledger.jobs(state="queued")[0].id
             continue
@@ -44,9 +51,14 @@ def test_status_jobs_retry_cancel(tmp_path):
 
     status = darkroom("status", "--config", str(config), cwd=tmp_path)
     assert status.returncode == 0
-    assert "running 1" in status.stdout and "failed 2" in status.stdout  # the failed job and its dependent
+    assert (
+        "running 1" in status.stdout and "failed 2" in status.stdout
+    )  # the failed job and its dependent
     assert "look:" in status.stdout
-    assert "failed.png [look/one] after 1 attempt(s): the model said no (gave up after 1 attempts)" in status.stdout
+    assert (
+        "failed.png [look/one] after 1 attempt(s): the model said no (gave up after 1 attempts)"
+        in status.stdout
+    )
 
     ls = darkroom("jobs", "ls", "--state", "failed", "--config", str(config), cwd=tmp_path)
     assert ids["failed"][:12] in ls.stdout and "the model said no" in ls.stdout

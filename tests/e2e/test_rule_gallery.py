@@ -22,14 +22,19 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def gallery(tmp_path: Path, model_cache: Path) -> Daemon:
     config = yaml.safe_load((REPO / "examples" / "gallery.yaml").read_text())
-    config.update({
-        "state_dir": str(tmp_path / "state"), "rules_dir": str(REPO / "rules" / "examples"),
-        "model_cache": str(model_cache),
-        "sources": {"drop": {"type": "folder", "path": str(tmp_path / "drop"), "quiet_period": 0.4}},
-        "sinks": {"out": {"type": "folder", "path": str(tmp_path / "out")}},
-        "worker": {"device": "cpu", "threads": 2, "stop_timeout": 30},
-        "log": {"format": "json"},
-    })
+    config.update(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "rules_dir": str(REPO / "rules" / "examples"),
+            "model_cache": str(model_cache),
+            "sources": {
+                "drop": {"type": "folder", "path": str(tmp_path / "drop"), "quiet_period": 0.4}
+            },
+            "sinks": {"out": {"type": "folder", "path": str(tmp_path / "out")}},
+            "worker": {"device": "cpu", "threads": 2, "stop_timeout": 30},
+            "log": {"format": "json"},
+        }
+    )
     (tmp_path / "drop").mkdir()
     path = tmp_path / "gallery.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -39,8 +44,18 @@ def gallery(tmp_path: Path, model_cache: Path) -> Daemon:
 
 
 def test_every_example_passes_check():
-    result = subprocess.run([sys.executable, "-m", "daemon.cli", "check", "-c", str(REPO / "examples" / "gallery.yaml")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "check",
+            "-c",
+            str(REPO / "examples" / "gallery.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "ok: 6 rule(s)" in result.stdout
     for rule in (REPO / "rules" / "examples").glob("*.yaml"):
@@ -64,16 +79,28 @@ def test_every_example_runs_end_to_end(gallery, tmp_path):
     make_image(drop / "stills" / "beach.png", color=(230, 200, 120))
     make_image(drop / "compare" / "bottle.png", color=(30, 30, 30))
 
-    expected = {"solo-explore/dragon", "brand-identity/hero", "packshot-lifestyle/chair", "designer-edit/window",
-                "story-animate/beach", "compare/bottle"}
+    expected = {
+        "solo-explore/dragon",
+        "brand-identity/hero",
+        "packshot-lifestyle/chair",
+        "designer-edit/window",
+        "story-animate/beach",
+        "compare/bottle",
+    }
 
     def manifests():
-        found = {p.parent.relative_to(out).as_posix(): json.loads(p.read_text()) for p in out.glob("*/*/manifest.json")}
+        found = {
+            p.parent.relative_to(out).as_posix(): json.loads(p.read_text())
+            for p in out.glob("*/*/manifest.json")
+        }
         return found if expected <= set(found) else None
 
     found = wait_for(manifests, 600, "a manifest from every example rule")
     for name, manifest in found.items():
-        assert manifest["status"] == "done", (name, [(s["name"], s["error"]) for s in manifest["steps"]])
+        assert manifest["status"] == "done", (
+            name,
+            [(s["name"], s["error"]) for s in manifest["steps"]],
+        )
 
     def outputs(name, step=None):
         return [o for s in found[name]["steps"] if step in (None, s["name"]) for o in s["outputs"]]
@@ -82,11 +109,23 @@ def test_every_example_runs_end_to_end(gallery, tmp_path):
     brand = outputs("brand-identity/hero")
     assert len(brand) == 4 and all(o["path"].endswith(".jpg") for o in brand)
     assert found["brand-identity/hero"]["steps"][0]["references"][-1].endswith("refs/mascot-2.png")
-    assert found["brand-identity/hero"]["rule"]["prompt"].startswith("the Acme mascot in an autumn spring scene")
+    assert found["brand-identity/hero"]["rule"]["prompt"].startswith(
+        "the Acme mascot in an autumn spring scene"
+    )
     assert found["packshot-lifestyle/chair"]["rule"]["prompt"].startswith("oak chair on a sunlit")
-    assert Image.open(out / outputs("packshot-lifestyle/chair", "square")[0]["path"]).size == (1080, 1080)
-    assert Image.open(out / outputs("packshot-lifestyle/chair", "story")[0]["path"]).size == (1080, 1920)
-    wait_for(lambda: (drop / ".processed" / "packshots" / "chair.png").exists(), 30, "the packshot to be moved")
+    assert Image.open(out / outputs("packshot-lifestyle/chair", "square")[0]["path"]).size == (
+        1080,
+        1080,
+    )
+    assert Image.open(out / outputs("packshot-lifestyle/chair", "story")[0]["path"]).size == (
+        1080,
+        1920,
+    )
+    wait_for(
+        lambda: (drop / ".processed" / "packshots" / "chair.png").exists(),
+        30,
+        "the packshot to be moved",
+    )
     assert [s["mask"] for s in found["designer-edit/window"]["steps"]] == [None, "sidecar"]
     clip = outputs("story-animate/beach", "animate")
     assert len(clip) == 1 and clip[0]["kind"] == "video" and clip[0]["frames"] == 14

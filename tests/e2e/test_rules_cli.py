@@ -25,14 +25,22 @@ output: {sink: out}
 
 def test_schema_file_is_current():
     on_disk = json.loads((REPO / "rules" / "schema.json").read_text())
-    assert on_disk == json.loads(json.dumps(rule_schema())), "rules/schema.json is stale: run `darkroom rules schema -o rules/schema.json`"
+    assert on_disk == json.loads(json.dumps(rule_schema())), (
+        "rules/schema.json is stale: run `darkroom rules schema -o rules/schema.json`"
+    )
 
 
 def test_check_names_an_unknown_variable_with_a_hint(tmp_path):
-    config = setup(tmp_path, RULE.replace("{mood} mood", "{mod} mood").replace("models: [stub, stub]", "model: stub"))
+    config = setup(
+        tmp_path,
+        RULE.replace("{mood} mood", "{mod} mood").replace("models: [stub, stub]", "model: stub"),
+    )
     result = darkroom("check", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 1
-    assert f"{tmp_path / 'rules' / 'r.yaml'}:4:9: unknown variable {{mod}} (hint: did you mean 'mood'?)" in result.stderr
+    assert (
+        f"{tmp_path / 'rules' / 'r.yaml'}:4:9: unknown variable {{mod}} (hint: did you mean 'mood'?)"
+        in result.stderr
+    )
 
 
 def test_check_refuses_duplicate_models_in_a_compare_step(tmp_path):
@@ -44,12 +52,14 @@ def test_check_refuses_duplicate_models_in_a_compare_step(tmp_path):
 def test_match_explains_matches_misses_and_the_plan(tmp_path):
     rule = RULE.replace("models: [stub, stub]", "model: stub")
     config = setup(tmp_path, rule)
-    (tmp_path / "rules" / "other.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "rules" / "other.yaml").write_text(
+        textwrap.dedent("""\
         name: jpegs
         match: {source: drop, include: ["*.jpg"]}
         steps: [{name: one, model: stub}]
         output: {sink: out}
-        """))
+        """)
+    )
     photo = make_image(tmp_path / "drop" / "sub" / "vase.png", (64, 48))
     result = darkroom("match", "--config", str(config), str(photo), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -77,7 +87,9 @@ def test_reprocess_applies_an_edited_rule_to_inputs_already_seen(tmp_path):
     from daemon.queue.ledger import Ledger
 
     ledger = Ledger(tmp_path / "state" / "ledger.sqlite")
-    ledger.mark_seen("drop", "bowl.png", photo.stat().st_size, photo.stat().st_mtime_ns, None, "submitted")
+    ledger.mark_seen(
+        "drop", "bowl.png", photo.stat().st_size, photo.stat().st_mtime_ns, None, "submitted"
+    )
     ledger.close()
     (tmp_path / "rules" / "r.yaml").write_text(textwrap.dedent(rule.replace("calm", "stormy")))
     again = darkroom("reprocess", "--config", str(config), "--rule", "look", cwd=tmp_path)

@@ -44,7 +44,7 @@ def write_slowly(src: Path, dst: Path, chunks: int = 8, pause: float = 0.3) -> N
     size = len(data) // chunks + 1
     with open(dst, "wb") as fh:
         for i in range(0, len(data), size):
-            fh.write(data[i:i + size])
+            fh.write(data[i : i + size])
             fh.flush()
             time.sleep(pause)
 
@@ -71,7 +71,11 @@ def test_drop_three_images_restart_and_a_corrupt_one(tmp_path, daemon_factory):
     os.rename(drop / "renamed.jpg.part", drop / "renamed.jpg")
     writer.join()
 
-    stems = {"plain": (64, 64), "slow": (64, 32), "renamed": (40, 64)}  # fitted within 64 px, multiples of 8
+    stems = {
+        "plain": (64, 64),
+        "slow": (64, 32),
+        "renamed": (40, 64),
+    }  # fitted within 64 px, multiples of 8
     wait_for(lambda: all(manifest(out, s) for s in stems), 120, "three manifests")
 
     started = Counter(e["key"] for e in daemon.events("job started"))
@@ -91,7 +95,10 @@ def test_drop_three_images_restart_and_a_corrupt_one(tmp_path, daemon_factory):
         sheet = Image.open(out / m["sheet"])
         assert sheet.width > sheet.height > 0
     # The slow file was hashed only once complete: its manifest has the full file's hash.
-    assert manifest(out, "slow")["source"]["sha256"] == hashlib.sha256(slow_src.read_bytes()).hexdigest()
+    assert (
+        manifest(out, "slow")["source"]["sha256"]
+        == hashlib.sha256(slow_src.read_bytes()).hexdigest()
+    )
     assert not list(out.rglob(".*.tmp")), "temp files left in the sink"
 
     # 2. SIGTERM stops cleanly; a restart reprocesses nothing.
@@ -109,7 +116,11 @@ def test_drop_three_images_restart_and_a_corrupt_one(tmp_path, daemon_factory):
     (drop / "corrupt.jpg").write_bytes(jpeg[: len(jpeg) // 3])
     time.sleep(0.2)
     make_image(drop / "after.png", (64, 64), color=(10, 200, 30))
-    wait_for(lambda: manifest(out, "after") and manifest(out, "corrupt"), 60, "corrupt and after manifests")
+    wait_for(
+        lambda: manifest(out, "after") and manifest(out, "corrupt"),
+        60,
+        "corrupt and after manifests",
+    )
     bad = manifest(out, "corrupt")
     assert bad["status"] == "failed"
     reason = bad["steps"][0]["error"]
@@ -118,7 +129,11 @@ def test_drop_three_images_restart_and_a_corrupt_one(tmp_path, daemon_factory):
     assert manifest(out, "after")["status"] == "done"
     assert daemon.proc.poll() is None
 
-    status = subprocess.run([sys.executable, "-m", "daemon.cli", "status", "--config", str(daemon.config)],
-                            capture_output=True, text=True, cwd=tmp_path)
+    status = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "status", "--config", str(daemon.config)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert "failed 1" in status.stdout and "corrupt.jpg" in status.stdout
     assert daemon.stop() == 0

@@ -33,7 +33,8 @@ class Harness:
 
     def config(self, extra: str = "") -> Path:
         path = self.root / "darkroom.yaml"
-        path.write_text(textwrap.dedent(f"""\
+        path.write_text(
+            textwrap.dedent(f"""\
             state_dir: state
             rules_dir: rules
             model_cache: {self.model_cache}
@@ -44,7 +45,9 @@ class Harness:
               out: {{path: out}}
             worker: {{device: cpu, stop_timeout: 10}}
             jobs: {{max_attempts: 2, retry_backoff: 0.1}}
-            """) + textwrap.dedent(extra))
+            """)
+            + textwrap.dedent(extra)
+        )
         return path
 
     def start(self, extra: str = "") -> App:
@@ -65,7 +68,9 @@ class Harness:
             time.sleep(0.05)
         raise AssertionError(f"no manifest at {path} after {timeout} s")
 
-    def wait(self, predicate: Callable[[], object], timeout: float = 20, what: str = "condition") -> object:
+    def wait(
+        self, predicate: Callable[[], object], timeout: float = 20, what: str = "condition"
+    ) -> object:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = predicate()

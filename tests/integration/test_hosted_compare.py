@@ -24,14 +24,17 @@ def test_local_and_hosted_side_by_side_with_costs(harness, monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", FakeGemini.key)
     monkeypatch.setenv("ARK_API_KEY", FakeArk.key)
     with FakeGemini() as gemini, FakeArk() as ark:
-        harness.rule("r.yaml", """\
+        harness.rule(
+            "r.yaml",
+            """\
             name: r
             match: {source: drop}
             prompt: "{stem} as a watercolor"
             steps:
               - {name: explore, models: [tiny, nano-banana, seedream-4], variants: 2, seed: 3}
             output: {sink: out}
-            """)
+            """,
+        )
         harness.start(profiles(gemini, ark))
         make_image(harness.drop / "cup.png")
         m = harness.manifest("r", "cup", timeout=60)
@@ -53,7 +56,9 @@ def test_a_daily_budget_stops_hosted_calls_not_local_ones(harness, monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", FakeGemini.key)
     monkeypatch.setenv("ARK_API_KEY", FakeArk.key)
     with FakeGemini() as gemini, FakeArk() as ark:
-        harness.rule("r.yaml", """\
+        harness.rule(
+            "r.yaml",
+            """\
             name: r
             daily_budget: 0.05
             match: {source: drop}
@@ -62,20 +67,28 @@ def test_a_daily_budget_stops_hosted_calls_not_local_ones(harness, monkeypatch):
               - {name: local, model: stub, seeds: [1]}
               - {name: hosted, input: source, model: nano-banana, seeds: [1]}
             output: {sink: out}
-            """)
+            """,
+        )
         app = harness.start(profiles(gemini, ark))
         make_image(harness.drop / "a.png")
         first = harness.manifest("r", "a", timeout=60)
         assert first["status"] == "done"  # $0.039 fits in $0.05
         make_image(harness.drop / "b.png", color=(1, 2, 3))
-        harness.wait(lambda: any("daily budget" in (j.error or "") for j in app.ledger.jobs(state="queued")),
-                     timeout=30, what="the hosted job to be deferred")
+        harness.wait(
+            lambda: any("daily budget" in (j.error or "") for j in app.ledger.jobs(state="queued")),
+            timeout=30,
+            what="the hosted job to be deferred",
+        )
 
         def b_jobs():
-            return {j.step: j for j in app.ledger.jobs() if app.ledger.plan(j.plan_id).key == "b.png"}
+            return {
+                j.step: j for j in app.ledger.jobs() if app.ledger.plan(j.plan_id).key == "b.png"
+            }
 
         # The pool runs the two steps side by side: the local one may still be finishing.
-        harness.wait(lambda: b_jobs()["local"].state.value != "running", timeout=30, what="the local step")
+        harness.wait(
+            lambda: b_jobs()["local"].state.value != "running", timeout=30, what="the local step"
+        )
         jobs = b_jobs()
     assert jobs["local"].state.value == "done"  # local models are never budgeted
     assert jobs["hosted"].state.value == "queued" and jobs["hosted"].attempts == 0
@@ -87,16 +100,30 @@ def test_a_refused_output_is_a_failed_variant_on_the_sheet(harness, monkeypatch)
     monkeypatch.setenv("GEMINI_API_KEY", FakeGemini.key)
     monkeypatch.setenv("ARK_API_KEY", FakeArk.key)
     with FakeGemini() as gemini, FakeArk() as ark:
-        gemini.script("generate", 200, {"candidates": [{"content": {"parts": [{"text": "I can't."}]},
-                                                        "finishReason": "IMAGE_SAFETY", "index": 0}],
-                                         "responseId": "resp-refused"})
-        harness.rule("r.yaml", """\
+        gemini.script(
+            "generate",
+            200,
+            {
+                "candidates": [
+                    {
+                        "content": {"parts": [{"text": "I can't."}]},
+                        "finishReason": "IMAGE_SAFETY",
+                        "index": 0,
+                    }
+                ],
+                "responseId": "resp-refused",
+            },
+        )
+        harness.rule(
+            "r.yaml",
+            """\
             name: r
             match: {source: drop}
             prompt: "{stem} on a beach"
             steps: [{name: edit, model: nano-banana, seeds: [1, 2]}]
             output: {sink: out}
-            """)
+            """,
+        )
         harness.start(profiles(gemini, ark))
         make_image(harness.drop / "hat.png")
         m = harness.manifest("r", "hat", timeout=60)

@@ -21,13 +21,16 @@ def pixels(path) -> np.ndarray:
 
 
 def test_sidecar_txt_prompt_and_editing_it_keeps_the_previous_round(harness):
-    harness.rule("r.yaml", """\
+    harness.rule(
+        "r.yaml",
+        """\
         name: r
         match: {source: drop}
         prompt: "rule prompt for {stem}"
         steps: [{name: one, model: stub, seeds: [1]}]
         output: {sink: out}
-        """)
+        """,
+    )
     harness.start()
     (harness.drop / "cat.txt").write_text("a cat wearing a crown")
     make_image(harness.drop / "cat.png")
@@ -36,8 +39,10 @@ def test_sidecar_txt_prompt_and_editing_it_keeps_the_previous_round(harness):
     assert first["source"]["sidecar"]["key"] == "cat.txt"
 
     (harness.drop / "cat.txt").write_text("a cat wearing sunglasses")
-    second = harness.wait(lambda: (m := harness.manifest("r", "cat")) and m["plan_id"] != first["plan_id"] and m,
-                          what="the second round")
+    second = harness.wait(
+        lambda: (m := harness.manifest("r", "cat")) and m["plan_id"] != first["plan_id"] and m,
+        what="the second round",
+    )
     assert second["steps"][0]["prompt"] == "a cat wearing sunglasses"
     assert [r["round"] for r in second["rounds"]] == [1]
     assert second["rounds"][0]["prompt"] == "a cat wearing a crown"  # what round 1 asked for
@@ -46,17 +51,21 @@ def test_sidecar_txt_prompt_and_editing_it_keeps_the_previous_round(harness):
 
 
 def test_json_sidecar_vars_seed_and_steps(harness):
-    harness.rule("r.yaml", """\
+    harness.rule(
+        "r.yaml",
+        """\
         name: r
         match: {source: drop, sidecar: required}
         vars: {room: kitchen}
         prompt: "{product} in a {room}"
         steps: [{name: one, model: stub, variants: 2}]
         output: {sink: out}
-        """)
+        """,
+    )
     harness.start()
-    (harness.drop / "chair.json").write_text(json.dumps({"vars": {"product": "oak chair", "room": "loft"},
-                                                          "seed": 40, "steps": 3}))
+    (harness.drop / "chair.json").write_text(
+        json.dumps({"vars": {"product": "oak chair", "room": "loft"}, "seed": 40, "steps": 3})
+    )
     make_image(harness.drop / "chair.png")
     make_image(harness.drop / "lonely.png")  # no sidecar: not taken by this rule
     m = harness.manifest("r", "chair")
@@ -68,13 +77,16 @@ def test_json_sidecar_vars_seed_and_steps(harness):
 
 
 def test_a_variable_the_sidecar_lacks_fails_the_job_naming_it(harness):
-    harness.rule("r.yaml", """\
+    harness.rule(
+        "r.yaml",
+        """\
         name: r
         match: {source: drop, sidecar: required}
         prompt: "{product} on a table"
         steps: [{name: one, model: stub}]
         output: {sink: out}
-        """)
+        """,
+    )
     harness.start()
     (harness.drop / "vase.yaml").write_text("vars: {colour: blue}\n")
     make_image(harness.drop / "vase.png")
@@ -84,7 +96,9 @@ def test_a_variable_the_sidecar_lacks_fails_the_job_naming_it(harness):
 
 
 def test_compare_step_runs_each_model_and_pick_feeds_the_next_step(harness):
-    harness.rule("r.yaml", """\
+    harness.rule(
+        "r.yaml",
+        """\
         name: r
         match: {source: drop}
         prompt: "{stem}"
@@ -92,15 +106,24 @@ def test_compare_step_runs_each_model_and_pick_feeds_the_next_step(harness):
           - {name: explore, models: [stub, stub-b], variants: 2, seed: 3}
           - {name: refine, model: stub, pick: [1, 2], seeds: [9]}
         output: {sink: out}
-        """)
+        """,
+    )
     harness.start(PROFILES)
     make_image(harness.drop / "lamp.png")
     m = harness.manifest("r", "lamp")
     assert m["status"] == "done"
-    assert [(s["name"], s["model"]) for s in m["steps"]] == [("explore", "stub"), ("explore", "stub-b"), ("refine", "stub")]
+    assert [(s["name"], s["model"]) for s in m["steps"]] == [
+        ("explore", "stub"),
+        ("explore", "stub-b"),
+        ("refine", "stub"),
+    ]
     explore_paths = [o["path"] for s in m["steps"][:2] for o in s["outputs"]]
-    assert explore_paths == ["r/lamp/explore-stub-0.png", "r/lamp/explore-stub-1.png",
-                             "r/lamp/explore-stub-b-0.png", "r/lamp/explore-stub-b-1.png"]
+    assert explore_paths == [
+        "r/lamp/explore-stub-0.png",
+        "r/lamp/explore-stub-1.png",
+        "r/lamp/explore-stub-b-0.png",
+        "r/lamp/explore-stub-b-1.png",
+    ]
     refine = m["steps"][2]["outputs"]
     assert [o["input"] for o in refine] == explore_paths[1:3]
     assert all((harness.out / p).exists() for p in explore_paths)
@@ -109,7 +132,9 @@ def test_compare_step_runs_each_model_and_pick_feeds_the_next_step(harness):
 def test_references_and_masks_reach_the_model(harness):
     refs = harness.rules_dir / "refs"
     make_image(refs / "face.png", color=(0, 255, 0))
-    harness.rule("r.yaml", """\
+    harness.rule(
+        "r.yaml",
+        """\
         name: r
         match: {source: drop}
         steps:
@@ -117,7 +142,8 @@ def test_references_and_masks_reach_the_model(harness):
           - {name: refd, input: source, model: stub, seeds: [1], references: ["refs/*.png"]}
           - {name: masked, input: source, model: stub, seeds: [1], mask: sidecar}
         output: {sink: out}
-        """)
+        """,
+    )
     harness.start()
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (0, 0, 32, 64))  # left half may change
@@ -135,12 +161,15 @@ def test_references_and_masks_reach_the_model(harness):
 
 
 def test_alpha_mask_and_missing_sidecar_mask_reason(harness):
-    harness.rule("r.yaml", """\
+    harness.rule(
+        "r.yaml",
+        """\
         name: r
         match: {source: drop}
         steps: [{name: one, model: stub, seeds: [1], mask: alpha}]
         output: {sink: out}
-        """)
+        """,
+    )
     harness.start()
     rgba = Image.new("RGBA", (64, 64), (200, 100, 50, 255))
     rgba.paste((200, 100, 50, 0), (0, 0, 64, 32))  # top half transparent: to change
@@ -153,12 +182,15 @@ def test_alpha_mask_and_missing_sidecar_mask_reason(harness):
 
 
 def test_output_format_quality_and_icc_profile(harness):
-    harness.rule("r.yaml", """\
+    harness.rule(
+        "r.yaml",
+        """\
         name: r
         match: {source: drop}
         steps: [{name: one, model: stub, seeds: [1]}]
         output: {sink: out, format: jpeg, quality: 70}
-        """)
+        """,
+    )
     harness.start()
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     image = Image.new("RGB", (64, 64), (120, 30, 200))
@@ -172,20 +204,26 @@ def test_output_format_quality_and_icc_profile(harness):
 
 
 def test_match_conditions_priority_and_stop(harness):
-    harness.rule("a-portrait.yaml", """\
+    harness.rule(
+        "a-portrait.yaml",
+        """\
         name: portrait
         priority: 5
         stop: true
         match: {source: drop, orientation: portrait, min_height: 60}
         steps: [{name: one, model: stub, seeds: [1]}]
         output: {sink: out}
-        """)
-    harness.rule("b-any.yaml", """\
+        """,
+    )
+    harness.rule(
+        "b-any.yaml",
+        """\
         name: any
         match: {source: drop, types: [png]}
         steps: [{name: one, model: stub, seeds: [1]}]
         output: {sink: out}
-        """)
+        """,
+    )
     harness.start()
     make_image(harness.drop / "tall.png", (40, 64))
     make_image(harness.drop / "wide.png", (64, 40))
@@ -199,29 +237,37 @@ def test_match_conditions_priority_and_stop(harness):
 
 
 def test_on_success_move_puts_the_source_in_processed(harness):
-    harness.rule("r.yaml", """\
+    harness.rule(
+        "r.yaml",
+        """\
         name: r
         match: {source: drop}
         steps: [{name: one, model: stub, seeds: [1]}]
         output: {sink: out, on_success: move}
-        """)
+        """,
+    )
     harness.start()
     make_image(harness.drop / "shoot" / "a.png")
     harness.manifest("r", "a")
-    harness.wait(lambda: (harness.drop / ".processed" / "shoot" / "a.png").exists(), what="the move")
+    harness.wait(
+        lambda: (harness.drop / ".processed" / "shoot" / "a.png").exists(), what="the move"
+    )
     assert not (harness.drop / "shoot" / "a.png").exists()
     time.sleep(0.6)
     assert len(list((harness.out / "r").iterdir())) == 1  # not processed again from .processed
 
 
 def test_hot_reload_valid_change_applies_invalid_keeps_running(harness):
-    rule = harness.rule("r.yaml", """\
+    rule = harness.rule(
+        "r.yaml",
+        """\
         name: r
         match: {source: drop}
         prompt: "first {stem}"
         steps: [{name: one, model: stub, seeds: [1]}]
         output: {sink: out}
-        """)
+        """,
+    )
     app = harness.start()
     make_image(harness.drop / "a.png")
     assert harness.manifest("r", "a")["steps"][0]["prompt"] == "first a"
@@ -238,16 +284,22 @@ def test_hot_reload_valid_change_applies_invalid_keeps_running(harness):
     assert harness.manifest("r", "c")["steps"][0]["prompt"] == "second c"  # old rules still run
 
     rule.write_text(rule.read_text().replace("stepz:", "steps:").replace("second", "third"))
-    harness.wait(lambda: app.rules_error is None and app.rules.get("r").prompt.startswith("third"), what="the fix")
+    harness.wait(
+        lambda: app.rules_error is None and app.rules.get("r").prompt.startswith("third"),
+        what="the fix",
+    )
 
 
 def test_a_bad_input_is_quarantined_with_its_reason_and_a_fixed_one_runs(harness):
-    harness.rule("r.yaml", """\
+    harness.rule(
+        "r.yaml",
+        """\
         name: r
         match: {source: drop}
         steps: [{name: one, model: stub, seeds: [1]}]
         output: {sink: out}
-        """)
+        """,
+    )
     app = harness.start()
     (harness.drop / "sub").mkdir()
     (harness.drop / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
@@ -258,45 +310,75 @@ def test_a_bad_input_is_quarantined_with_its_reason_and_a_fixed_one_runs(harness
     assert not (harness.drop / "sub" / "broken.png").exists()
     assert app.ledger.quarantined()[0]["key"] == "sub/broken.png"
     make_image(harness.drop / "sub" / "broken.png")  # fixed and dropped again
-    harness.wait(lambda: (m := harness.manifest("r", "broken")) and m["status"] == "done", what="the fixed file")
+    harness.wait(
+        lambda: (m := harness.manifest("r", "broken")) and m["status"] == "done",
+        what="the fixed file",
+    )
 
 
 def test_animated_inputs_first_frame_or_reject(harness):
-    harness.rule("first.yaml", """\
+    harness.rule(
+        "first.yaml",
+        """\
         name: first
         match: {source: drop, include: ["a/*"]}
         steps: [{name: one, model: stub, seeds: [1]}]
         output: {sink: out}
-        """)
-    harness.rule("strict.yaml", """\
+        """,
+    )
+    harness.rule(
+        "strict.yaml",
+        """\
         name: strict
         match: {source: drop, include: ["b/*"], animated: reject}
         steps: [{name: one, model: stub, seeds: [1]}]
         output: {sink: out}
-        """)
+        """,
+    )
     harness.start()
     frames = [Image.new("RGB", (32, 32), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     for folder in ("a", "b"):
         (harness.drop / folder).mkdir()
-        frames[0].save(harness.drop / folder / "spin.gif", save_all=True, append_images=frames[1:], duration=100)
+        frames[0].save(
+            harness.drop / folder / "spin.gif",
+            save_all=True,
+            append_images=frames[1:],
+            duration=100,
+        )
     assert harness.manifest("first", "spin")["status"] == "done"
     strict = harness.manifest("strict", "spin")
-    assert strict["status"] == "failed" and "animated image (3 frames)" in strict["steps"][0]["error"]
+    assert (
+        strict["status"] == "failed" and "animated image (3 frames)" in strict["steps"][0]["error"]
+    )
 
 
 def test_hostile_names_stay_inside_the_sink(harness):
-    harness.rule("r.yaml", """\
+    harness.rule(
+        "r.yaml",
+        """\
         name: r
         match: {source: drop}
         steps: [{name: one, model: stub, seeds: [1]}]
         output: {sink: out, path: "{rule}/{dir}/{stem}/{step}-{variant}.png"}
-        """)
+        """,
+    )
     harness.start()
-    names = ["line\nbreak.png", "caf\u00e9 au lait.png", "cafe\u0301 noir.png", "x" * 200 + ".png", "rtl\u202egnp.png"]
+    names = [
+        "line\nbreak.png",
+        "caf\u00e9 au lait.png",
+        "cafe\u0301 noir.png",
+        "x" * 200 + ".png",
+        "rtl\u202egnp.png",
+    ]
     for i, name in enumerate(names):
-        make_image(harness.drop / "deep" / name, color=(i * 40, 10, 10))  # distinct bytes: distinct work
-    harness.wait(lambda: len(list(harness.out.rglob("manifest.json"))) == len(names), timeout=30,
-                 what="every hostile name processed")
+        make_image(
+            harness.drop / "deep" / name, color=(i * 40, 10, 10)
+        )  # distinct bytes: distinct work
+    harness.wait(
+        lambda: len(list(harness.out.rglob("manifest.json"))) == len(names),
+        timeout=30,
+        what="every hostile name processed",
+    )
     for manifest in harness.out.rglob("manifest.json"):
         assert json.loads(manifest.read_text())["status"] == "done"
     assert all(p.resolve().is_relative_to(harness.out.resolve()) for p in harness.out.rglob("*"))

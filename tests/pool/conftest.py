@@ -34,12 +34,18 @@ def png(color=(10, 120, 200), size=(64, 64)) -> bytes:
     return buffer.getvalue()
 
 
-def rule(name: str, model: str = "stub", prompt: str = "a photo", source: str = "mem", **step: Any) -> LoadedRule:
-    r = Rule.model_validate({
-        "name": name, "match": {"source": source, "include": [f"{name}/**"]}, "prompt": prompt,
-        "steps": [{"name": "one", "model": model, "variants": 1, "seed": 7, **step}],
-        "output": {"sink": "out"},
-    })
+def rule(
+    name: str, model: str = "stub", prompt: str = "a photo", source: str = "mem", **step: Any
+) -> LoadedRule:
+    r = Rule.model_validate(
+        {
+            "name": name,
+            "match": {"source": source, "include": [f"{name}/**"]},
+            "prompt": prompt,
+            "steps": [{"name": "one", "model": model, "variants": 1, "seed": 7, **step}],
+            "output": {"sink": "out"},
+        }
+    )
     return LoadedRule(r, None, Positions(f"{name}.yaml"))
 
 
@@ -70,14 +76,18 @@ def harness(tmp_path):
     built: list[WorkerPool] = []
     count = iter(range(100))
 
-    def make(rules: list[LoadedRule], pool: WorkerPool | None = None, **runner_kwargs: Any) -> Harness:
+    def make(
+        rules: list[LoadedRule], pool: WorkerPool | None = None, **runner_kwargs: Any
+    ) -> Harness:
         if pool is None:
             pool = WorkerPool("cpu", 0, tmp_path / "models", job_timeout=20)
             pool.start()
             built.append(pool)
         ledger = Ledger(tmp_path / f"ledger-{next(count)}.sqlite", max_attempts=3, retry_backoff=0)
         source, sink = MemorySource("mem"), MemorySink("out")
-        runner = Runner(ledger, {"mem": source}, {"out": sink}, pool, PROFILES, "cpu", **runner_kwargs)
+        runner = Runner(
+            ledger, {"mem": source}, {"out": sink}, pool, PROFILES, "cpu", **runner_kwargs
+        )
         ruleset = RuleSet(rules)
         intake = Intake(ledger, lambda: ruleset, {"mem": source}, runner.wake.set)
         source.start(intake.emit, intake.known_for("mem"))

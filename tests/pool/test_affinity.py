@@ -18,7 +18,10 @@ def interleave(h, n):
 
 
 def test_two_profiles_interleaved_load_each_model_once(harness):
-    h = harness([rule("ra", model="a", prompt="{stem}"), rule("rb", model="b", prompt="{stem}")], max_batch=1)
+    h = harness(
+        [rule("ra", model="a", prompt="{stem}"), rule("rb", model="b", prompt="{stem}")],
+        max_batch=1,
+    )
     interleave(h, 10)
     h.drain()
     assert all(j.state is JobState.DONE for j in h.ledger.jobs())
@@ -26,11 +29,16 @@ def test_two_profiles_interleaved_load_each_model_once(harness):
 
 
 def test_with_room_for_one_model_the_dispatcher_keeps_it_busy_before_swapping(harness, tmp_path):
-    pool = WorkerPool("cpu", 0, tmp_path / "m", job_timeout=20, memory_budget_gb=1.5)  # one stub model fits
+    pool = WorkerPool(
+        "cpu", 0, tmp_path / "m", job_timeout=20, memory_budget_gb=1.5
+    )  # one stub model fits
     pool.start()
     try:
-        h = harness([rule("ra", model="a", prompt="{stem}"), rule("rb", model="b", prompt="{stem}")],
-                    pool=pool, max_batch=1)
+        h = harness(
+            [rule("ra", model="a", prompt="{stem}"), rule("rb", model="b", prompt="{stem}")],
+            pool=pool,
+            max_batch=1,
+        )
         interleave(h, 12)
         h.drain()
         assert all(j.state is JobState.DONE for j in h.ledger.jobs())
@@ -68,9 +76,16 @@ def test_two_cpu_workers_run_two_jobs_at_once(tmp_path):
         pool.load(spec)
         assert pool.loads == 2  # preloaded on each device
         started = time.monotonic()
-        threads = [threading.Thread(target=pool.run, args=(spec, Request([Image.new("RGB", (8, 8))], "p", [1],
-                                                                         params={"stub_sleep": 1.0})))
-                   for _ in range(2)]
+        threads = [
+            threading.Thread(
+                target=pool.run,
+                args=(
+                    spec,
+                    Request([Image.new("RGB", (8, 8))], "p", [1], params={"stub_sleep": 1.0}),
+                ),
+            )
+            for _ in range(2)
+        ]
         for t in threads:
             t.start()
         for t in threads:

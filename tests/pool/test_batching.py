@@ -23,8 +23,12 @@ def req(color, seeds=(1, 2), prompt="p", size=(8, 8), **params) -> Request:
 def test_only_requests_that_agree_share_a_batch():
     a, b = req((1, 0, 0)), req((2, 0, 0))
     assert batching.batch_key(SPEC, a) == batching.batch_key(SPEC, b)
-    for other in (req((1, 0, 0), prompt="q"), req((1, 0, 0), seeds=(1, 3)), req((1, 0, 0), size=(16, 8)),
-                  req((1, 0, 0), strength=0.7)):
+    for other in (
+        req((1, 0, 0), prompt="q"),
+        req((1, 0, 0), seeds=(1, 3)),
+        req((1, 0, 0), size=(16, 8)),
+        req((1, 0, 0), strength=0.7),
+    ):
         assert batching.batch_key(SPEC, other) != batching.batch_key(SPEC, a)
     masked = req((1, 0, 0))
     masked.mask = Image.new("L", (8, 8))
@@ -46,8 +50,14 @@ def test_merged_outputs_map_back_to_their_request_and_seed():
 
     def run(spec, request, **_):
         # input-major, like every backend: (image, seed) per output
-        return Result([Image.new("RGB", (1, 1), (im.getpixel((0, 0))[0], s, 0))
-                       for im in request.images for s in request.seeds], 3.0)
+        return Result(
+            [
+                Image.new("RGB", (1, 1), (im.getpixel((0, 0))[0], s, 0))
+                for im in request.images
+                for s in request.seeds
+            ],
+            3.0,
+        )
 
     parts = batching.split(run(SPEC, merged), requests)
     for i, part in enumerate(parts):
@@ -71,7 +81,9 @@ def test_a_batched_run_gives_the_same_images_as_single_runs(harness):
         for v, seed in enumerate((11, 12)):
             path = f"r/{i}/one-{v}.png"
             assert batched.sink.objects[path] == single.sink.objects[path]
-            pixel = Image.open(__import__("io").BytesIO(batched.sink.objects[path])).getpixel((0, 0))
+            pixel = Image.open(__import__("io").BytesIO(batched.sink.objects[path])).getpixel(
+                (0, 0)
+            )
             want = tuple((a + b) // 2 for a, b in zip(c, seed_colour(seed), strict=True))
             assert all(abs(p - w) <= 1 for p, w in zip(pixel, want, strict=True))
         manifest = json.loads(batched.sink.objects[f"r/{i}/manifest.json"])

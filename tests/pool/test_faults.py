@@ -18,8 +18,10 @@ from tests.pool.conftest import png, rule
 @pytest.mark.parametrize("mode, attempts", [("segfault", 2), ("sticky", 2), ("oom", 1)])
 def test_each_fault_once_still_completes_every_job_exactly_once(harness, tmp_path, mode, attempts):
     marker = tmp_path / "failed-once"
-    h = harness([rule("r", prompt="a photo", params={"stub_fail": mode, "stub_fail_once": str(marker)})],
-                max_batch=4)
+    h = harness(
+        [rule("r", prompt="a photo", params={"stub_fail": mode, "stub_fail_once": str(marker)})],
+        max_batch=4,
+    )
     for i in range(3):
         h.put(f"r/{i}.png", png((i * 40, 10, 10)))
     h.drain()
@@ -37,7 +39,10 @@ def test_each_fault_once_still_completes_every_job_exactly_once(harness, tmp_pat
 
 
 def test_a_job_that_always_crashes_fails_with_the_reason_and_spares_its_batch(harness):
-    h = harness([rule("good", prompt="p"), rule("bad", prompt="p", params={"stub_fail": "segfault"})], max_batch=4)
+    h = harness(
+        [rule("good", prompt="p"), rule("bad", prompt="p", params={"stub_fail": "segfault"})],
+        max_batch=4,
+    )
     for i in range(2):
         h.put(f"good/{i}.png", png((i, 0, 0)))
     h.put("bad/x.png")
@@ -64,14 +69,20 @@ def test_out_of_memory_on_a_single_job_retries_with_cpu_offload(tmp_path):
     pool = WorkerPool("cpu", 0, tmp_path, job_timeout=20)
     pool.start()
     try:
-        request = Request([Image.new("RGB", (8, 8))], "p", [1],
-                          params={"stub_fail": "oom", "stub_fail_offload": True})
+        request = Request(
+            [Image.new("RGB", (8, 8))],
+            "p",
+            [1],
+            params={"stub_fail": "oom", "stub_fail_offload": True},
+        )
         result = pool.run(ModelSpec("stub", "stub"), request)
         assert len(result.images) == 1 and pool.restarts == 0
         assert any(s.option("cpu_offload") for w in pool.workers for s in w.loaded)
         with pytest.raises(OutOfMemory):
-            pool.run(ModelSpec("stub", "stub"), Request([Image.new("RGB", (8, 8))], "p", [1],
-                                                          params={"stub_fail": "oom"}))
+            pool.run(
+                ModelSpec("stub", "stub"),
+                Request([Image.new("RGB", (8, 8))], "p", [1], params={"stub_fail": "oom"}),
+            )
     finally:
         pool.stop()
 
@@ -81,14 +92,23 @@ def test_job_time_limit_replaces_the_worker_and_the_job_is_retried(harness, tmp_
     pool.start()
     try:
         marker = tmp_path / "slow-once"
-        h = harness([rule("r", params={"stub_sleep": 0, "stub_fail": "error", "stub_fail_once": str(marker)})],
-                    pool=pool)
+        h = harness(
+            [
+                rule(
+                    "r",
+                    params={"stub_sleep": 0, "stub_fail": "error", "stub_fail_once": str(marker)},
+                )
+            ],
+            pool=pool,
+        )
         h.put("r/a.png")
         h.drain()
         assert h.ledger.jobs()[0].state is JobState.DONE
         with pytest.raises(Exception, match="timed out"):
-            pool.run(ModelSpec("stub", "stub"), Request([Image.new("RGB", (8, 8))], "p", [1],
-                                                          params={"stub_sleep": 5}))
+            pool.run(
+                ModelSpec("stub", "stub"),
+                Request([Image.new("RGB", (8, 8))], "p", [1], params={"stub_sleep": 5}),
+            )
         assert pool.restarts == 0  # replaced on the next call
         pool.run(ModelSpec("stub", "stub"), Request([Image.new("RGB", (8, 8))], "p", [1]))
         assert pool.restarts == 1
@@ -102,7 +122,9 @@ def test_workers_are_recycled_after_n_jobs(tmp_path):
     try:
         pids = []
         for _ in range(5):
-            result = pool.run(ModelSpec("stub", "stub"), Request([Image.new("RGB", (8, 8))], "p", [1]))
+            result = pool.run(
+                ModelSpec("stub", "stub"), Request([Image.new("RGB", (8, 8))], "p", [1])
+            )
             pids.append(result.info["pid"])
         assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
         assert pool.recycles == 2 and pool.restarts == 0
@@ -111,11 +133,17 @@ def test_workers_are_recycled_after_n_jobs(tmp_path):
 
 
 def test_workers_are_recycled_when_their_memory_grows(tmp_path):
-    pool = WorkerPool("cpu", 0, tmp_path, job_timeout=20, recycle_rss_gb=0.001)  # any process is bigger
+    pool = WorkerPool(
+        "cpu", 0, tmp_path, job_timeout=20, recycle_rss_gb=0.001
+    )  # any process is bigger
     pool.start()
     try:
-        first = pool.run(ModelSpec("stub", "stub"), Request([Image.new("RGB", (8, 8))], "p", [1])).info["pid"]
-        second = pool.run(ModelSpec("stub", "stub"), Request([Image.new("RGB", (8, 8))], "p", [1])).info["pid"]
+        first = pool.run(
+            ModelSpec("stub", "stub"), Request([Image.new("RGB", (8, 8))], "p", [1])
+        ).info["pid"]
+        second = pool.run(
+            ModelSpec("stub", "stub"), Request([Image.new("RGB", (8, 8))], "p", [1])
+        ).info["pid"]
         assert first != second and pool.recycles == 2
     finally:
         pool.stop()

@@ -116,7 +116,9 @@ def tree(root: Path) -> list[str]:
     """Every file under ``root`` (dot-files included), relative, sorted."""
     if not root.exists():
         return []
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()
+    )
 
 
 def temp_files(root: Path) -> list[str]:
@@ -137,7 +139,9 @@ def check_output_set(out: Path, state_dir: Path, folder: str, key: str, outputs:
     assert len(listed) == outputs, listed
     for o in listed:
         data = (out / o["path"]).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == o["sha256"], f"{o['path']} is not what the ledger recorded"
+        assert hashlib.sha256(data).hexdigest() == o["sha256"], (
+            f"{o['path']} is not what the ledger recorded"
+        )
     files = [p for p in tree(base)]
     images = [p for p in files if p.startswith("one-")]
     assert sorted(images) == sorted(Path(o["path"]).name for o in listed), files
@@ -163,7 +167,9 @@ class Daemon(_E2EDaemon):
 
     env: dict[str, str]
 
-    def start(self, ready_timeout: float = 60, env: dict[str, str] | None = None, wait_ready: bool = True) -> None:
+    def start(
+        self, ready_timeout: float = 60, env: dict[str, str] | None = None, wait_ready: bool = True
+    ) -> None:
         self._log_start = self.log.stat().st_size if self.log.exists() else 0
         full = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
         if not (env or {}).get("DARKROOM_FAULT"):
@@ -171,11 +177,17 @@ class Daemon(_E2EDaemon):
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config)],
-                cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, env=full,
+                cwd=self.workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=full,
             )
         if wait_ready:
-            wait_for(lambda: self.events("darkroom running") or self.proc.poll() is not None, ready_timeout,
-                     "the daemon to start")
+            wait_for(
+                lambda: self.events("darkroom running") or self.proc.poll() is not None,
+                ready_timeout,
+                "the daemon to start",
+            )
             assert self.proc.poll() is None, f"daemon exited early:\n{self.text()}"
         self.workers.extend(self.worker_pids())
 
@@ -192,12 +204,19 @@ class Daemon(_E2EDaemon):
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"daemon still running after {timeout} s:\n{self.text()[-3000:]}") from None
+            raise AssertionError(
+                f"daemon still running after {timeout} s:\n{self.text()[-3000:]}"
+            ) from None
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "daemon.cli", *args, "--config", str(self.config)],
-                              cwd=self.workdir, capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        return subprocess.run(
+            [sys.executable, "-m", "daemon.cli", *args, "--config", str(self.config)],
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
 
 
 @pytest.fixture
@@ -206,13 +225,23 @@ def darkroom(tmp_path: Path, model_cache: Path) -> Iterator[Callable[..., Daemon
     orphaned workers included, is killed at the end."""
     made: list[Daemon] = []
 
-    def make(rule: str = RULE, *, quiet_period: float = 0.3, rescan_interval: float = 5, stop_timeout: float = 20,
-             max_attempts: int = 3, retry_backoff: float = 0.2, source_extra: str = "", extra: str = "") -> Daemon:
+    def make(
+        rule: str = RULE,
+        *,
+        quiet_period: float = 0.3,
+        rescan_interval: float = 5,
+        stop_timeout: float = 20,
+        max_attempts: int = 3,
+        retry_backoff: float = 0.2,
+        source_extra: str = "",
+        extra: str = "",
+    ) -> Daemon:
         for d in ("drop", "rules", "out"):
             (tmp_path / d).mkdir(exist_ok=True)
         (tmp_path / "rules" / "rule.yaml").write_text(textwrap.dedent(rule))
         config = tmp_path / "darkroom.yaml"
-        config.write_text(textwrap.dedent(f"""\
+        config.write_text(
+            textwrap.dedent(f"""\
             state_dir: state
             rules_dir: rules
             model_cache: {model_cache}
@@ -225,7 +254,9 @@ def darkroom(tmp_path: Path, model_cache: Path) -> Iterator[Callable[..., Daemon
             jobs: {{max_attempts: {max_attempts}, retry_backoff: {retry_backoff}}}
             digest: {{enabled: false}}
             log: {{format: json}}
-            """) + textwrap.dedent(extra))
+            """)
+            + textwrap.dedent(extra)
+        )
         daemon = Daemon(tmp_path, config, tmp_path / "daemon.log")
         daemon.workers = []
         made.append(daemon)
@@ -270,14 +301,23 @@ class Harness:
         path.write_text(textwrap.dedent(text))
         return path
 
-    def start(self, *, quiet_period: float = 0.2, rescan_interval: float = 2, max_attempts: int = 3,
-              retry_backoff: float = 0.1, extra: str = "", sources: dict[str, Any] | None = None,
-              source_factory: Callable[[Any], dict[str, Any]] | None = None) -> Any:
+    def start(
+        self,
+        *,
+        quiet_period: float = 0.2,
+        rescan_interval: float = 2,
+        max_attempts: int = 3,
+        retry_backoff: float = 0.1,
+        extra: str = "",
+        sources: dict[str, Any] | None = None,
+        source_factory: Callable[[Any], dict[str, Any]] | None = None,
+    ) -> Any:
         from daemon.service.app import App
         from daemon.config.settings import load_settings
 
         config = self.root / "darkroom.yaml"
-        config.write_text(textwrap.dedent(f"""\
+        config.write_text(
+            textwrap.dedent(f"""\
             state_dir: state
             rules_dir: rules
             model_cache: {self.model_cache}
@@ -289,7 +329,9 @@ class Harness:
             worker: {{device: cpu, threads: 1, stop_timeout: 10}}
             jobs: {{max_attempts: {max_attempts}, retry_backoff: {retry_backoff}}}
             digest: {{enabled: false}}
-            """) + textwrap.dedent(extra))
+            """)
+            + textwrap.dedent(extra)
+        )
         self.config = config
         settings = load_settings(config)
         if source_factory is not None:
@@ -302,7 +344,9 @@ class Harness:
         if self.app is not None and not self.app.stopped.is_set():
             self.app.stop()
 
-    def wait(self, predicate: Callable[[], object], timeout: float = 20, what: str = "condition") -> object:
+    def wait(
+        self, predicate: Callable[[], object], timeout: float = 20, what: str = "condition"
+    ) -> object:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = predicate()

@@ -37,7 +37,7 @@ def test_large_file_copied_slowly_is_processed_once_when_complete(harness):
     started = time.monotonic()
     with open(target, "wb") as fh:
         for i in range(0, len(data), chunk):
-            fh.write(data[i:i + chunk])
+            fh.write(data[i : i + chunk])
             fh.flush()
             time.sleep(0.4)
     assert time.monotonic() - started > 3.5
@@ -48,14 +48,20 @@ def test_large_file_copied_slowly_is_processed_once_when_complete(harness):
     check_output_set(harness.out, harness.state, "r/big", "big.png")
 
 
-@pytest.mark.parametrize("final, temp", [
-    ("a.jpg", "a.jpg.part"),
-    ("b.jpg", "b.jpg.crdownload"),
-    ("c.jpg", ".c.jpg.AbC123"),  # rsync
-    ("d.jpg", "d.jpg.filepart"),  # WinSCP
-    ("e.jpg", "e.jpg.tmp"),
-], ids=["part", "crdownload", "rsync", "filepart", "tmp"])
-def test_temp_name_then_rename_is_processed_once_under_the_final_name(harness, tmp_path, final, temp):
+@pytest.mark.parametrize(
+    "final, temp",
+    [
+        ("a.jpg", "a.jpg.part"),
+        ("b.jpg", "b.jpg.crdownload"),
+        ("c.jpg", ".c.jpg.AbC123"),  # rsync
+        ("d.jpg", "d.jpg.filepart"),  # WinSCP
+        ("e.jpg", "e.jpg.tmp"),
+    ],
+    ids=["part", "crdownload", "rsync", "filepart", "tmp"],
+)
+def test_temp_name_then_rename_is_processed_once_under_the_final_name(
+    harness, tmp_path, final, temp
+):
     """Scenario 3: the temp name is never taken (even when it sits still for longer than
     the quiet period); the final name is, once."""
     harness.rule()
@@ -66,7 +72,7 @@ def test_temp_name_then_rename_is_processed_once_under_the_final_name(harness, t
         fh.write(data[: len(data) // 2])
         fh.flush()
         time.sleep(0.5)  # longer than quiet_period: a half-written temp file sits still
-        fh.write(data[len(data) // 2:])
+        fh.write(data[len(data) // 2 :])
     time.sleep(0.5)
     os.rename(harness.drop / temp, harness.drop / final)
     harness.wait(lambda: harness.settled(final), 20, f"{final} to be done")
@@ -99,8 +105,11 @@ def test_watched_folder_deleted_and_recreated_and_a_tree_made_at_once(harness):
         for j in range(3):
             make_image(folder / f"f{i}{j}.png", color=(10 * i, 10 * j, 7))
             keys.append(folder.relative_to(harness.drop).as_posix() + f"/f{i}{j}.png")
-    harness.wait(lambda: all(harness.settled(k) == "done" for k in keys), 30,
-                 f"all of {keys} (missing: {[k for k in keys if not harness.settled(k)]})")
+    harness.wait(
+        lambda: all(harness.settled(k) == "done" for k in keys),
+        30,
+        f"all of {keys} (missing: {[k for k in keys if not harness.settled(k)]})",
+    )
     assert len(harness.ledger.plans()) == len(keys) + 1
 
 
@@ -118,7 +127,9 @@ def test_symlinks_pointing_outside_are_not_followed(harness, tmp_path):
     make_image(harness.drop / "real.png")
     harness.wait(lambda: harness.settled("real.png"), 20, "real.png")
     time.sleep(1.5)  # a few rescans
-    keys = {p["key"] for p in harness.ledger.plans()} | {r["key"] for r in harness.ledger.rows("SELECT key FROM seen")}
+    keys = {p["key"] for p in harness.ledger.plans()} | {
+        r["key"] for r in harness.ledger.rows("SELECT key FROM seen")
+    }
     assert keys == {"real.png"}, keys
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in outside.rglob("*.png")} == before
     # and the source refuses to read through them if asked directly
@@ -152,7 +163,9 @@ def test_events_lost_by_the_watch_are_recovered_by_the_rescan(harness):
     for i in range(20):
         make_image(harness.drop / f"lost{i}.png", color=(i, 100, 200))
     keys = [f"lost{i}.png" for i in range(20)]
-    harness.wait(lambda: all(harness.settled(k) == "done" for k in keys), 30, "the rescan to find every file")
+    harness.wait(
+        lambda: all(harness.settled(k) == "done" for k in keys), 30, "the rescan to find every file"
+    )
     harness.stop()
     for i in range(5):
         make_image(harness.drop / f"offline{i}.png", color=(i, 50, 50))
@@ -166,17 +179,24 @@ BURST = 10_000
 
 
 @pytest.mark.slow
-def test_burst_of_10000_small_files_each_enqueued_once_with_bounded_memory(tmp_path, darkroom, capsys):
+def test_burst_of_10000_small_files_each_enqueued_once_with_bounded_memory(
+    tmp_path, darkroom, capsys
+):
     """Scenario 4: 10,000 distinct small PNGs written as fast as possible. Every one gets
     exactly one plan; the main process's peak RSS stays bounded. inotify (default 16384
     queued events, 3+ per file) may overflow: the 2 s rescan recovers what it drops."""
-    daemon = darkroom("""\
+    daemon = darkroom(
+        """\
         name: r
         match: {source: drop}
         prompt: "{stem}"
         steps: [{name: one, model: stub, seeds: [1]}]
         output: {sink: out}
-        """, quiet_period=0.5, rescan_interval=2, stop_timeout=2)
+        """,
+        quiet_period=0.5,
+        rescan_interval=2,
+        stop_timeout=2,
+    )
     daemon.start()
     rss_idle = vm_hwm_kib(daemon.pid)
     payloads = []
@@ -208,11 +228,15 @@ def test_burst_of_10000_small_files_each_enqueued_once_with_bounded_memory(tmp_p
     assert ledger.count("SELECT COUNT(DISTINCT key) FROM plans") == BURST
     assert ledger.count("SELECT COUNT(*) FROM seen") == BURST
     queued = [e for e in daemon.events("queued")]
-    assert len(queued) == BURST and len({e["key"] for e in queued}) == BURST, "a file was enqueued twice"
+    assert len(queued) == BURST and len({e["key"] for e in queued}) == BURST, (
+        "a file was enqueued twice"
+    )
     done = ledger.count("SELECT COUNT(*) FROM jobs WHERE state='done'")
     assert daemon.stop(60) == 0
     with capsys.disabled():
-        print(f"\n[burst] {BURST} files written in {written:.1f} s; all planned after {enqueue:.1f} s; "
-              f"main-process peak RSS {peak[0] / 1024:.0f} MiB (idle {rss_idle / 1024:.0f} MiB); "
-              f"{done} stub jobs done meanwhile")
+        print(
+            f"\n[burst] {BURST} files written in {written:.1f} s; all planned after {enqueue:.1f} s; "
+            f"main-process peak RSS {peak[0] / 1024:.0f} MiB (idle {rss_idle / 1024:.0f} MiB); "
+            f"{done} stub jobs done meanwhile"
+        )
     assert peak[0] < 600 * 1024, f"peak RSS {peak[0] / 1024:.0f} MiB"

@@ -29,8 +29,11 @@ output: {sink: out}
 
 def png_declaring(width: int, height: int) -> bytes:
     """A tiny PNG whose header declares width x height (a decompression bomb's shape)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
     idat = zlib.compress(b"\0" * 1024, 9)
@@ -51,7 +54,10 @@ BAD = {
     "truncated.jpg": (encoded("JPEG", (256, 256))[:600], "cannot decode"),
     "truncated.png": (encoded("PNG", (256, 256))[:300], "cannot decode"),
     "text.jpg": (b"this is not a picture, just text with a .jpg name\n" * 20, "not an image"),
-    "drawing.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "not an image"),
+    "drawing.svg": (
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+        "not an image",
+    ),
     "bomb200.png": (png_declaring(20_000, 10_000), "decompression bomb"),
     "bomb120.png": (png_declaring(12_000, 10_000), "decompression bomb"),
     "absurd.png": (png_declaring(2**31 - 1, 2**31 - 1), ""),
@@ -68,8 +74,11 @@ def test_bad_inputs_are_quarantined_with_a_reason_and_the_daemon_keeps_going(har
         (harness.drop / name).write_bytes(data)
     make_image(harness.drop / "good.png")
 
-    harness.wait(lambda: all(harness.settled(k) for k in [*BAD, "good.png"]), 30,
-                 "every input to end: " + str({k: harness.outcome(k) for k in [*BAD, "good.png"]}))
+    harness.wait(
+        lambda: all(harness.settled(k) for k in [*BAD, "good.png"]),
+        30,
+        "every input to end: " + str({k: harness.outcome(k) for k in [*BAD, "good.png"]}),
+    )
     took = time.monotonic() - started
     assert took < 15, f"bad inputs took {took:.1f} s to settle"
     assert harness.outcome("good.png") == "done"
@@ -88,12 +97,18 @@ def test_bad_inputs_are_quarantined_with_a_reason_and_the_daemon_keeps_going(har
         assert record["key"] == name and record["rule"] == "r" and reason in record["reason"]
         assert 1 <= record["attempts"] <= 3 and record["at"].endswith("Z"), record
         for job in harness.ledger.jobs(name):
-            assert job["attempts"] == 1, f"{name}: a bad input is not worth a retry ({job['attempts']})"
+            assert job["attempts"] == 1, (
+                f"{name}: a bad input is not worth a retry ({job['attempts']})"
+            )
     assert harness.ledger.plans("x.jpg") == [] and (harness.drop / "x.jpg").is_dir()
 
     # darkroom status lists them, with reasons
-    status = subprocess.run([sys.executable, "-m", "daemon.cli", "status", "--config", str(harness.config)],
-                            capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "status", "--config", str(harness.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 0, status.stderr
     assert "quarantined:" in status.stdout
     for name in BAD:
@@ -101,8 +116,11 @@ def test_bad_inputs_are_quarantined_with_a_reason_and_the_daemon_keeps_going(har
 
     # a fixed file dropped again under the same name is processed normally
     (harness.drop / "text.jpg").write_bytes(encoded("JPEG"))
-    harness.wait(lambda: any(p["state"] == "done" for p in harness.ledger.plans("text.jpg")), 20,
-                 "the fixed text.jpg")
+    harness.wait(
+        lambda: any(p["state"] == "done" for p in harness.ledger.plans("text.jpg")),
+        20,
+        "the fixed text.jpg",
+    )
     assert (harness.out / "r" / "text" / "manifest.json").exists()
 
 
@@ -130,11 +148,15 @@ def _start_with_unreadable(harness, make_unreadable):
         os.chmod(path, 0)
     make_image(harness.drop / "good.png")
     harness.wait(lambda: harness.settled("good.png"), 20, "good.png")
-    harness.wait(lambda: harness.settled("locked.png"), 15, "locked.png to end with a recorded outcome")
+    harness.wait(
+        lambda: harness.settled("locked.png"), 15, "locked.png to end with a recorded outcome"
+    )
     assert "permission denied" in harness.ledger.quarantine()[0]["reason"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="running as root: chmod 000 does not stop root from reading")
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="running as root: chmod 000 does not stop root from reading"
+)
 def test_unreadable_file_is_quarantined_not_retried_forever(harness):
     _start_with_unreadable(harness, make_unreadable=False)
 

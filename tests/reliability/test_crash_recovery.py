@@ -97,7 +97,8 @@ def test_worker_exits_soon_after_the_main_process_is_killed(tmp_path, darkroom):
     while pid_alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not pid_alive(worker), (
-        f"worker {worker} still runs its 30 s job 5 s after the main process was SIGKILLed")
+        f"worker {worker} still runs its 30 s job 5 s after the main process was SIGKILLed"
+    )
 
 
 def test_repeated_crashes_on_one_input_end_failed_not_forever(tmp_path, darkroom):

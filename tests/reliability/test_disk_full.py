@@ -41,13 +41,17 @@ def test_enospc_on_outputs_leaves_nothing_partial_and_retries_later(harness, mon
     disk = FullDisk(monkeypatch, harness.out)
     harness.start(max_attempts=10, retry_backoff=0.2)
     make_image(harness.drop / "photo.png")
-    harness.wait(lambda: any(j["attempts"] >= 2 for j in harness.ledger.jobs("photo.png")), 20,
-                 "two failed attempts")
+    harness.wait(
+        lambda: any(j["attempts"] >= 2 for j in harness.ledger.jobs("photo.png")),
+        20,
+        "two failed attempts",
+    )
     [job] = harness.ledger.jobs("photo.png")
     assert job["state"] in ("queued", "running") and "disk full" in (job["error"] or ""), dict(job)
     assert harness.ledger.plans("photo.png")[0]["state"] == "active"
-    assert [p for p in tree(harness.out) if not p.startswith(".")] == [] or \
-        not (harness.out / "r" / "photo" / "manifest.json").exists()
+    assert [p for p in tree(harness.out) if not p.startswith(".")] == [] or not (
+        harness.out / "r" / "photo" / "manifest.json"
+    ).exists()
     assert not [p for p in tree(harness.out) if p.endswith(".png")], tree(harness.out)
     assert not temp_files(harness.out)
     assert (harness.drop / "photo.png").exists(), "a sink problem must not quarantine the input"
@@ -63,13 +67,18 @@ def test_enospc_on_the_manifest_is_retried_and_the_daemon_keeps_working(harness,
     harness.start(max_attempts=10, retry_backoff=0.2)
     make_image(harness.drop / "photo.png")
     harness.wait(lambda: disk.hits >= 1, 20, "the manifest write to hit ENOSPC")
-    assert harness.ledger.plans("photo.png")[0]["state"] == "active", "not done without its manifest"
+    assert harness.ledger.plans("photo.png")[0]["state"] == "active", (
+        "not done without its manifest"
+    )
     assert not (harness.out / "r" / "photo" / "manifest.json").exists()
     assert not temp_files(harness.out)
     disk.full = False
     make_image(harness.drop / "next.png", color=(5, 5, 5))
-    harness.wait(lambda: harness.settled("photo.png") and harness.settled("next.png"), 20,
-                 "the manifest retried and the next file processed")
+    harness.wait(
+        lambda: harness.settled("photo.png") and harness.settled("next.png"),
+        20,
+        "the manifest retried and the next file processed",
+    )
     check_output_set(harness.out, harness.state, "r/photo", "photo.png")
     check_output_set(harness.out, harness.state, "r/next", "next.png")
 
@@ -77,8 +86,11 @@ def test_enospc_on_the_manifest_is_retried_and_the_daemon_keeps_working(harness,
 def test_real_tiny_tmpfs_sink(harness, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "darkroom-test", str(harness.out)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "darkroom-test", str(harness.out)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -93,8 +105,13 @@ def test_real_tiny_tmpfs_sink(harness, tmp_path):
         harness.rule()
         harness.start(max_attempts=10, retry_backoff=0.2)
         make_image(harness.drop / "photo.png")
-        harness.wait(lambda: any(j["attempts"] >= 1 and j["error"] for j in harness.ledger.jobs("photo.png")), 20,
-                     "a failed attempt on the full tmpfs")
+        harness.wait(
+            lambda: any(
+                j["attempts"] >= 1 and j["error"] for j in harness.ledger.jobs("photo.png")
+            ),
+            20,
+            "a failed attempt on the full tmpfs",
+        )
         assert harness.ledger.plans("photo.png")[0]["state"] == "active"
         assert not temp_files(harness.out)
         filler.unlink()

@@ -96,12 +96,19 @@ def test_format_and_colour_matrix(harness):
 
     if features.check("avif"):
         pattern().save(drop / "modern.avif", quality=100)
-        cases["modern"], icc["modern"] = expected(Image.open(drop / "modern.avif").convert("RGB")), None
+        cases["modern"], icc["modern"] = (
+            expected(Image.open(drop / "modern.avif").convert("RGB")),
+            None,
+        )
 
     harness.start()
     stems = list(cases)
-    harness.wait(lambda: all((harness.out / "r" / s / "manifest.json").exists() for s in stems), 30,
-                 "every manifest: missing " + str([s for s in stems if not (harness.out / 'r' / s / 'manifest.json').exists()]))
+    harness.wait(
+        lambda: all((harness.out / "r" / s / "manifest.json").exists() for s in stems),
+        30,
+        "every manifest: missing "
+        + str([s for s in stems if not (harness.out / "r" / s / "manifest.json").exists()]),
+    )
     problems = []
     for stem, want in cases.items():
         manifest = json.loads((harness.out / "r" / stem / "manifest.json").read_text())
@@ -111,11 +118,15 @@ def test_format_and_colour_matrix(harness):
         image = output(harness, stem)
         got = np.asarray(image.convert("RGB"), dtype=np.int16)
         if got.shape != want.shape:
-            problems.append(f"{stem}: size {got.shape[1]}x{got.shape[0]}, expected {want.shape[1]}x{want.shape[0]}")
+            problems.append(
+                f"{stem}: size {got.shape[1]}x{got.shape[0]}, expected {want.shape[1]}x{want.shape[0]}"
+            )
             continue
         diff = np.abs(got - want).mean()
         if diff > 6:
-            problems.append(f"{stem}: mean pixel difference {diff:.1f} from the expected upright image")
+            problems.append(
+                f"{stem}: mean pixel difference {diff:.1f} from the expected upright image"
+            )
         carried = image.info.get("icc_profile")
         if icc[stem] is not None and carried != icc[stem]:
             problems.append(f"{stem}: the source's ICC profile was not carried to the output")
@@ -127,14 +138,23 @@ def test_format_and_colour_matrix(harness):
 def test_unwanted_profiles_are_not_written(harness):
     """RGB outputs never carry a CMYK profile; keep_icc: false writes no profile."""
     harness.rule(RULE.replace("ANIMATED", "first_frame"))
-    harness.rule(RULE.replace("ANIMATED", "first_frame").replace("name: r", "name: bare")
-                 .replace("{rule}/{stem}", "bare/{stem}").replace("output: {sink: out,", "output: {sink: out, keep_icc: false,")
-                 .replace('include: ["**/*"]', 'include: ["rgb-icc.png"]'), "bare.yaml")
-    Image.new("CMYK", SIZE, (0, 255, 255, 0)).save(harness.drop / "cmyk.jpg", icc_profile=fake_cmyk_profile())
+    harness.rule(
+        RULE.replace("ANIMATED", "first_frame")
+        .replace("name: r", "name: bare")
+        .replace("{rule}/{stem}", "bare/{stem}")
+        .replace("output: {sink: out,", "output: {sink: out, keep_icc: false,")
+        .replace('include: ["**/*"]', 'include: ["rgb-icc.png"]'),
+        "bare.yaml",
+    )
+    Image.new("CMYK", SIZE, (0, 255, 255, 0)).save(
+        harness.drop / "cmyk.jpg", icc_profile=fake_cmyk_profile()
+    )
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     pattern().save(harness.drop / "rgb-icc.png", icc_profile=srgb)
     harness.start()
-    harness.wait(lambda: harness.settled("cmyk.jpg") and harness.settled("rgb-icc.png"), 20, "both inputs")
+    harness.wait(
+        lambda: harness.settled("cmyk.jpg") and harness.settled("rgb-icc.png"), 20, "both inputs"
+    )
     assert (harness.out / "bare" / "rgb-icc" / "manifest.json").exists()
     problems = []
     if output(harness, "cmyk").info.get("icc_profile") == fake_cmyk_profile():
@@ -148,8 +168,15 @@ def test_unwanted_profiles_are_not_written(harness):
 def animated(fmt: str) -> bytes:
     frames = [Image.new("RGB", SIZE, colour) for colour in ((250, 0, 0), (0, 250, 0), (0, 0, 250))]
     buffer = io.BytesIO()
-    frames[0].save(buffer, fmt, save_all=True, append_images=frames[1:], duration=100, loop=0,
-                   **({"lossless": True} if fmt == "WEBP" else {}))
+    frames[0].save(
+        buffer,
+        fmt,
+        save_all=True,
+        append_images=frames[1:],
+        duration=100,
+        loop=0,
+        **({"lossless": True} if fmt == "WEBP" else {}),
+    )
     return buffer.getvalue()
 
 
@@ -164,7 +191,9 @@ def test_animated_gif_and_webp_follow_the_rule(harness, mode):
         if mode == "first_frame":
             assert harness.outcome(name) == "done"
             got = np.asarray(output(harness, stem).convert("RGB"), dtype=np.int16)
-            assert np.abs(got - expected(Image.new("RGB", SIZE, (250, 0, 0)))).mean() < 6, "not the first frame"
+            assert np.abs(got - expected(Image.new("RGB", SIZE, (250, 0, 0)))).mean() < 6, (
+                "not the first frame"
+            )
         else:
             assert harness.outcome(name) == "failed"
             [row] = [r for r in harness.ledger.quarantine() if r["key"] == name]
@@ -172,7 +201,9 @@ def test_animated_gif_and_webp_follow_the_rule(harness, mode):
 
 
 def test_heic_if_supported(harness):
-    pillow_heif = pytest.importorskip("pillow_heif", reason="HEIC needs pillow-heif, which is not installed")
+    pillow_heif = pytest.importorskip(
+        "pillow_heif", reason="HEIC needs pillow-heif, which is not installed"
+    )
     pillow_heif.register_heif_opener()
     harness.rule(RULE.replace("ANIMATED", "first_frame"))
     pattern().save(harness.drop / "phone.heic")

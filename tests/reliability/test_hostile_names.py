@@ -42,8 +42,11 @@ def test_hostile_names_processed_or_rejected_cleanly_inside_the_sink(harness, tm
     for i, name in enumerate(NAMES):
         make_image(harness.drop / name, color=(i * 20, 40, 90))
     keys = [os.fsdecode(os.fsencode(n)) for n in NAMES]
-    harness.wait(lambda: all(harness.settled(k) for k in keys), 30,
-                 "every name to end: " + str({k: harness.outcome(k) for k in keys}))
+    harness.wait(
+        lambda: all(harness.settled(k) for k in keys),
+        30,
+        "every name to end: " + str({k: harness.outcome(k) for k in keys}),
+    )
     outcomes = {k: harness.outcome(k) for k in keys}
     for key, outcome in outcomes.items():
         assert outcome in ("done", "failed"), (key, outcome)
@@ -58,6 +61,8 @@ def test_hostile_names_processed_or_rejected_cleanly_inside_the_sink(harness, tm
     for path in tree(harness.out):
         assert os.path.realpath(harness.out / path).startswith(real_out + os.sep), path
     allowed = {"drop", "out", "rules", "state", "quarantine", "darkroom.yaml"}
-    assert {p.name for p in tmp_path.iterdir()} <= allowed, sorted(p.name for p in tmp_path.iterdir())
+    assert {p.name for p in tmp_path.iterdir()} <= allowed, sorted(
+        p.name for p in tmp_path.iterdir()
+    )
     assert not harness.app.runner.stopping.is_set()
     print(outcomes)

@@ -18,7 +18,9 @@ output: {sink: out}
 
 
 def prompt_of(harness, stem: str) -> str:
-    path = harness.wait(lambda: (p := harness.out / "r" / stem / "manifest.json").exists() and p, 20, stem)
+    path = harness.wait(
+        lambda: (p := harness.out / "r" / stem / "manifest.json").exists() and p, 20, stem
+    )
     return json.loads(path.read_text())["steps"][0]["prompt"]
 
 
@@ -36,8 +38,14 @@ def test_broken_rule_edit_keeps_the_previous_rules_until_fixed(harness):
     assert prompt_of(harness, "b") == "v1 b", "the previous rules must keep running"
 
     # A schema error (not YAML syntax) names its line too.
-    rule_file.write_text(RULE.replace("PROMPT", "v2").replace("seeds: [1]", "seeds: [1], variants: lots"))
-    harness.wait(lambda: harness.app.rules_error and "variants" in harness.app.rules_error, 10, "the schema error")
+    rule_file.write_text(
+        RULE.replace("PROMPT", "v2").replace("seeds: [1]", "seeds: [1], variants: lots")
+    )
+    harness.wait(
+        lambda: harness.app.rules_error and "variants" in harness.app.rules_error,
+        10,
+        "the schema error",
+    )
     assert f"{rule_file}:5" in harness.app.rules_error, harness.app.rules_error
 
     rule_file.write_text(RULE.replace("PROMPT", "v2"))

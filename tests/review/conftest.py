@@ -244,9 +244,18 @@ def build_review_sink(root: Path) -> tuple[Any, dict[str, Any], str]:
         for v in range(4):
             path = f"{base}/explore-{model}-{v}.png"
             out: dict[str, Any] = {
-                "path": path, "step": "explore", "model": model, "model_id": f"test/{model}",
-                "variant": v, "seed": 100 + v, "width": 96, "height": 72, "input": "source",
-                "seconds": 0.25, "params": {"strength": 0.55, "steps": 2}, "sha256": "0" * 64,
+                "path": path,
+                "step": "explore",
+                "model": model,
+                "model_id": f"test/{model}",
+                "variant": v,
+                "seed": 100 + v,
+                "width": 96,
+                "height": 72,
+                "input": "source",
+                "seconds": 0.25,
+                "params": {"strength": 0.55, "steps": 2},
+                "sha256": "0" * 64,
             }
             if model == "kontext":
                 out.update(cost=0.004, provider="fal", request_id=f"req-{v}")
@@ -255,21 +264,47 @@ def build_review_sink(root: Path) -> tuple[Any, dict[str, Any], str]:
             else:
                 sink.write(path, _png(_picture(m_i * 10 + v)), "image/png")
             outputs.append(out)
-        steps.append({
-            "name": "explore", "model": model, "model_id": f"test/{model}", "prompt": EVIL_PROMPT,
-            "negative_prompt": "blurry", "seeds": [100, 101, 102, 103], "state": "done",
-            "error": None, "attempts": 1, "seconds": 1.0, "outputs": outputs,
-        })
+        steps.append(
+            {
+                "name": "explore",
+                "model": model,
+                "model_id": f"test/{model}",
+                "prompt": EVIL_PROMPT,
+                "negative_prompt": "blurry",
+                "seeds": [100, 101, 102, 103],
+                "state": "done",
+                "error": None,
+                "attempts": 1,
+                "seconds": 1.0,
+                "outputs": outputs,
+            }
+        )
     # an animated WebP
     frames = [_picture(40 + i) for i in range(3)]
     buf = io.BytesIO()
     frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:], duration=100, loop=0)
     sink.write(f"{base}/wiggle-anim-0.webp", buf.getvalue(), "image/webp")
-    steps.append({
-        "name": "wiggle", "model": "anim", "prompt": EVIL_PROMPT, "state": "done", "seeds": [7],
-        "outputs": [{"path": f"{base}/wiggle-anim-0.webp", "step": "wiggle", "model": "anim",
-                     "variant": 0, "seed": 7, "width": 96, "height": 72, "seconds": 0.3}],
-    })
+    steps.append(
+        {
+            "name": "wiggle",
+            "model": "anim",
+            "prompt": EVIL_PROMPT,
+            "state": "done",
+            "seeds": [7],
+            "outputs": [
+                {
+                    "path": f"{base}/wiggle-anim-0.webp",
+                    "step": "wiggle",
+                    "model": "anim",
+                    "variant": 0,
+                    "seed": 7,
+                    "width": 96,
+                    "height": 72,
+                    "seconds": 0.3,
+                }
+            ],
+        }
+    )
     # a clip with its poster strip
     poster = Image.new("RGB", (64 * 5, 48))
     for i in range(5):
@@ -279,21 +314,60 @@ def build_review_sink(root: Path) -> tuple[Any, dict[str, Any], str]:
     video_path = f"{base}/animate-svd-0.mp4"
     if clip:
         sink.write(video_path, clip, "video/mp4")
-    video = {"path": video_path, "kind": "video", "poster": f"{base}/animate-svd-0.poster.png",
-             "frames": 25, "fps": 12, "duration": 2.1, "step": "animate", "model": "svd",
-             "variant": 0, "seed": 9, "width": 64, "height": 48, "seconds": 3.2}
+    video = {
+        "path": video_path,
+        "kind": "video",
+        "poster": f"{base}/animate-svd-0.poster.png",
+        "frames": 25,
+        "fps": 12,
+        "duration": 2.1,
+        "step": "animate",
+        "model": "svd",
+        "variant": 0,
+        "seed": 9,
+        "width": 64,
+        "height": 48,
+        "seconds": 3.2,
+    }
     if not clip:  # no imageio-ffmpeg: record it the way the runner records a failed variant
         video["error"] = "no encoder"
-    steps.append({"name": "animate", "model": "svd", "prompt": EVIL_PROMPT, "state": "done",
-                  "seeds": [9], "outputs": [video]})
-    steps.append({"name": "refine", "model": "tiny", "prompt": EVIL_PROMPT, "state": "failed",
-                  "error": "input explore had no outputs", "outputs": []})
+    steps.append(
+        {
+            "name": "animate",
+            "model": "svd",
+            "prompt": EVIL_PROMPT,
+            "state": "done",
+            "seeds": [9],
+            "outputs": [video],
+        }
+    )
+    steps.append(
+        {
+            "name": "refine",
+            "model": "tiny",
+            "prompt": EVIL_PROMPT,
+            "state": "failed",
+            "error": "input explore had no outputs",
+            "outputs": [],
+        }
+    )
     manifest = {
         "darkroom_version": "0.1.0",
-        "source": {"source": "drop", "key": "shoots/lamp.jpg", "uri": "/drop/shoots/lamp.jpg",
-                   "size": 1234, "sha256": "f" * 64, "width": 96, "height": 72},
-        "rule": {"name": "product-lifestyle", "digest": "ab12", "prompt": EVIL_PROMPT,
-                 "negative_prompt": "blurry"},
+        "source": {
+            "source": "drop",
+            "key": "shoots/lamp.jpg",
+            "uri": "/drop/shoots/lamp.jpg",
+            "size": 1234,
+            "sha256": "f" * 64,
+            "width": 96,
+            "height": 72,
+        },
+        "rule": {
+            "name": "product-lifestyle",
+            "digest": "ab12",
+            "prompt": EVIL_PROMPT,
+            "negative_prompt": "blurry",
+        },
         "status": "partial",
         "steps": steps,
         "sheet": f"{base}/sheet.png",

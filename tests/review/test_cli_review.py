@@ -13,35 +13,56 @@ from daemon.outputs import review
 
 
 def darkroom(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "daemon.cli", *args], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_approve_then_reject(review_sink: Any) -> None:
     sink, manifest, manifest_path = review_sink
     review.publish(sink, manifest, manifest_path=manifest_path)
     source_dir = sink.root / "product-lifestyle/lamp"
-    run = darkroom("review", "approve", str(source_dir), "explore-sd-turbo-1",
-                   "explore-kontext-2.png", "--note", "hero <shot>", "--by", "ann")
+    run = darkroom(
+        "review",
+        "approve",
+        str(source_dir),
+        "explore-sd-turbo-1",
+        "explore-kontext-2.png",
+        "--note",
+        "hero <shot>",
+        "--by",
+        "ann",
+    )
     assert run.returncode == 0, run.stderr
     copy = sink.root / "approved/product-lifestyle/lamp/explore-sd-turbo-1.png"
     assert copy.read_bytes() == (source_dir / "explore-sd-turbo-1.png").read_bytes()
     assert (sink.root / "approved/product-lifestyle/lamp/explore-kontext-2.png").is_file()
     saved = json.loads((source_dir / "manifest.json").read_text())
     decision = saved["decisions"]["product-lifestyle/lamp/explore-sd-turbo-1.png"]
-    assert (decision["decision"], decision["by"], decision["note"]) == ("approved", "ann", "hero <shot>")
+    assert (decision["decision"], decision["by"], decision["note"]) == (
+        "approved",
+        "ann",
+        "hero <shot>",
+    )
     assert saved["steps"] == manifest["steps"]  # nothing else changed
     page = (source_dir / "index.html").read_text()
     assert 'class="badge approved"' in page and "hero &lt;shot&gt;" in page
     index = json.loads((sink.root / "index.json").read_text())
     assert index["entries"][0]["approved"] == 2
 
-    run = darkroom("review", "reject", str(source_dir / "manifest.json"),
-                   "product-lifestyle/lamp/explore-sd-turbo-1.png")
+    run = darkroom(
+        "review",
+        "reject",
+        str(source_dir / "manifest.json"),
+        "product-lifestyle/lamp/explore-sd-turbo-1.png",
+    )
     assert run.returncode == 0, run.stderr
     assert not copy.exists()
     saved = json.loads((source_dir / "manifest.json").read_text())
-    assert saved["decisions"]["product-lifestyle/lamp/explore-sd-turbo-1.png"]["decision"] == "rejected"
+    assert (
+        saved["decisions"]["product-lifestyle/lamp/explore-sd-turbo-1.png"]["decision"]
+        == "rejected"
+    )
     page = (source_dir / "index.html").read_text()
     assert 'class="badge rejected"' in page and 'class="badge approved"' in page  # kontext-2 still
 
@@ -52,7 +73,10 @@ def test_unknown_and_ambiguous_variants_name_the_choices(review_sink: Any) -> No
     before = (sink.root / manifest_path).read_bytes()
     run = darkroom("review", "approve", target, "explore-9")
     assert run.returncode == 1
-    assert f"no variant 'explore-9' in {sink.root / manifest_path}; variants: explore-sd-turbo-0" in run.stderr
+    assert (
+        f"no variant 'explore-9' in {sink.root / manifest_path}; variants: explore-sd-turbo-0"
+        in run.stderr
+    )
     run = darkroom("review", "approve", target, "explore-0")  # three models made an explore-0
     assert run.returncode == 1 and "ambiguous" in run.stderr
     run = darkroom("review", "approve", target, "wiggle-0", "nope")  # all or nothing
@@ -63,9 +87,16 @@ def test_unknown_and_ambiguous_variants_name_the_choices(review_sink: Any) -> No
 
 
 def test_short_names_prefer_step_and_variant() -> None:
-    manifest = {"steps": [{"name": "explore", "model": "a", "outputs": [{"path": "r/s/e-a-0.png", "variant": 0}]},
-                          {"name": "refine", "model": "b", "outputs": [{"path": "r/s/r-b-0.png", "variant": 0}]}]}
-    assert review.short_names(manifest) == {"r/s/e-a-0.png": "explore-0", "r/s/r-b-0.png": "refine-0"}
+    manifest = {
+        "steps": [
+            {"name": "explore", "model": "a", "outputs": [{"path": "r/s/e-a-0.png", "variant": 0}]},
+            {"name": "refine", "model": "b", "outputs": [{"path": "r/s/r-b-0.png", "variant": 0}]},
+        ]
+    }
+    assert review.short_names(manifest) == {
+        "r/s/e-a-0.png": "explore-0",
+        "r/s/r-b-0.png": "refine-0",
+    }
     assert cli_review.resolve_variant(manifest, "refine-0", "m") == "r/s/r-b-0.png"
     assert cli_review.resolve_variant(manifest, "e-a-0", "m") == "r/s/e-a-0.png"
 
@@ -73,7 +104,11 @@ def test_short_names_prefer_step_and_variant() -> None:
 def test_config_mode_finds_the_folder_sink(review_sink: Any, tmp_path: Path) -> None:
     sink, manifest, manifest_path = review_sink
     config = tmp_path / "darkroom.yaml"
-    config.write_text(f"state_dir: {tmp_path / 'state'}\nsinks:\n  review:\n    type: folder\n    path: {sink.root}\n")
-    run = darkroom("review", "approve", "review:" + manifest_path, "wiggle-0", "--config", str(config))
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\nsinks:\n  review:\n    type: folder\n    path: {sink.root}\n"
+    )
+    run = darkroom(
+        "review", "approve", "review:" + manifest_path, "wiggle-0", "--config", str(config)
+    )
     assert run.returncode == 0, run.stderr + run.stdout
     assert (sink.root / "approved/product-lifestyle/lamp/wiggle-anim-0.webp").is_file()

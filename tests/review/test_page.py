@@ -65,13 +65,17 @@ def local_targets(page_path: str, refs: list[tuple[str, str, str]]) -> list[str]
             continue
         assert not parts.scheme and not parts.netloc, url  # relative only
         assert not url.startswith("/"), url
-        targets.append(posixpath.normpath(posixpath.join(posixpath.dirname(page_path), unquote(parts.path))))
+        targets.append(
+            posixpath.normpath(posixpath.join(posixpath.dirname(page_path), unquote(parts.path)))
+        )
     return targets
 
 
 def test_publish_writes_a_self_contained_page(review_sink: Any, source_picture: Any) -> None:
     sink, manifest, manifest_path = review_sink
-    written = review.publish(sink, manifest, manifest_path=manifest_path, source_image=source_picture)
+    written = review.publish(
+        sink, manifest, manifest_path=manifest_path, source_image=source_picture
+    )
     assert written["page"] == "product-lifestyle/lamp/index.html"
     assert written["preview"] == "product-lifestyle/lamp/source-preview.jpg"
     text = sink.read(written["page"]).decode()
@@ -83,7 +87,13 @@ def test_publish_writes_a_self_contained_page(review_sink: Any, source_picture: 
     assert "http://" not in text and "https://" not in text
     # every variant is on the page, compare models as adjacent rows in one section
     assert [a["data-model"] for t, a in parsed.tags if t == "div" and "data-model" in a] == [
-        "sd-turbo", "sdxl-turbo", "kontext", "anim", "svd", "tiny"]
+        "sd-turbo",
+        "sdxl-turbo",
+        "kontext",
+        "anim",
+        "svd",
+        "tiny",
+    ]
     imgs = [a["src"] for t, a in parsed.tags if t == "img" and a.get("src")]
     assert "explore-kontext-3.png" in imgs and "wiggle-anim-0.webp" in imgs
     assert "source-preview.jpg" in imgs
@@ -121,11 +131,18 @@ def test_page_shows_video_costs_and_failures(review_sink: Any) -> None:
 def test_decisions_are_badges(review_sink: Any) -> None:
     sink, manifest, manifest_path = review_sink
     manifest["decisions"] = {
-        "product-lifestyle/lamp/explore-sd-turbo-1.png": {"decision": "approved", "at": "2025-03-04T12:00:00Z", "by": "ann", "note": "<nice>"},
+        "product-lifestyle/lamp/explore-sd-turbo-1.png": {
+            "decision": "approved",
+            "at": "2025-03-04T12:00:00Z",
+            "by": "ann",
+            "note": "<nice>",
+        },
         "product-lifestyle/lamp/explore-kontext-0.png": {"decision": "rejected", "by": "bob"},
     }
     parsed = parse(review.render_page(manifest, page_path="product-lifestyle/lamp/index.html"))
-    badges = {a["class"]: a for t, a in parsed.tags if t == "span" and "badge" in (a.get("class") or "")}
+    badges = {
+        a["class"]: a for t, a in parsed.tags if t == "span" and "badge" in (a.get("class") or "")
+    }
     assert "badge approved" in badges and "badge rejected" in badges
     figs = {a.get("id"): a.get("class") for t, a in parsed.tags if t == "figure"}
     assert figs["explore-sd-turbo-1"] == "approved" and figs["explore-kontext-0"] == "rejected"
@@ -140,7 +157,9 @@ def test_index_json_update_is_idempotent(review_sink: Any) -> None:
     second = json.loads(sink.read("index.json"))
     assert len(first["entries"]) == len(second["entries"]) == 1
     entry = second["entries"][0]
-    assert entry["manifest"] == manifest_path and entry["page"] == "product-lifestyle/lamp/index.html"
+    assert (
+        entry["manifest"] == manifest_path and entry["page"] == "product-lifestyle/lamp/index.html"
+    )
     assert (entry["variants"], entry["failed"], entry["rule"]) == (13, 2, "product-lifestyle")
 
     other = json.loads(json.dumps(manifest))
@@ -158,7 +177,10 @@ def test_index_json_update_is_idempotent(review_sink: Any) -> None:
     parsed = parse(index)
     assert "http://" not in index and "https://" not in index
     hrefs = [url for t, n, url in parsed.refs if t == "a"]
-    assert "product-lifestyle/lamp/index.html" in hrefs and "product-lifestyle/chair/index.html" in hrefs
+    assert (
+        "product-lifestyle/lamp/index.html" in hrefs
+        and "product-lifestyle/chair/index.html" in hrefs
+    )
     # every local target that exists: the lamp's sheet thumbnail, both pages
     assert sink.exists("product-lifestyle/lamp/sheet.png")
     assert "product-lifestyle/lamp/sheet.png" in [url for t, n, url in parsed.refs if t == "img"]
@@ -174,14 +196,20 @@ def test_corrupt_index_is_rebuilt_from_manifests(review_sink: Any, corrupt: byte
     review.publish(sink, manifest, manifest_path=manifest_path)
     entries = json.loads(sink.read("index.json"))["entries"]
     assert sorted(e["manifest"] for e in entries) == [
-        "product-lifestyle/chair/manifest.json", "product-lifestyle/lamp/manifest.json"]
+        "product-lifestyle/chair/manifest.json",
+        "product-lifestyle/lamp/manifest.json",
+    ]
 
 
 def test_memory_sink_and_missing_index(review_sink: Any) -> None:
     _, manifest, manifest_path = review_sink
     sink = MemorySink()
     review.publish(sink, manifest, manifest_path="x/y/z-manifest.json")
-    assert sink.exists("x/y/z-manifest.html") and sink.exists("index.json") and sink.exists("index.html")
+    assert (
+        sink.exists("x/y/z-manifest.html")
+        and sink.exists("index.json")
+        and sink.exists("index.html")
+    )
     assert review.preview_path_for("x/y/z-manifest.json") == "x/y/z-manifest.source.jpg"
 
 
@@ -195,8 +223,19 @@ def test_render_page_links_are_relative_to_the_page(review_sink: Any) -> None:
 
 
 def test_rounds_and_page_without_optional_fields(tmp_path: Path) -> None:
-    minimal = {"source": {"key": "k.png"}, "rule": {"name": "r"}, "steps": [],
-               "rounds": [{"version": 1, "created_at": "2025-01-01", "status": "done", "sheet": "r/k/v1/sheet.png"}]}
+    minimal = {
+        "source": {"key": "k.png"},
+        "rule": {"name": "r"},
+        "steps": [],
+        "rounds": [
+            {
+                "version": 1,
+                "created_at": "2025-01-01",
+                "status": "done",
+                "sheet": "r/k/v1/sheet.png",
+            }
+        ],
+    }
     parsed = parse(review.render_page(minimal, page_path="r/k/index.html"))
     assert ("a", "href", "v1/sheet.png") in parsed.refs
     assert "Earlier rounds" in " ".join(parsed.text)
@@ -205,10 +244,22 @@ def test_rounds_and_page_without_optional_fields(tmp_path: Path) -> None:
 
 def test_clip_encoded_as_animated_webp_is_an_img() -> None:
     """The runner records webp/gif clips as kind=video too: they play in <img>, not <video>."""
-    out = {"path": "r/s/animate-svd-0.webp", "kind": "video", "poster": "r/s/animate-svd-0.strip.png",
-           "frames": 8, "fps": 8, "duration": 1.0, "step": "animate", "model": "svd", "variant": 0}
-    manifest = {"rule": {"name": "r"}, "source": {"key": "s.png"},
-                "steps": [{"name": "animate", "model": "svd", "state": "done", "outputs": [out]}]}
+    out = {
+        "path": "r/s/animate-svd-0.webp",
+        "kind": "video",
+        "poster": "r/s/animate-svd-0.strip.png",
+        "frames": 8,
+        "fps": 8,
+        "duration": 1.0,
+        "step": "animate",
+        "model": "svd",
+        "variant": 0,
+    }
+    manifest = {
+        "rule": {"name": "r"},
+        "source": {"key": "s.png"},
+        "steps": [{"name": "animate", "model": "svd", "state": "done", "outputs": [out]}],
+    }
     parsed = parse(review.render_page(manifest, page_path="r/s/index.html"))
     assert not [t for t, _ in parsed.tags if t == "video"]
     assert ("img", "src", "animate-svd-0.webp") in parsed.refs

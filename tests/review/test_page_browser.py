@@ -19,7 +19,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"{CHROMIUM} is missing (apt-get install chromium chromium-driver)",
+)
 
 
 # Every <img> with a src (the lightbox's is empty until opened), made eager (some are lazy), once
@@ -33,17 +36,30 @@ Promise.all(imgs.map(i => i.complete ? 0 : new Promise(r => { i.onload = i.onerr
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')"
+    )
     from selenium.webdriver.chrome.service import Service
 
     if not CHROMEDRIVER.exists():
-        pytest.fail(f"{CHROMIUM} exists but {CHROMEDRIVER} does not: apt-get install chromium-driver")
+        pytest.fail(
+            f"{CHROMIUM} exists but {CHROMEDRIVER} does not: apt-get install chromium-driver"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1400,1600",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1600",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager fetch anything
@@ -55,8 +71,12 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 def test_page_renders_in_chromium(browser: Any, review_sink: Any, source_picture: Any) -> None:
     sink, manifest, manifest_path = review_sink
-    manifest["decisions"] = {"product-lifestyle/lamp/explore-sd-turbo-0.png": {"decision": "approved", "by": "ann"}}
-    written = review.publish(sink, manifest, manifest_path=manifest_path, source_image=source_picture)
+    manifest["decisions"] = {
+        "product-lifestyle/lamp/explore-sd-turbo-0.png": {"decision": "approved", "by": "ann"}
+    }
+    written = review.publish(
+        sink, manifest, manifest_path=manifest_path, source_image=source_picture
+    )
     page = sink.root / written["page"]
     browser.get(page.as_uri())
     images = browser.execute_async_script(LOAD_ALL)
@@ -75,9 +95,13 @@ def test_page_renders_in_chromium(browser: Any, review_sink: Any, source_picture
         assert state[1] is None and state[0] >= 1, state
     # the lightbox opens on click and closes on a second click
     browser.find_element("css selector", "a.zoom").click()
-    assert browser.execute_script("return document.getElementById('lightbox').classList.contains('open')")
+    assert browser.execute_script(
+        "return document.getElementById('lightbox').classList.contains('open')"
+    )
     browser.find_element("id", "lightbox").click()
-    assert not browser.execute_script("return document.getElementById('lightbox').classList.contains('open')")
+    assert not browser.execute_script(
+        "return document.getElementById('lightbox').classList.contains('open')"
+    )
     browser.execute_script("window.scrollTo(0, 0)")
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "review-page.png"))

@@ -62,7 +62,9 @@ def test_png_carries_a1111_parameters_and_xmp() -> None:
     lines = params.split("\n")
     assert lines[:2] == ['a <lamp> & "quotes" — ünïcode ✓', "second line"]
     assert lines[2] == "Negative prompt: blurry, <bad>"
-    assert lines[3].startswith("Steps: 2, CFG scale: 0.0, Seed: 42, Denoising strength: 0.55, Model: sd-turbo")
+    assert lines[3].startswith(
+        "Steps: 2, CFG scale: 0.0, Seed: 42, Denoising strength: 0.55, Model: sd-turbo"
+    )
     assert provenance.NAMESPACE in im.info["XML:com.adobe.xmp"]
 
 
@@ -90,8 +92,12 @@ def test_nothing_embedded_reads_none_and_legacy_exif_still_reads() -> None:
 def test_inspect_cli(tmp_path: Path, fmt: str) -> None:
     path = tmp_path / f"out{FORMATS[fmt]}"
     path.write_bytes(encode(fmt, INFO))
-    run = subprocess.run([sys.executable, "-m", "daemon.cli", "inspect", str(path)],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "inspect", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == provenance.normalize(INFO)
 
@@ -99,7 +105,11 @@ def test_inspect_cli(tmp_path: Path, fmt: str) -> None:
 def test_inspect_without_provenance(tmp_path: Path) -> None:
     path = tmp_path / "plain.png"
     path.write_bytes(encode("PNG", None))
-    run = subprocess.run([sys.executable, "-m", "daemon.cli", "inspect", str(path)],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "inspect", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 1
     assert f"no Darkroom provenance in {path}" in run.stderr

@@ -12,9 +12,18 @@ from daemon.outputs.sheet import FILM, clip_text, cost_text, film_band, layout_s
 def _video_manifest(make_manifest: Any, **extra: Any) -> dict[str, Any]:
     manifest = make_manifest([("explore", "sd-turbo", 2)])
     out = {
-        "path": "r/a/animate-svd-0.mp4", "kind": "video", "poster": "r/a/animate-svd-0.png",
-        "step": "animate", "model": "svd", "variant": 0, "seed": 7, "frames": 25, "fps": 12,
-        "duration": 2.1, "seconds": 3.2, **extra,
+        "path": "r/a/animate-svd-0.mp4",
+        "kind": "video",
+        "poster": "r/a/animate-svd-0.png",
+        "step": "animate",
+        "model": "svd",
+        "variant": 0,
+        "seed": 7,
+        "frames": 25,
+        "fps": 12,
+        "duration": 2.1,
+        "seconds": 3.2,
+        **extra,
     }
     manifest["steps"].append({"name": "animate", "model": "svd", "state": "done", "outputs": [out]})
     return manifest
@@ -30,7 +39,9 @@ def test_clip_and_cost_text() -> None:
     assert cost_text(None) is None and cost_text("n/a") is None
 
 
-def test_video_tile_uses_poster_and_clip_length(make_manifest: Any, assert_layout_sound: Any) -> None:
+def test_video_tile_uses_poster_and_clip_length(
+    make_manifest: Any, assert_layout_sound: Any
+) -> None:
     layout = layout_sheet(_video_manifest(make_manifest), tile=256)
     assert_layout_sound(layout)
     (video,) = [t for t in layout.tiles if t.kind == "video"]

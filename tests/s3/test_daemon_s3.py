@@ -44,7 +44,9 @@ def rule(name: str, source: str) -> str:
         """)
 
 
-def config(tmp: Path, name: str, endpoint: str, bucket: str, sources: str, model_cache: Path) -> Path:
+def config(
+    tmp: Path, name: str, endpoint: str, bucket: str, sources: str, model_cache: Path
+) -> Path:
     (tmp / "rules").mkdir(exist_ok=True)
     path = tmp / f"{name}.yaml"
     sources_block = textwrap.indent(textwrap.dedent(sources), "  ")
@@ -72,7 +74,11 @@ def manifests(s3, bucket: str) -> list[str]:
 def upload(s3, bucket: str, prefix: str, n: int = N) -> float:
     started = time.monotonic()
     for i in range(n):
-        s3.put_object(Bucket=bucket, Key=f"{prefix}/img-{i:03}.png", Body=png(i if prefix != "ev" else i + 100))
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"{prefix}/img-{i:03}.png",
+            Body=png(i if prefix != "ev" else i + 100),
+        )
     return started
 
 
@@ -84,18 +90,27 @@ def daemons():
         daemon.kill()
 
 
-def test_poll_and_events_end_to_end(tmp_path, moto_endpoint, s3, sqs, bucket, model_cache, daemons, record_property):
+def test_poll_and_events_end_to_end(
+    tmp_path, moto_endpoint, s3, sqs, bucket, model_cache, daemons, record_property
+):
     queue = make_queue(sqs, visibility=30)
     notify(s3, sqs, bucket, queue, prefix="ev/")
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "polled.yaml").write_text(rule("polled", "polled"))
     (tmp_path / "rules" / "evented.yaml").write_text(rule("evented", "evented"))
-    cfg = config(tmp_path, "one", moto_endpoint, bucket, f"""\
+    cfg = config(
+        tmp_path,
+        "one",
+        moto_endpoint,
+        bucket,
+        f"""\
         polled: {{type: s3, mode: poll, bucket: {bucket}, prefix: poll, poll_interval: 1,
                   endpoint_url: "{moto_endpoint}", region: us-east-1}}
         evented: {{type: s3, mode: events, bucket: {bucket}, prefix: ev, queue_url: "{queue}",
                    wait_time: 1, visibility_timeout: 30, endpoint_url: "{moto_endpoint}", region: us-east-1}}
-        """, model_cache)
+        """,
+        model_cache,
+    )
     daemon = Daemon(tmp_path, cfg, tmp_path / "one.log")
     daemons.append(daemon)
     daemon.start()
@@ -119,10 +134,14 @@ def test_poll_and_events_end_to_end(tmp_path, moto_endpoint, s3, sqs, bucket, mo
     assert body["status"] == "done" and body["source"]["etag"]
     record_property("poll_50_s", round(poll_s, 2))
     record_property("events_50_s", round(events_s, 2))
-    print(f"\n{N} objects end to end: poll {poll_s:.1f} s (poll_interval 1 s), events {events_s:.1f} s")
+    print(
+        f"\n{N} objects end to end: poll {poll_s:.1f} s (poll_interval 1 s), events {events_s:.1f} s"
+    )
 
 
-def test_two_daemons_share_one_queue(tmp_path, moto_endpoint, s3, sqs, bucket, model_cache, daemons, record_property):
+def test_two_daemons_share_one_queue(
+    tmp_path, moto_endpoint, s3, sqs, bucket, model_cache, daemons, record_property
+):
     queue = make_queue(sqs, visibility=30)
     notify(s3, sqs, bucket, queue, prefix="ev/")
     (tmp_path / "rules").mkdir()
@@ -131,8 +150,14 @@ def test_two_daemons_share_one_queue(tmp_path, moto_endpoint, s3, sqs, bucket, m
         evented: {{type: s3, mode: events, bucket: {bucket}, prefix: ev, queue_url: "{queue}", max_in_flight: 5,
                    wait_time: 1, visibility_timeout: 30, endpoint_url: "{moto_endpoint}", region: us-east-1}}
         """
-    pair = [Daemon(tmp_path, config(tmp_path, name, moto_endpoint, bucket, source, model_cache),
-                   tmp_path / f"{name}.log") for name in ("a", "b")]
+    pair = [
+        Daemon(
+            tmp_path,
+            config(tmp_path, name, moto_endpoint, bucket, source, model_cache),
+            tmp_path / f"{name}.log",
+        )
+        for name in ("a", "b")
+    ]
     daemons.extend(pair)
     for daemon in pair:
         daemon.start()
@@ -149,8 +174,11 @@ def test_two_daemons_share_one_queue(tmp_path, moto_endpoint, s3, sqs, bucket, m
     per_daemon = [Counter(e["key"] for e in d.events("queued")) for d in pair]
     keys = per_daemon[0] + per_daemon[1]
     assert len(keys) == N and set(keys.values()) == {1}, "an object was processed twice"
-    committed_twice = [e for d in pair for e in d.events(
-        "another daemon already committed this source; keeping its manifest")]
+    committed_twice = [
+        e
+        for d in pair
+        for e in d.events("another daemon already committed this source; keeping its manifest")
+    ]
     assert not committed_twice
     shares = [sum(c.values()) for c in per_daemon]
     record_property("two_daemons_50_s", round(elapsed, 2))

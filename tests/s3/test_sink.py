@@ -16,26 +16,48 @@ from daemon.sinks.s3 import S3Sink, content_type_for
 
 @pytest.fixture
 def sink(moto_endpoint, bucket):
-    return S3Sink("review", bucket, "out", endpoint_url=moto_endpoint, region="us-east-1",
-                  multipart_threshold=5 * 1024 * 1024)
+    return S3Sink(
+        "review",
+        bucket,
+        "out",
+        endpoint_url=moto_endpoint,
+        region="us-east-1",
+        multipart_threshold=5 * 1024 * 1024,
+    )
 
 
 def test_build_sink_from_config(moto_endpoint):
-    sink = build_sink("r", S3SinkConfig(type="s3", bucket="outputs", prefix="/runs/", endpoint_url=moto_endpoint))
-    assert (sink.name, sink.bucket, sink.prefix, sink.multipart_threshold) == ("r", "outputs", "runs/", 8 << 20)
+    sink = build_sink(
+        "r", S3SinkConfig(type="s3", bucket="outputs", prefix="/runs/", endpoint_url=moto_endpoint)
+    )
+    assert (sink.name, sink.bucket, sink.prefix, sink.multipart_threshold) == (
+        "r",
+        "outputs",
+        "runs/",
+        8 << 20,
+    )
     assert sink.location("a/b.png") == "s3://outputs/runs/a/b.png"
 
 
 def test_content_types_metadata_and_read_back(s3, bucket, sink):
-    url = sink.write("rule/cat/explore-0.png", b"png bytes", "image/png",
-                     metadata={"rule": "explore", "source_sha256": "ab" * 32})
+    url = sink.write(
+        "rule/cat/explore-0.png",
+        b"png bytes",
+        "image/png",
+        metadata={"rule": "explore", "source_sha256": "ab" * 32},
+    )
     assert url == f"s3://{bucket}/out/rule/cat/explore-0.png"
     head = s3.head_object(Bucket=bucket, Key="out/rule/cat/explore-0.png")
     assert head["ContentType"] == "image/png"
     assert head["Metadata"] == {"darkroom-rule": "explore", "darkroom-source-sha256": "ab" * 32}
-    for path, expected in [("a.jpg", "image/jpeg"), ("a.WEBP", "image/webp"), ("v.mp4", "video/mp4"),
-                           ("index.html", "text/html; charset=utf-8"), ("m.json", "application/json"),
-                           ("blob", "application/octet-stream")]:
+    for path, expected in [
+        ("a.jpg", "image/jpeg"),
+        ("a.WEBP", "image/webp"),
+        ("v.mp4", "video/mp4"),
+        ("index.html", "text/html; charset=utf-8"),
+        ("m.json", "application/json"),
+        ("blob", "application/octet-stream"),
+    ]:
         sink.write(path, b"x")  # no content type given: by extension
         assert s3.head_object(Bucket=bucket, Key=f"out/{path}")["ContentType"] == expected
         assert content_type_for(path) == expected
@@ -65,12 +87,18 @@ def test_large_objects_go_up_in_parts(s3, bucket, sink):
 
 def test_manifest_is_written_once(s3, bucket, sink):
     first = json.dumps({"by": "daemon-a"}).encode()
-    assert sink.write_manifest("rule/cat/manifest.json", first) == f"s3://{bucket}/out/rule/cat/manifest.json"
+    assert (
+        sink.write_manifest("rule/cat/manifest.json", first)
+        == f"s3://{bucket}/out/rule/cat/manifest.json"
+    )
     with pytest.raises(AlreadyCommitted, match="another daemon") as info:
         sink.write_manifest("rule/cat/manifest.json", b'{"by": "daemon-b"}')
     assert isinstance(info.value, OutputError) and not info.value.retryable
     assert sink.read("rule/cat/manifest.json") == first
-    assert s3.head_object(Bucket=bucket, Key="out/rule/cat/manifest.json")["ContentType"] == "application/json"
+    assert (
+        s3.head_object(Bucket=bucket, Key="out/rule/cat/manifest.json")["ContentType"]
+        == "application/json"
+    )
 
 
 def test_write_errors_name_the_bucket_and_key(moto_endpoint):
@@ -85,15 +113,24 @@ def test_translate_classifies_errors():
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     def client_error(code, status):
-        return ClientError({"Error": {"Code": code, "Message": "m"},
-                            "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+        return ClientError(
+            {
+                "Error": {"Code": code, "Message": "m"},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            },
+            "GetObject",
+        )
 
     where = "s3://b/k.jpg"
     denied = aws.translate(client_error("AccessDenied", 403), where, action="read")
-    assert isinstance(denied, InputError) and "access denied" in str(denied) and not denied.retryable
+    assert (
+        isinstance(denied, InputError) and "access denied" in str(denied) and not denied.retryable
+    )
     slow = aws.translate(client_error("SlowDown", 503), where, action="read")
     assert slow.retryable and where in str(slow)
-    down = aws.translate(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), where, error=OutputError)
+    down = aws.translate(
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), where, error=OutputError
+    )
     assert isinstance(down, OutputError) and down.retryable
     creds = aws.translate(NoCredentialsError(), where, action="list")
     assert "no AWS credentials" in str(creds) and "AWS_SECRET_ACCESS_KEY=" not in str(creds)

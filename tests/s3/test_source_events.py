@@ -41,7 +41,12 @@ def test_events_end_to_end_test_event_and_settle(s3, sqs, bucket, queue, make_so
     s3.put_object(Bucket=bucket, Key="elsewhere/c.jpg", Body=b"c")  # outside the prefix
     wait_for(lambda: len(collector.arrivals) == 2, what="two arrivals")
     a, b = sorted(collector.arrivals, key=lambda x: x.key)
-    assert (a.key, a.size, a.etag, a.uri) == ("a.jpg", 1, _etag(s3, bucket, "in/a.jpg"), f"s3://{bucket}/in/a.jpg")
+    assert (a.key, a.size, a.etag, a.uri) == (
+        "a.jpg",
+        1,
+        _etag(s3, bucket, "in/a.jpg"),
+        f"s3://{bucket}/in/a.jpg",
+    )
     assert b.key == "b.jpg" and b.size == 2
     assert source.read(a.key, a.etag) == b"a"
 
@@ -60,9 +65,15 @@ def test_awkward_keys_round_trip(s3, sqs, bucket, make_source, collector, visibi
     notify(s3, sqs, bucket, queue)
     name = "café ü.jpg"
     keys = [
-        "in/a b.jpg", "in/a+b.jpg", "in/100% real.jpg", "in/%2F literally.jpg", "in/plus+and space +.jpg",
-        "in/" + unicodedata.normalize("NFC", name), "in/" + unicodedata.normalize("NFD", name),
-        "in/日本語/写真.jpg", "in/" + "/".join(["deep"] * 40) + "/" + "x" * 700 + ".jpg",
+        "in/a b.jpg",
+        "in/a+b.jpg",
+        "in/100% real.jpg",
+        "in/%2F literally.jpg",
+        "in/plus+and space +.jpg",
+        "in/" + unicodedata.normalize("NFC", name),
+        "in/" + unicodedata.normalize("NFD", name),
+        "in/日本語/写真.jpg",
+        "in/" + "/".join(["deep"] * 40) + "/" + "x" * 700 + ".jpg",
     ]
     assert len(keys[-1].encode()) <= 1024 and len(set(keys)) == len(keys)
     for i, key in enumerate(keys):
@@ -101,7 +112,9 @@ class _Chaos:
         return {**response, "Messages": batch} if batch else response
 
 
-def test_duplicated_and_reordered_deliveries_are_deduped(s3, sqs, bucket, queue, make_source, collector):
+def test_duplicated_and_reordered_deliveries_are_deduped(
+    s3, sqs, bucket, queue, make_source, collector
+):
     source = make_source(bucket, mode="events", queue_url=queue)
     chaos = _Chaos(source.sqs)
     source.sqs.receive_message = chaos  # the source's own client, wrapped
@@ -109,11 +122,13 @@ def test_duplicated_and_reordered_deliveries_are_deduped(s3, sqs, bucket, queue,
 
     def settle_soon(arrival):  # settle like the app does: after the work, from another thread
         collector.emit(arrival)
+
         def later():
             time.sleep(0.05)
             collector.mark(arrival)
             settled.append(arrival)
             source.settle(arrival, "done")
+
         threading.Thread(target=later).start()
 
     source.start(settle_soon, collector.known)
@@ -121,8 +136,11 @@ def test_duplicated_and_reordered_deliveries_are_deduped(s3, sqs, bucket, queue,
     for key in keys:
         s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
     wait_for(lambda: len(settled) == len(keys), what="every key settled")
-    wait_for(lambda: not chaos.replay and queue_depth(sqs, queue) == (0, 0), timeout=20,
-             what="the replays consumed and every message deleted")
+    wait_for(
+        lambda: not chaos.replay and queue_depth(sqs, queue) == (0, 0),
+        timeout=20,
+        what="the replays consumed and every message deleted",
+    )
     time.sleep(0.5)
     assert sorted(collector.keys()) == sorted(keys)  # once each despite 3+ deliveries
 
@@ -140,7 +158,10 @@ def test_reordered_versions_old_event_is_changed(s3, sqs, bucket, queue, make_so
             if "TestEvent" not in m["Body"]:
                 held.append(m)
         if len(held) < 2:
-            return {**response, "Messages": [m for m in response.get("Messages", []) if "TestEvent" in m["Body"]]}
+            return {
+                **response,
+                "Messages": [m for m in response.get("Messages", []) if "TestEvent" in m["Body"]],
+            }
         batch, held[:] = list(reversed(held)), []
         return {**response, "Messages": batch}
 
@@ -169,7 +190,9 @@ def test_visibility_is_extended_while_unsettled(s3, sqs, bucket, make_source, co
 
     def counting(**kwargs):  # every receipt the source itself gets, redeliveries included
         response = real(**kwargs)
-        receipts.extend(m["MessageId"] for m in response.get("Messages", []) if "TestEvent" not in m["Body"])
+        receipts.extend(
+            m["MessageId"] for m in response.get("Messages", []) if "TestEvent" not in m["Body"]
+        )
         return response
 
     source.sqs.receive_message = counting
@@ -186,18 +209,35 @@ def test_visibility_is_extended_while_unsettled(s3, sqs, bucket, make_source, co
     wait_for(lambda: queue_depth(sqs, queue) == (0, 0), what="the message deleted")
 
 
-def test_a_message_with_several_records_settles_when_all_did(s3, sqs, bucket, make_source, collector):
+def test_a_message_with_several_records_settles_when_all_did(
+    s3, sqs, bucket, make_source, collector
+):
     queue = make_queue(sqs)  # no bucket notification: we send a hand-made two-record event
     s3.put_object(Bucket=bucket, Key="in/one.jpg", Body=b"1")
     s3.put_object(Bucket=bucket, Key="in/two.jpg", Body=b"22")
 
     def record(key, name="ObjectCreated:Put"):
-        return {"eventSource": "aws:s3", "eventName": name, "eventTime": "2026-01-02T03:04:05.678Z",
-                "s3": {"bucket": {"name": bucket}, "object": {
-                    "key": key.replace("/", "%2F"), "size": 1, "eTag": _etag(s3, bucket, key)}}}
+        return {
+            "eventSource": "aws:s3",
+            "eventName": name,
+            "eventTime": "2026-01-02T03:04:05.678Z",
+            "s3": {
+                "bucket": {"name": bucket},
+                "object": {
+                    "key": key.replace("/", "%2F"),
+                    "size": 1,
+                    "eTag": _etag(s3, bucket, key),
+                },
+            },
+        }
 
-    body = {"Records": [record("in/one.jpg"), record("in/two.jpg"),
-                        {**record("in/one.jpg"), "eventName": "ObjectRemoved:Delete"}]}
+    body = {
+        "Records": [
+            record("in/one.jpg"),
+            record("in/two.jpg"),
+            {**record("in/one.jpg"), "eventName": "ObjectRemoved:Delete"},
+        ]
+    }
     sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body))
     source = make_source(bucket, mode="events", queue_url=queue, prefix="in/")
     source.start(collector.emit, collector.known)
@@ -239,7 +279,9 @@ def test_unreadable_object_is_released_for_redelivery(s3, sqs, bucket, make_sour
 
 
 def test_stop_is_prompt_and_releases_held_messages(s3, sqs, bucket, queue, make_source, collector):
-    source = make_source(bucket, mode="events", queue_url=queue, wait_time=20, visibility_timeout=60)
+    source = make_source(
+        bucket, mode="events", queue_url=queue, wait_time=20, visibility_timeout=60
+    )
     source.start(collector.emit, collector.known)
     s3.put_object(Bucket=bucket, Key="held.jpg", Body=b"h")
     wait_for(lambda: collector.arrivals, what="the arrival")
@@ -270,11 +312,16 @@ def test_parse_message_shapes():
     assert parse_message('{"Service": "Amazon S3", "Event": "s3:TestEvent"}') == ("test", [])
     assert parse_message("{}") == ("unknown", [])
     assert parse_message("[1]") == ("unknown", [])
-    record = {"eventSource": "aws:s3", "eventName": "ObjectCreated:CompleteMultipartUpload",
-              "eventTime": "2026-01-02T03:04:05.678Z",
-              "s3": {"bucket": {"name": "b"}, "object": {"key": "a+b%2Bc", "size": 3, "eTag": "abc-2"}}}
+    record = {
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:CompleteMultipartUpload",
+        "eventTime": "2026-01-02T03:04:05.678Z",
+        "s3": {"bucket": {"name": "b"}, "object": {"key": "a+b%2Bc", "size": 3, "eTag": "abc-2"}},
+    }
     removed = {**record, "eventName": "ObjectRemoved:Delete"}
-    sns = json.dumps({"Type": "Notification", "Message": json.dumps({"Records": [record, removed]})})
+    sns = json.dumps(
+        {"Type": "Notification", "Message": json.dumps({"Records": [record, removed]})}
+    )
     kind, records = parse_message(sns)
     assert kind == "records" and len(records) == 1
     assert (records[0].key, records[0].size, records[0].etag) == ("a b+c", 3, "abc-2")

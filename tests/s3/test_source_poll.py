@@ -15,26 +15,56 @@ from tests.s3.conftest import wait_for
 
 
 def test_importing_the_s3_modules_does_not_import_boto3():
-    code = ("import sys, daemon.sources.s3, daemon.sinks.s3, daemon.aws;"
-            "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules")
+    code = (
+        "import sys, daemon.sources.s3, daemon.sinks.s3, daemon.aws;"
+        "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_build_source_from_config(moto_endpoint):
-    config = S3SourceConfig(type="s3", bucket="photos", prefix="in", endpoint_url=moto_endpoint,
-                            include=["*.jpg"], poll_interval=7)
+    config = S3SourceConfig(
+        type="s3",
+        bucket="photos",
+        prefix="in",
+        endpoint_url=moto_endpoint,
+        include=["*.jpg"],
+        poll_interval=7,
+    )
     source = build_source("cam", config)
-    assert (source.name, source.bucket, source.prefix, source.mode) == ("cam", "photos", "in/", "poll")
+    assert (source.name, source.bucket, source.prefix, source.mode) == (
+        "cam",
+        "photos",
+        "in/",
+        "poll",
+    )
     assert [(interval, name) for _, interval, name in source.periodic()] == [(7.0, "s3-poll:cam")]
-    events = build_source("ev", S3SourceConfig(type="s3", bucket="photos", mode="events",
-                                               queue_url="http://127.0.0.1:1/q", reconcile_interval=99))
-    assert [(interval, name) for _, interval, name in events.periodic()] == [(99.0, "s3-reconcile:ev")]
+    events = build_source(
+        "ev",
+        S3SourceConfig(
+            type="s3",
+            bucket="photos",
+            mode="events",
+            queue_url="http://127.0.0.1:1/q",
+            reconcile_interval=99,
+        ),
+    )
+    assert [(interval, name) for _, interval, name in events.periodic()] == [
+        (99.0, "s3-reconcile:ev")
+    ]
     with pytest.raises(ValueError, match="queue_url"):
         s3_source.S3Source("x", "photos", mode="events")
 
 
 def test_poll_emits_each_version_once_with_globs(s3, bucket, make_source, collector):
-    for key in ("in/a.jpg", "in/sub/b.JPG", "in/skip.txt", "in/raw/c.jpg", "in/folder/", "other/d.jpg"):
+    for key in (
+        "in/a.jpg",
+        "in/sub/b.JPG",
+        "in/skip.txt",
+        "in/raw/c.jpg",
+        "in/folder/",
+        "other/d.jpg",
+    ):
         s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
     source = make_source(bucket, prefix="in", include=["**/*.jpg"], exclude=["raw/"])
     source.start(collector.emit, collector.known)  # the startup listing runs on a thread
@@ -45,7 +75,12 @@ def test_poll_emits_each_version_once_with_globs(s3, bucket, make_source, collec
     assert [a.key for a in arrivals] == ["a.jpg", "sub/b.JPG"]
     etag = s3.head_object(Bucket=bucket, Key="in/a.jpg")["ETag"].strip('"')
     first = arrivals[0]
-    assert (first.source, first.uri, first.size, first.etag) == ("bucket", f"s3://{bucket}/in/a.jpg", 8, etag)
+    assert (first.source, first.uri, first.size, first.etag) == (
+        "bucket",
+        f"s3://{bucket}/in/a.jpg",
+        8,
+        etag,
+    )
     assert first.mtime_ns > 1_600_000_000 * 10**9
     assert ("a.jpg", etag) in collector.known_calls  # asked with the unquoted ETag
 
@@ -108,6 +143,8 @@ def test_listing_errors_are_logged_not_raised(make_source, collector):
 
 
 def test_region_comes_from_the_queue_url():
-    assert s3_source._queue_region("https://sqs.eu-west-1.amazonaws.com/123456789012/q") == "eu-west-1"
+    assert (
+        s3_source._queue_region("https://sqs.eu-west-1.amazonaws.com/123456789012/q") == "eu-west-1"
+    )
     assert s3_source._queue_region("http://127.0.0.1:5000/123456789012/q") is None
     assert s3_source._queue_region(None) is None

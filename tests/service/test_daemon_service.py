@@ -63,18 +63,27 @@ def test_notify_ready_status_watchdog_reload_stopping(daemon_factory, tmp_path, 
     notify = NotifySocket(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
     monkeypatch.setenv("WATCHDOG_USEC", "400000")
-    daemon = daemon_factory(RULE.replace("SLEEP", "5"), extra="""\
+    daemon = daemon_factory(
+        RULE.replace("SLEEP", "5"),
+        extra="""\
         metrics: {enabled: false}
-        """)
+        """,
+    )
     config = daemon.config
-    config.write_text(config.read_text().replace("stop_timeout: 20}", "stop_timeout: 20, health_timeout: 1.5, ping_interval: 0.5}"))
+    config.write_text(
+        config.read_text().replace(
+            "stop_timeout: 20}", "stop_timeout: 20, health_timeout: 1.5, ping_interval: 0.5}"
+        )
+    )
     try:
         daemon.start()
         wait_for(lambda: notify.lines("READY=1"), 30, "READY=1")
         assert notify.lines("STATUS=")
         t0 = time.monotonic()
         time.sleep(1.5)
-        assert len([t for t, _ in notify.lines("WATCHDOG=1") if t > t0]) >= 4  # every ~0.2 s while healthy
+        assert (
+            len([t for t, _ in notify.lines("WATCHDOG=1") if t > t0]) >= 4
+        )  # every ~0.2 s while healthy
 
         # A wedged worker (here: a 5 s job with a 1.5 s health timeout) stops the pings.
         make_image(tmp_path / "drop" / "slow.png")
@@ -82,10 +91,14 @@ def test_notify_ready_status_watchdog_reload_stopping(daemon_factory, tmp_path, 
         time.sleep(2.5)
         t1 = time.monotonic()
         time.sleep(1.5)
-        assert not [t for t, _ in notify.lines("WATCHDOG=1") if t > t1], "WATCHDOG=1 sent while the worker was wedged"
+        assert not [t for t, _ in notify.lines("WATCHDOG=1") if t > t1], (
+            "WATCHDOG=1 sent while the worker was wedged"
+        )
         wait_for(lambda: daemon.events("job done"), 20, "the job to finish")
         t2 = time.monotonic()
-        wait_for(lambda: [t for t, _ in notify.lines("WATCHDOG=1") if t > t2], 5, "WATCHDOG=1 to resume")
+        wait_for(
+            lambda: [t for t, _ in notify.lines("WATCHDOG=1") if t > t2], 5, "WATCHDOG=1 to resume"
+        )
 
         daemon.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: notify.lines("RELOADING=1"), 10, "RELOADING=1")
@@ -120,19 +133,25 @@ def test_sigterm_past_the_deadline_queues_the_job_again(daemon_factory, tmp_path
     assert time.monotonic() - started < 15
     assert daemon.events("job put back for the next start")
     assert not (tmp_path / "out" / "r" / "a" / "manifest.json").exists()
-    (tmp_path / "rules" / "rule.yaml").write_text(RULE.replace("SLEEP", "0"))  # the same job, quick now
+    (tmp_path / "rules" / "rule.yaml").write_text(
+        RULE.replace("SLEEP", "0")
+    )  # the same job, quick now
     # The edited rule is a new digest: the queued job of the old version still runs on start.
     daemon.start()
     wait_for(lambda: daemon.events("job done"), 60, "the requeued job to run after the restart")
     daemon.stop()
 
 
-def test_sighup_reloads_a_valid_config_and_keeps_running_on_an_invalid_one(daemon_factory, tmp_path):
+def test_sighup_reloads_a_valid_config_and_keeps_running_on_an_invalid_one(
+    daemon_factory, tmp_path
+):
     daemon = daemon_factory(RULE.replace("SLEEP", "0"))
     daemon.start()
     rules2 = tmp_path / "rules2"
     rules2.mkdir()
-    (rules2 / "r.yaml").write_text(RULE.replace("SLEEP", "0").replace('prompt: "{stem}"', 'prompt: "second {stem}"'))
+    (rules2 / "r.yaml").write_text(
+        RULE.replace("SLEEP", "0").replace('prompt: "{stem}"', 'prompt: "second {stem}"')
+    )
     config = daemon.config
     original = config.read_text()
     config.write_text(original.replace("rules_dir: rules", "rules_dir: rules2"))
@@ -145,11 +164,19 @@ def test_sighup_reloads_a_valid_config_and_keeps_running_on_an_invalid_one(daemo
 
     config.write_text(original.replace("rules_dir: rules", "rules_dir: rules2\nnot_a_key: 1"))
     daemon.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: daemon.events("reload refused; the running config and rules stay"), 15, "the refusal")
+    wait_for(
+        lambda: daemon.events("reload refused; the running config and rules stay"),
+        15,
+        "the refusal",
+    )
     refused = daemon.events("reload refused; the running config and rules stay")[0]["problem"]
     assert "not_a_key" in refused and "darkroom.yaml:" in refused
     make_image(tmp_path / "drop" / "c.png", color=(9, 9, 9))
-    wait_for((tmp_path / "out" / "r" / "c" / "manifest.json").exists, 20, "c's manifest under the old config")
+    wait_for(
+        (tmp_path / "out" / "r" / "c" / "manifest.json").exists,
+        20,
+        "c's manifest under the old config",
+    )
     assert daemon.proc.poll() is None
     assert daemon.stop() == 0
 
@@ -169,10 +196,13 @@ def test_metrics_health_and_a_signed_webhook(daemon_factory, tmp_path):
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    daemon = daemon_factory(RULE.replace("SLEEP", "0"), extra=f"""\
+    daemon = daemon_factory(
+        RULE.replace("SLEEP", "0"),
+        extra=f"""\
         metrics: {{enabled: true, port: 0}}
         webhooks: {{urls: ["http://127.0.0.1:{server.server_port}/hook"], backoff: 0.2}}
-        """)
+        """,
+    )
     os.environ["DARKROOM_WEBHOOKS__SECRET"] = "s3cret"
     try:
         daemon.start()

@@ -12,7 +12,9 @@ class Clock:
 
 def plan(sha="a" * 64, rule="r", digest="d1", steps=(("one", "source"), ("two", "one"))):
     return {
-        "sha256": sha, "rule": rule, "digest": digest,
+        "sha256": sha,
+        "rule": rule,
+        "digest": digest,
         "arrival": {"source": "drop", "key": "x.jpg", "uri": "/x.jpg", "size": 1},
         "steps": [{"name": n, "input": i} for n, i in steps],
     }

@@ -27,7 +27,11 @@ def test_backends_never_imports_daemon():
         "assert not any(m == 'daemon' or m.startswith('daemon.') for m in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-    offenders = [p for p in (REPO / "backends").rglob("*.py") if "import daemon" in p.read_text() or "from daemon" in p.read_text()]
+    offenders = [
+        p
+        for p in (REPO / "backends").rglob("*.py")
+        if "import daemon" in p.read_text() or "from daemon" in p.read_text()
+    ]
     assert not offenders
 
 

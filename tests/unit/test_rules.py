@@ -64,16 +64,39 @@ def test_random_seeds_are_drawn_once_and_recorded(tmp_path):
 
 def test_digest_ignores_comments_and_whitespace_but_not_meaning(tmp_path):
     a = load_rules(rules_dir(tmp_path / "a", **{"r.yaml": GOOD})).get("explore").digest()
-    b = load_rules(rules_dir(tmp_path / "b", **{"r.yaml": "# a comment\n" + GOOD.replace("variants: 2", "variants:    2  # two")})).get("explore").digest()
-    c = load_rules(rules_dir(tmp_path / "c", **{"r.yaml": GOOD.replace("variants: 2", "variants: 3")})).get("explore").digest()
+    b = (
+        load_rules(
+            rules_dir(
+                tmp_path / "b",
+                **{
+                    "r.yaml": "# a comment\n" + GOOD.replace("variants: 2", "variants:    2  # two")
+                },
+            )
+        )
+        .get("explore")
+        .digest()
+    )
+    c = (
+        load_rules(
+            rules_dir(tmp_path / "c", **{"r.yaml": GOOD.replace("variants: 2", "variants: 3")})
+        )
+        .get("explore")
+        .digest()
+    )
     assert a == b != c
 
 
 def test_errors_name_file_line_and_column_all_at_once(tmp_path):
     bad_key = GOOD.replace("    variants: 2", "    varients: 2")
     bad_template = GOOD.replace("{stem} as", "{stem.__class__} as")
-    d = rules_dir(tmp_path, **{"a.yaml": bad_key, "b.yaml": bad_template.replace("name: explore", "name: other"),
-                               "c.yaml": "name: [broken\n"})
+    d = rules_dir(
+        tmp_path,
+        **{
+            "a.yaml": bad_key,
+            "b.yaml": bad_template.replace("name: explore", "name: other"),
+            "c.yaml": "name: [broken\n",
+        },
+    )
     with pytest.raises(RuleError) as err:
         load_rules(d)
     text = str(err.value)
@@ -94,7 +117,9 @@ def test_path_template_must_have_an_image_extension_and_known_variables(tmp_path
     with pytest.raises(RuleError, match=r"must end in \.\{ext\}, \.png"):
         load_rules(rules_dir(tmp_path / "a", **{"r.yaml": GOOD + '  path: "{rule}/{stem}.gif"\n'}))
     with pytest.raises(RuleError, match=r"unknown variable \{colour\}"):
-        load_rules(rules_dir(tmp_path / "b", **{"r.yaml": GOOD + '  path: "{colour}/{stem}.png"\n'}))
+        load_rules(
+            rules_dir(tmp_path / "b", **{"r.yaml": GOOD + '  path: "{colour}/{stem}.png"\n'})
+        )
 
 
 def test_duplicate_rule_names_are_refused(tmp_path):

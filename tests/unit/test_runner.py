@@ -30,11 +30,15 @@ def png(size=(64, 64), color=(10, 120, 200)) -> bytes:
 
 
 def ruleset(**step) -> RuleSet:
-    rule = Rule.model_validate({
-        "name": "r", "match": {"source": "mem"}, "prompt": "{stem}",
-        "steps": [{"name": "one", "model": "stub", "variants": 2, "seed": 3, **step}],
-        "output": {"sink": "out"},
-    })
+    rule = Rule.model_validate(
+        {
+            "name": "r",
+            "match": {"source": "mem"},
+            "prompt": "{stem}",
+            "steps": [{"name": "one", "model": "stub", "variants": 2, "seed": 3, **step}],
+            "output": {"sink": "out"},
+        }
+    )
     return RuleSet([LoadedRule(rule, None, Positions("r.yaml"))])
 
 
@@ -67,7 +71,12 @@ def test_outputs_then_sheet_then_manifest_last(tmp_path, pool):
     ledger, source, sink, runner, intake = build(tmp_path, pool, ruleset())
     source.put("cat.png", png())
     drain(intake, runner)
-    assert sink.writes[:4] == ["r/cat/one-0.png", "r/cat/one-1.png", "r/cat/sheet.png", "r/cat/manifest.json"]
+    assert sink.writes[:4] == [
+        "r/cat/one-0.png",
+        "r/cat/one-1.png",
+        "r/cat/sheet.png",
+        "r/cat/manifest.json",
+    ]
     # The review page and the root index are views, written after the commit marker.
     assert {"r/cat/index.html", "index.json", "index.html"} <= set(sink.writes[4:])
     manifest = json.loads(sink.objects["r/cat/manifest.json"])
@@ -83,7 +92,9 @@ def test_outputs_then_sheet_then_manifest_last(tmp_path, pool):
 @pytest.mark.parametrize("mode", ["crash", "segfault", "sticky", "error"])
 def test_a_failure_once_is_retried_and_the_job_completes_exactly_once(tmp_path, pool, mode):
     marker = tmp_path / "failed-once"
-    ledger, source, sink, runner, intake = build(tmp_path, pool, ruleset(params={"stub_fail": mode, "stub_fail_once": str(marker)}))
+    ledger, source, sink, runner, intake = build(
+        tmp_path, pool, ruleset(params={"stub_fail": mode, "stub_fail_once": str(marker)})
+    )
     source.put("dog.png", png())
     drain(intake, runner)
     assert marker.exists()
@@ -94,7 +105,9 @@ def test_a_failure_once_is_retried_and_the_job_completes_exactly_once(tmp_path, 
 
 
 def test_invalid_request_fails_at_once_with_the_reason(tmp_path, pool):
-    ledger, source, sink, runner, intake = build(tmp_path, pool, ruleset(params={"stub_fail": "invalid"}))
+    ledger, source, sink, runner, intake = build(
+        tmp_path, pool, ruleset(params={"stub_fail": "invalid"})
+    )
     source.put("x.png", png())
     drain(intake, runner)
     job = ledger.jobs()[0]
@@ -105,12 +118,17 @@ def test_invalid_request_fails_at_once_with_the_reason(tmp_path, pool):
 
 
 def test_repeated_crashes_end_failed_after_max_attempts(tmp_path, pool):
-    ledger, source, sink, runner, intake = build(tmp_path, pool, ruleset(params={"stub_fail": "crash"}))
+    ledger, source, sink, runner, intake = build(
+        tmp_path, pool, ruleset(params={"stub_fail": "crash"})
+    )
     source.put("x.png", png())
     drain(intake, runner)
     job = ledger.jobs()[0]
     assert job.state is JobState.FAILED and job.attempts == 3
-    assert "worker process exited with status 3" in job.error and "gave up after 3 attempts" in job.error
+    assert (
+        "worker process exited with status 3" in job.error
+        and "gave up after 3 attempts" in job.error
+    )
 
 
 def test_a_corrupt_input_fails_without_retry(tmp_path, pool):
@@ -129,7 +147,10 @@ def test_worker_timeout_replaces_the_worker(tmp_path):
         from backends.base import ModelSpec, Request
 
         with pytest.raises(JobError, match="timed out"):
-            pool.run(ModelSpec("stub", "stub"), Request([Image.new("RGB", (8, 8))], "p", [1], params={"stub_sleep": 5}))
+            pool.run(
+                ModelSpec("stub", "stub"),
+                Request([Image.new("RGB", (8, 8))], "p", [1], params={"stub_sleep": 5}),
+            )
         out = pool.run(ModelSpec("stub", "stub"), Request([Image.new("RGB", (8, 8))], "p", [1]))
         assert len(out.images) == 1 and pool.restarts == 1
     finally:

@@ -23,7 +23,10 @@ def test_yaml_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
 
 
 def test_environment_overrides_the_file(tmp_path, monkeypatch):
-    cfg = write(tmp_path, "sources:\n  drop: {path: in, quiet_period: 2}\nworker: {device: cpu, threads: 2}\n")
+    cfg = write(
+        tmp_path,
+        "sources:\n  drop: {path: in, quiet_period: 2}\nworker: {device: cpu, threads: 2}\n",
+    )
     monkeypatch.setenv("DARKROOM_WORKER__DEVICE", "cuda:1")
     monkeypatch.setenv("DARKROOM_SOURCES__DROP__QUIET_PERIOD", "5")
     s = load_settings(cfg)
