@@ -27,7 +27,7 @@ reproducible alone (within floating-point tolerance: batching changes the summat
 Spec options: ``max_batch`` (default 8) outputs per pipeline call; ``variant`` (e.g. ``fp16``)
 for hub weights; ``generator_device`` (default ``cpu``: the same seed gives the same noise on
 every device); ``loras``, ``vae_tiling``, ``vae_slicing``, ``compile``, ``share`` (see
-:mod:`backends._torch`) and ``cpu_offload`` (see :func:`backends._torch.place`). ``kontext`` and
+:mod:`backends.runtime`) and ``cpu_offload`` (see :mod:`backends.runtime.placement`). ``kontext`` and
 ``kontext-inpaint`` on the same model share one loaded transformer, VAE and text encoders.
 """
 
@@ -37,10 +37,10 @@ import itertools
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from backends import _torch
-from backends.pipeline import PipelineBackend
 from backends.base import InvalidRequest, Request, Result
 from backends.checks import check_request
+from backends.pipeline import PipelineBackend
+from backends.runtime.imports import require
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -89,7 +89,7 @@ class EditPipelineBackend(PipelineBackend):
     def run(self, request: Request) -> Result:
         self.validate(request)
         self.load()
-        torch = _torch.require("torch", self.task)
+        torch = require("torch", self.task)
         p = self.params(request)
         gen_device = self.spec.option("generator_device", "cpu")
         max_batch = max(1, int(self.spec.option("max_batch", 8)))

@@ -17,7 +17,8 @@ pre-expanded so that output k is exactly (image, seed) k.
 Spec options: ``max_batch`` (default 8) outputs per pipeline call; ``variant`` (e.g.
 ``fp16``) for hub weights; ``generator_device`` (default ``cpu``: the same seed gives the
 same noise on every device); ``loras``, ``vae_tiling``, ``vae_slicing`` (see
-:func:`backends._torch.configure`) and ``cpu_offload`` (see :func:`backends._torch.place`).
+:func:`backends.runtime.loading.configure`) and ``cpu_offload`` (see
+:mod:`backends.runtime.placement`).
 
 Works with SD, SDXL and FLUX.1 pipelines (``AutoPipelineForImage2Image`` picks the class
 from ``model_index.json``). Pipelines whose ``__call__`` takes ``height``/``width`` (FLUX)
@@ -30,10 +31,10 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from backends import _torch
-from backends.pipeline import PipelineBackend
 from backends.base import InvalidRequest, Request, Result
 from backends.checks import check_request
+from backends.pipeline import PipelineBackend
+from backends.runtime.imports import require
 
 DEFAULTS = {"strength": 0.5, "steps": 2, "guidance": 0.0}
 SIZE_MULTIPLE = 8
@@ -51,7 +52,7 @@ class Img2ImgBackend(PipelineBackend):
     def run(self, request: Request) -> Result:
         self.validate(request)
         self.load()
-        torch = _torch.require("torch", self.task)
+        torch = require("torch", self.task)
         strength, steps, guidance = params(request)
         gen_device = self.spec.option("generator_device", "cpu")
         max_batch = max(1, int(self.spec.option("max_batch", 8)))
@@ -80,6 +81,9 @@ class Img2ImgBackend(PipelineBackend):
             if "height" in self._call_args:
                 # FLUX img2img would otherwise resize every input to its default 1024 px.
                 kwargs["width"], kwargs["height"] = images[0].size
+            sequence = self.spec.option("max_sequence_length")
+            if sequence is not None and "max_sequence_length" in self._call_args:
+                kwargs["max_sequence_length"] = int(sequence)  # FLUX.1-schnell: 256
             result, took = self.call(**kwargs)
             seconds += took
             for k, image in zip(batch, result.images, strict=True):
@@ -87,7 +91,8 @@ class Img2ImgBackend(PipelineBackend):
         return Result(
             images=outputs,
             seconds=seconds,
-            info=self.info(strength=strength, steps=steps, denoising_steps=int(steps * strength),
+            info=self.info(strength=strength, steps=steps,
+                           denoising_steps=denoising_steps(self._pipe, steps, strength),
                            guidance=guidance, calls=len(batches)),
         )
 
@@ -101,6 +106,15 @@ class Img2ImgBackend(PipelineBackend):
     def _extra_kwargs(self, request: Request) -> dict[str, Any]:
         """Subclasses' hook: more keyword arguments for every pipeline call of ``request``."""
         return {}
+
+def denoising_steps(pipe: Any, steps: int, strength: float) -> int:
+    """The steps the pipeline really runs: SD/SDXL run ``int(steps * strength)``; FLUX's
+    ``get_timesteps`` skips ``int(steps - steps * strength)``, so it runs one more when the
+    product is fractional (4 steps x 0.6 strength: SD runs 2, FLUX 3)."""
+    if type(pipe).__name__.startswith("Flux"):
+        return steps - int(max(steps - min(steps * strength, steps), 0))
+    return min(int(steps * strength), steps)
+
 
 def _call_parameters(pipe: Any) -> frozenset[str]:
     """The keyword arguments the pipeline's ``__call__`` accepts."""
@@ -151,4 +165,4 @@ def _ceil_div(a: float, b: float) -> int:
     return n
 
 
-__all__ = ["Img2ImgBackend", "params"]
+__all__ = ["Img2ImgBackend", "denoising_steps", "params"]

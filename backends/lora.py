@@ -14,7 +14,7 @@ A profile lists its LoRAs as plain data::
 
 Each is loaded with the pipeline's ``load_lora_weights`` under its ``name`` (default
 ``lora0``, ``lora1`` ...), then ``set_adapters(names, scales)`` activates them all at once.
-:func:`load_loras` is called by :func:`backends._torch.from_pretrained`, so every backend that
+:func:`load_loras` is called by :func:`backends.runtime.loading.from_pretrained`, so every backend that
 loads its pipeline there supports LoRAs. diffusers needs ``peft`` for this.
 
 :func:`write_random_lora` writes a small random LoRA for a pipeline (tests, demos).
@@ -27,8 +27,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from backends import _torch
 from backends.base import BackendError, InvalidRequest, ModelSpec, ModelUnavailable
+from backends.runtime.hub import hf_cache_dir, offline, quiet_progress
+from backends.runtime.imports import require
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
@@ -80,11 +81,11 @@ def load_loras(pipe: Any, spec: ModelSpec, task: str) -> list[dict[str, Any]]:
         raise InvalidRequest(
             f"{type(pipe).__name__} does not support LoRA adapters: remove loras from the profile"
         )
-    _torch.require("peft", f"{task} with loras")
+    require("peft", f"{task} with loras")
     for entry in entries:
         source, kwargs = _source(entry)
         try:
-            with _torch.quiet_progress():
+            with quiet_progress():
                 pipe.load_lora_weights(source, adapter_name=entry["name"], **kwargs)
         except (OSError, FileNotFoundError) as exc:
             raise ModelUnavailable(
@@ -117,10 +118,10 @@ def _source(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         )
     if entry["weight_name"]:
         kwargs["weight_name"] = entry["weight_name"]
-    cache = _torch.hf_cache_dir()
+    cache = hf_cache_dir()
     if cache:
         kwargs["cache_dir"] = cache
-    if _torch.offline():
+    if offline():
         kwargs["local_files_only"] = True
     return raw, kwargs
 

@@ -5,8 +5,11 @@ directory or ``random:NAME``) and the defaults that suit it. The role names of t
 product (``explore``, ...) are profiles too, pointing at the model we recommend for
 that stage. The daemon's config may override any field or add profiles.
 
-``vram_gb`` is the typical peak device memory at the default size, fp16, batch 1; it is
-a guide for operators (``darkroom models``), not a limit.
+``vram_gb`` is the planned peak device memory at the default size, batch 1, without CPU
+offload: the weights (computed from the real architectures' parameter counts at the profile's
+dtypes) plus an estimated activation headroom — see :mod:`backends.cards`, which also holds
+each model's licence, gating, offload figures and timeout hints, and docs/models.md. The
+``variant`` option (``fp16``) reads half-size weight files where the repo has them.
 """
 
 from __future__ import annotations
@@ -37,62 +40,70 @@ def _hosted(role: str, task: str, model: str, about: str, *, provider: str, pric
 
 
 _TURBO = {"steps": 2, "strength": 0.5, "guidance": 0.0}
+_FP16 = {"variant": "fp16"}  # the repo's half-size weight files: half the download and load memory
+# The x4 upscaler's documented defaults (StableDiffusionUpscalePipeline: 75 steps, guidance 9).
+_X4 = {"steps": 75, "guidance": 9.0, "noise_level": 20}
 
 PROFILES: dict[str, dict[str, Any]] = {
     # -- explore: fast img2img, many cheap options ---------------------------------------
     "sd-turbo": _p("explore", "img2img", "stabilityai/sd-turbo",
                    "SD 2.1 distilled to 1-4 steps at 512 px: the cheapest way to see options",
-                   vram_gb=3, dtype="float16", max_side=512, defaults=_TURBO),
+                   vram_gb=3.4, dtype="float16", max_side=512, defaults=_TURBO, options=_FP16),
     "sdxl-turbo": _p("explore", "img2img", "stabilityai/sdxl-turbo",
                      "SDXL distilled to 1-4 steps at 512 px: better composition than sd-turbo",
-                     vram_gb=8, dtype="float16", max_side=512, defaults=_TURBO),
+                     vram_gb=8.0, dtype="float16", max_side=512, defaults=_TURBO, options=_FP16),
     "flux-schnell": _p("explore", "img2img", "black-forest-labs/FLUX.1-schnell",
                        "FLUX.1 [schnell], 4 steps: strongest prompt following of the fast models",
-                       vram_gb=24, max_side=1024, defaults={"steps": 4, "strength": 0.6, "guidance": 0.0}),
+                       vram_gb=34.4, max_side=1024, defaults={"steps": 4, "strength": 0.6, "guidance": 0.0},
+                       # schnell's T5 prompt limit is 256 tokens (dev's is 512)
+                       options={"max_sequence_length": 256}),
     # -- reference: consistent identity from several reference images -------------------
     "sdxl-ip-adapter": _p("reference", "ip-adapter", "stabilityai/stable-diffusion-xl-base-1.0",
                           "SDXL + IP-Adapter: the references steer identity and style",
-                          vram_gb=10, dtype="float16",
+                          vram_gb=12.6, dtype="float16",
                           defaults={"steps": 25, "strength": 0.7, "guidance": 5.0, "ip_adapter_scale": 0.6},
-                          options={"ip_adapter": "h94/IP-Adapter", "ip_adapter_subfolder": "sdxl_models",
+                          options={**_FP16, "ip_adapter": "h94/IP-Adapter", "ip_adapter_subfolder": "sdxl_models",
                                    "ip_adapter_weight_name": "ip-adapter_sdxl.bin"}),
     "qwen-edit-plus": _p("reference", "multi-edit", "Qwen/Qwen-Image-Edit-2509",
                          "Qwen-Image-Edit-Plus: edits that combine up to 3 input images",
-                         vram_gb=60, defaults={"steps": 40, "guidance": 4.0}, options={"max_images": 3}),
+                         vram_gb=57.7, defaults={"steps": 40, "guidance": 4.0}, options={"max_images": 3}),
     # -- hires: high resolution, several images per request ------------------------------
     "sdxl-hires": _p("hires", "img2img", "stabilityai/stable-diffusion-xl-base-1.0",
                      "SDXL img2img up to 2048 px, VAE tiling on: detail passes at print size",
-                     vram_gb=12, dtype="float16", max_side=2048,
+                     vram_gb=10.5, dtype="float16", max_side=2048,
                      defaults={"steps": 25, "strength": 0.35, "guidance": 5.0},
-                     options={"vae_tiling": True}),
+                     options={**_FP16, "vae_tiling": True}),
     "upscale-x4": _p("hires", "upscale", "stabilityai/stable-diffusion-x4-upscaler",
                      "the x4 diffusion upscaler: 512 px in, 2048 px out",
-                     vram_gb=8, dtype="float16", max_side=512,
-                     defaults={"steps": 20, "guidance": 7.5, "noise_level": 20}, options={"vae_tiling": True}),
+                     vram_gb=7.6, dtype="float16", max_side=512,
+                     defaults=_X4, options={"vae_tiling": True}),
     # -- edit: context-aware selective edits ---------------------------------------------
     "kontext": _p("edit", "kontext", "black-forest-labs/FLUX.1-Kontext-dev",
                   "FLUX.1 Kontext: 'make the sky stormy' instruction edits that keep the rest",
-                  vram_gb=24, defaults={"steps": 28, "guidance": 2.5}),
+                  vram_gb=35.4, defaults={"steps": 28, "guidance": 2.5}),
     "kontext-inpaint": _p("edit", "kontext-inpaint", "black-forest-labs/FLUX.1-Kontext-dev",
-                          "FLUX.1 Kontext limited to a mask", vram_gb=24,
+                          "FLUX.1 Kontext limited to a mask", vram_gb=35.4,
                           defaults={"steps": 28, "guidance": 2.5, "strength": 1.0}),
     "sdxl-inpaint": _p("edit", "inpaint", "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
                        "SDXL inpainting: repaint the masked area from the prompt",
-                       vram_gb=10, dtype="float16", defaults={"steps": 25, "strength": 0.99, "guidance": 7.0}),
+                       vram_gb=8.5, dtype="float16", defaults={"steps": 25, "strength": 0.99, "guidance": 7.0},
+                       options=_FP16),
     "flux-fill": _p("edit", "fill", "black-forest-labs/FLUX.1-Fill-dev",
-                    "FLUX.1 Fill: inpaint/outpaint the masked area", vram_gb=30,
-                    defaults={"steps": 30, "guidance": 30.0}),
+                    "FLUX.1 Fill: inpaint/outpaint the masked area", vram_gb=34.4,
+                    defaults={"steps": 50, "guidance": 30.0}),  # the model card's defaults
     # -- animate: image to video -----------------------------------------------------------
     "svd": _p("animate", "svd", "stabilityai/stable-video-diffusion-img2vid-xt",
               "Stable Video Diffusion XT: 25 frames of camera/subject motion, no prompt",
-              vram_gb=16, dtype="float16",
-              defaults={"frames": 25, "fps": 7, "steps": 25, "decode_chunk_size": 8}),
+              vram_gb=12.2, dtype="float16",
+              defaults={"frames": 25, "fps": 7, "steps": 25, "decode_chunk_size": 8}, options=_FP16),
     "ltx-video": _p("animate", "ltx-i2v", "Lightricks/LTX-Video",
-                    "LTX-Video image-to-video: prompt-driven motion, fast", vram_gb=16,
+                    "LTX-Video image-to-video: prompt-driven motion, fast", vram_gb=17.2,
                     defaults={"frames": 49, "fps": 24, "steps": 30, "guidance": 3.0}),
     "wan-i2v": _p("animate", "wan-i2v", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
-                  "Wan 2.1 image-to-video 14B at 480p: the highest quality motion", vram_gb=40,
-                  max_side=832, defaults={"frames": 33, "fps": 16, "steps": 30, "guidance": 5.0}),
+                  "Wan 2.1 image-to-video 14B at 480p: the highest quality motion", vram_gb=49.9,
+                  max_side=832, defaults={"frames": 33, "fps": 16, "steps": 30, "guidance": 5.0},
+                  # the model card loads the VAE and the image encoder in float32
+                  options={"fp32_components": ["vae", "image_encoder"]}),
     # -- renditions: channel formats, no model ---------------------------------------------
     "square-1080": _p("renditions", "rendition", "none", "1080x1080 crop for feeds", vram_gb=0,
                       max_side=None, defaults={"preset": "square-1080", "fit": "crop"}),
@@ -101,20 +112,20 @@ PROFILES: dict[str, dict[str, Any]] = {
     "banner-1200x628": _p("renditions", "rendition", "none", "1200x628 link and ad banner", vram_gb=0,
                           max_side=None, defaults={"preset": "banner-1200x628", "fit": "crop"}),
     # -- the role names: the profile we recommend for each stage ---------------------------
-    "explore": _p("explore", "img2img", "stabilityai/sd-turbo", "= sd-turbo", vram_gb=3, dtype="float16",
-                  max_side=512, defaults=_TURBO),
+    "explore": _p("explore", "img2img", "stabilityai/sd-turbo", "= sd-turbo", vram_gb=3.4, dtype="float16",
+                  max_side=512, defaults=_TURBO, options=_FP16),
     "reference": _p("reference", "ip-adapter", "stabilityai/stable-diffusion-xl-base-1.0", "= sdxl-ip-adapter",
-                    vram_gb=10, dtype="float16",
+                    vram_gb=12.6, dtype="float16",
                     defaults={"steps": 25, "strength": 0.7, "guidance": 5.0, "ip_adapter_scale": 0.6},
-                    options={"ip_adapter": "h94/IP-Adapter", "ip_adapter_subfolder": "sdxl_models",
+                    options={**_FP16, "ip_adapter": "h94/IP-Adapter", "ip_adapter_subfolder": "sdxl_models",
                              "ip_adapter_weight_name": "ip-adapter_sdxl.bin"}),
-    "hires": _p("hires", "upscale", "stabilityai/stable-diffusion-x4-upscaler", "= upscale-x4", vram_gb=8,
-                dtype="float16", max_side=512, defaults={"steps": 20, "guidance": 7.5, "noise_level": 20},
-                options={"vae_tiling": True}),
-    "edit": _p("edit", "kontext", "black-forest-labs/FLUX.1-Kontext-dev", "= kontext", vram_gb=24,
+    "hires": _p("hires", "upscale", "stabilityai/stable-diffusion-x4-upscaler", "= upscale-x4", vram_gb=7.6,
+                dtype="float16", max_side=512, defaults=_X4, options={"vae_tiling": True}),
+    "edit": _p("edit", "kontext", "black-forest-labs/FLUX.1-Kontext-dev", "= kontext", vram_gb=35.4,
                defaults={"steps": 28, "guidance": 2.5}),
-    "animate": _p("animate", "svd", "stabilityai/stable-video-diffusion-img2vid-xt", "= svd", vram_gb=16,
-                  dtype="float16", defaults={"frames": 25, "fps": 7, "steps": 25, "decode_chunk_size": 8}),
+    "animate": _p("animate", "svd", "stabilityai/stable-video-diffusion-img2vid-xt", "= svd", vram_gb=12.2,
+                  dtype="float16", defaults={"frames": 25, "fps": 7, "steps": 25, "decode_chunk_size": 8},
+                  options=_FP16),
     # -- offline models: random weights, the same loading path as real ones ----------------
     # Tests, the demo and benchmarks use these; every task has one.
     "tiny": _p("explore", "img2img", "random:sd-tiny", "tiny random SD img2img: runs anywhere",
@@ -128,7 +139,10 @@ PROFILES: dict[str, dict[str, Any]] = {
                           defaults={"steps": 2, "strength": 0.6, "guidance": 0.0, "ip_adapter_scale": 0.6},
                           options={"ip_adapter": "random:sdxl-ip-tiny", "ip_adapter_subfolder": "ip_adapter",
                                    "ip_adapter_weight_name": "ip-adapter_tiny.safetensors"}),
-    "tiny-multi-edit": _p("reference", "multi-edit", "random:qwen-edit-tiny", "tiny random Qwen-Image-Edit-Plus",
+    # No random: config builds it on the CPU (Qwen2-VL's processor needs torchvision): give it a
+    # model (a tiny pipeline's directory) with `like: tiny-multi-edit`, as bench/gpu_check.py does.
+    "tiny-multi-edit": _p("reference", "multi-edit", "random:qwen-edit-tiny",
+                          "tiny Qwen-Image-Edit-Plus: needs torchvision and a model directory",
                           vram_gb=0.01, dtype="float32", max_side=64, defaults={"steps": 2, "guidance": 1.0},
                           options={"max_images": 3}),
     "tiny-upscale": _p("hires", "upscale", "random:upscale-tiny", "tiny random x4 upscaler", vram_gb=0.01,

@@ -34,8 +34,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from backends._torch import missing, quiet_progress
 from backends.base import ModelUnavailable
+from backends.runtime.hub import quiet_progress
+from backends.runtime.imports import missing
 
 CONFIG_ROOT = Path(__file__).with_name("random_configs")
 PREFIX = "random:"

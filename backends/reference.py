@@ -24,12 +24,13 @@ import numbers
 from pathlib import Path
 from typing import Any, ClassVar
 
-from backends import _torch
-from backends.pipeline import PipelineBackend
 from backends.base import InvalidRequest, ModelUnavailable, Request, Result
 from backends.checks import check_request, check_sizes
 from backends.img2img import Img2ImgBackend
+from backends.pipeline import PipelineBackend
 from backends.random_models import resolve_model_dir
+from backends.runtime import hub
+from backends.runtime.imports import require
 
 DEFAULT_IP_ADAPTER_SCALE = 0.6
 DEFAULT_MAX_REFERENCES = 4
@@ -77,11 +78,11 @@ class IPAdapterBackend(Img2ImgBackend):
         if not Path(location).is_dir():
             if self.spec.option("ip_adapter_revision"):
                 kwargs["revision"] = self.spec.option("ip_adapter_revision")
-            if _torch.hf_cache_dir():
-                kwargs["cache_dir"] = _torch.hf_cache_dir()
-            if _torch.offline():
+            if hub.hf_cache_dir():
+                kwargs["cache_dir"] = hub.hf_cache_dir()
+            if hub.offline():
                 kwargs["local_files_only"] = True
-        with _torch.quiet_progress():
+        with hub.quiet_progress():
             try:
                 pipe.load_ip_adapter(location, **kwargs)
             except (OSError, ValueError) as exc:
@@ -152,7 +153,7 @@ class MultiImageEditBackend(PipelineBackend):
     def run(self, request: Request) -> Result:
         self.validate(request)
         self.load()
-        torch = _torch.require("torch", self.task)
+        torch = require("torch", self.task)
         steps, guidance = multi_edit_params(request)
         references = [im.convert("RGB") for im in request.references]
         gen_device = self.spec.option("generator_device", "cpu")

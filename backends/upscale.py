@@ -3,8 +3,8 @@
 Every input image is upscaled once per seed; outputs are input-major and exactly 4x the
 input's size. Request params (all optional):
 
-- ``steps``        num_inference_steps >= 1, default 20;
-- ``guidance``     guidance_scale >= 0, default 7.5 (above 1 the negative prompt is used);
+- ``steps``        num_inference_steps >= 1, default 75 (the pipeline's documented default);
+- ``guidance``     guidance_scale >= 0, default 9.0 (above 1 the negative prompt is used);
 - ``noise_level``  0..max_noise_level (350), default 20: noise added to the input first;
   more lets the model invent more detail and keep less of the input.
 
@@ -20,12 +20,13 @@ from __future__ import annotations
 import numbers
 from typing import Any, ClassVar
 
-from backends import _torch
-from backends.pipeline import PipelineBackend
 from backends.base import InvalidRequest, Request, Result
 from backends.checks import check_request
+from backends.pipeline import PipelineBackend
+from backends.runtime.imports import require
 
-DEFAULTS = {"steps": 20, "guidance": 7.5, "noise_level": 20}
+# StableDiffusionUpscalePipeline's documented defaults.
+DEFAULTS = {"steps": 75, "guidance": 9.0, "noise_level": 20}
 SCALE = 4
 SIZE_MULTIPLE = 8
 MAX_OUTPUT_SIDE = 2048
@@ -59,7 +60,7 @@ class UpscaleBackend(PipelineBackend):
     def run(self, request: Request) -> Result:
         self.validate(request)
         self.load()
-        torch = _torch.require("torch", self.task)
+        torch = require("torch", self.task)
         steps, guidance, noise_level = params(request)
         gen_device = self.spec.option("generator_device", "cpu")
         max_batch = max(1, int(self.spec.option("max_batch", 4)))
@@ -103,9 +104,9 @@ def params(request: Request) -> tuple[int, float, int]:
             raise InvalidRequest(f"{key} must be a number, not {value!r}")
     steps, guidance, noise = values["steps"], values["guidance"], values["noise_level"]
     if steps != int(steps) or steps < 1:
-        raise InvalidRequest(f"steps {steps} must be a whole number >= 1 (20 is typical)")
+        raise InvalidRequest(f"steps {steps} must be a whole number >= 1 (75 is the default)")
     if guidance < 0:
-        raise InvalidRequest(f"guidance {guidance} must be >= 0 (7.5 is typical)")
+        raise InvalidRequest(f"guidance {guidance} must be >= 0 (9.0 is the default)")
     if noise != int(noise) or not 0 <= noise <= MAX_NOISE_LEVEL:
         raise InvalidRequest(
             f"noise_level {noise} must be a whole number in [0, {MAX_NOISE_LEVEL}] "

@@ -41,10 +41,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from backends import _torch
-from backends.pipeline import PipelineBackend
 from backends.base import InvalidRequest, Request, Result, Video
 from backends.checks import check_request
+from backends.pipeline import PipelineBackend
+from backends.runtime.imports import require
 
 MAX_SEED = 2**64
 
@@ -70,7 +70,7 @@ class _ImageToVideoBackend(PipelineBackend):
     def run(self, request: Request) -> Result:
         self.validate(request)
         self.load()
-        torch = _torch.require("torch", self.task)
+        torch = require("torch", self.task)
         p = self.params(request)
         gen_device = self.spec.option("generator_device", "cpu")
         max_batch = max(1, int(self.spec.option("max_batch", 1))) if self.BATCHES else 1
@@ -245,12 +245,6 @@ class WanImageToVideoBackend(_PromptedBackend):
     DEFAULTS: ClassVar[dict[str, Any]] = {"frames": 33, "fps": 16, "steps": 30, "guidance": 5.0}
     BATCHES: ClassVar[bool] = False
 
-    def _require_extras(self) -> None:
-        # diffusers' Wan pipelines clean prompts with ftfy and fail without it at call time.
-        try:
-            import ftfy  # noqa: F401
-        except ImportError as exc:
-            raise _torch.missing(exc, f"task {self.task}") from exc
 
 
 def _number(p: Any, key: str, default: Any) -> Any:

@@ -18,7 +18,7 @@ from backends import (
     Request,
     backend_class,
 )
-from backends import _torch
+from backends.runtime import errors, imports
 from backends.img2img import Img2ImgBackend
 
 PROMPT = "a photo of a cat on a marble counter, café ☕"
@@ -163,11 +163,11 @@ def test_unknown_random_model_names_the_known_ones(tmp_path) -> None:
 
 def test_missing_package_gives_pip_command() -> None:
     with pytest.raises(BackendMissing, match="pip install 'no_such_package_darkroom'"):
-        _torch.require("no_such_package_darkroom", "img2img")
+        imports.require("no_such_package_darkroom", "img2img")
 
 
 def _raise(exc: BaseException) -> None:
-    with _torch.device_errors(ModelSpec(task="img2img", model="m", device="cuda:0"), "running m"):
+    with errors.device_errors(ModelSpec(task="img2img", model="m", device="cuda:0"), "running m"):
         raise exc
 
 

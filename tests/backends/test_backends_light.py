@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parents[2]
 def test_backend_modules_do_not_import_torch() -> None:
     code = (
         "import backends, backends.img2img, backends.stub, backends.random_models\n"
-        "import backends._torch\n"
+        "import backends.runtime.loading, backends.runtime.placement, backends.runtime.errors\n"
+        "import backends.runtime.memory, backends.runtime.extras, backends.runtime.ladder\n"
+        "import backends.sizes, backends.cards, backends.profiles, backends.param_counts\n"
         "import sys\n"
         "loaded = {m.split('.')[0] for m in sys.modules}\n"
         "heavy = sorted(loaded & {'torch', 'diffusers', 'transformers'})\n"

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backends import InvalidRequest, ModelSpec, Request, _torch
+from backends import InvalidRequest, ModelSpec, Request
+from backends.runtime import loading, placement
 from backends.img2img import Img2ImgBackend
 from backends.random_models import CONFIG_ROOT, write_clip_tokenizer, write_t5_tokenizer
 
@@ -120,13 +121,13 @@ def test_place_offloads_on_an_accelerator(mode: str) -> None:
     pipe = _FakePipe()
     spec = ModelSpec(task="img2img", model="m", device="cuda:1",
                      options=ModelSpec.freeze_options({"cpu_offload": mode}))
-    assert _torch.place(pipe, spec) is pipe
+    assert placement.place(pipe, spec) is pipe
     assert pipe.calls == [(mode, "cuda:1")]
 
 
 def test_place_without_offload_moves_to_the_device() -> None:
     pipe = _FakePipe()
-    _torch.place(pipe, ModelSpec(task="img2img", model="m", device="cuda:0"))
+    placement.place(pipe, ModelSpec(task="img2img", model="m", device="cuda:0"))
     assert pipe.calls == [("to", "cuda:0")]
 
 
@@ -141,9 +142,9 @@ def test_bad_runtime_options_say_what_to_change(options, message) -> None:
     spec = ModelSpec(task="img2img", model="m", options=ModelSpec.freeze_options(options))
     with pytest.raises(InvalidRequest) as info:
         if "cpu_offload" in options:
-            _torch.place(_FakePipe(), spec)
+            placement.place(_FakePipe(), spec)
         else:
-            _torch.configure(_FakePipe(), spec, "img2img")
+            loading.configure(_FakePipe(), spec, "img2img")
     assert message in str(info.value)
 
 

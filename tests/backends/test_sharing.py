@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backends import InvalidRequest, ModelSpec, Request, _torch
+from backends import InvalidRequest, ModelSpec, Request
+from backends.runtime import compiling, placement, sharing
 from backends.edit import KontextBackend, KontextInpaintBackend
 from backends.img2img import Img2ImgBackend
 from backends.inpaint import InpaintBackend
@@ -69,7 +70,7 @@ def _models(model_cache: Path) -> None:
 def registry(monkeypatch: pytest.MonkeyPatch) -> dict:
     """An empty sharing registry per test: pipelines other tests keep loaded are not reused."""
     fresh: dict = {}
-    monkeypatch.setattr(_torch, "_shared", fresh)
+    monkeypatch.setattr(sharing, "_shared", fresh)
     return fresh
 
 
@@ -142,20 +143,20 @@ def test_only_loads_that_agree_on_the_weights_share(model_cache: Path) -> None:
     assert batched._pipe.transformer is base._pipe.transformer  # run-time option: shares
     assert sliced._pipe.transformer is not base._pipe.transformer  # changes the VAE: its own
     location = str(base._location)
-    key = _torch.share_key(base.spec, location, "kontext")
+    key = sharing.share_key(base.spec, location, "kontext")
     for other in (
         ModelSpec(task="kontext", model=KONTEXT, dtype="bfloat16"),
         ModelSpec(task="kontext", model=KONTEXT, revision="abc"),
         ModelSpec(task="kontext", model=KONTEXT, options=(("compile", True),)),
         ModelSpec(task="kontext", model=KONTEXT, options=(("loras", ("x.safetensors",)),)),
     ):
-        assert _torch.share_key(other, location, "kontext") != key
+        assert sharing.share_key(other, location, "kontext") != key
     ip = ModelSpec(task="ip-adapter", model=SD)
-    assert _torch.share_key(ip, location, "ip-adapter") is None  # loads an adapter into the UNet
+    assert sharing.share_key(ip, location, "ip-adapter") is None  # loads an adapter into the UNet
     sequential = ModelSpec(task="kontext", model=KONTEXT, options=(("cpu_offload", "sequential"),))
-    assert _torch.share_key(sequential, location, "kontext") is None
+    assert sharing.share_key(sequential, location, "kontext") is None
     with pytest.raises(InvalidRequest, match="share must be true or false"):
-        _torch.share_key(
+        sharing.share_key(
             ModelSpec(task="kontext", model=KONTEXT, options=(("share", "no"),)),
             location,
             "kontext",
@@ -203,13 +204,13 @@ def test_edit_and_video_backends_place_through_torch(model_cache: Path, monkeypa
 
     build_random_model("ltx-tiny", model_cache)
     placed: list[str] = []
-    real = _torch.place
+    real = placement.place
 
     def spy(pipe, spec):
         placed.append(spec.task)
         return real(pipe, spec)
 
-    monkeypatch.setattr(_torch, "place", spy)
+    monkeypatch.setattr(placement, "place", spy)
     load(KontextBackend, "kontext", KONTEXT, model_cache, cpu_offload="model")
     load(LTXImageToVideoBackend, "ltx-i2v", "random:ltx-tiny", model_cache)
     assert placed == ["kontext", "ltx-i2v"]
@@ -220,13 +221,13 @@ def test_edit_and_video_backends_place_through_torch(model_cache: Path, monkeypa
 
 def test_compile_option_values() -> None:
     def mode(value: object) -> str | None:
-        return _torch.compile_mode(
+        return compiling.compile_mode(
             ModelSpec(task="kontext", model=KONTEXT, options=(("compile", value),))
         )
 
     assert mode(False) is None and mode(True) == "default"
     assert mode("reduce-overhead") == "reduce-overhead"
-    assert _torch.compile_mode(ModelSpec(task="kontext", model=KONTEXT)) is None  # off by default
+    assert compiling.compile_mode(ModelSpec(task="kontext", model=KONTEXT)) is None  # off by default
     with pytest.raises(InvalidRequest, match="option compile 'fast' must be"):
         mode("fast")
 

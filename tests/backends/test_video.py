@@ -221,7 +221,7 @@ def test_wan_without_ftfy_names_the_package(tmp_path: Path, monkeypatch) -> None
     monkeypatch.setitem(sys.modules, "ftfy", None)  # what `import ftfy` sees when it is missing
     with pytest.raises(BackendMissing) as info:
         unloaded("wan-i2v", tmp_path).load()
-    assert "pip install 'ftfy'" in str(info.value)
+    assert "pip install 'ftfy>=6'" in str(info.value)
 
 
 @pytest.mark.parametrize(
