@@ -10,11 +10,17 @@ validate parameters without paying for them.
 
 Exceptions::
 
-    BackendError                 anything a backend reports
+    BackendError                 anything a backend reports (plain: transient, retry later)
     ├── InvalidRequest           parameters that can never work: fix the rule or profile
+    │   └── Refused              a hosted provider refused the content (safety, moderation)
     ├── ModelUnavailable         weights not found locally / cannot be built
+    │   └── ConfigurationFault   key, model id, quota or credits of a hosted account: hold
+    ├── OutcomeUnknown           a paid request may have run; it was not resent: no retry
     ├── BackendMissing           an optional dependency of a task is not installed
     └── DeviceError              the device failed (OOM, a poisoned CUDA context)
+
+A worker reports an error to the daemon by class name; ``DISPOSITIONS`` says what each
+name means for the job (``disposition(name)``), so the daemon never has to import a class.
 """
 
 from __future__ import annotations
@@ -40,6 +46,27 @@ class ModelUnavailable(BackendError):
     """The model's weights are not available on this machine."""
 
 
+class Refused(InvalidRequest):
+    """The provider refused this content (safety filter, moderation); the message carries its
+    reason. Retrying the same input and prompt is refused again (and may be charged again)."""
+
+
+class ConfigurationFault(ModelUnavailable):
+    """The account, not the input, is wrong: key refused, model id unknown or retired for this
+    key, quota used up for the day, no credits left. Hold the job (keep the input, do not
+    quarantine, do not retry on a timer) until an operator fixes the configuration."""
+
+
+class OutcomeUnknown(BackendError):
+    """A request that may have started paid work got no usable answer (read timeout, 5xx, a task
+    still running past its deadline). It is never resent automatically: that could pay twice.
+    ``request_id`` is the provider's id for the operator's enquiry, when there was one."""
+
+    def __init__(self, message: str, *, request_id: str | None = None):
+        super().__init__(message)
+        self.request_id = request_id
+
+
 class BackendMissing(BackendError):
     """A Python package the task needs is not installed."""
 
@@ -51,6 +78,26 @@ class DeviceError(BackendError):
         super().__init__(message)
         self.sticky = sticky
         self.out_of_memory = out_of_memory
+
+
+# What the daemon should do with a job whose backend raised the class of this name:
+# "retry" later with backoff, "fail" for good (an operator may retry by hand), "hold" until the
+# configuration is fixed. Names, not classes: a worker sends only the name across the pipe.
+DISPOSITIONS: dict[str, str] = {
+    "BackendError": "retry",
+    "DeviceError": "retry",
+    "InvalidRequest": "fail",
+    "Refused": "fail",
+    "OutcomeUnknown": "fail",
+    "BackendMissing": "fail",
+    "ModelUnavailable": "fail",
+    "ConfigurationFault": "hold",
+}
+
+
+def disposition(name: str) -> str:
+    """``DISPOSITIONS[name]``; an unknown name is retried (the old default)."""
+    return DISPOSITIONS.get(name, "retry")
 
 
 @dataclass(frozen=True)

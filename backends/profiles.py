@@ -169,48 +169,84 @@ PROFILES: dict[str, dict[str, Any]] = {
     "stub": _p("test", "stub", "stub", "no model: tints the input by seed; the daemon's own tests",
                vram_gb=0, dtype="float32", max_side=64),
     # -- hosted: provider APIs (backends/hosted/, docs/hosted.md); keys from the environment --
-    # Prices: USD per output image, ESTIMATES from the providers' published price lists as
-    # read (through secondary copies, not the live consoles) on 2026-11-27; check before budgeting.
-    # Gemini API pricing (ai.google.dev/gemini-api/docs/pricing): 2.5 Flash Image $30 / 1M output
-    # tokens x 1290 tokens = $0.039; 3 Pro Image $120 / 1M: 1K/2K $0.134, 4K $0.24;
-    # 3.1 Flash Image $60 / 1M: 512 $0.045, 1K $0.067, 2K $0.101, 4K $0.151 (input images extra, ~$0.001).
-    "nano-banana": _hosted("edit", "gemini-image", "gemini-2.5-flash-image",
-                           "Nano Banana (Gemini 2.5 Flash Image): instruction edits, ~1 MP out, hosted",
-                           provider="google-gemini", price_per_image=0.039, max_side=1024,
-                           options={"api_key_env": "GEMINI_API_KEY", "concurrency": 4, "timeout": 120,
-                                    "max_input_images": 3, "image_sizes": []}),
-    "nano-banana-pro": _hosted("reference", "gemini-image", "gemini-3-pro-image-preview",
-                               "Nano Banana Pro (Gemini 3 Pro Image): up to 14 images in, 1K/2K/4K out, hosted",
+    # ``model`` is the provider's model id: override it in the config when a provider renames
+    # or retires one (profiles: {nano-banana: {model: ...}}). Limits (sizes, aspect ratios,
+    # pixel ranges, input images) are per model, in ``options``; timeouts are the provider SDKs'.
+    # Prices: USD per output image, ESTIMATES read on 2026-11-28 (docs/hosted.md has the sources);
+    # check the consoles before budgeting. Ids: ai.google.dev/gemini-api/docs/deprecations (read
+    # 2026-11-28): gemini-2.5-flash-image shut down 2026-10-02; the -preview image models shut
+    # down 2026-06-25, replaced by gemini-3-pro-image and gemini-3.1-flash-image (GA 2026-05-28).
+    # Gemini image prices: $120 / 1M output tokens (3 Pro Image: 1K/2K $0.134, 4K $0.24) and
+    # $60 / 1M (3.1 Flash Image: 512 $0.045, 1K $0.067, 2K $0.101, 4K $0.151), as published for
+    # the preview ids; input images extra (~$0.001 each).
+    "nano-banana": _hosted("edit", "gemini-image", "gemini-3.1-flash-image",
+                           "Nano Banana (now Gemini 3.1 Flash Image: 2.5 Flash Image shut down "
+                           "2026-10-02): instruction edits, 1K out by default, hosted",
+                           provider="google-gemini", price_per_image=0.067, max_side=1024,
+                           options={"api_key_env": "GEMINI_API_KEY", "concurrency": 4,
+                                    "timeout": 600, "max_input_images": 14,
+                                    "image_sizes": ["512", "1K", "2K", "4K"], "default_size": "1K",
+                                    "aspect_ratios": ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5",
+                                                      "5:4", "9:16", "16:9", "21:9", "1:4", "4:1",
+                                                      "1:8", "8:1"],
+                                    "price_by_size": {"512": 0.045, "1K": 0.067, "2K": 0.101,
+                                                      "4K": 0.151}}),
+    "nano-banana-pro": _hosted("reference", "gemini-image", "gemini-3-pro-image",
+                               "Nano Banana Pro (Gemini 3 Pro Image): up to 14 images in, 1K/2K/4K "
+                               "out, hosted",
                                provider="google-gemini", price_per_image=0.134,
-                               options={"api_key_env": "GEMINI_API_KEY", "concurrency": 4, "timeout": 180,
-                                        "max_input_images": 14, "image_sizes": ["1K", "2K", "4K"],
-                                        "default_size": "1K",
+                               options={"api_key_env": "GEMINI_API_KEY", "concurrency": 4,
+                                        "timeout": 600, "max_input_images": 14,
+                                        "image_sizes": ["1K", "2K", "4K"], "default_size": "1K",
+                                        "aspect_ratios": ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5",
+                                                          "5:4", "9:16", "16:9", "21:9"],
                                         "price_by_size": {"1K": 0.134, "2K": 0.134, "4K": 0.24}}),
-    "nano-banana-2": _hosted("edit", "gemini-image", "gemini-3.1-flash-image-preview",
-                             "Nano Banana 2 (Gemini 3.1 Flash Image): fast edits, up to 14 images in, hosted",
+    "nano-banana-2": _hosted("edit", "gemini-image", "gemini-3.1-flash-image",
+                             "Nano Banana 2 (Gemini 3.1 Flash Image): fast edits, up to 14 images "
+                             "in, 512 px to 4K out, hosted",
                              provider="google-gemini", price_per_image=0.067,
-                             options={"api_key_env": "GEMINI_API_KEY", "concurrency": 4, "timeout": 120,
-                                      "max_input_images": 14, "image_sizes": ["512", "1K", "2K", "4K"],
-                                      "default_size": "1K",
+                             options={"api_key_env": "GEMINI_API_KEY", "concurrency": 4,
+                                      "timeout": 600, "max_input_images": 14,
+                                      "image_sizes": ["512", "1K", "2K", "4K"], "default_size": "1K",
+                                      "aspect_ratios": ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5",
+                                                        "5:4", "9:16", "16:9", "21:9", "1:4", "4:1",
+                                                        "1:8", "8:1"],
                                       "price_by_size": {"512": 0.045, "1K": 0.067, "2K": 0.101,
                                                         "4K": 0.151}}),
-    # BytePlus ModelArk price list, Seedream 4.0: $0.03 per generated image.
+    # BytePlus ModelArk (docs.byteplus.com ModelArk image generation API and price list, read
+    # through copies on 2026-11-28): Seedream 4.0 $0.03, 4.5 $0.04 per generated image. Pixel
+    # ranges: 4.0 1280x720 .. 4096x4096, 4.5 2560x1440 .. 4096x4096; aspect 1:16 .. 16:1.
+    # seedream-4-0-250828 is retired in some regions: use seedream-4.5 or override the model.
     "seedream-4": _hosted("explore", "seedream", "seedream-4-0-250828",
-                          "Seedream 4.0 (BytePlus ModelArk): image-to-image with references, several "
-                          "outputs per request, 1K/2K/4K, hosted",
+                          "Seedream 4.0 (BytePlus ModelArk): image-to-image with references, "
+                          "one image per request at the input's aspect, 1K/2K/4K, hosted",
                           provider="byteplus-modelark", price_per_image=0.03,
-                          options={"api_key_env": "ARK_API_KEY", "concurrency": 4, "timeout": 180,
-                                   "max_input_images": 14, "sizes": ["1K", "2K", "4K"]}),
-    # BFL pricing (bfl.ai/pricing, 1 credit = $0.01): Kontext [pro] 4 credits, [max] 8 credits per image.
+                          options={"api_key_env": "ARK_API_KEY", "concurrency": 4, "timeout": 600,
+                                   "connect_timeout": 60, "max_input_images": 14,
+                                   "sizes": ["1K", "2K", "4K"], "default_size": "2K",
+                                   "min_pixels": 1280 * 720, "max_pixels": 4096 * 4096,
+                                   "max_aspect": 16}),
+    "seedream-4.5": _hosted("explore", "seedream", "seedream-4-5-251128",
+                            "Seedream 4.5 (BytePlus ModelArk): image-to-image with references, "
+                            "2K/4K at the input's aspect, hosted",
+                            provider="byteplus-modelark", price_per_image=0.04,
+                            options={"api_key_env": "ARK_API_KEY", "concurrency": 4,
+                                     "timeout": 600, "connect_timeout": 60,
+                                     "max_input_images": 14, "sizes": ["2K", "4K"],
+                                     "default_size": "2K", "min_pixels": 2560 * 1440,
+                                     "max_pixels": 4096 * 4096, "max_aspect": 16}),
+    # BFL pricing (bfl.ai/pricing, 1 credit = $0.01, read 2026-11-28): Kontext [pro] 4 credits,
+    # [max] 8 credits per image. Timeouts: 30 s per call (BFL's SDK); the task is polled.
     "flux-kontext-pro": _hosted("edit", "bfl-kontext", "flux-kontext-pro",
-                                "FLUX.1 Kontext [pro] (Black Forest Labs API): instruction edits, hosted",
+                                "FLUX.1 Kontext [pro] (Black Forest Labs API): instruction edits, "
+                                "hosted",
                                 provider="black-forest-labs", price_per_image=0.04, max_side=1024,
-                                options={"api_key_env": "BFL_API_KEY", "concurrency": 4, "timeout": 60,
-                                         "poll_interval": 0.5, "poll_timeout": 300}),
+                                options={"api_key_env": "BFL_API_KEY", "concurrency": 4,
+                                         "timeout": 30, "poll_interval": 0.5, "poll_timeout": 300}),
     "flux-kontext-max": _hosted("edit", "bfl-kontext", "flux-kontext-max",
                                 "FLUX.1 Kontext [max] (Black Forest Labs API): best typography and "
                                 "prompt adherence, hosted",
                                 provider="black-forest-labs", price_per_image=0.08, max_side=1024,
-                                options={"api_key_env": "BFL_API_KEY", "concurrency": 4, "timeout": 60,
-                                         "poll_interval": 0.5, "poll_timeout": 300}),
+                                options={"api_key_env": "BFL_API_KEY", "concurrency": 4,
+                                         "timeout": 30, "poll_interval": 0.5, "poll_timeout": 300}),
 }

@@ -1,40 +1,67 @@
 """Task ``seedream``: ByteDance Seedream 4.x through the BytePlus ModelArk images API.
 
-``POST {base_url}/images/generations`` with ``Authorization: Bearer <ARK_API_KEY>``. For
-each input image: ``image`` is a list of data URIs (the input first, then the references),
-``response_format`` is ``b64_json``, ``watermark`` false. Several seeds become one request
-with ``sequential_image_generation: "auto"`` and
-``sequential_image_generation_options.max_images`` = the number still wanted (the provider
-caps input + output images at 15, so large batches are split); the returned images are
-mapped to the seeds in order. "auto" lets the model return fewer images than asked: the
-remainder is requested again, at most ``max_rounds`` (default 3) times per input.
+``POST {base_url}/images/generations`` with ``Authorization: Bearer <ARK_API_KEY>``, **one
+request per (input image, seed)**: ``image`` is a list of data URIs (the input first, then
+the references), ``sequential_image_generation: "disabled"`` (one image per request: in
+"auto" mode the model decides how many images to return, so a batch could be paid for and
+still come back short), ``response_format: "b64_json"``, ``watermark`` false, and always an
+explicit ``size`` of ``WIDTHxHEIGHT``: without one the service returns a 2048x2048 square
+whatever the input's shape.
 
-Seedream 4.x does not take a seed by default (``seed_honoured`` False); profile option
-``send_seed: true`` sends the first seed of each request for models that do.
+The size: the step's ``size`` param, either ``WIDTHxHEIGHT`` (checked against the model's
+limits) or a preset (``1K``/``2K``/``4K``, default the profile's ``default_size``) turned
+into about that many pixels at the input image's aspect ratio, clamped to the model's pixel
+range (``min_pixels`` .. ``max_pixels``) and aspect range (1:``max_aspect`` ..
+``max_aspect``:1), sides multiples of 8. The limits are per model, in the profile.
 
-Request params (optional): ``size`` — a preset in the profile option ``sizes``
-(``1K``/``2K``/``4K``) or ``WIDTHxHEIGHT`` with a total of 1280x720 .. 4096x4096 pixels and
-an aspect ratio within 1/16 .. 16.
+Seeds: Seedream 4.x does not take one (the SDK's ``seed`` is for older models), so it is
+not sent (``seed_sent``/``seed_honoured`` False); profile option ``send_seed: true`` sends it
+for a model that documents it.
 
-Errors: ``error.code`` containing ``SensitiveContent`` (input or output moderation) ->
-InvalidRequest("refused by seedream: ..."); ``InvalidEndpointOrModel`` / ``ModelNotOpen`` /
-404 -> ModelUnavailable; 401/403 -> ModelUnavailable (the key); other 400s ->
-InvalidRequest; 429 / 5xx retried, then BackendError.
+Timeouts: the Ark SDK's (``byteplussdkarkruntime``): 600 s to answer, 60 s to connect.
+
+Errors: ``error.code`` with ``SensitiveContent``, ``RiskDetection`` or ``PolicyViolation`` (input
+or output moderation, the whole request or one image) -> Refused with the code and message;
+``InvalidEndpointOrModel`` / ``ModelNotOpen`` / 404, a refused key (401/403,
+``AuthenticationError``), ``AccountOverdue``, ``QuotaExceeded`` / ``SetLimitExceeded`` (the
+account's limits) -> ConfigurationFault; other 400s -> InvalidRequest; rate limits (429
+``RateLimitExceeded``, ``ServerOverloaded``) retried; 5xx or a timeout after sending ->
+OutcomeUnknown (not resent).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from typing import Any, ClassVar
 
 from backends import hosted
-from backends.base import BackendError, InvalidRequest, ModelUnavailable, Request, Result
+from backends.base import (
+    BackendError,
+    ConfigurationFault,
+    InvalidRequest,
+    OutcomeUnknown,
+    Refused,
+    Request,
+    Result,
+)
 
 PROVIDER = "seedream"
 BASE_URL = "https://ark.ap-southeast.bytepluses.com/api/v3"
-MAX_TOTAL_IMAGES = 15  # input + reference + generated images in one request
-MIN_PIXELS, MAX_PIXELS = 1280 * 720, 4096 * 4096
+PRESET_PIXELS = {"1K": 1024 * 1024, "2K": 2048 * 2048, "4K": 4096 * 4096}
+REFUSAL_CODES = ("SensitiveContent", "RiskDetection", "PolicyViolation")
+# Account state, not the request: hold the job until the operator fixes it.
+ACCOUNT_CODES = (
+    "InvalidEndpointOrModel",
+    "ModelNotOpen",
+    "Authentication",
+    "AccessDenied",
+    "AccountOverdue",
+    "QuotaExceeded",
+    "SetLimitExceeded",
+    "InvalidAccountStatus",
+)
 
 
 class SeedreamBackend(hosted.HostedBackend):
@@ -42,26 +69,61 @@ class SeedreamBackend(hosted.HostedBackend):
     provider = PROVIDER
     base_url = BASE_URL
     key_env = "ARK_API_KEY"
+    defaults: ClassVar[dict[str, float]] = {"timeout": 600.0, "connect_timeout": 60.0}
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"}
 
     def client_hooks(self) -> dict[str, Any]:
-        return {"describe": _describe}
+        return {"describe": _describe, "fault": self._fault}
+
+    # -- the model's limits (profile options) ------------------------------------------------
+
+    def limits(self) -> tuple[int, int, float]:
+        return (
+            int(self.spec.option("min_pixels", 1280 * 720)),
+            int(self.spec.option("max_pixels", 4096 * 4096)),
+            float(self.spec.option("max_aspect", 16)),
+        )
+
+    def dimensions(self, size: Any, aspect: float) -> tuple[int, int]:
+        """The ``WIDTHxHEIGHT`` sent for ``size`` (param) and an input of ``aspect`` (w/h)."""
+        low, high, max_aspect = self.limits()
+        match = re.fullmatch(r"(\d+)x(\d+)", str(size or ""))
+        if match:
+            width, height = int(match.group(1)), int(match.group(2))
+            ratio = width / max(height, 1)
+            if not low <= width * height <= high or not 1 / max_aspect <= ratio <= max_aspect:
+                raise InvalidRequest(
+                    f"size {size} is outside what {self.spec.model} makes: between {low:,} and "
+                    f"{high:,} pixels in total, aspect ratio within 1:{max_aspect:g} .. "
+                    f"{max_aspect:g}:1"
+                )
+            return width, height
+        preset = size or self.spec.option("default_size", "2K")
+        sizes = list(self.spec.option("sizes", list(PRESET_PIXELS)))
+        if preset not in sizes or preset not in PRESET_PIXELS:
+            raise InvalidRequest(
+                f"size {preset!r} must be one of {', '.join(sizes)} or "
+                f"WIDTHxHEIGHT (e.g. 2560x1440) for {self.spec.model}"
+            )
+        area = min(max(PRESET_PIXELS[preset], low), high)
+        ratio = min(max(aspect, 1 / max_aspect), max_aspect)
+        width = max(8, round(math.sqrt(area * ratio) / 8) * 8)
+        height = max(8, round(math.sqrt(area / ratio) / 8) * 8)
+        while width * height > high:  # rounding up may pass the cap: trim the longer side
+            width, height = (width - 8, height) if width >= height else (width, height - 8)
+        while width * height < low:
+            width, height = (width + 8, height) if width <= height else (width, height + 8)
+        return width, height
 
     def validate(self, request: Request) -> None:
-        hosted.check_request(request, PROVIDER, max_images=int(self.spec.option("max_input_images", 14)))
-        size = request.params.get("size")
-        sizes = list(self.spec.option("sizes", ["1K", "2K", "4K"]))
-        if size is None or size in sizes:
-            return
-        match = re.fullmatch(r"(\d+)x(\d+)", str(size))
-        if not match:
-            raise InvalidRequest(f"size {size!r} must be one of {', '.join(sizes)} or WIDTHxHEIGHT (2048x2048)")
-        width, height = int(match.group(1)), int(match.group(2))
-        if not MIN_PIXELS <= width * height <= MAX_PIXELS or not 1 / 16 <= width / max(height, 1) <= 16:
-            raise InvalidRequest(f"size {size} is outside what {self.spec.model} makes: between 1280x720 "
-                                 "and 4096x4096 pixels in total, aspect ratio within 1:16 .. 16:1")
+        limit = int(self.spec.option("max_input_images", 14))
+        hosted.check_request(request, PROVIDER, max_images=limit)
+        first = request.images[0]
+        self.dimensions(request.params.get("size"), first.width / max(first.height, 1))
+
+    # -- running -----------------------------------------------------------------------------
 
     def run(self, request: Request) -> Result:
         self.validate(request)
@@ -69,105 +131,133 @@ class SeedreamBackend(hosted.HostedBackend):
         started = time.perf_counter()
         fmt = self.spec.option("upload_format", "jpeg")
         references = [_data_uri(r, fmt) for r in request.references]
-        per_request = MAX_TOTAL_IMAGES - 1 - len(references)
         jobs = []
         for i, image in enumerate(request.images):
             inputs = [_data_uri(image, fmt), *references]
-            seeds = list(request.seeds)
-            for start in range(0, len(seeds), per_request):
-                chunk = seeds[start:start + per_request]
-                jobs.append(lambda inputs=inputs, chunk=chunk, i=i: self._batch(inputs, chunk, i, request))
+            width, height = self.dimensions(
+                request.params.get("size"), image.width / max(image.height, 1)
+            )
+            for seed in request.seeds:
+                body = self.body(request.prompt, inputs, f"{width}x{height}", seed)
+                jobs.append(lambda body=body, seed=seed, i=i: self._one(body, seed, i, request))
         key = f"{PROVIDER}:{self.options.base_url}:{self.spec.model}"
-        try:
-            batches = hosted.in_parallel(jobs, key, self.options.concurrency)
-        except hosted.Refused as exc:
-            raise InvalidRequest(f"refused by {PROVIDER}: {exc}") from None
-        outputs = [item for batch in batches for item in batch]
-        return Result(
-            images=[image for image, _ in outputs],
-            seconds=time.perf_counter() - started,
-            info=hosted.summary(self.spec, PROVIDER, [info for _, info in outputs],
-                                size=request.params.get("size")),
-        )
+        outputs = hosted.in_parallel(jobs, key, self.options.concurrency)
+        return hosted.split(self.spec, PROVIDER, outputs, started, size=request.params.get("size"))
 
-    def _batch(self, inputs: list[str], seeds: list[int], index: int, request: Request) -> list[tuple[Any, dict]]:
-        """Images for ``seeds`` (in order) from as few requests as the provider allows."""
-        results: list[tuple[Any, dict]] = []
-        rounds = int(self.spec.option("max_rounds", 3))
-        for _ in range(rounds):
-            wanted = seeds[len(results):]
-            if not wanted:
-                break
-            results.extend(self._call(inputs, wanted, index, request))
-        if len(results) < len(seeds):
-            raise BackendError(f"{PROVIDER} returned {len(results)} of {len(seeds)} images after "
-                               f"{rounds} requests (sequential generation decides the count itself)")
-        return results
-
-    def _call(self, inputs: list[str], seeds: list[int], index: int, request: Request) -> list[tuple[Any, dict]]:
-        assert self._client is not None
+    def body(self, prompt: str, inputs: list[str], size: str, seed: int) -> dict[str, Any]:
+        """The images/generations body (field names as in the Ark SDK's ``images.generate``)."""
         body: dict[str, Any] = {
-            "model": self.spec.model, "prompt": request.prompt, "image": inputs,
-            "response_format": "b64_json", "watermark": bool(self.spec.option("watermark", False)),
+            "model": self.spec.model,
+            "prompt": prompt,
+            "image": inputs,
+            "size": size,
+            "sequential_image_generation": "disabled",
+            "response_format": "b64_json",
+            "watermark": bool(self.spec.option("watermark", False)),
             "stream": False,
         }
-        if request.params.get("size"):
-            body["size"] = request.params["size"]
-        if len(seeds) > 1:
-            body["sequential_image_generation"] = "auto"
-            body["sequential_image_generation_options"] = {"max_images": len(seeds)}
-        else:
-            body["sequential_image_generation"] = "disabled"
-        honoured = bool(self.spec.option("send_seed", False))
-        if honoured:
-            body["seed"] = int(seeds[0]) % 2**31
+        if self.spec.option("send_seed", False):
+            body["seed"] = int(seed) % 2**31
+        return body
+
+    def _one(
+        self, body: dict[str, Any], seed: int, index: int, request: Request
+    ) -> tuple[Any, dict]:
+        assert self._client is not None
         started, attempts = time.perf_counter(), [0]
-        response = self._client.send("POST", f"{self.options.base_url}/images/generations",
-                                     json=body, attempts=attempts)
+        response = self._client.send(
+            "POST",
+            f"{self.options.base_url}/images/generations",
+            json=body,
+            attempts=attempts,
+            paid=True,
+        )
         if response.status_code != 200:
             raise self._error(response)
         data = response.json()
-        request_id = response.headers.get("x-request-id") or data.get("id")
+        request_id = hosted.header_request_id(response) or data.get("id")
         items = data.get("data") or []
-        images = []
-        for item in items[:len(seeds)]:
-            error = item.get("error")
-            if error:
-                code, text = error.get("code", ""), error.get("message", "")
-                if "Sensitive" in code:
-                    raise hosted.Refused(f"{code}: {text} [request {request_id}]")
-                raise BackendError(f"{PROVIDER}: image failed ({code}: {text}) [request {request_id}]")
-            if not item.get("b64_json"):
-                raise BackendError(f"{PROVIDER} returned no b64_json (response_format ignored?) "
-                                   f"[request {request_id}]")
-            images.append(hosted.decode(item["b64_json"], PROVIDER))
-        if not images:
-            raise BackendError(f"{PROVIDER} returned no images [request {request_id}]")
-        seconds = (time.perf_counter() - started) / len(images)
-        return [
-            (image, hosted.output(self.spec, PROVIDER, image, request_id=request_id, seconds=seconds,
-                                  seed=seed, seed_honoured=honoured and k == 0, input_index=index,
-                                  attempts=attempts[0], preset=request.params.get("size"),
-                                  batch_position=k, batch_size=len(images)))
-            for k, (image, seed) in enumerate(zip(images, seeds, strict=False))
-        ]
+        generated = (data.get("usage") or {}).get("generated_images")
+        item = items[0] if items else {}
+        error = item.get("error") or data.get("error")
+        if error:
+            code, text = str(error.get("code", "")), str(error.get("message", ""))
+            if _refusal(code):
+                raise Refused(f"refused by {PROVIDER}: {code}: {text} [request {request_id}]")
+            raise BackendError(
+                f"{PROVIDER}: the image failed ({code}: {text}) [request {request_id}]"
+            )
+        if not item.get("b64_json"):
+            problem = f"{PROVIDER} returned no image data [request {request_id}]"
+            if generated:  # generated (and charged) but not delivered: do not pay again
+                raise OutcomeUnknown(
+                    f"{problem}, though usage counts {generated} generated", request_id=request_id
+                )
+            raise BackendError(problem)
+        image = hosted.decode(item["b64_json"], PROVIDER, request_id)
+        sent = "seed" in body
+        return image, hosted.output(
+            self.spec,
+            PROVIDER,
+            image,
+            request_id=request_id,
+            seconds=time.perf_counter() - started,
+            seed=seed,
+            seed_sent=sent,
+            seed_honoured=sent,
+            input_index=index,
+            attempts=attempts[0],
+            preset=request.params.get("size"),
+            size_sent=body["size"],
+            size_returned=item.get("size"),
+        )
+
+    def check(self) -> hosted.ModelCheck:
+        # ModelArk has no model look-up for API keys (its management API needs an access key
+        # pair), and any images/generations call that passes validation is charged.
+        return hosted.ModelCheck(
+            PROVIDER,
+            self.spec.model,
+            False,
+            "not verifiable without a paid request: the key is configured; an unknown or "
+            "retired model id is reported (and held) on the first job",
+        )
+
+    def _fault(self, response: Any, message: str) -> Exception | None:
+        code = _code(response)
+        if response.status_code == 429 and code.startswith(("QuotaExceeded", "SetLimitExceeded")):
+            return ConfigurationFault(
+                f"{PROVIDER}: the account's limit for {self.spec.model} is reached: {message} "
+                "(raise it in the ModelArk console; the job waits for the operator)"
+            )
+        return None
 
     def _error(self, response: Any) -> Exception:
         assert self._client is not None
         message = self._client.describe(response)
         code = _code(response)
-        if "Sensitive" in code:
-            return InvalidRequest(f"refused by {PROVIDER}: {message}")
-        if response.status_code == 404 or code.startswith(("InvalidEndpointOrModel", "ModelNotOpen")):
-            return ModelUnavailable(f"{PROVIDER} does not know model {self.spec.model}: {message} "
-                                    "(use a model id or endpoint id enabled in the ModelArk console)")
-        if response.status_code in (401, 403) or code.startswith("Authentication"):
+        if _refusal(code):
+            return Refused(f"refused by {PROVIDER}: {message}")
+        if response.status_code == 404 or code.startswith(ACCOUNT_CODES[:2]):
+            return ConfigurationFault(
+                f"{PROVIDER} does not know model {self.spec.model} for this key: {message} (it may "
+                "be retired in this region or not activated: set profiles.<name>.model to a model "
+                "or endpoint id enabled in the ModelArk console)"
+            )
+        if response.status_code in (401, 403) or code.startswith(ACCOUNT_CODES):
             env = self.spec.option("api_key_env", "ARK_API_KEY")
-            return ModelUnavailable(f"{PROVIDER} refused the API key (from {env} or its credential): {message}")
+            return ConfigurationFault(
+                f"{PROVIDER} refused the account or key (from {env} or its credential): {message}"
+            )
         if 400 <= response.status_code < 500:
-            return InvalidRequest(f"{PROVIDER} rejected the request for {self.spec.model}: {message}")
+            return InvalidRequest(
+                f"{PROVIDER} rejected the request for {self.spec.model}: {message}"
+            )
         return BackendError(f"{PROVIDER}: {message}")
 
+
+def _refusal(code: str) -> bool:
+    return any(marker in code for marker in REFUSAL_CODES)
 
 
 def _data_uri(image: Any, fmt: str) -> str:
@@ -175,20 +265,21 @@ def _data_uri(image: Any, fmt: str) -> str:
     return f"data:{mime};base64,{data}"
 
 
-def _code(response: Any) -> str:
-    try:
-        error = response.json().get("error") or {}
-    except (ValueError, AttributeError):
-        return ""
-    return str(error.get("code", "")) if isinstance(error, dict) else ""
-
-
-def _describe(response: Any) -> str:
+def _error_body(response: Any) -> dict[str, Any]:
     try:
         error = response.json().get("error")
     except (ValueError, AttributeError):
-        error = None
-    if not isinstance(error, dict):
+        return {}
+    return error if isinstance(error, dict) else {}
+
+
+def _code(response: Any) -> str:
+    return str(_error_body(response).get("code", ""))
+
+
+def _describe(response: Any) -> str:
+    error = _error_body(response)
+    if not error:
         return response.text[:300]
     return f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
 

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from backends import ModelSpec, backend_class
+from backends.profiles import PROFILES
 from tests.hosted.fakes import FakeArk, FakeBFL, FakeGemini
 
 # Retries fast enough for tests; a test that wants other values passes them.
@@ -49,5 +50,21 @@ def make(task: str, model: str, base_url: str, tmp: Path | str = "/tmp", **optio
     return backend
 
 
-def image(colour: tuple[int, int, int] = (200, 80, 40), size: tuple[int, int] = (64, 48)) -> Image.Image:
+def profile(name: str, base_url: str, tmp: Path | str = "/tmp", **options: Any) -> Any:
+    """A loaded backend for built-in profile ``name`` (its model and limits) at ``base_url``."""
+    fields = PROFILES[name]
+    opts = {**fields["options"], **FAST, "base_url": base_url, **options}
+    if fields.get("price_per_image") is not None:
+        opts.setdefault("price_per_image", fields["price_per_image"])
+    spec = ModelSpec(
+        task=fields["task"], model=fields["model"], options=ModelSpec.freeze_options(opts)
+    )
+    backend = backend_class(fields["task"])(spec, Path(tmp))
+    backend.load()
+    return backend
+
+
+def image(
+    colour: tuple[int, int, int] = (200, 80, 40), size: tuple[int, int] = (64, 48)
+) -> Image.Image:
     return Image.new("RGB", size, colour)
