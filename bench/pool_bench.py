@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pool_bench.py [--files 8] [--runs 3] [--size 128] [--device cpu]
                                          [--model random:sd15] [--max-batch 4]
+                                         [--dtype float16] [--steps 2] [--guidance 0.0]
 
 On the same N input files and the same model (default ``random:sd15``: the SD 1.5 shapes with
 random weights, built once into bench/.cache, ~4 GB) it times:
@@ -17,6 +18,11 @@ Each is run ``--runs`` times (fresh output folders and ledger) and the median re
 wall time: the busy fraction (seconds inside model calls / wall seconds) and the number of
 model loads per worker. Goals (issue): (b)/(a) <= 1.03, (c)/(a) < 1.0 (or an explanation),
 busy >= 0.95, 1 load per worker. Prints a table and writes bench/results/pool.json.
+
+On CUDA each run also samples the GPU's own utilization (NVML through ``pynvml`` when it is
+installed, else ``nvidia-smi --loop-ms``): ``gpu_busy`` is the mean fraction of time a kernel was
+running during the timed window, for every mode alike (the daemon's worker is another
+process, so timing model calls from here would not see the GPU idle inside them).
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
@@ -57,6 +65,85 @@ def make_inputs(folder: Path, n: int, size: int) -> list[Path]:
     return files
 
 
+# -- GPU busy fraction ------------------------------------------------------------------------
+
+
+class GpuSampler:
+    """Samples one GPU's utilization and memory every ``interval`` s while running.
+
+    NVML's utilization is the share of the last sample period in which a kernel ran, which is
+    the busy fraction. A context manager: ``with GpuSampler(0) as g: ...; g.result()``.
+    """
+
+    def __init__(self, index: int, interval: float = 0.1):
+        self.index, self.interval = index, interval
+        self.samples: list[tuple[float, float]] = []  # (utilization 0..1, memory used MiB)
+        self.source: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Self:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
+            self.source = "nvml"
+            self._thread = threading.Thread(target=self._poll_nvml, args=(pynvml, handle),
+                                            daemon=True)
+        except Exception:  # noqa: BLE001 - no pynvml or no driver: try nvidia-smi
+            smi = shutil.which("nvidia-smi")
+            if smi is None:
+                return self
+            self.source = "nvidia-smi"
+            self._proc = subprocess.Popen(
+                [smi, f"--id={self.index}", "--query-gpu=utilization.gpu,memory.used",
+                 "--format=csv,noheader,nounits", f"--loop-ms={int(self.interval * 1000)}"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self._thread = threading.Thread(target=self._read_smi, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll_nvml(self, pynvml, handle) -> None:
+        while not self._stop.wait(self.interval):
+            util = pynvml.nvmlDeviceGetUtilizationRates(handle)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            self.samples.append((util.gpu / 100, mem.used / 2**20))
+
+    def _read_smi(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            try:
+                util, mem = (float(x) for x in line.split(","))
+            except ValueError:
+                continue
+            self.samples.append((util / 100, mem))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(5)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def result(self) -> dict:
+        if not self.samples:
+            return {"gpu_busy": None, "gpu_mem_max_mib": None, "gpu_samples": 0,
+                    "gpu_source": self.source}
+        return {"gpu_busy": statistics.fmean(u for u, _ in self.samples),
+                "gpu_mem_max_mib": max(m for _, m in self.samples),
+                "gpu_samples": len(self.samples), "gpu_source": self.source}
+
+
+def gpu_index(device: str) -> int | None:
+    """The NVML index of ``cuda:N`` (as CUDA_VISIBLE_DEVICES is unset on a bench machine)."""
+    if not device.startswith("cuda"):
+        return None
+    return int(device.partition(":")[2] or 0)
+
+
 # -- (a) the loop a user would write -----------------------------------------------------------
 
 
@@ -70,8 +157,8 @@ def naive_child(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = "cuda:0" if args.device.startswith("cuda") else "cpu"
-    dtype = torch.float16 if device != "cpu" else torch.float32
+    device = args.device if args.device.startswith("cuda") else "cpu"
+    dtype = getattr(torch, pick_dtype(args))
     pipe = AutoPipelineForImage2Image.from_pretrained(resolve_model_dir(args.model, args.cache), torch_dtype=dtype)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -79,16 +166,30 @@ def naive_child(args: argparse.Namespace) -> None:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     inside = 0.0
+    index = gpu_index(device)
+    sampler = GpuSampler(index) if index is not None else None
+    if sampler:
+        sampler.__enter__()
     started = time.perf_counter()
     for path in files:
         image = Image.open(path).convert("RGB")
         t = time.perf_counter()
         result = pipe(prompt=PROMPT, image=image, strength=args.strength, num_inference_steps=args.steps,
-                      guidance_scale=0.0, generator=torch.Generator("cpu").manual_seed(SEED)).images[0]
+                      guidance_scale=args.guidance,
+                      generator=torch.Generator("cpu").manual_seed(SEED)).images[0]
         inside += time.perf_counter() - t
         result.save(out / f"{path.stem}.png")
     wall = time.perf_counter() - started
-    print(json.dumps({"wall": wall, "busy": inside / wall, "loads": 1, "workers": 1}))
+    gpu = {}
+    if sampler:
+        sampler.__exit__()
+        gpu = sampler.result()
+    print(json.dumps({"wall": wall, "busy": inside / wall, "loads": 1, "workers": 1, **gpu}))
+
+
+def pick_dtype(args: argparse.Namespace) -> str:
+    """--dtype, else half precision on a GPU and float32 on the CPU (where half is slow)."""
+    return args.dtype or ("float16" if args.device.startswith("cuda") else "float32")
 
 
 def run_naive(args: argparse.Namespace, inputs: Path, work: Path) -> dict:
@@ -96,7 +197,8 @@ def run_naive(args: argparse.Namespace, inputs: Path, work: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, __file__, "--naive-child", "--inputs", str(inputs), "--out-dir", str(out),
            "--model", args.model, "--cache", str(args.cache), "--steps", str(args.steps),
-           "--strength", str(args.strength), "--threads", str(args.threads), "--device", args.device]
+           "--strength", str(args.strength), "--threads", str(args.threads), "--device", args.device,
+           "--dtype", pick_dtype(args), "--guidance", str(args.guidance)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"naive loop failed:\n{proc.stderr[-4000:]}")
@@ -134,8 +236,9 @@ def run_darkroom(args: argparse.Namespace, files: list[Path], work: Path, max_ba
         sources={"drop": {"type": "folder", "path": work / "drop", "quiet_period": 0.05}},
         sinks={"out": {"type": "folder", "path": work / "out"}},
         profiles={"bench": {"task": "img2img", "model": args.model, "max_side": args.size,
-                            "dtype": "float16" if device.startswith("cuda") else "float32",
-                            "defaults": {"steps": args.steps, "strength": args.strength, "guidance": 0.0},
+                            "dtype": pick_dtype(args),
+                            "defaults": {"steps": args.steps, "strength": args.strength,
+                                         "guidance": args.guidance},
                             "options": {"max_batch": max(8, max_batch)}}},
         worker={"device": device, "threads": args.threads, "max_batch": max_batch, "max_wait_ms": 0,
                 "job_timeout": 1800},
@@ -143,8 +246,12 @@ def run_darkroom(args: argparse.Namespace, files: list[Path], work: Path, max_ba
     )
     app = App(settings)
     app.start()
+    index = gpu_index(device)
+    sampler = GpuSampler(index) if index is not None else None
     try:
         busy0, loads0 = app.pool.busy_seconds, app.pool.loads
+        if sampler:
+            sampler.__enter__()
         started = time.perf_counter()
         for path in files:
             shutil.copy(path, work / "drop" / path.name)
@@ -155,12 +262,18 @@ def run_darkroom(args: argparse.Namespace, files: list[Path], work: Path, max_ba
                 break
             time.sleep(0.01)
         wall = time.perf_counter() - started
+        gpu = {}
+        if sampler:
+            sampler.__exit__()
+            gpu = sampler.result()
         states = app.ledger.counts()
         busy = app.pool.busy_seconds - busy0
         return {"wall": wall, "busy": busy / wall / len(app.pool), "loads": app.pool.loads,
                 "loads_during_run": app.pool.loads - loads0, "workers": len(app.pool),
-                "calls": app.pool.calls, "states": states}
+                "calls": app.pool.calls, "states": states, **gpu}
     finally:
+        if sampler:
+            sampler.__exit__()
         app.stop()
 
 
@@ -175,6 +288,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", default="random:sd15")
     parser.add_argument("--max-batch", type=int, default=4)
+    parser.add_argument("--dtype", default=None, help="default float16 on CUDA, float32 on the CPU")
+    parser.add_argument("--guidance", type=float, default=0.0)
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "pool.json")
     parser.add_argument("--only", default="naive,darkroom,batched")
@@ -205,8 +320,9 @@ def main() -> None:
         for mode in chosen:  # interleaved, so drift (thermal, caches) hits every mode alike
             r = modes[mode]()
             runs[mode].append(r)
-            print(f"run {i + 1} {mode:9s} wall {r['wall']:7.2f} s  busy {r['busy']:.3f}  loads {r['loads']}",
-                  flush=True)
+            gpu = f"  gpu {r['gpu_busy']:.3f}" if r.get("gpu_busy") is not None else ""
+            print(f"run {i + 1} {mode:9s} wall {r['wall']:7.2f} s  busy {r['busy']:.3f}{gpu}  "
+                  f"loads {r['loads']}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
     summary = {}
@@ -218,13 +334,19 @@ def main() -> None:
             "workers": rs[0]["workers"],
             "walls": [round(r["wall"], 3) for r in rs],
         }
+        gpu = [r["gpu_busy"] for r in rs if r.get("gpu_busy") is not None]
+        if gpu:
+            summary[mode]["gpu_busy_median"] = statistics.median(gpu)
+            summary[mode]["gpu_mem_max_mib"] = max(r.get("gpu_mem_max_mib") or 0 for r in rs)
     base = summary.get("naive", {}).get("wall_median")
-    print(f"\n{'mode':10s} {'median wall s':>14s} {'/ naive':>8s} {'busy':>6s} {'loads/worker':>13s}")
+    print(f"\n{'mode':10s} {'median wall s':>14s} {'/ naive':>8s} {'busy':>6s} {'gpu':>6s} "
+          f"{'loads/worker':>13s}")
     for mode, s in summary.items():
         ratio = s["wall_median"] / base if base else float("nan")
         s["ratio_to_naive"] = ratio
+        gpu = s.get("gpu_busy_median")
         print(f"{mode:10s} {s['wall_median']:14.2f} {ratio:8.3f} {s['busy_median']:6.3f} "
-              f"{s['loads'] / s['workers']:13.1f}")
+              f"{gpu if gpu is None else round(gpu, 3)!s:>6s} {s['loads'] / s['workers']:13.1f}")
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "device": args.device},
@@ -233,7 +355,9 @@ def main() -> None:
         "summary": summary,
         "runs": runs,
         "goals": {"darkroom/naive <= 1.03": summary.get("darkroom", {}).get("ratio_to_naive"),
-                  "batched/naive < 1.0": summary.get("batched", {}).get("ratio_to_naive")},
+                  "batched/naive < 1.0": summary.get("batched", {}).get("ratio_to_naive"),
+                  # on CUDA: the GPU's own busy fraction in the saturated (batched) run
+                  "gpu busy >= 0.95": summary.get("batched", {}).get("gpu_busy_median")},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
