@@ -12,9 +12,12 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv demo test test-fast check bench clean
+.PHONY: venv dev demo test test-fast lint format check bench clean
 
 venv: $(VENV)/.installed
+
+# ruff, mypy, type stubs and pre-commit (the `dev` extra), on top of the test set-up.
+dev: $(VENV)/.dev-installed
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +31,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q -e '.[test]'
 	touch $@
 
+$(VENV)/.dev-installed: $(VENV)/.installed
+	$(PIP) install -q -e '.[test,dev]'
+	touch $@
+
 demo: venv  ## run the daemon on the bundled example: drop images into examples/drop/
 	@echo "Watching examples/drop/ -> examples/out/  (Ctrl-C to stop)"
 	$(VENV)/bin/darkroom run --config examples/darkroom.yaml
@@ -35,8 +42,26 @@ demo: venv  ## run the daemon on the bundled example: drop images into examples/
 test: venv  ## the whole suite, as CI runs it
 	$(PY) -m pytest -q
 
-test-fast: venv  ## skip the end-to-end tests that start the daemon
+test-fast: venv  ## skip every test that starts the daemon or a CLI subprocess (marked slow)
 	$(PY) -m pytest -q -m "not slow"
+
+lint: dev  ## what CI checks before the tests: lint rules, formatting, types (config: pyproject)
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	exit $$status
+
+format: dev  ## rewrite the tree the way `make lint` wants it (safe fixes only)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Every bench/*_bench.py with its defaults, one after another; each prints a table and writes
+# JSON under bench/results/. Pick some with BENCHES="bench/sheet_bench.py bench/latency_bench.py".
+BENCHES ?= $(sort $(wildcard bench/*_bench.py))
+bench: venv  ## run the benchmarks (minutes; pool_bench builds a 4 GB random SD 1.5 once)
+	@mkdir -p bench/results
+	@set -e; for b in $(BENCHES); do echo "== $$b"; $(PY) $$b; done
 
 check: venv
 	$(VENV)/bin/darkroom check --config examples/darkroom.yaml

@@ -13,8 +13,14 @@ from backends.base import InvalidRequest, Request
 MAX_SEED = 2**64
 
 
-def check_request(task: str, request: Request, *, size_multiple: int | None = None, per: str = "output",
-                  who: str | None = None) -> None:
+def check_request(
+    task: str,
+    request: Request,
+    *,
+    size_multiple: int | None = None,
+    per: str = "output",
+    who: str | None = None,
+) -> None:
     """At least one input and one seed, seeds in range, and (with ``size_multiple``) input
     sides that the model can take. ``per`` names what each seed makes ("output", "clip")."""
     if not request.images:

@@ -72,8 +72,12 @@ class EditPipelineBackend(PipelineBackend):
 
     def validate(self, request: Request) -> None:
         self.params(request)
-        check_request(self.task, request, size_multiple=self.size_multiple,
-                      who=f"{self.task} ({self.family} models)")
+        check_request(
+            self.task,
+            request,
+            size_multiple=self.size_multiple,
+            who=f"{self.task} ({self.family} models)",
+        )
         self._validate_mask(request)
         if len(request.references) > self.max_references:
             if self.max_references == 0:
@@ -118,8 +122,12 @@ class EditPipelineBackend(PipelineBackend):
             for k, image in zip(batch, result.images, strict=True):
                 outputs[k] = image.convert("RGB")
         info: dict[str, Any] = self.info(
-            **p, denoising_steps=self.denoising_steps(p["steps"], p.get("strength", 1.0)),
-            masked=request.mask is not None, references=len(request.references), calls=len(batches))
+            **p,
+            denoising_steps=self.denoising_steps(p["steps"], p.get("strength", 1.0)),
+            masked=request.mask is not None,
+            references=len(request.references),
+            calls=len(batches),
+        )
         return Result(images=outputs, seconds=seconds, info=info)
 
     # -- what subclasses change --------------------------------------------------------------
@@ -191,7 +199,8 @@ class EditPipelineBackend(PipelineBackend):
                     f"{image.size[0]}x{image.size[1]}: the mask must have the input's size "
                     "(draw it on the photo at full size, and resize both by the same rule)"
                 )
-        if mask.convert("L").getextrema()[1] < 128:
+        extrema = mask.convert("L").getextrema()
+        if isinstance(extrema[1], (int, float)) and extrema[1] < 128:
             raise InvalidRequest(
                 f"the mask has no white pixel, so {task} may change nothing: white (>= 128) marks "
                 "the area to repaint, black keeps it (is the mask inverted?)"
@@ -261,6 +270,7 @@ class KontextInpaintBackend(EditPipelineBackend):
         self, request: Request, p: dict[str, Any], images: list[Image]
     ) -> dict[str, Any]:
         width, height = images[0].size
+        assert request.mask is not None  # check_request refused a masked task without one
         kwargs: dict[str, Any] = {
             "mask_image": [request.mask.convert("L")] * len(images),
             "strength": p["strength"],

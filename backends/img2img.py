@@ -91,9 +91,13 @@ class Img2ImgBackend(PipelineBackend):
         return Result(
             images=outputs,
             seconds=seconds,
-            info=self.info(strength=strength, steps=steps,
-                           denoising_steps=denoising_steps(self._pipe, steps, strength),
-                           guidance=guidance, calls=len(batches)),
+            info=self.info(
+                strength=strength,
+                steps=steps,
+                denoising_steps=denoising_steps(self._pipe, steps, strength),
+                guidance=guidance,
+                calls=len(batches),
+            ),
         )
 
     def _loaded(self) -> None:
@@ -106,6 +110,7 @@ class Img2ImgBackend(PipelineBackend):
     def _extra_kwargs(self, request: Request) -> dict[str, Any]:
         """Subclasses' hook: more keyword arguments for every pipeline call of ``request``."""
         return {}
+
 
 def denoising_steps(pipe: Any, steps: int, strength: float) -> int:
     """The steps the pipeline really runs: SD/SDXL run ``int(steps * strength)``; FLUX's

@@ -38,6 +38,7 @@ class InpaintBackend(EditPipelineBackend):
         self, request: Request, p: dict[str, Any], images: list[Image]
     ) -> dict[str, Any]:
         width, height = images[0].size
+        assert request.mask is not None  # check_request refused a masked task without one
         kwargs: dict[str, Any] = {
             "mask_image": [request.mask.convert("L")] * len(images),
             "strength": p["strength"],
@@ -61,6 +62,7 @@ class FillBackend(EditPipelineBackend):
         self, request: Request, p: dict[str, Any], images: list[Image]
     ) -> dict[str, Any]:
         width, height = images[0].size
+        assert request.mask is not None  # check_request refused a masked task without one
         return {
             "mask_image": [request.mask.convert("L")] * len(images),
             "width": width,

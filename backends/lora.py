@@ -40,13 +40,17 @@ def parse_loras(value: Any) -> list[dict[str, Any]]:
     if value in (None, []):
         return []
     if not isinstance(value, list):
-        raise InvalidRequest(f"option loras must be a list of {{path, scale}} entries, not {value!r}")
+        raise InvalidRequest(
+            f"option loras must be a list of {{path, scale}} entries, not {value!r}"
+        )
     entries: list[dict[str, Any]] = []
     for index, item in enumerate(value):
         if isinstance(item, str):
             item = {"path": item}
         if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not item["path"]:
-            raise InvalidRequest(f"loras[{index}] needs a path (a .safetensors file, folder or repo id)")
+            raise InvalidRequest(
+                f"loras[{index}] needs a path (a .safetensors file, folder or repo id)"
+            )
         unknown = set(item) - {"path", "weight_name", "scale", "name"}
         if unknown:
             raise InvalidRequest(
@@ -133,7 +137,12 @@ def _looks_local(raw: str) -> bool:
 
 
 def write_random_lora(
-    pipe: Any, directory: Path, *, rank: int = 4, seed: int = 0, strength: float = 4.0,
+    pipe: Any,
+    directory: Path,
+    *,
+    rank: int = 4,
+    seed: int = 0,
+    strength: float = 4.0,
     targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0"),
 ) -> Path:
     """Write a random LoRA for ``pipe``'s UNet (or transformer) attention projections.
@@ -150,7 +159,9 @@ def write_random_lora(
 
     denoiser_name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
     denoiser = getattr(pipe, denoiser_name)
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets), init_lora_weights=False)
+    config = LoraConfig(
+        r=rank, lora_alpha=rank, target_modules=list(targets), init_lora_weights=False
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         denoiser.add_adapter(config, adapter_name="random_lora")

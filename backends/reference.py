@@ -20,7 +20,6 @@ prompt per call); outputs keep the input's size, which must be a multiple of 16.
 
 from __future__ import annotations
 
-import numbers
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -112,7 +111,7 @@ class IPAdapterBackend(Img2ImgBackend):
 
 def ip_adapter_scale(request: Request) -> float:
     value = request.params.get("ip_adapter_scale", DEFAULT_IP_ADAPTER_SCALE)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise InvalidRequest(
             f"ip_adapter_scale {value!r} must be a number >= 0 (0.4-0.8 is typical; "
             "0 ignores the references)"
@@ -182,18 +181,21 @@ class MultiImageEditBackend(PipelineBackend):
         return Result(
             images=outputs,
             seconds=seconds,
-            info=self.info(steps=steps, guidance=guidance, references=len(references), calls=len(outputs)),
+            info=self.info(
+                steps=steps, guidance=guidance, references=len(references), calls=len(outputs)
+            ),
         )
+
 
 def multi_edit_params(request: Request) -> tuple[int, float]:
     p = request.params
     steps = p.get("steps", MULTI_EDIT_DEFAULTS["steps"])
     guidance = p.get("guidance", MULTI_EDIT_DEFAULTS["guidance"])
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Real) or steps != int(steps):
+    if isinstance(steps, bool) or not isinstance(steps, (int, float)) or steps != int(steps):
         raise InvalidRequest(f"steps must be a whole number, not {steps!r}")
     if steps < 1:
         raise InvalidRequest(f"steps {steps} must be at least 1")
-    if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or guidance < 0:
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or guidance < 0:
         raise InvalidRequest(f"guidance {guidance!r} must be a number >= 0 (4.0 is typical)")
     return int(steps), float(guidance)
 

@@ -18,7 +18,6 @@ Renditions are deterministic: every seed gives the same image, and one image is 
 
 from __future__ import annotations
 
-import numbers
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -104,7 +103,7 @@ def plan(params: Any) -> dict[str, Any]:
         raise InvalidRequest("set both width and height for a custom rendition size, or neither")
     if width is not None:
         for key, value in (("width", width), ("height", height)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidRequest(f"{key} must be a whole number of pixels, not {value!r}")
             if not MIN_SIDE <= value <= MAX_SIDE:
                 raise InvalidRequest(f"{key} {value} must be in [{MIN_SIDE}, {MAX_SIDE}] px")
@@ -193,22 +192,23 @@ def _flatten(image: Image, background: tuple[int, int, int]) -> Image:
 def _colour(value: Any) -> tuple[int, int, int]:
     from PIL import ImageColor
 
-    if isinstance(value, (list, tuple)) and len(value) == 3 and all(
-        isinstance(c, int) and 0 <= c <= 255 for c in value
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(isinstance(c, int) and 0 <= c <= 255 for c in value)
     ):
         return (int(value[0]), int(value[1]), int(value[2]))
     try:
         return ImageColor.getrgb(str(value))[:3]
     except ValueError:
         raise InvalidRequest(
-            f"background {value!r} is not a colour: use #rrggbb, a name such as white, "
-            "or [r, g, b]"
+            f"background {value!r} is not a colour: use #rrggbb, a name such as white, or [r, g, b]"
         ) from None
 
 
 def _fraction(params: Any, key: str, default: float, *, low: float, high: float) -> float:
     value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise InvalidRequest(f"{key} {value!r} must be a number in [{low:g}, {high:g}]")
     return float(value)
 

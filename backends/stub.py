@@ -89,8 +89,11 @@ class StubBackend:
             time.sleep(sleep)
         limit = request.params.get("stub_oom_above")
         if limit is not None and len(request.images) * len(request.seeds) > int(limit):
-            raise DeviceError(f"stub_oom_above={limit}: out of memory for "
-                              f"{len(request.images) * len(request.seeds)} outputs", out_of_memory=True)
+            raise DeviceError(
+                f"stub_oom_above={limit}: out of memory for "
+                f"{len(request.images) * len(request.seeds)} outputs",
+                out_of_memory=True,
+            )
         if not (request.params.get("stub_fail_offload") and self.spec.option("cpu_offload")):
             self._fail(self._fail_mode(request))
         size = self._size(request)
@@ -113,8 +116,12 @@ class StubBackend:
         return Result(
             images=outputs,
             seconds=time.perf_counter() - started,
-            info={"model": self.spec.model, "seeds": list(request.seeds), "n_outputs": len(outputs),
-                  "pid": os.getpid()},
+            info={
+                "model": self.spec.model,
+                "seeds": list(request.seeds),
+                "n_outputs": len(outputs),
+                "pid": os.getpid(),
+            },
         )
 
     def unload(self) -> None:

@@ -91,9 +91,15 @@ class UpscaleBackend(PipelineBackend):
         return Result(
             images=outputs,
             seconds=seconds,
-            info=self.info(scale=SCALE, steps=steps, guidance=guidance, noise_level=noise_level,
-                           calls=len(batches)),
+            info=self.info(
+                scale=SCALE,
+                steps=steps,
+                guidance=guidance,
+                noise_level=noise_level,
+                calls=len(batches),
+            ),
         )
+
 
 def params(request: Request) -> tuple[int, float, int]:
     """(steps, guidance, noise_level) from the request, or InvalidRequest saying what to change."""

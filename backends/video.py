@@ -65,7 +65,9 @@ class _ImageToVideoBackend(PipelineBackend):
 
     def validate(self, request: Request) -> None:
         self.params(request)
-        check_request(self.task, request, size_multiple=self.SIZE_MULTIPLE, per="clip", who=self.model_name)
+        check_request(
+            self.task, request, size_multiple=self.SIZE_MULTIPLE, per="clip", who=self.model_name
+        )
 
     def run(self, request: Request) -> Result:
         self.validate(request)
@@ -244,7 +246,6 @@ class WanImageToVideoBackend(_PromptedBackend):
     SEQUENCE_LENGTH: ClassVar[int] = 512
     DEFAULTS: ClassVar[dict[str, Any]] = {"frames": 33, "fps": 16, "steps": 30, "guidance": 5.0}
     BATCHES: ClassVar[bool] = False
-
 
 
 def _number(p: Any, key: str, default: Any) -> Any:

@@ -56,7 +56,7 @@ def main() -> int:
         f"sources: {{drop: {{path: drop, quiet_period: {args.quiet}}}}}\n"
         "sinks: {out: {path: out}}\nworker: {device: cpu, threads: 2}\nlog: {format: json}\n"
     )
-    log = open(work / "daemon.log", "wb")
+    log = open(work / "daemon.log", "wb")  # noqa: SIM115 - held open for the daemon's lifetime
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     started = time.monotonic()
     proc = subprocess.Popen(

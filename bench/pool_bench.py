@@ -90,17 +90,26 @@ class GpuSampler:
             pynvml.nvmlInit()
             handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
             self.source = "nvml"
-            self._thread = threading.Thread(target=self._poll_nvml, args=(pynvml, handle),
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._poll_nvml, args=(pynvml, handle), daemon=True
+            )
         except Exception:  # noqa: BLE001 - no pynvml or no driver: try nvidia-smi
             smi = shutil.which("nvidia-smi")
             if smi is None:
                 return self
             self.source = "nvidia-smi"
             self._proc = subprocess.Popen(
-                [smi, f"--id={self.index}", "--query-gpu=utilization.gpu,memory.used",
-                 "--format=csv,noheader,nounits", f"--loop-ms={int(self.interval * 1000)}"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                [
+                    smi,
+                    f"--id={self.index}",
+                    "--query-gpu=utilization.gpu,memory.used",
+                    "--format=csv,noheader,nounits",
+                    f"--loop-ms={int(self.interval * 1000)}",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
             self._thread = threading.Thread(target=self._read_smi, daemon=True)
         self._thread.start()
         return self
@@ -130,11 +139,18 @@ class GpuSampler:
 
     def result(self) -> dict:
         if not self.samples:
-            return {"gpu_busy": None, "gpu_mem_max_mib": None, "gpu_samples": 0,
-                    "gpu_source": self.source}
-        return {"gpu_busy": statistics.fmean(u for u, _ in self.samples),
-                "gpu_mem_max_mib": max(m for _, m in self.samples),
-                "gpu_samples": len(self.samples), "gpu_source": self.source}
+            return {
+                "gpu_busy": None,
+                "gpu_mem_max_mib": None,
+                "gpu_samples": 0,
+                "gpu_source": self.source,
+            }
+        return {
+            "gpu_busy": statistics.fmean(u for u, _ in self.samples),
+            "gpu_mem_max_mib": max(m for _, m in self.samples),
+            "gpu_samples": len(self.samples),
+            "gpu_source": self.source,
+        }
 
 
 def gpu_index(device: str) -> int | None:
@@ -159,7 +175,9 @@ def naive_child(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     device = args.device if args.device.startswith("cuda") else "cpu"
     dtype = getattr(torch, pick_dtype(args))
-    pipe = AutoPipelineForImage2Image.from_pretrained(resolve_model_dir(args.model, args.cache), torch_dtype=dtype)
+    pipe = AutoPipelineForImage2Image.from_pretrained(
+        resolve_model_dir(args.model, args.cache), torch_dtype=dtype
+    )
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     files = sorted(Path(args.inputs).glob("*.png"))
@@ -174,9 +192,14 @@ def naive_child(args: argparse.Namespace) -> None:
     for path in files:
         image = Image.open(path).convert("RGB")
         t = time.perf_counter()
-        result = pipe(prompt=PROMPT, image=image, strength=args.strength, num_inference_steps=args.steps,
-                      guidance_scale=args.guidance,
-                      generator=torch.Generator("cpu").manual_seed(SEED)).images[0]
+        result = pipe(
+            prompt=PROMPT,
+            image=image,
+            strength=args.strength,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            generator=torch.Generator("cpu").manual_seed(SEED),
+        ).images[0]
         inside += time.perf_counter() - t
         result.save(out / f"{path.stem}.png")
     wall = time.perf_counter() - started
@@ -195,10 +218,31 @@ def pick_dtype(args: argparse.Namespace) -> str:
 def run_naive(args: argparse.Namespace, inputs: Path, work: Path) -> dict:
     out = work / "naive-out"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, __file__, "--naive-child", "--inputs", str(inputs), "--out-dir", str(out),
-           "--model", args.model, "--cache", str(args.cache), "--steps", str(args.steps),
-           "--strength", str(args.strength), "--threads", str(args.threads), "--device", args.device,
-           "--dtype", pick_dtype(args), "--guidance", str(args.guidance)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--naive-child",
+        "--inputs",
+        str(inputs),
+        "--out-dir",
+        str(out),
+        "--model",
+        args.model,
+        "--cache",
+        str(args.cache),
+        "--steps",
+        str(args.steps),
+        "--strength",
+        str(args.strength),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+        "--dtype",
+        pick_dtype(args),
+        "--guidance",
+        str(args.guidance),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"naive loop failed:\n{proc.stderr[-4000:]}")
@@ -208,21 +252,21 @@ def run_naive(args: argparse.Namespace, inputs: Path, work: Path) -> dict:
 # -- (b), (c) Darkroom ------------------------------------------------------------------------
 
 
-RULE = """\
+RULE = f"""\
 name: bench
-match: {source: drop}
-prompt: "%s"
+match: {{source: drop}}
+prompt: "{PROMPT}"
 steps:
-  - {name: one, model: bench, variants: 1, seed: %d}
-output: {sink: out}
-""" % (PROMPT, SEED)
+  - {{name: one, model: bench, variants: 1, seed: {SEED}}}
+output: {{sink: out}}
+"""
 
 
 def run_darkroom(args: argparse.Namespace, files: list[Path], work: Path, max_batch: int) -> dict:
     import structlog
 
-    from daemon.service.app import App
     from daemon.config.settings import Settings
+    from daemon.service.app import App
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
     for name in ("drop", "out", "state", "rules"):
@@ -231,17 +275,33 @@ def run_darkroom(args: argparse.Namespace, files: list[Path], work: Path, max_ba
     (work / "rules" / "bench.yaml").write_text(RULE)
     device = args.device if args.device != "cpu" else "cpu"
     settings = Settings(
-        state_dir=work / "state", rules_dir=work / "rules", model_cache=args.cache,
+        state_dir=work / "state",
+        rules_dir=work / "rules",
+        model_cache=args.cache,
         rules_reload_interval=0,
         sources={"drop": {"type": "folder", "path": work / "drop", "quiet_period": 0.05}},
         sinks={"out": {"type": "folder", "path": work / "out"}},
-        profiles={"bench": {"task": "img2img", "model": args.model, "max_side": args.size,
-                            "dtype": pick_dtype(args),
-                            "defaults": {"steps": args.steps, "strength": args.strength,
-                                         "guidance": args.guidance},
-                            "options": {"max_batch": max(8, max_batch)}}},
-        worker={"device": device, "threads": args.threads, "max_batch": max_batch, "max_wait_ms": 0,
-                "job_timeout": 1800},
+        profiles={
+            "bench": {
+                "task": "img2img",
+                "model": args.model,
+                "max_side": args.size,
+                "dtype": pick_dtype(args),
+                "defaults": {
+                    "steps": args.steps,
+                    "strength": args.strength,
+                    "guidance": args.guidance,
+                },
+                "options": {"max_batch": max(8, max_batch)},
+            }
+        },
+        worker={
+            "device": device,
+            "threads": args.threads,
+            "max_batch": max_batch,
+            "max_wait_ms": 0,
+            "job_timeout": 1800,
+        },
         metrics={"enabled": False},
     )
     app = App(settings)
@@ -268,9 +328,16 @@ def run_darkroom(args: argparse.Namespace, files: list[Path], work: Path, max_ba
             gpu = sampler.result()
         states = app.ledger.counts()
         busy = app.pool.busy_seconds - busy0
-        return {"wall": wall, "busy": busy / wall / len(app.pool), "loads": app.pool.loads,
-                "loads_during_run": app.pool.loads - loads0, "workers": len(app.pool),
-                "calls": app.pool.calls, "states": states, **gpu}
+        return {
+            "wall": wall,
+            "busy": busy / wall / len(app.pool),
+            "loads": app.pool.loads,
+            "loads_during_run": app.pool.loads - loads0,
+            "workers": len(app.pool),
+            "calls": app.pool.calls,
+            "states": states,
+            **gpu,
+        }
     finally:
         if sampler:
             sampler.__exit__()
@@ -278,7 +345,9 @@ def run_darkroom(args: argparse.Namespace, files: list[Path], work: Path, max_ba
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size", type=int, default=128)
@@ -321,8 +390,11 @@ def main() -> None:
             r = modes[mode]()
             runs[mode].append(r)
             gpu = f"  gpu {r['gpu_busy']:.3f}" if r.get("gpu_busy") is not None else ""
-            print(f"run {i + 1} {mode:9s} wall {r['wall']:7.2f} s  busy {r['busy']:.3f}{gpu}  "
-                  f"loads {r['loads']}", flush=True)
+            print(
+                f"run {i + 1} {mode:9s} wall {r['wall']:7.2f} s  busy {r['busy']:.3f}{gpu}  "
+                f"loads {r['loads']}",
+                flush=True,
+            )
     shutil.rmtree(work, ignore_errors=True)
 
     summary = {}
@@ -339,25 +411,38 @@ def main() -> None:
             summary[mode]["gpu_busy_median"] = statistics.median(gpu)
             summary[mode]["gpu_mem_max_mib"] = max(r.get("gpu_mem_max_mib") or 0 for r in rs)
     base = summary.get("naive", {}).get("wall_median")
-    print(f"\n{'mode':10s} {'median wall s':>14s} {'/ naive':>8s} {'busy':>6s} {'gpu':>6s} "
-          f"{'loads/worker':>13s}")
+    print(
+        f"\n{'mode':10s} {'median wall s':>14s} {'/ naive':>8s} {'busy':>6s} {'gpu':>6s} "
+        f"{'loads/worker':>13s}"
+    )
     for mode, s in summary.items():
         ratio = s["wall_median"] / base if base else float("nan")
         s["ratio_to_naive"] = ratio
         gpu = s.get("gpu_busy_median")
-        print(f"{mode:10s} {s['wall_median']:14.2f} {ratio:8.3f} {s['busy_median']:6.3f} "
-              f"{gpu if gpu is None else round(gpu, 3)!s:>6s} {s['loads'] / s['workers']:13.1f}")
+        print(
+            f"{mode:10s} {s['wall_median']:14.2f} {ratio:8.3f} {s['busy_median']:6.3f} "
+            f"{gpu if gpu is None else round(gpu, 3)!s:>6s} {s['loads'] / s['workers']:13.1f}"
+        )
     result = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "device": args.device},
-        "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                   if k not in ("naive_child", "inputs", "out_dir")},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "device": args.device,
+        },
+        "params": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k not in ("naive_child", "inputs", "out_dir")
+        },
         "summary": summary,
         "runs": runs,
-        "goals": {"darkroom/naive <= 1.03": summary.get("darkroom", {}).get("ratio_to_naive"),
-                  "batched/naive < 1.0": summary.get("batched", {}).get("ratio_to_naive"),
-                  # on CUDA: the GPU's own busy fraction in the saturated (batched) run
-                  "gpu busy >= 0.95": summary.get("batched", {}).get("gpu_busy_median")},
+        "goals": {
+            "darkroom/naive <= 1.03": summary.get("darkroom", {}).get("ratio_to_naive"),
+            "batched/naive < 1.0": summary.get("batched", {}).get("ratio_to_naive"),
+            # on CUDA: the GPU's own busy fraction in the saturated (batched) run
+            "gpu busy >= 0.95": summary.get("batched", {}).get("gpu_busy_median"),
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))

@@ -36,6 +36,7 @@ from PIL import Image, ImageChops, features
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
+from daemon.outputs.manifest import Manifest  # noqa: E402
 from daemon.outputs.sheet import SOURCE, render_sheet, thumbnail  # noqa: E402
 
 CACHE = ROOT / ".cache" / "sheet"
@@ -97,7 +98,7 @@ def ensure_images(regenerate: bool = False) -> list[Path]:
     return paths
 
 
-def build_manifest(paths: list[Path]) -> tuple[dict, dict[str, Path]]:
+def build_manifest(paths: list[Path]) -> tuple[Manifest, dict[str, Path]]:
     files = {SOURCE: paths[0]}
     steps = []
     index = 1
@@ -156,7 +157,7 @@ def build_manifest(paths: list[Path]) -> tuple[dict, dict[str, Path]]:
         "status": "done",
         "steps": steps,
     }
-    return manifest, files
+    return Manifest.model_validate(manifest), files
 
 
 def time_runs(fn: Callable[[], Image.Image], runs: int) -> tuple[list[float], Image.Image]:

@@ -215,8 +215,9 @@ def translate(
         text = f"cannot {action} {where}: {_describe(exc)}"
     out = error(text)
     out.retryable = retryable  # instance attribute: transient input errors are worth retrying
-    # Replaced or deleted objects are gone: nothing to quarantine, a newer event may follow.
-    out.gone = is_precondition_failed(exc) or is_not_found(exc)
+    if isinstance(out, InputError):
+        # Replaced or deleted inputs are gone: nothing to quarantine, a newer event may follow.
+        out.gone = is_precondition_failed(exc) or is_not_found(exc)
     return out
 
 

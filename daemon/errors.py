@@ -11,9 +11,13 @@ these at the seam where they are met, so callers catch one family::
     ├── OutputError            an output could not be written (path escapes the sink, disk full)
     │   └── AlreadyCommitted   another daemon already committed this manifest (not a failure)
     └── JobError               a job failed while running
-        └── WorkerDied         the worker process died under the job
+        ├── WorkerDied         the worker process died under the job (or did not answer in time)
+        ├── OutOfMemory        the device ran out of memory for this call; a smaller one may fit
+        └── BudgetReached      a rule's daily spend on hosted models is used up: the job waits
 
-``retryable`` says whether trying the same job again later can help.
+``retryable`` says whether trying the same job again later can help. Errors a backend raises
+inside a worker process (``backends.base``) cross the pipe by class name and are translated
+into ``JobError``/``WorkerDied``/``OutOfMemory`` by :mod:`daemon.execution.pool`.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ class RuleError(ConfigError):
 
 
 class StateLocked(DarkroomError):
-    pass
+    """Another daemon holds the state directory's lock."""
 
 
 class InputError(DarkroomError):
@@ -84,4 +88,17 @@ class JobError(DarkroomError):
 
 
 class WorkerDied(JobError):
-    pass
+    """The worker process died, hung past its time limit or failed its device check; the
+    pool replaces it and the job is retried (or put back, when the daemon is stopping)."""
+
+
+class OutOfMemory(JobError):
+    """The device ran out of memory for this call; a smaller one may fit."""
+
+
+class BudgetReached(JobError):
+    """A rule's daily spend on hosted models is used up: the job is deferred to midnight,
+    not failed (the runner checks for this class before any other)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, retryable=True)

@@ -413,7 +413,8 @@ def split(
     """A Result from ``in_parallel``'s (image, info) pairs; a ``Failed`` slot becomes ``None``
     with its reason in ``info["outputs"][k]["refusal"]`` (refused) or ``["error"]`` (a failed
     variant: the other outputs were paid for and are kept)."""
-    images, infos = [], []
+    images: list[Any] = []
+    infos: list[dict[str, Any]] = []
     for result in results:
         if isinstance(result, Failed):
             error = result.error

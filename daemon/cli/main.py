@@ -1,11 +1,11 @@
-"""The ``darkroom`` command line.
+"""The ``darkroom`` command line: its parser, and the run, check, process and models commands.
 
     darkroom run      [--config PATH]             the daemon, in the foreground
     darkroom check    [--config PATH]             validate config and rules; every error at once
     darkroom process  FILE... [--rule NAME]        one-shot through the same pipeline
     darkroom models   [--config PATH]             the model profiles
-    (+ status, jobs ls, retry, cancel: cli_ops; match, rules schema, reprocess: cli_rules;
-     inspect, review: cli_review)
+    (+ status, jobs ls, retry, cancel: daemon.cli.ops; match, rules schema, reprocess:
+     daemon.cli.rules; inspect, review: daemon.cli.review)
 
 The config file is ``--config``, else ``$DARKROOM_CONFIG``, else ``./darkroom.yaml`` if it
 exists (otherwise defaults and environment only).
@@ -20,9 +20,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daemon import __version__
 from daemon.errors import ConfigError, DarkroomError
+
+if TYPE_CHECKING:
+    from daemon.config.profiles import Profile
+    from daemon.config.settings import Settings
 
 
 def _config_path(arg: str | None) -> Path | None:
@@ -34,9 +39,9 @@ def _config_path(arg: str | None) -> Path | None:
     return default if default.exists() else None
 
 
-def _settings(args: argparse.Namespace):
-    from daemon.service import logs
+def _settings(args: argparse.Namespace) -> Settings:
     from daemon.config.settings import load_settings
+    from daemon.service import logs
 
     settings = load_settings(_config_path(args.config))
     logs.configure(settings.log.level, settings.log.format)
@@ -65,10 +70,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from daemon.service.app import config_problems
     from daemon.config.profiles import resolve_profiles
-    from daemon.rules import load_rules
     from daemon.config.settings import load_settings
+    from daemon.rules.load import load_rules
+    from daemon.service.app import config_problems
 
     problems = []
     try:
@@ -94,61 +99,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
         return 1
+    assert settings is not None and rules is not None  # else there were problems
     print(
-        f"ok: {len(rules)} rule(s) in {settings.rules_dir}, {len(settings.sources)} source(s), {len(settings.sinks)} sink(s)"
+        f"ok: {len(rules)} rule(s) in {settings.rules_dir}, "
+        f"{len(settings.sources)} source(s), {len(settings.sinks)} sink(s)"
     )
     return 0
 
 
-class _FilesSource:
-    """The files named on the command line, as a read-only source."""
-
-    name = "cli"
-
-    def __init__(self, paths: list[Path]):
-        names = [p.name for p in paths]
-        # The file name is the key (it drives {stem} etc.); the full path only if names clash.
-        self.paths = {
-            (p.name if names.count(p.name) == 1 else str(p).lstrip("/")): p for p in paths
-        }
-
-    def start(self, emit, known) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def scan(self) -> None: ...
-
-    def settle(self, arrival, outcome) -> None: ...
-
-    def _path(self, key: str) -> Path:
-        from daemon.errors import InputError
-
-        if key in self.paths:
-            return self.paths[key]
-        # A sidecar or mask next to one of the named files.
-        parent, _, name = key.rpartition("/")
-        for known, path in self.paths.items():
-            if (
-                known.rpartition("/")[0] == parent
-                and "/" not in name
-                and name not in ("", ".", "..")
-            ):
-                return path.parent / name
-        raise InputError(f"{key}: not one of the files given")
-
-    def read(self, key: str, etag: str | None = None) -> bytes:
-        from daemon.errors import InputError
-
-        path = self._path(key)
-        try:
-            return path.read_bytes()
-        except OSError as exc:
-            raise InputError(f"{path}: {exc.strerror}") from None
-
-
 def cmd_process(args: argparse.Namespace) -> int:
     from daemon.service.app import App
-    from daemon.types import Arrival
+    from daemon.sources.files import FilesSource
+    from daemon.types import JobState, PlanState
 
     settings = _settings(args)
     paths = [Path(p).resolve() for p in args.files]
@@ -156,8 +118,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     if missing:
         print(f"not a file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    files = _FilesSource(paths)
-    app = App(settings, sources={"cli": files}, any_source=True)
+    files = FilesSource(paths)
+    app = App(settings, sources={files.name: files}, any_source=True)
     if args.rule and args.rule not in app.rules.by_name:
         print(
             f"unknown rule {args.rule!r}; rules: {', '.join(sorted(app.rules.by_name))}",
@@ -165,41 +127,37 @@ def cmd_process(args: argparse.Namespace) -> int:
         )
         return 2
     if args.rule:
-        from daemon.rules import RuleSet
+        from daemon.rules.match import RuleSet
 
         app.rules = RuleSet([app.rules.by_name[args.rule]])
     app.start()
+    ledger = app.ledger
+    assert ledger is not None  # made by start()
     plan_ids: list[str] = []
     try:
-        for key, path in files.paths.items():
-            stat = path.stat()
-            plan_ids += (
-                app.intake.handle(Arrival("cli", key, str(path), stat.st_size, stat.st_mtime_ns))
-                or []
-            )
+        for arrival in files.arrivals():
+            plan_ids += app.intake.handle(arrival) or []
         if not plan_ids:
             print("no rule matches these files (use --rule NAME to choose one)", file=sys.stderr)
             return 1
         while True:
-            states = [app.ledger.plan(pid).state for pid in plan_ids]
-            jobs = [j for pid in plan_ids for j in app.ledger.jobs_of(pid)]
+            states = [ledger.plan(pid).state for pid in plan_ids]
+            jobs = [j for pid in plan_ids for j in ledger.jobs_of(pid)]
             ended = sum(j.state.terminal for j in jobs)
             _progress(ended, len(jobs))
-            if all(s != "active" for s in states):
+            if all(s != PlanState.ACTIVE for s in states):
                 break
             time.sleep(0.2)
         print(file=sys.stderr)
         failed = 0
         for pid in plan_ids:
-            plan = app.ledger.plan(pid)
-            sink = app.sinks[plan.plan["sink"]]
-            print(
-                f"{plan.state:8} {plan.key} [{plan.rule}] -> {sink.location(plan.plan['manifest'])}"
-            )
-            for job in app.ledger.jobs_of(pid):
-                if job.error and job.state.value == "failed":
-                    print(f"         {job.step}: {job.error}")
-            failed += plan.state != "done"
+            row = ledger.plan(pid)
+            sink = app.sinks[row.plan.sink]
+            print(f"{row.state:8} {row.key} [{row.rule}] -> {sink.location(row.plan.manifest)}")
+            for job in ledger.jobs_of(pid):
+                if job.error and job.state == JobState.FAILED:
+                    print(f"         {job.unit_id}: {job.error}")
+            failed += row.state != PlanState.DONE
         return 1 if failed else 0
     finally:
         app.stop()
@@ -212,7 +170,7 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-def weights_status(profile, models_dir: Path) -> str:
+def weights_status(profile: Profile, models_dir: Path) -> str:
     """Where a profile's weights are, without loading them (and without torch)."""
     import os
 
@@ -259,7 +217,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         rows.append((name, p.role, p.task, p.model, vram, weights_status(p, settings.models_dir)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
@@ -284,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("files", nargs="+", metavar="FILE")
             p.add_argument("--rule", help="use this rule instead of matching")
     # Review commands (inspect, review approve|reject) live in their own module.
-    from daemon.cli import ops as cli_ops, review as cli_review, rules as cli_rules
+    from daemon.cli import ops as cli_ops
+    from daemon.cli import review as cli_review
+    from daemon.cli import rules as cli_rules
 
     cli_ops.register(sub)
     cli_review.register(sub)
@@ -295,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        status: int = args.func(args)
+        return status
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1

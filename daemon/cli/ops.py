@@ -16,9 +16,10 @@ import sys
 import time
 
 from daemon.queue.ledger import Ledger
+from daemon.types import JobState
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "status", help="show the queue: depth, running, failed with reasons, per rule"
     )
@@ -93,7 +94,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for job in failed:
         plan = ledger.plan(job.plan_id)
         print(
-            f"  {job.id[:12]}  {plan.key} [{job.rule}/{job.step}] after {job.attempts} attempt(s): {job.error}"
+            f"  {job.id[:12]}  {plan.key} [{job.rule}/{job.unit_id}] after {job.attempts} attempt(s): {job.error}"
         )
     return 0
 
@@ -106,8 +107,8 @@ def cmd_jobs_ls(args: argparse.Namespace) -> int:
     for job in ledger.jobs(state=args.state, rule=args.rule, limit=args.limit):
         plan = ledger.plan(job.plan_id)
         updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.updated_at))
-        line = f"{job.id[:12]}  {job.state.value:8}  {job.rule + '/' + job.step:28}  {job.attempts:5}  {updated}  {plan.source}:{plan.key}"
-        if job.error and job.state.value == "failed":
+        line = f"{job.id[:12]}  {job.state.value:8}  {job.rule + '/' + job.unit_id:28}  {job.attempts:5}  {updated}  {plan.source}:{plan.key}"
+        if job.error and job.state is JobState.FAILED:
             line += f"  — {job.error}"
         print(line)
     return 0
@@ -155,7 +156,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     code = 0
     for job_id in ids:
         before = ledger.cancel(job_id)
-        if before in ("queued", "waiting"):
+        if before in (JobState.QUEUED, JobState.WAITING):
             print(f"{job_id[:12]} cancelled")
         else:
             print(

@@ -25,13 +25,20 @@ import argparse
 import datetime
 import getpass
 import json
+import mimetypes
 import posixpath
 import sys
-from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from daemon.errors import DarkroomError
+from daemon.outputs.manifest import (
+    Decision,
+    Manifest,
+    ManifestError,
+    manifest_bytes,
+    parse_manifest,
+)
+from daemon.sinks.base import Sink
 
 
 class ReviewError(DarkroomError):
@@ -96,16 +103,11 @@ def _manifest_file(target: Path) -> Path:
     return target
 
 
-def _folder_root(manifest_file: Path, manifest: Mapping[str, Any]) -> Path:
+def _folder_root(manifest_file: Path, manifest: Manifest) -> Path:
     """The sink root: the nearest ancestor from which the manifest's own paths resolve."""
-    paths = [
-        str(o["path"])
-        for s in manifest.get("steps") or []
-        for o in s.get("outputs") or []
-        if o.get("path") and not o.get("error")
-    ]
-    if manifest.get("sheet"):
-        paths.append(str(manifest["sheet"]))
+    paths = [str(o.path) for o in manifest.written()]
+    if manifest.sheet:
+        paths.append(manifest.sheet)
     folder = manifest_file.resolve().parent
     for root in [folder, *folder.parents]:
         if any((root / p).is_file() for p in paths) or (root / "index.json").is_file():
@@ -113,14 +115,14 @@ def _folder_root(manifest_file: Path, manifest: Mapping[str, Any]) -> Path:
     return folder
 
 
-def _open_sink(args: argparse.Namespace) -> tuple[Any, str]:
+def _open_sink(args: argparse.Namespace) -> tuple[Sink, str]:
     """(sink, manifest path inside it) for the command's TARGET."""
     from daemon.sinks.folder import FolderSink
 
     if args.config:
-        from daemon.service.app import build_sinks
         from daemon.cli.main import _config_path
         from daemon.config.settings import load_settings
+        from daemon.service.app import build_sinks
 
         sinks = build_sinks(load_settings(_config_path(args.config)))
         name, sep, rest = args.target.partition(":")
@@ -128,9 +130,9 @@ def _open_sink(args: argparse.Namespace) -> tuple[Any, str]:
             return sinks[name], rest
         target = _manifest_file(Path(args.target)).resolve()
         for sink in sinks.values():
-            root = getattr(sink, "root", None)
-            if root is not None and target.is_relative_to(Path(root).resolve()):
-                return sink, target.relative_to(Path(root).resolve()).as_posix()
+            root = sink.local_root()
+            if root is not None and target.is_relative_to(root.resolve()):
+                return sink, target.relative_to(root.resolve()).as_posix()
         raise ReviewError(
             f"{args.target} is not inside a configured folder sink; use SINK:path/to/manifest.json "
             f"(sinks: {', '.join(sorted(sinks)) or 'none'})"
@@ -141,43 +143,34 @@ def _open_sink(args: argparse.Namespace) -> tuple[Any, str]:
     return FolderSink("review", root), manifest_file.resolve().relative_to(root).as_posix()
 
 
-def _load(data: bytes, where: str) -> dict[str, Any]:
+def _load(data: bytes, where: str) -> Manifest:
     try:
-        manifest = json.loads(data)
-    except ValueError as exc:
-        raise ReviewError(f"{where} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or "steps" not in manifest:
-        raise ReviewError(f"{where} is not a Darkroom manifest (no 'steps')")
-    return manifest
+        return parse_manifest(data)
+    except ManifestError as exc:
+        raise ReviewError(f"{where} is {exc}") from None
 
 
-def resolve_variant(manifest: Mapping[str, Any], wanted: str, where: str) -> str:
+def resolve_variant(manifest: Manifest, wanted: str, where: str) -> str:
     """The output path in ``manifest`` that ``wanted`` names (see the module docstring)."""
-    from daemon.outputs.review import short_names
+    from daemon.outputs.page import short_names
 
     names = short_names(manifest)
     matches = []
-    for step in manifest.get("steps") or []:
-        for o in step.get("outputs") or []:
-            path = o.get("path")
-            if not path or path not in names:
-                continue
-            name, model, variant = (
-                o.get("step") or step.get("name"),
-                o.get("model") or step.get("model"),
-                o.get("variant"),
-            )
-            base = posixpath.basename(path)
-            forms = {
-                path,
-                base,
-                PurePosixPath(base).stem,
-                names[path],
-                f"{name}-{variant}",
-                f"{name}-{model}-{variant}",
-            }
-            if wanted in forms and path not in matches:
-                matches.append(path)
+    for step, o in manifest.outputs():
+        if not o.path or o.path not in names:
+            continue
+        name, model = o.step or step.name, o.model or step.model
+        base = posixpath.basename(o.path)
+        forms = {
+            o.path,
+            base,
+            PurePosixPath(base).stem,
+            names[o.path],
+            f"{name}-{o.variant}",
+            f"{name}-{model}-{o.variant}",
+        }
+        if wanted in forms and o.path not in matches:
+            matches.append(o.path)
     if len(matches) == 1:
         return matches[0]
     listing = ", ".join(names.values()) or "none"
@@ -186,27 +179,16 @@ def resolve_variant(manifest: Mapping[str, Any], wanted: str, where: str) -> str
     raise ReviewError(f"no variant {wanted!r} in {where}; variants: {listing}")
 
 
-def approved_path(manifest: Mapping[str, Any], output_path: str, manifest_path: str) -> str:
+def approved_path(manifest: Manifest, output_path: str, manifest_path: str) -> str:
     """``approved/<rule>/<stem>/<file>`` for an output of this manifest."""
-    rule = (manifest.get("rule") or {}).get("name") or "unknown-rule"
-    key = (manifest.get("source") or {}).get("key") or ""
-    stem = PurePosixPath(str(key)).stem or PurePosixPath(manifest_path).parent.name or "source"
-    return posixpath.join("approved", str(rule), stem, posixpath.basename(output_path))
-
-
-def _delete(sink: Any, path: str) -> bool:
-    """Remove ``path`` from the sink if the sink knows how; True if something was removed.
-
-    The Sink protocol has no delete yet: folder and memory sinks are handled here.
-    """
-    if not sink.exists(path):
-        return False
-    sink.delete(path)
-    return True
+    rule = manifest.rule.name or "unknown-rule"
+    key = manifest.source.key or ""
+    stem = PurePosixPath(key).stem or PurePosixPath(manifest_path).parent.name or "source"
+    return posixpath.join("approved", rule, stem, posixpath.basename(output_path))
 
 
 def decide(
-    sink: Any,
+    sink: Sink,
     manifest_path: str,
     variants: list[str],
     decision: str,
@@ -220,40 +202,37 @@ def decide(
     Returns ``[(output path, approved copy path)]``. Raises ReviewError naming what was wrong;
     nothing is written unless every variant resolves.
     """
-    from daemon.outputs import review
+    from daemon.outputs.page import publish
 
     if decision not in ("approved", "rejected"):
         raise ValueError(f"decision must be 'approved' or 'rejected', not {decision!r}")
-    where = getattr(sink, "location", lambda p: p)(manifest_path)
+    where = sink.location(manifest_path)
     if not sink.exists(manifest_path):
         raise ReviewError(f"no manifest at {where}")
     manifest = _load(sink.read(manifest_path), where)
     paths = [resolve_variant(manifest, v, where) for v in variants]
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     who = by or _login()
-    decisions = manifest.get("decisions") if isinstance(manifest.get("decisions"), dict) else {}
+    decided: dict[str, Decision] = {}
     done = []
     for path in dict.fromkeys(paths):
         copy = approved_path(manifest, path, manifest_path)
         if decision == "approved":
             sink.write(copy, sink.read(path), _content_type(path))
-        else:
-            _delete(sink, copy)
-        record = {"decision": decision, "at": now, "by": who}
-        if note:
-            record["note"] = note
-        decisions[path] = record
+        elif sink.exists(copy):
+            sink.delete(copy)
+        # A note is written only when given, as earlier daemons did.
+        fields = {"note": note} if note else {}
+        decided[path] = Decision(decision=decision, at=now, by=who, **fields)
         done.append((path, copy))
-    manifest["decisions"] = decisions
+    manifest = manifest.with_decisions(decided)
     # A plain write, not write_manifest: replacing our own commit marker is intended here.
-    sink.write(manifest_path, json.dumps(manifest, indent=2).encode(), "application/json")
-    review.publish(sink, manifest, manifest_path=manifest_path)
+    sink.write(manifest_path, manifest_bytes(manifest), "application/json")
+    publish(sink, manifest, manifest_path=manifest_path)
     return done
 
 
 def _content_type(path: str) -> str:
-    import mimetypes
-
     return mimetypes.guess_type(path)[0] or "application/octet-stream"
 
 
@@ -271,7 +250,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     except ReviewError as exc:
         print(f"darkroom: {exc}", file=sys.stderr)
         return 1
-    from daemon.outputs.review import page_path_for
+    from daemon.outputs.paths import page_path_for
 
     for path, copy in done:
         tail = f" -> {sink.location(copy)}" if args.decision == "approved" else ""

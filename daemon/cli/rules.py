@@ -8,12 +8,19 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.errors import DarkroomError
 
+if TYPE_CHECKING:
+    from daemon.config.profiles import Profile
+    from daemon.config.settings import Settings
+    from daemon.rules.match import RuleSet
+    from daemon.rules.sidecars import Sidecar
+    from daemon.sources.base import Source
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "match", help="explain which rules take a file, and the plan, without running a model"
     )
@@ -39,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def rule_schema() -> dict[str, Any]:
-    from daemon.rules import Rule
+    from daemon.rules.schema import Rule
 
     schema = Rule.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -59,11 +66,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _context(args: argparse.Namespace):
-    from daemon.service.app import build_sources
+def _context(
+    args: argparse.Namespace,
+) -> tuple[Settings, RuleSet, dict[str, Source], dict[str, Profile]]:
     from daemon.cli.main import _settings
     from daemon.config.profiles import resolve_profiles
-    from daemon.rules import load_rules
+    from daemon.rules.load import load_rules
+    from daemon.service.app import build_sources
 
     settings = _settings(args)
     return (
@@ -75,9 +84,10 @@ def _context(args: argparse.Namespace):
 
 
 def cmd_match(args: argparse.Namespace) -> int:
-    from daemon.intake.intake import image_facts
+    from daemon.intake.facts import image_facts
+    from daemon.rules.plan import output_path, plan_for
+    from daemon.rules.references import reference_files
     from daemon.types import Arrival
-    from daemon.rules import output_path, plan_for, resolve_references
 
     settings, rules, sources, profiles = _context(args)
     path = Path(args.path).resolve()
@@ -121,16 +131,10 @@ def cmd_match(args: argparse.Namespace) -> int:
         matched += 1
         rule = rules.get(verdict.rule)
         print(f"  + {verdict.rule}: matches")
-        references = {
-            s.name: [
-                {"path": str(p), "sha256": ""}
-                for p in resolve_references(
-                    s.references, settings.rules_dir, settings.reference_dirs
-                )
-            ]
-            for s in rule.steps
-            if s.references
-        }
+        # Paths only: hashing every reference image would not change what is shown.
+        references = reference_files(
+            rule, settings.rules_dir, settings.reference_dirs, hashed=False
+        )
         plan = plan_for(
             rule,
             arrival,
@@ -139,39 +143,38 @@ def cmd_match(args: argparse.Namespace) -> int:
             sidecar=sidecar,
             references=references,
         )
-        if plan.get("error"):
-            print(f"      would fail: {plan['error']}")
+        if plan.error:
+            print(f"      would fail: {plan.error}")
         fixed = {s.name for s in rule.steps if s.seed is not None or s.seeds is not None}
-        for unit in plan["steps"]:
-            profile = profiles.get(unit["model"])
+        for unit in plan.units:
+            profile = profiles.get(unit.model)
             model = profile.model if profile else "UNKNOWN PROFILE"
             video = profile is not None and profile.task in ("svd", "ltx-i2v", "wan-i2v")
             seeds = (
-                unit["seeds"]
-                if unit["name"] in fixed
-                else f"{unit['seeds']} (random: drawn again on arrival)"
+                str(unit.seeds)
+                if unit.name in fixed
+                else f"{unit.seeds} (random: drawn again on arrival)"
             )
             print(
-                f"      step {unit['name']} · {unit['model']} ({model}) · input {unit['input']} · seeds {seeds}"
+                f"      step {unit.name} · {unit.model} ({model}) · input {unit.input}"
+                f" · seeds {seeds}"
             )
-            print(f"        prompt: {unit['prompt']}")
-            for ref in unit["references"]:
-                print(f"        reference: {ref['path']}")
-            if unit["mask"]:
-                print(f"        mask: {unit['mask']}")
-            paths = [
-                output_path(plan, unit, v, s, video=video) for v, s in enumerate(unit["seeds"])
-            ]
-            more = " (per input)" if unit["input"] != "source" else ""
+            print(f"        prompt: {unit.prompt}")
+            for ref in unit.references:
+                print(f"        reference: {ref.path}")
+            if unit.mask:
+                print(f"        mask: {unit.mask}")
+            paths = [output_path(plan, unit, v, s, video=video) for v, s in enumerate(unit.seeds)]
+            more = " (per input)" if unit.input != "source" else ""
             print(f"        outputs{more}: " + ", ".join(paths))
-        print(f"      manifest: {plan['manifest']} · sheet: {plan['sheet']}")
+        print(f"      manifest: {plan.manifest} · sheet: {plan.sheet}")
     if not matched:
         print("no rule matches: the daemon would ignore this file")
     return 0 if matched else 1
 
 
-def _sidecar_next_to(path: Path, key: str):
-    from daemon.rules import Sidecar, sidecar_keys
+def _sidecar_next_to(path: Path, key: str) -> Sidecar | None:
+    from daemon.rules.sidecars import Sidecar, sidecar_keys
 
     for candidate in sidecar_keys(key):
         file = path.parent / Path(candidate).name
@@ -188,8 +191,9 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
     """Submit the current version of a rule for inputs already seen. Works beside a
     running daemon (the ledger is SQLite in WAL mode): it picks the new jobs up."""
     from daemon.intake.intake import Intake
-    from daemon.types import Arrival
     from daemon.queue.ledger import Ledger
+    from daemon.rules.match import RuleSet
+    from daemon.types import Arrival
 
     settings, rules, sources, _profiles = _context(args)
     if args.rule not in rules.by_name:
@@ -200,8 +204,6 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
         return 2
     since = datetime.datetime.fromisoformat(args.since).timestamp() if args.since else 0.0
     rule = rules.get(args.rule)
-    from daemon.rules import RuleSet
-
     only = RuleSet([rules.by_name[args.rule]])
     ledger = Ledger(
         settings.state_dir / "ledger.sqlite",

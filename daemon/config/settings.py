@@ -389,7 +389,7 @@ def load_settings(config: Path | None) -> Settings:
         settings = Settings(**data)
     except ValidationError as exc:
         problems = yamlfile.validation_problems(exc, positions, _known_keys())
-        for problem, err in zip(problems, exc.errors()):
+        for problem, err in zip(problems, exc.errors(), strict=True):  # one problem per error
             env = _env_var_for(positions.user_loc(err["loc"]))
             if env:
                 problems[problems.index(problem)] = Problem(

@@ -16,7 +16,7 @@ output has its own seeded generator; the numbers agree within floating-point tol
 Failure isolation: an out-of-memory error halves the batch and retries; any other error of
 a merged call reruns the jobs one by one, so one bad input fails only its own job. A dead
 worker fails the whole batch (every job is retried, and a retried job is never batched
-again — see :mod:`daemon.dispatch` — so a poison input cannot take its companions down
+again — see :mod:`daemon.queue.dispatch` — so a poison input cannot take its companions down
 with it more than once).
 """
 
@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TypeVar
 
 from backends.base import ModelSpec, Request, Result
-from daemon.errors import JobError, WorkerDied
-from daemon.execution.pool import OutOfMemory
+from daemon.errors import JobError, OutOfMemory, WorkerDied
+
+T = TypeVar("T")
 
 
-def batch_key(spec: ModelSpec, request: Request) -> tuple | None:
+def batch_key(spec: ModelSpec, request: Request) -> tuple[object, ...] | None:
     """Requests with equal keys can share a call; None: this one runs alone."""
     if request.references or request.mask is not None or not request.images:
         return None
@@ -56,11 +57,11 @@ def batch_key(spec: ModelSpec, request: Request) -> tuple | None:
 
 
 def group(
-    items: Sequence[Any], key: Callable[[Any], tuple | None], max_batch: int
-) -> list[list[Any]]:
+    items: Sequence[T], key: Callable[[T], tuple[object, ...] | None], max_batch: int
+) -> list[list[T]]:
     """Items in arrival order, grouped by key into lists of at most ``max_batch``."""
-    groups: list[list[Any]] = []
-    open_groups: dict[tuple, list[Any]] = {}
+    groups: list[list[T]] = []
+    open_groups: dict[tuple[object, ...], list[T]] = {}
     for item in items:
         k = key(item) if max_batch > 1 else None
         if k is None:
@@ -112,8 +113,8 @@ def run_batch(
 ) -> list[Result | Exception]:
     """Run ``requests`` as few calls as fit; one outcome (a Result or the error) per request.
 
-    ``run`` is :meth:`daemon.pool.WorkerPool.run` (or a stand-in with its signature). Errors
-    are returned, not raised, so the caller settles every job of the batch.
+    ``run`` is a :meth:`daemon.execution.pool.Pool.run` (the runner binds its ``cancel``).
+    Errors are returned, not raised, so the caller settles every job of the batch.
     """
     if len(requests) == 1:
         try:

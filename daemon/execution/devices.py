@@ -10,14 +10,14 @@ then picks ``cuda:0`` or falls back to the CPU itself, with torch, where it is s
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
 
 
-def count_gpus(env: dict[str, str] | None = None, gpus_dir: Path = NVIDIA_GPUS) -> int:
-    env = os.environ if env is None else env
-    visible = env.get("CUDA_VISIBLE_DEVICES")
+def count_gpus(env: Mapping[str, str] | None = None, gpus_dir: Path = NVIDIA_GPUS) -> int:
+    visible = (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return len([v for v in visible.split(",") if v.strip() and v.strip() != "-1"])
     try:

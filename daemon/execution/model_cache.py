@@ -10,12 +10,17 @@ measured size is small, which is exactly what it costs.
 Eviction happens after a load, never before: the size of a model is only known once it
 is loaded, and the newest entry is never evicted (a model bigger than the budget still
 runs, alone).
+
+Every load (with its seconds) and every unload that makes room is kept in ``events`` until
+the worker sends them to the main process with its next reply (:meth:`take_events`): the
+pool turns them into the ``model_loaded``/``model_evicted`` hooks.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +67,13 @@ class ModelCache:
         self._entries: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
         self.loads = 0
         self.evictions = 0
+        # ("loaded", spec, seconds) | ("evicted", spec, 0.0), oldest first, not yet reported.
+        self.events: list[tuple[str, Any, float]] = []
+
+    def take_events(self) -> list[tuple[str, Any, float]]:
+        """The loads and evictions since the last call (the worker's next reply carries them)."""
+        events, self.events = self.events, []
+        return events
 
     def get(self, spec: Any) -> Any:
         entry = self._entries.get(spec)
@@ -69,12 +81,15 @@ class ModelCache:
             self._entries.move_to_end(spec)
             return entry[0]
         before = device_bytes(self.device)
+        started = time.perf_counter()
         backend = self._build(spec)
+        seconds = time.perf_counter() - started
         size = getattr(backend, "memory_bytes", None)
         if size is None:
             size = max(0, device_bytes(self.device) - before)
         self._entries[spec] = (backend, int(size))
         self.loads += 1
+        self.events.append(("loaded", spec, seconds))
         self._evict()
         return backend
 
@@ -84,6 +99,7 @@ class ModelCache:
         while len(self._entries) > 1 and self.used() > self.budget:
             spec, (backend, size) = self._entries.popitem(last=False)
             self.evictions += 1
+            self.events.append(("evicted", spec, 0.0))
             log.info(
                 "model unloaded to stay within the memory budget",
                 model=spec.model,
@@ -98,6 +114,8 @@ class ModelCache:
         """After an out-of-memory error: unload every other pipeline to make room."""
         for spec in [s for s in self._entries if s != keep]:
             backend, _ = self._entries.pop(spec)
+            self.evictions += 1
+            self.events.append(("evicted", spec, 0.0))
             _unload(backend)
         free_memory(self.device)
 

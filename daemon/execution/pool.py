@@ -1,5 +1,8 @@
 """The worker pool, seen from the main process: one spawned worker per device.
 
+:class:`Pool` is what the runner needs from a pool; :class:`WorkerPool` is the real one, and
+:class:`daemon.execution.inline_pool.InlinePool` runs backends in the calling thread (tests).
+
 Callers (the runner's pipeline threads) call :meth:`WorkerPool.run` from several threads at
 once; each call borrows one idle worker for its duration. Which worker: one that already
 has the model loaded if any is idle; else, if a busy worker has it, wait a little
@@ -14,46 +17,63 @@ worker (which has freed its memory): first with the backend's internal batch at 
 (``max_batch: 1``), then with ``cpu_offload``; only then does the job fail (retryable).
 Workers are recycled — stopped and started again between jobs — after ``recycle_after_jobs``
 jobs or when their resident memory passes ``recycle_rss_gb``.
+
+Every model a worker loads or evicts, and every replaced worker, is reported to
+:class:`daemon.hooks.Hooks` (metrics count them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from backends.base import ModelSpec, Request, Result
+from daemon.errors import JobError, OutOfMemory, WorkerDied
 from daemon.execution import devices as device_list
-from daemon.errors import JobError, WorkerDied
+from daemon.execution.worker_handle import ModelEvent, Worker
+from daemon.hooks import Hooks
 
 log = structlog.get_logger("darkroom.pool")
 
-# Errors a retry cannot fix: the same request will be refused the same way.
-PERMANENT = {"InvalidRequest", "ModelUnavailable", "BackendMissing"}
+__all__ = ["OutOfMemory", "Pool", "WorkerPool", "spec_label", "with_option"]
+
 GB = 1024**3
 
 
-class OutOfMemory(JobError):
-    """The device ran out of memory for this call; a smaller one may fit."""
+class Pool(Protocol):
+    """What the runner needs from a pool of model runners."""
 
+    job_timeout: float
 
-def _exit_reason(code: int | None) -> str:
-    if code is None:
-        return "did not exit"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with status {code}"
+    def __len__(self) -> int:
+        """How many requests can run at once (one per worker)."""
+        ...
+
+    def run(
+        self,
+        spec: ModelSpec,
+        request: Request,
+        *,
+        timeout: float | None = None,
+        fallback: bool = True,
+        cancel: Callable[[], bool] | None = None,
+    ) -> Result:
+        """Run one request; raises the daemon's errors (JobError, WorkerDied, OutOfMemory)."""
+        ...
+
+    def loaded_specs(self) -> set[ModelSpec]:
+        """The models some worker holds now (the dispatcher prefers their jobs)."""
+        ...
+
+    def ping(self) -> bool:
+        """Check idle workers (their device still answers); False when one was replaced."""
+        ...
 
 
 def with_option(spec: ModelSpec, name: str, value: Any) -> ModelSpec:
@@ -62,123 +82,17 @@ def with_option(spec: ModelSpec, name: str, value: Any) -> ModelSpec:
     return dataclasses.replace(spec, options=ModelSpec.freeze_options(options))
 
 
-class Worker:
-    """One worker process and the pipe to it. Not thread-safe: the pool lends it to one caller."""
-
-    def __init__(
-        self,
-        device: str,
-        threads: int,
-        cache_dir: Path,
-        start_timeout: float = 120.0,
-        memory_budget_gb: float | None = None,
-    ):
-        self.device = device
-        self.threads = threads
-        self.cache_dir = cache_dir
-        self.start_timeout = start_timeout
-        self.memory_budget_gb = memory_budget_gb
-        self.process: Any = None
-        self.conn: Any = None
-        self.info: dict[str, Any] = {}
-        self.loaded: set[ModelSpec] = set()
-        self.jobs_run = 0
-        self.rss = 0
-        self.worker_loads = 0  # loads reported by the current process
-        self.busy = False  # lent to a caller (guarded by the pool's condition)
-
-    def start(self) -> None:
-        from daemon.execution import worker
-
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(
-            target=worker.main,
-            args=(
-                child,
-                self.device,
-                self.threads,
-                str(self.cache_dir),
-                self.memory_budget_gb,
-                os.getpid(),
-            ),
-            name="darkroom-worker",
-            daemon=True,
-        )
-        self.process.start()
-        child.close()
-        self.loaded, self.jobs_run, self.rss, self.worker_loads = set(), 0, 0, 0
-        reply = self._receive(self.start_timeout)
-        self.info = reply[1]
-        log.info("worker started", **self.info)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
-
-    def _receive(self, timeout: float) -> tuple:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.conn.poll(0.1):
-                try:
-                    return self.conn.recv()
-                except (EOFError, OSError):
-                    pass  # the worker died mid-message; reported below
-            process = self.process  # pool.stop() may clear it from another thread
-            if process is None or not process.is_alive():
-                if process is None:
-                    raise WorkerDied("the worker process was stopped")
-                process.join(1)
-                raise WorkerDied(f"the worker process {_exit_reason(process.exitcode)}")
-            if time.monotonic() > deadline:
-                raise JobError(f"no answer from the worker within {timeout:.0f} s")
-
-    def call(self, message: tuple, timeout: float) -> tuple[Any, int]:
-        """Send one message; returns (value, model loads it caused)."""
-        try:
-            self.conn.send(message)
-        except (BrokenPipeError, OSError, AttributeError):
-            process = self.process
-            raise WorkerDied(
-                f"the worker process {_exit_reason(process.exitcode if process else None)}"
-            ) from None
-        reply = self._receive(timeout)
-        loads = self._note(reply[-1])
-        if reply[0] == "ok":
-            return reply[1], loads
-        _, kind, message_text, sticky, oom, _state = reply
-        if sticky:
-            raise WorkerDied(f"device error, worker replaced: {message_text}")
-        if oom:
-            raise OutOfMemory(message_text)
-        raise JobError(message_text, retryable=kind not in PERMANENT)
-
-    def _note(self, state: dict[str, Any]) -> int:
-        """Take the worker's own account of what it holds; returns loads since the last one."""
-        self.loaded = set(state.get("loaded", ()))
-        self.rss = state.get("rss", 0)
-        loads = state.get("loads", self.worker_loads) - self.worker_loads
-        self.worker_loads = state.get("loads", self.worker_loads)
-        return loads
-
-    def stop(self, timeout: float = 10.0) -> None:
-        process = self.process  # the pool's stop and a caller's cleanup may race: use one handle
-        if process is None:
-            return
-        if process.is_alive():
-            try:
-                self.conn.send(("stop",))
-            except (BrokenPipeError, OSError):
-                pass
-            process.join(timeout)
-        if process.is_alive():
-            process.kill()
-            process.join(5)
-        if self.process is process:
-            self.process = None
+def spec_label(spec: ModelSpec) -> str:
+    """The label of a model in hooks when no profile name is known for it."""
+    return spec.model
 
 
 class WorkerPool:
-    """Runs requests on the workers, replacing one when it dies, hangs or grows too big."""
+    """Runs requests on the workers, replacing one when it dies, hangs or grows too big.
+
+    ``profile_of`` names the profile a spec came from (metrics are labelled by profile);
+    ``on_alive`` is called on every successful answer (the health check's proof of progress).
+    """
 
     def __init__(
         self,
@@ -186,9 +100,10 @@ class WorkerPool:
         threads: int,
         cache_dir: Path,
         job_timeout: float,
-        on_restart: Callable[[], None] | None = None,
-        on_alive: Callable[[], None] | None = None,
         *,
+        hooks: Hooks | None = None,
+        profile_of: Callable[[ModelSpec], str] = spec_label,
+        on_alive: Callable[[], None] | None = None,
         cpu_threads: int | None = None,
         memory_budget_gb: float | None = None,
         recycle_after_jobs: int | None = None,
@@ -204,6 +119,7 @@ class WorkerPool:
                 cpu if d in ("cpu", "auto") else threads,
                 cache_dir,
                 memory_budget_gb=memory_budget_gb,
+                on_model_event=self._model_event,
             )
             for d in self.devices
         ]
@@ -211,13 +127,15 @@ class WorkerPool:
         self.recycle_after_jobs = recycle_after_jobs
         self.recycle_rss = recycle_rss_gb * GB if recycle_rss_gb else None
         self.affinity_wait = affinity_wait
+        self.hooks = hooks or Hooks()
+        self.profile_of = profile_of
+        self.on_alive = on_alive
         self.restarts = 0
         self.recycles = 0
         self.loads = 0
+        self.evictions = 0
         self.busy_seconds = 0.0  # time inside model calls, as the backends measured it
         self.calls = 0
-        self.on_restart = on_restart  # metrics
-        self.on_alive = on_alive  # a successful answer: the health check's proof of progress
 
     def __len__(self) -> int:
         return len(self.workers)
@@ -262,13 +180,30 @@ class WorkerPool:
 
     def _ensure(self, worker: Worker) -> Worker:
         if not worker.alive():
-            self.restarts += 1
-            log.warning("starting a new worker", device=worker.device, restarts=self.restarts)
-            if self.on_restart:
-                self.on_restart()
+            reason = worker.death()
+            with self._cond:
+                self.restarts += 1
+            log.warning(
+                "starting a new worker",
+                device=worker.device,
+                restarts=self.restarts,
+                reason=reason,
+            )
+            self.hooks.worker_restarted(worker.device, reason)
             worker.stop(0)
             worker.start()
         return worker
+
+    def _model_event(self, worker: Worker, event: ModelEvent) -> None:
+        profile = self.profile_of(event.spec)
+        if event.kind == "loaded":
+            with self._cond:  # callers run on several threads
+                self.loads += 1
+            self.hooks.model_loaded(profile, worker.device, event.seconds)
+        else:
+            with self._cond:
+                self.evictions += 1
+            self.hooks.model_evicted(profile, worker.device)
 
     # -- calls -----------------------------------------------------------------------
 
@@ -291,7 +226,7 @@ class WorkerPool:
                     device=worker.device,
                     reason=str(exc),
                 )
-                worker.stop(0)
+                worker.stop(0, reason=f"failed its health check: {exc}")
                 ok = False
             finally:
                 self._return(worker)
@@ -307,8 +242,7 @@ class WorkerPool:
             try:
                 self._ensure(worker)
                 if spec not in worker.loaded:
-                    _, loads = worker.call(("load", spec), self.job_timeout)
-                    self._count(loads=loads)
+                    worker.call(("load", spec), self.job_timeout)
             finally:
                 self._return(worker)
 
@@ -327,6 +261,7 @@ class WorkerPool:
         waiting for a free worker gives up (graceful stop) with WorkerDied."""
         timeout = timeout or self.job_timeout
         worker = self._borrow(spec, cancel=cancel)
+        assert worker is not None  # a blocking borrow returns a worker or raises
         try:
             attempts = [spec]
             if fallback:
@@ -358,30 +293,25 @@ class WorkerPool:
         self._ensure(worker)
         try:
             if spec not in worker.loaded:
-                _, loads = worker.call(("load", spec), self.job_timeout)
-                self._count(loads=loads)
-            result, loads = worker.call(("run", spec, request), timeout)
-            self._count(loads=loads)
-        except WorkerDied:
-            worker.stop(0)
+                worker.call(("load", spec), self.job_timeout)
+            result: Result = worker.call(("run", spec, request), timeout)
+        except WorkerDied as exc:
+            worker.stop(0, reason=str(exc))
             raise
         except JobError as exc:
             if "no answer from the worker" in str(exc):
                 # A hung worker cannot be trusted with the next job.
-                worker.stop(0)
-                raise WorkerDied(f"job timed out after {timeout:.0f} s; worker replaced") from None
+                reason = f"job timed out after {timeout:.0f} s; worker replaced"
+                worker.stop(0, reason=reason)
+                raise WorkerDied(reason) from None
             raise
         worker.jobs_run += 1
-        self._count(calls=1, busy=result.seconds)
+        with self._cond:
+            self.calls += 1
+            self.busy_seconds += result.seconds
         if self.on_alive:
             self.on_alive()
         return result
-
-    def _count(self, loads: int = 0, calls: int = 0, busy: float = 0.0) -> None:
-        with self._cond:  # callers run on several threads
-            self.loads += loads
-            self.calls += calls
-            self.busy_seconds += busy
 
     def _after_job(self, worker: Worker) -> None:
         """Recycle a worker that has run its share of jobs or grown past its memory limit."""
@@ -394,7 +324,7 @@ class WorkerPool:
             return
         self.recycles += 1
         log.info("recycling the worker", device=worker.device, reason=reason)
-        worker.stop()
+        worker.stop(reason=f"recycled: {reason}")
         worker.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -402,7 +332,7 @@ class WorkerPool:
         deadline already (the runner had stop_timeout to finish), so it is killed now and
         its job goes back to the ledger."""
         for worker in self.workers:
-            worker.stop(0 if worker.busy else timeout)
+            worker.stop(0 if worker.busy else timeout, reason="the daemon is stopping")
 
     @property
     def info(self) -> dict[str, Any]:
@@ -419,6 +349,7 @@ class WorkerPool:
         return {
             "workers": len(self.workers),
             "loads": self.loads,
+            "evictions": self.evictions,
             "restarts": self.restarts,
             "recycles": self.recycles,
             "calls": self.calls,

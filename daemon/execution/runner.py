@@ -1,70 +1,54 @@
-"""The runner: claims jobs from the ledger, runs them on the pool, commits outputs.
+"""The runner: claims jobs from the ledger and carries each batch through prepare, run, commit.
 
-For each job: read and decode the inputs (the source, or an earlier step's outputs),
-size them for the profile, add references and mask, run the model on a worker, encode
-every output with its provenance and write it atomically to the sink, and only then mark
-the job done. When every job of a plan has ended, the review sheet and then the manifest
-— the commit marker — are written and the plan is closed.
+For each job: prepare its inputs and request (:mod:`.prepare`), run the model on the pool
+(:mod:`.batching` merges compatible jobs into one call), write every output with its
+provenance (:mod:`.commit`), and only then mark the job done. When every job of a plan has
+ended, :mod:`.finalize` writes the sheet, the manifest — the commit marker — and the page,
+and closes the plan.
 
-Threads: :meth:`loop` (one thread) only claims — a batch of compatible jobs at a time,
-chosen by :mod:`daemon.dispatch` (fair between rules, sticky to loaded models) — and hands
-each batch to a small pool of pipeline threads, at most two batches per worker in flight.
-A pipeline thread decodes its batch's inputs, waits for a worker, runs the batch
-(:mod:`daemon.batching`), then encodes and writes the outputs, marks the jobs done and
-closes finished plans. So while one batch occupies a device, the next one is already
-decoded and queued for it, and the previous one's outputs, sheet and manifest are being
-written: the device does not wait for I/O. :meth:`step` does the same for one batch,
-synchronously (tests, ``darkroom process``).
+Threads: :meth:`Runner.loop` (one thread) only claims — a batch of compatible jobs at a
+time, chosen by :mod:`daemon.queue.dispatch` (fair between rules, sticky to loaded models)
+— and hands each batch to a small pool of pipeline threads, at most two batches per worker
+in flight. A pipeline thread prepares its batch, waits for a worker, runs the batch, then
+commits the outputs, marks the jobs done and closes finished plans. So while one batch
+occupies a device, the next one is already decoded and queued for it, and the previous
+one's outputs, sheet and manifest are being written: the device does not wait for I/O.
+:meth:`Runner.step` does the same for one batch, synchronously (tests, ``darkroom
+process``).
+
+Each plan's source is read, checked and decoded once (:mod:`.source_cache`) and shared by
+its units, its sheet and its finalizer.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any
 
 import structlog
-from PIL import Image
 
 from backends.base import ModelSpec, Request, Result
-from daemon import __version__, faults, rules
-from daemon.execution import batching
-from daemon.outputs import imaging, review, sheet
-from daemon.queue.dispatch import Dispatcher, FairShare
-from daemon.errors import AlreadyCommitted, DarkroomError, InputError, JobError, WorkerDied
-from daemon.types import JobState
-from daemon.queue.ledger import JobRow, Ledger
-from daemon.execution.pool import WorkerPool
+from daemon import faults
 from daemon.config.profiles import Profile
+from daemon.errors import BudgetReached, DarkroomError, JobError, WorkerDied
+from daemon.execution import batching
+from daemon.execution.commit import commit_outputs
+from daemon.execution.finalize import Finalizer
+from daemon.execution.pool import Pool
+from daemon.execution.prepare import BoundLog, Prepared, Preparer
+from daemon.execution.source_cache import SourceCache
+from daemon.hooks import HookChain, Hooks
+from daemon.queue.dispatch import Dispatcher, FairShare
+from daemon.queue.ledger import JobRow, Ledger
+from daemon.sinks.base import Sink
+from daemon.sources.base import Source
+from daemon.types import JobState, Plan, PlanState
 
 log = structlog.get_logger("darkroom.runner")
 
-
-@dataclass
-class Prepared:
-    """A claimed job with its inputs decoded and its request built, ready for a worker."""
-
-    job: JobRow
-    plan: dict[str, Any]
-    unit: dict[str, Any]
-    profile: Profile
-    spec: ModelSpec
-    request: Request
-    labels: list[str]
-    icc: bytes | None
-    params: dict[str, Any]
-    bound: Any
-
-
-class BudgetReached(DarkroomError):
-    """A rule's daily spend on hosted models is used up."""
+__all__ = ["Runner"]
 
 
 def _next_midnight() -> float:
@@ -73,35 +57,35 @@ def _next_midnight() -> float:
 
 
 class Runner:
+    """Runs the ledger's jobs on a pool. ``hooks`` hear of every job end, commit and plan end;
+    ``tick`` is called on every turn of the loop (the health check's proof that it turns)."""
+
     def __init__(
         self,
         ledger: Ledger,
-        sources: Mapping[str, Any],
-        sinks: Mapping[str, Any],
-        pool: WorkerPool,
+        sources: Mapping[str, Source],
+        sinks: Mapping[str, Sink],
+        pool: Pool,
         profiles: Mapping[str, Profile],
         device: str,
-        on_plan_done: Callable[[str, str], None] | None = None,
-        on_manifest: Callable[[Any, dict[str, Any], str], None] | None = None,
-        on_job_end: Callable[[str, str, str | None, float | None], None] | None = None,
+        *,
+        hooks: Hooks | None = None,
         tick: Callable[[], None] | None = None,
         ping_interval: float = 30.0,
-        *,
         max_batch: int = 1,
         max_wait_ms: float = 0.0,
         priorities: Mapping[str, float] | None = None,
         in_flight: int | None = None,
+        source_cache_size: int | None = None,
     ):
         self.ledger = ledger
         self.sources = sources
         self.sinks = sinks
         self.pool = pool
-        self.profiles = profiles
+        self.profiles = profiles  # swapped as a whole by a reload
         self.device = device
-        self.on_plan_done = on_plan_done
-        self.on_manifest = on_manifest  # after the manifest is committed (webhooks)
-        self.on_job_end = on_job_end  # (rule, state, profile, model seconds): metrics
-        self.tick = tick or (lambda: None)  # the health check's proof that this loop turns
+        self.hooks = HookChain([hooks] if hooks is not None else [])
+        self.tick = tick or (lambda: None)
         self.ping_interval = ping_interval
         self._last_ping = time.monotonic()
         self.owner = f"runner-{id(self):x}"
@@ -112,7 +96,16 @@ class Runner:
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         # Two batches per worker: one on the device, the next decoded and waiting for it.
-        self.in_flight = in_flight or 2 * max(1, len(pool) if hasattr(pool, "__len__") else 1)
+        self.in_flight = in_flight or 2 * max(1, len(pool))
+        # Every batch in flight holds up to max_batch plans' sources, plus room for plans
+        # whose last unit is being finalized.
+        self.source_cache = SourceCache(
+            sources, source_cache_size or self.in_flight * max(1, max_batch) + 4
+        )
+        self.preparer = Preparer(ledger, sources, sinks, self.source_cache, device)
+        self.finalizer = Finalizer(
+            ledger, sources, sinks, lambda: self.profiles, self.source_cache, self.hooks
+        )
         self.dispatcher = Dispatcher(
             ledger,
             self.owner,
@@ -167,9 +160,6 @@ class Runner:
             done()
             self.wake.set()
 
-    def run_job(self, job: JobRow) -> None:
-        self.run_batch([job])
-
     def run_batch(self, batch: list[JobRow]) -> None:
         """Prepare every job, run the compatible ones together, commit each job's outputs."""
         prepared = [p for p in (self._prepare_job(job) for job in batch) if p is not None]
@@ -177,25 +167,22 @@ class Runner:
             if self.stopping.is_set():
                 for p in group:
                     self.ledger.release(p.job.id)
-                    p.bound.info("job put back for the next start", reason="stopping")
+                    p.log.info("job put back for the next start", reason="stopping")
                 continue
             outcomes = batching.run_batch(
-                self._run_on_pool,
-                group[0].spec,
-                [p.request for p in group],
-                getattr(self.pool, "job_timeout", 600.0),
+                self._run_on_pool, group[0].spec, [p.request for p in group], self.pool.job_timeout
             )
             for p, outcome in zip(group, outcomes, strict=True):
                 self._settle(p, outcome)
 
-    def _run_on_pool(self, spec: ModelSpec, request: Request, **kwargs: Any) -> Result:
-        cancel = self.stopping.is_set
-        try:
-            return self.pool.run(spec, request, cancel=cancel, **kwargs)
-        except TypeError as exc:  # a stand-in pool without these keywords (tests)
-            if "unexpected keyword" not in str(exc):
-                raise
-            return self.pool.run(spec, request)
+    def _run_on_pool(
+        self, spec: ModelSpec, request: Request, *, timeout: float, fallback: bool = True
+    ) -> Result:
+        return self.pool.run(
+            spec, request, timeout=timeout, fallback=fallback, cancel=self.stopping.is_set
+        )
+
+    # -- one job ---------------------------------------------------------------------
 
     def _prepare_job(self, job: JobRow) -> Prepared | None:
         """Decode and size the job's inputs; None when the job ended here (failed, adopted)."""
@@ -203,18 +190,30 @@ class Runner:
         plan_row = self.ledger.plan(job.plan_id)
         plan = plan_row.plan
         bound = log.bind(
-            job_id=job.id, rule=job.rule, source=plan_row.source, key=plan_row.key, step=job.step
+            job_id=job.id,
+            rule=job.rule,
+            source=plan_row.source,
+            key=plan_row.key,
+            step=job.unit_id,
         )
-        if job.step_index == 0 and self._committed_elsewhere(plan, job.plan_id):
+        if job.unit_index == 0 and self.finalizer.committed_elsewhere(job.plan_id, plan):
             # Several daemons share this sink and another one finished this very plan.
             self.ledger.adopt(job.plan_id, "already committed by another daemon sharing the sink")
+            self.source_cache.drop(job.plan_id)
             bound.info("already committed by another daemon; not run again")
-            if self.on_plan_done:
-                self.on_plan_done(job.plan_id, "done")
+            self.hooks.plan_finished(job.plan_id, PlanState.DONE)
             return None
         bound.info("job started", attempt=job.attempts)
         try:
-            return self._prepare(job, plan, bound)
+            unit = plan.unit_at(job.unit_index)
+            profile = self.profiles.get(unit.model)
+            if profile is None:
+                raise JobError(
+                    f"model profile {unit.model!r} is no longer configured", retryable=False
+                )
+            if job.unit_index == 0:
+                self.finalizer.archive_previous_round(job.plan_id, plan)
+            return self.preparer.prepare(job, plan, profile, bound)
         except Exception as exc:
             self._settle_error(job, plan, bound, exc)
             return None
@@ -222,27 +221,26 @@ class Runner:
     def _settle(self, p: Prepared, outcome: Result | Exception) -> None:
         self.current = p.job
         if isinstance(outcome, Exception):
-            self._settle_error(p.job, p.plan, p.bound, outcome)
+            self._settle_error(p.job, p.plan, p.log, outcome)
             return
         try:
-            outputs = self._commit(p, outcome)
+            outputs = commit_outputs(p, outcome, self.sinks[p.plan.sink])
         except Exception as exc:
-            self._settle_error(p.job, p.plan, p.bound, exc)
+            self._settle_error(p.job, p.plan, p.log, exc)
             return
         faults.point("after-outputs")
         self.ledger.complete(p.job.id, outputs, outcome.seconds)
-        p.bound.info(
+        p.log.info(
             "job done",
             outputs=len(outputs),
             seconds=round(outcome.seconds, 3),
             batch=outcome.info.get("batch_jobs", 1),
         )
-        if self.on_job_end:
-            self.on_job_end(p.job.rule, "done", p.unit["model"], outcome.seconds)
+        self.hooks.job_ended(p.job.rule, JobState.DONE, p.unit.model, outcome.seconds)
         self.finalize_if_ended(p.job.plan_id)
         self.wake.set()
 
-    def _settle_error(self, job: JobRow, plan: dict[str, Any], bound: Any, exc: Exception) -> None:
+    def _settle_error(self, job: JobRow, plan: Plan, bound: BoundLog, exc: Exception) -> None:
         if isinstance(exc, BudgetReached):
             self.ledger.defer(job.id, _next_midnight(), str(exc))
             bound.warning("job deferred: daily budget reached", reason=str(exc))
@@ -261,7 +259,18 @@ class Runner:
         self.finalize_if_ended(job.plan_id)
         self.wake.set()
 
-    def _batch_key(self, p: Prepared) -> tuple | None:
+    def _failed(self, job: JobRow, bound: BoundLog, reason: str, *, retryable: bool) -> None:
+        self.last_error = reason
+        state = self.ledger.fail(job.id, reason, retryable=retryable)
+        if state is JobState.QUEUED:
+            bound.warning("job failed, will retry", reason=reason, attempt=job.attempts)
+        else:
+            bound.error("job failed", reason=reason, attempts=job.attempts)
+            self.hooks.job_ended(job.rule, JobState.FAILED, None, None)
+
+    # -- batching and dispatch -------------------------------------------------------
+
+    def _batch_key(self, p: Prepared) -> tuple[object, ...] | None:
         if p.profile.hosted or self._batch_limit(p.profile.name) == 1:
             return None  # hosted calls are billed and rate-limited per request: never merged
         return batching.batch_key(p.spec, p.request)
@@ -283,11 +292,12 @@ class Runner:
 
     def _model_loaded(self, profile_name: str | None) -> bool:
         profile = self.profiles.get(profile_name) if profile_name else None
-        loaded = getattr(self.pool, "loaded_specs", None)
-        return profile is not None and loaded is not None and profile.spec(self.device) in loaded()
+        return profile is not None and profile.spec(self.device) in self.pool.loaded_specs()
+
+    # -- closing plans ---------------------------------------------------------------
 
     def finalize_ended(self) -> None:
-        """Close plans whose jobs all ended without passing through run_job (a plan that
+        """Close plans whose jobs all ended without passing through a pipeline (a plan that
         failed at submission, or one whose manifest a crash kept from being written)."""
         for plan_id in self.ledger.unfinished_plans():
             try:
@@ -295,513 +305,16 @@ class Runner:
             except Exception:
                 log.exception("cannot close plan", plan=plan_id)
 
-    def _committed_elsewhere(self, plan: dict[str, Any], plan_id: str) -> bool:
-        sink = self.sinks[plan["sink"]]
-        try:
-            if not sink.exists(plan["manifest"]):
-                return False
-            return json.loads(sink.read(plan["manifest"])).get("plan_id") == plan_id
-        except (DarkroomError, ValueError):
-            return False
-
-    def _failed(self, job: JobRow, bound: Any, reason: str, *, retryable: bool) -> None:
-        self.last_error = reason
-        state = self.ledger.fail(job.id, reason, retryable=retryable)
-        if state is JobState.QUEUED:
-            bound.warning("job failed, will retry", reason=reason, attempt=job.attempts)
-        else:
-            bound.error("job failed", reason=reason, attempts=job.attempts)
-            if self.on_job_end:
-                self.on_job_end(job.rule, "failed", None, None)
-
-    # -- one job ---------------------------------------------------------------------
-
-    def _prepare(self, job: JobRow, plan: dict[str, Any], bound: Any) -> Prepared:
-        unit = plan["steps"][job.step_index]
-        profile = self.profiles.get(unit["model"])
-        if profile is None:
-            raise JobError(
-                f"model profile {unit['model']!r} is no longer configured", retryable=False
-            )
-        if job.step_index == 0:
-            self._archive_previous_round(plan, job.plan_id)
-        labels, images, icc = self._inputs(job, plan, unit)
-        params = {**profile.defaults, **unit["params"]}
-        params.pop("batch", None)  # the dispatcher's switch, not the model's
-        sized = [self._size(img, unit, profile, params) for img in images]
-        request = Request(
-            images=sized,
-            prompt=unit["prompt"],
-            seeds=list(unit["seeds"]),
-            negative_prompt=unit.get("negative_prompt"),
-            params=params,
-            references=self._references(unit, profile),
-            mask=self._mask(plan, unit, sized[0].size),
-        )
-        if profile.hosted and plan.get("daily_budget") is not None:
-            self._check_budget(plan, profile, len(sized) * len(unit["seeds"]))
-        return Prepared(
-            job, plan, unit, profile, profile.spec(self.device), request, labels, icc, params, bound
-        )
-
-    def _commit(self, p: Prepared, result: Result) -> list[dict[str, Any]]:
-        """Encode and write every output of one job; returns the output records."""
-        plan, unit, profile, labels, icc, params = (
-            p.plan,
-            p.unit,
-            p.profile,
-            p.labels,
-            p.icc,
-            p.params,
-        )
-        sized = p.request.images
-        expected = len(sized) * len(unit["seeds"])
-        if len(result.images) != expected:
-            raise JobError(
-                f"the backend returned {len(result.images)} images for "
-                f"{len(sized)} inputs x {len(unit['seeds'])} seeds",
-                retryable=False,
-            )
-        sink = self.sinks[plan["sink"]]
-        outputs = []
-        per_output = result.seconds / max(1, expected)
-        # Hosted backends report per output: time, estimated cost, provider request id.
-        reported = result.info.get("outputs")
-        reported = reported if isinstance(reported, list) else []
-        for i, label in enumerate(labels):
-            for v, seed in enumerate(unit["seeds"]):
-                variant = i * len(unit["seeds"]) + v
-                image = result.images[variant]
-                video = result.videos[variant] if result.videos else None
-                path = rules.output_path(plan, unit, variant, seed, video=video is not None)
-                extra = reported[variant] if variant < len(reported) else {}
-                record = {
-                    "path": path,
-                    "step": unit["name"],
-                    "model": profile.name,
-                    "model_id": profile.model,
-                    "variant": variant,
-                    "seed": seed,
-                    "input": label,
-                    "seconds": round(extra.get("seconds", per_output), 4),
-                    "params": params,
-                }
-                for key in ("cost", "provider", "request_id", "seed_honoured"):
-                    if extra.get(key) is not None:
-                        record[key] = extra[key]
-                if image is None:
-                    # A refused output (hosted models): a failed variant with the provider's reason.
-                    record.update(
-                        path=None, error=extra.get("refusal") or "the model returned no image"
-                    )
-                    outputs.append(record)
-                    continue
-                record.update(width=image.width, height=image.height)
-                provenance = {
-                    "darkroom_version": __version__,
-                    "prompt": unit["prompt"],
-                    "negative_prompt": unit.get("negative_prompt"),
-                    "rule": plan["rule"],
-                    "source_sha256": plan["sha256"],
-                    "revision": profile.revision,
-                    **{k: record[k] for k in ("step", "model", "model_id", "seed", "params")},
-                    **{k: record[k] for k in ("provider", "request_id") if k in record},
-                }
-                if video is not None:
-                    record.update(self._write_video(sink, path, video, unit, self._metadata(plan)))
-                else:
-                    data, content_type = imaging.encode(
-                        image,
-                        path,
-                        provenance,
-                        quality=plan.get("quality", 92),
-                        icc_profile=icc if plan.get("keep_icc", True) else None,
-                    )
-                    sink.write(path, data, content_type, metadata=self._metadata(plan))
-                    record["sha256"] = hashlib.sha256(data).hexdigest()
-                outputs.append(record)
-        return outputs
-
-    def _check_budget(self, plan: dict[str, Any], profile: Profile, outputs: int) -> None:
-        """A rule's daily budget stops hosted calls (local models cost nothing): the job
-        waits until tomorrow instead of spending more."""
-        budget = plan["daily_budget"]
-        spent = self.ledger.spend_today(plan["rule"])
-        estimate = (profile.price_per_image or 0.0) * outputs
-        if spent + estimate > budget + 1e-9:
-            raise BudgetReached(
-                f"daily budget ${budget:.2f} of rule {plan['rule']!r} reached (${spent:.2f} spent today, this step"
-                f" costs ~${estimate:.2f}); it runs after midnight, or raise daily_budget and `darkroom retry`"
-            )
-
-    @staticmethod
-    def _metadata(plan: dict[str, Any]) -> dict[str, str]:
-        return {"rule": plan["rule"], "source-sha256": plan["sha256"]}
-
-    @staticmethod
-    def _write_video(
-        sink: Any, path: str, video: Any, unit: dict[str, Any], metadata: dict[str, str]
-    ) -> dict[str, Any]:
-        from backends import video_io
-
-        data = video_io.encode_video(video, unit.get("video_format", "mp4"))
-        content_type = {"mp4": "video/mp4", "webp": "image/webp", "gif": "image/gif"}[
-            unit.get("video_format", "mp4")
-        ]
-        sink.write(path, data, content_type, metadata=metadata)
-        poster = str(PurePosixPath(path).with_suffix("")) + ".strip.png"
-        buffer = io.BytesIO()
-        video_io.frame_strip(video).save(buffer, "PNG")
-        sink.write(poster, buffer.getvalue(), "image/png")
-        return {
-            "kind": "video",
-            "poster": poster,
-            "frames": len(video.frames),
-            "fps": video.fps,
-            "duration": round(video.seconds, 3),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        }
-
-    def _inputs(
-        self, job: JobRow, plan: dict[str, Any], unit: dict[str, Any]
-    ) -> tuple[list[str], list[Image.Image], bytes | None]:
-        source_image = self._decoded_source(plan)
-        icc = imaging.output_icc(source_image)
-        if unit["input"] == "source":
-            return ["source"], [imaging.to_rgb(source_image)], icc
-        sink = self.sinks[plan["sink"]]
-        earlier = [j for j in self.ledger.jobs_of(job.plan_id) if j.step_name == unit["input"]]
-        outputs = [o for j in earlier for o in j.outputs if not o.get("error")]
-        pick = unit.get("pick", "all")
-        if pick == "first":
-            outputs = outputs[:1]
-        elif isinstance(pick, list):
-            missing = [i for i in pick if i >= len(outputs)]
-            if missing:
-                raise JobError(
-                    f"pick {pick} asks for outputs {missing}, but step {unit['input']!r} made "
-                    f"{len(outputs)} (indices from 0)",
-                    retryable=False,
-                )
-            outputs = [outputs[i] for i in pick]
-        if not outputs:
-            raise JobError(f"step {unit['input']!r} produced no outputs to use", retryable=False)
-        images = []
-        for output in outputs:
-            if output.get("kind") == "video":
-                raise JobError(
-                    f"step {unit['input']!r} made videos; a step cannot take a video as input",
-                    retryable=False,
-                )
-            images.append(imaging.to_rgb(imaging.decode(sink.read(output["path"]), output["path"])))
-        return [o["path"] for o in outputs], images, icc
-
-    def _decoded_source(self, plan: dict[str, Any]) -> Image.Image:
-        image = imaging.decode(
-            self.read_source(plan),
-            plan["arrival"]["key"],
-            animated=plan.get("animated", "first_frame"),
-        )
-        faults.point("after-read")
-        return image
-
-    @staticmethod
-    def _size(
-        image: Image.Image, unit: dict[str, Any], profile: Profile, params: dict[str, Any]
-    ) -> Image.Image:
-        max_side = unit.get("max_side") or profile.max_side
-        if unit.get("size"):
-            w, h = rules.parse_size(unit["size"])
-            if isinstance(w, int):
-                return imaging.cover(image, w, h)
-            return imaging.cover_aspect(image, w / h, max_side or max(image.size))
-        return imaging.fit(image, max_side, params.get("width"), params.get("height"))
-
-    def _references(self, unit: dict[str, Any], profile: Profile) -> list[Image.Image]:
-        images = []
-        for ref in unit.get("references", []):
-            try:
-                data = Path(ref["path"]).read_bytes()
-            except OSError as exc:
-                raise JobError(
-                    f"reference {ref['path']}: {exc.strerror}", retryable=False
-                ) from None
-            images.append(
-                imaging.fit(imaging.to_rgb(imaging.decode(data, ref["path"])), profile.max_side)
-            )
-        return images
-
-    def _mask(
-        self, plan: dict[str, Any], unit: dict[str, Any], size: tuple[int, int]
-    ) -> Image.Image | None:
-        kind = unit.get("mask")
-        if not kind:
-            return None
-        key = plan["arrival"]["key"]
-        if kind == "alpha":
-            source = self._decoded_source(plan)
-            if "A" not in source.getbands() and "transparency" not in source.info:
-                raise InputError(f"{key} has no alpha channel, but the step's mask is 'alpha'")
-            # Transparent pixels are the ones to change: the mask is white where alpha is 0.
-            mask = Image.eval(source.convert("RGBA").getchannel("A"), lambda a: 255 - a)
-        elif kind == "sidecar":
-            mask_key = rules.mask_key(key)
-            try:
-                data = self.sources[plan["arrival"]["source"]].read(mask_key)
-            except DarkroomError:
-                raise InputError(
-                    f"the step's mask is 'sidecar' but {mask_key} does not exist next to {key}"
-                ) from None
-            mask = imaging.decode(data, mask_key).convert("L")
-        else:
-            try:
-                mask = imaging.decode(Path(kind).read_bytes(), kind).convert("L")
-            except OSError as exc:
-                raise InputError(f"mask {kind}: {exc.strerror}") from None
-        return mask.resize(size, Image.Resampling.NEAREST) if mask.size != size else mask
-
-    def read_source(self, plan: dict[str, Any]) -> bytes:
-        arrival = plan["arrival"]
-        source = self.sources.get(arrival["source"])
-        if source is None:
-            raise InputError(f"source {arrival['source']!r} is no longer configured")
-        data = source.read(arrival["key"], arrival.get("etag"))
-        if hashlib.sha256(data).hexdigest() != plan["sha256"]:
-            raise InputError(
-                f"{arrival['key']} changed since it arrived; the new version is processed on its own"
-            )
-        return data
-
-    # -- rounds: a re-run keeps what came before -----------------------------------------
-
-    def _archive_previous_round(self, plan: dict[str, Any], plan_id: str) -> None:
-        """When this source was processed before by this rule (an edited sidecar, a new
-        version of the file), keep the earlier outputs under rounds/N/ instead of
-        overwriting them."""
-        sink = self.sinks[plan["sink"]]
-        if not sink.exists(plan["manifest"]):
-            return
-        try:
-            old = json.loads(sink.read(plan["manifest"]))
-        except (DarkroomError, ValueError):
-            return
-        if old.get("plan_id") in (None, plan_id):
-            return
-        number = len(old.get("rounds", [])) + 1
-        base = str(PurePosixPath(plan["manifest"]).parent)
-        moved: dict[str, str] = {}
-        files = [
-            o[k]
-            for s in old.get("steps", [])
-            for o in s.get("outputs", [])
-            for k in ("path", "poster")
-            if o.get(k)
-        ]
-        for path in files + [old.get("sheet")]:
-            if not path or not sink.exists(path):
-                continue
-            target = f"{base}/rounds/{number}/{PurePosixPath(path).name}"
-            sink.write(target, sink.read(path), "application/octet-stream")
-            moved[path] = target
-        summary = {
-            "round": number,
-            "prompt": old.get("rule", {}).get("prompt"),
-            "created_at": old.get("created_at"),
-            "sheet": moved.get(old.get("sheet")),
-            "outputs": list(moved.values()),
-        }
-        self.ledger.note_round(plan_id, old.get("rounds", []) + [summary])
-        log.info(
-            "earlier outputs kept as a previous round",
-            rule=plan["rule"],
-            key=plan["arrival"]["key"],
-            round=number,
-        )
-
-    # -- closing a plan --------------------------------------------------------------
-
     def finalize_if_ended(self, plan_id: str) -> None:
         with self._finalize_lock:  # pipeline threads and the loop may both see a plan end
             jobs = self.ledger.jobs_of(plan_id)
-            if all(j.state.terminal for j in jobs) and self.ledger.plan(plan_id).state == "active":
-                self.finalize(plan_id, jobs)
+            if (
+                all(j.state.terminal for j in jobs)
+                and self.ledger.plan(plan_id).state is PlanState.ACTIVE
+            ):
+                self.finalizer.finalize(plan_id, jobs)
 
     def finalize(self, plan_id: str, jobs: list[JobRow] | None = None) -> None:
         """Write the sheet, then the manifest (the commit marker), then close the plan."""
         with self._finalize_lock:
-            self._finalize(plan_id, jobs)
-
-    def _finalize(self, plan_id: str, jobs: list[JobRow] | None = None) -> None:
-        jobs = jobs or self.ledger.jobs_of(plan_id)
-        plan_row = self.ledger.plan(plan_id)
-        plan = plan_row.plan
-        sink = self.sinks[plan["sink"]]
-        states = {j.state for j in jobs}
-        status = (
-            "done"
-            if states == {JobState.DONE}
-            else "failed"
-            if JobState.DONE not in states
-            else "partial"
-        )
-        source_image = self._source_thumbnail(plan)
-        manifest = {
-            "darkroom_version": __version__,
-            "plan_id": plan_id,
-            "source": {
-                **plan["arrival"],
-                "sha256": plan["sha256"],
-                "sidecar": plan.get("sidecar"),
-                "width": source_image.width if source_image else None,
-                "height": source_image.height if source_image else None,
-            },
-            "rule": {
-                "name": plan["rule"],
-                "digest": plan["digest"],
-                "prompt": plan["prompt"],
-                "negative_prompt": plan["negative_prompt"],
-            },
-            "status": status,
-            "steps": [self._step_record(plan, job) for job in jobs],
-            "sheet": plan["sheet"],
-            "page": review.page_path_for(plan["manifest"]),
-            "rounds": plan_row.rounds,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(plan_row.created_at)),
-        }
-        try:
-            sheet_image = sheet.render_sheet(
-                manifest, lambda p: self._open_for_sheet(p, sink, source_image)
-            )
-            buffer = io.BytesIO()
-            sheet_image.save(buffer, "PNG", compress_level=3)
-            sink.write(plan["sheet"], buffer.getvalue(), "image/png")
-        except Exception as exc:  # a sheet is a view; its failure must not lose the results
-            log.exception("review sheet failed", plan=plan_id)
-            manifest["sheet"] = None
-            manifest["sheet_error"] = str(exc)
-        try:
-            sink.write_manifest(plan["manifest"], json.dumps(manifest, indent=2).encode())
-        except AlreadyCommitted:
-            log.info(
-                "another daemon already committed this source; keeping its manifest",
-                rule=plan["rule"],
-                key=plan_row.key,
-            )
-        else:
-            try:
-                review.publish(
-                    sink, manifest, manifest_path=plan["manifest"], source_image=source_image
-                )
-            except Exception:  # the page is a view too: never fail the plan for it
-                log.exception("review page failed", plan=plan_id)
-            if self.on_manifest:
-                try:
-                    self.on_manifest(sink, manifest, plan["manifest"])
-                except Exception:
-                    log.exception("after-commit hook failed", plan=plan_id)
-        faults.point("after-manifest")
-        self.ledger.finish_plan(plan_id, status)
-        if status == "done" and plan.get("on_success") == "move":
-            self._move_source(plan)
-        elif status == "failed":
-            self._quarantine(plan_id, plan, jobs)
-        log.info(
-            "source finished",
-            rule=plan["rule"],
-            source=plan_row.source,
-            key=plan_row.key,
-            status=status,
-            manifest=sink.location(plan["manifest"]),
-        )
-        if self.on_plan_done:
-            self.on_plan_done(plan_id, status)
-
-    def _move_source(self, plan: dict[str, Any]) -> None:
-        arrival = plan["arrival"]
-        source = self.sources.get(arrival["source"])
-        move = getattr(source, "move", None)
-        if move is None:
-            log.warning(
-                "this source cannot move files; on_success: move ignored", source=arrival["source"]
-            )
-            return
-        target = f"{plan['processed_dir'].strip('/')}/{arrival['key']}"
-        try:
-            move(arrival["key"], target)
-            log.info("source moved after success", key=arrival["key"], to=target)
-        except DarkroomError as exc:
-            log.warning("cannot move source after success", key=arrival["key"], reason=str(exc))
-
-    def _quarantine(self, plan_id: str, plan: dict[str, Any], jobs: list[JobRow]) -> None:
-        """A failed input goes to quarantine with its reason — unless another rule still
-        wants the same file (its plan is running or succeeded)."""
-        arrival = plan["arrival"]
-        if self.ledger.others_want(plan_id, arrival["source"], arrival["key"], plan["sha256"]):
-            return
-        source = self.sources.get(arrival["source"])
-        put = getattr(source, "quarantine", None)
-        reasons = [
-            {"step": j.step, "error": j.error, "attempts": j.attempts} for j in jobs if j.error
-        ]
-        record = {
-            "source": arrival["source"],
-            "key": arrival["key"],
-            "sha256": plan["sha256"],
-            "rule": plan["rule"],
-            "reason": reasons[0]["error"] if reasons else "failed",
-            "steps": reasons,
-            "attempts": max((j.attempts for j in jobs), default=0),
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        location = None
-        if put is not None:
-            try:
-                location = put(arrival["key"], record, plan.get("quarantine"))
-            except DarkroomError as exc:
-                log.warning("cannot quarantine", key=arrival["key"], reason=str(exc))
-        self.ledger.record_quarantine(
-            arrival["source"], arrival["key"], plan["sha256"], record["reason"], location
-        )
-        log.warning(
-            "input quarantined",
-            source=arrival["source"],
-            key=arrival["key"],
-            rule=plan["rule"],
-            reason=record["reason"],
-            location=location,
-        )
-
-    def _step_record(self, plan: dict[str, Any], job: JobRow) -> dict[str, Any]:
-        unit = plan["steps"][job.step_index]
-        profile = self.profiles.get(unit["model"])
-        return {
-            "name": unit["name"],
-            "model": unit["model"],
-            "model_id": profile.model if profile else None,
-            "prompt": unit["prompt"],
-            "negative_prompt": unit.get("negative_prompt"),
-            "seeds": unit["seeds"],
-            "references": [r["path"] for r in unit.get("references", [])],
-            "mask": unit.get("mask"),
-            "state": job.state.value,
-            "error": job.error if job.state is JobState.FAILED else None,
-            "attempts": job.attempts,
-            "seconds": job.seconds,
-            "outputs": job.outputs,
-        }
-
-    def _source_thumbnail(self, plan: dict[str, Any]) -> Image.Image | None:
-        try:
-            return imaging.to_rgb(self._decoded_source(plan))
-        except DarkroomError:
-            return None
-
-    @staticmethod
-    def _open_for_sheet(path: str, sink: Any, source_image: Image.Image | None) -> Image.Image:
-        if path == "source":
-            return (
-                source_image
-                if source_image is not None
-                else Image.new("RGB", (64, 64), (96, 96, 96))
-            )
-        return sheet.thumbnail(sink.read(path), 512)
+            self.finalizer.finalize(plan_id, jobs or self.ledger.jobs_of(plan_id))

@@ -12,9 +12,11 @@ process over a pipe with plain tuples:
 an invalid request (never retried) from a device failure (worker replaced). ``state``
 tells the pool what this worker now holds — the loaded specs (the cache may have unloaded
 some to stay within its memory budget), its resident memory, model loads so far — so the
-pool can send work where its model already is and recycle a worker that grows.
+pool can send work where its model already is and recycle a worker that grows. Its
+``events`` are the loads and evictions since the previous reply, each
+``("loaded" | "evicted", spec, seconds)``: the pool reports them to the hooks (metrics).
 
-Pipelines live in a :class:`daemon.model_cache.ModelCache` (least recently used out,
+Pipelines live in a :class:`daemon.execution.model_cache.ModelCache` (least recently used out,
 within ``memory_budget_gb``). After an out-of-memory error the worker unloads every other
 pipeline and frees cached device memory before answering, so the pool's retry (smaller
 batch, then CPU offload) starts from a clean device.
@@ -44,7 +46,8 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def _concrete(spec: Any, device: str) -> Any:
+def concrete_spec(spec: Any, device: str) -> Any:
+    """``spec`` as it is loaded on ``device``."""
     # Half precision is a GPU feature; on the CPU it is slow or unsupported.
     dtype = spec.dtype if device.startswith("cuda") else "float32"
     if dtype == "auto":
@@ -98,6 +101,9 @@ def main(
 ) -> None:
     if parent_pid is not None:
         die_with_parent(parent_pid)
+    from daemon.service import logs  # spawned: the daemon's logging setup is not inherited
+
+    logs.configure_worker()  # before backends import diffusers (see logs._adopt)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # keep the journal for our own lines
     from backends import BackendError, DeviceError, backend_class
@@ -112,7 +118,7 @@ def main(
     device = resolve_device(device)
 
     def build(spec: Any) -> Any:
-        concrete = _concrete(spec, device)
+        concrete = concrete_spec(spec, device)
         backend = backend_class(concrete.task)(concrete, Path(cache_dir))
         backend.load()
         return backend
@@ -125,6 +131,7 @@ def main(
             "rss": rss_bytes(),
             "loads": cache.loads,
             "model_bytes": cache.used(),
+            "events": cache.take_events(),
         }
 
     conn.send(("ready", {"device": device, "pid": os.getpid(), "torch_threads": torch_threads}))

@@ -1,39 +1,44 @@
 """Intake: turns arrivals from the sources into plans in the ledger.
 
-Sources call ``emit`` from their own threads; it only enqueues. One intake thread reads
-each arrival, hashes it, matches the rules and submits a plan per matching rule. The
-ledger makes this idempotent, so duplicate events and rescans cost a lookup, not a job.
+Sources call ``emit`` from their own threads; it only enqueues. One intake thread takes
+each arrival through one direction of steps:
+
+1. the key alone against the rules (most files are decided without reading a byte);
+2. the bytes, read once, and the facts they give: hash, header, sidecar
+   (:mod:`daemon.intake.facts`);
+3. the rules that take the arrival, given those facts (:mod:`daemon.rules.match`);
+4. the mask's hash and the references, only for the rules that use them;
+5. one ``Plan`` per matching rule (:func:`daemon.rules.plan.plan_for`), submitted to the
+   ledger.
+
+The ledger makes this idempotent, so duplicate events and rescans cost a lookup, not a job.
+When a queue-backed source must be told an arrival is fully handled, intake hands the plan
+ids to :class:`~daemon.intake.settlement.Settlement`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import queue
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
-from daemon.errors import DarkroomError
-from daemon.types import Arrival
+from daemon.errors import DarkroomError, InputError
+from daemon.intake.facts import InputFacts, examine, mask_sha256
 from daemon.queue.ledger import Ledger
-from pathlib import Path, PurePosixPath
+from daemon.rules.match import RuleSet
+from daemon.rules.plan import plan_for
+from daemon.rules.references import reference_files
+from daemon.rules.schema import Rule
+from daemon.rules.sidecars import image_keys, is_sidecar
+from daemon.types import Arrival, Plan
 
-from PIL import Image
-
-from daemon.rules import (
-    ImageFacts,
-    RuleSet,
-    Sidecar,
-    is_sidecar,
-    mask_key,
-    plan_for,
-    resolve_references,
-    sidecar_keys,
-)
-from daemon.intake.settlement import Settlement
+if TYPE_CHECKING:
+    from daemon.intake.settlement import Settlement
+    from daemon.sources.base import Known, Source
 
 log = structlog.get_logger("darkroom.intake")
 
@@ -43,7 +48,7 @@ class Intake:
         self,
         ledger: Ledger,
         rules: Callable[[], RuleSet],
-        sources: Mapping[str, Any],
+        sources: Mapping[str, Source],
         on_submit: Callable[[], None],
         *,
         any_source: bool = False,
@@ -52,20 +57,22 @@ class Intake:
         reference_dirs: Mapping[str, Path] | None = None,
     ):
         self.ledger = ledger
-        self.rules_dir = rules_dir
-        self.reference_dirs = dict(reference_dirs or {})
-        self.settlement = settlement
         self.rules = rules  # a callable, so a reload swaps the rule set atomically
         self.sources = sources
         self.on_submit = on_submit
-        self.any_source = any_source
+        self.any_source = any_source  # one-shot runs: a rule takes files from any source
+        self.settlement = settlement
+        self.rules_dir = rules_dir
+        self.reference_dirs = dict(reference_dirs or {})
         self.queue: queue.Queue[Arrival | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
     def emit(self, arrival: Arrival) -> None:
         self.queue.put(arrival)
 
-    def known_for(self, source: str) -> Callable[..., bool]:
+    def known_for(self, source: str) -> Known:
+        """The ``known`` callback for ``source``: was this version of a key handled already?"""
+
         def known(key: str, size: int, mtime_ns: int, etag: str | None = None) -> bool:
             return self.ledger.is_seen(source, key, size, mtime_ns, etag)
 
@@ -95,23 +102,58 @@ class Intake:
 
     def handle(self, arrival: Arrival) -> list[str] | None:
         """Submit plans for ``arrival``; returns the plan ids (new or existing), or None
-        when it could not be read (not settled: a redelivery or rescan tries again)."""
+        when it could not be read (then it is not settled: a redelivery or rescan tries
+        again)."""
         if is_sidecar(arrival.key):
             return self._sidecar_arrived(arrival)
-        bound = log.bind(source=arrival.source, key=arrival.key)
+        return self._image_arrived(arrival)
+
+    def _image_arrived(self, arrival: Arrival, data: bytes | None = None) -> list[str] | None:
+        """``data``: the bytes, when the caller already read them (a sidecar's image)."""
         rules = self.rules()
-        source = self.sources[arrival.source]
-        # Name and source first: most files are decided without reading a byte.
+        # The key alone first: most files are decided without reading a byte.
         if not rules.matching(arrival, None, True, any_source=self.any_source, shallow=True):
-            return self._ignored(arrival, bound)
-        try:
-            data = source.read(arrival.key, arrival.etag)
-        except DarkroomError as exc:
-            if getattr(exc, "gone", True):
-                # Vanished (or, for S3, replaced): a newer arrival, if any, has its own event.
-                bound.warning("cannot read arrival", reason=str(exc))
+            return self._ignored(arrival)
+        source = self.sources[arrival.source]
+        if data is None:
+            data = self._read(source, arrival)
+            if data is None:
                 return None
-            # There but unreadable: the ledger must be able to say how it ended.
+        facts = examine(source, arrival.key, data)
+        matching = rules.matching(
+            arrival, facts.image, facts.has_sidecar, any_source=self.any_source
+        )
+        if not matching:
+            return self._ignored(arrival, facts.sha256)
+        mask_hash = mask_sha256(source, arrival.key) if _uses_mask_sidecar(matching) else None
+        plan_ids = [
+            self._submit(self._plan(rule, arrival, facts, mask_hash), arrival) for rule in matching
+        ]
+        self.ledger.mark_seen(
+            arrival.source,
+            arrival.key,
+            arrival.size,
+            arrival.mtime_ns,
+            facts.sha256,
+            "submitted",
+            arrival.etag,
+        )
+        self.on_submit()
+        return plan_ids
+
+    def _read(self, source: Source, arrival: Arrival) -> bytes | None:
+        """The arrival's bytes, or None when they cannot be read (recorded when the object
+        is there but unreadable, so the ledger can say how it ended)."""
+        try:
+            return source.read(arrival.key, arrival.etag)
+        except DarkroomError as exc:
+            gone = exc.gone if isinstance(exc, InputError) else True
+            if gone:
+                # Vanished (or, for S3, replaced): a newer arrival, if any, has its own event.
+                log.warning(
+                    "cannot read arrival", source=arrival.source, key=arrival.key, reason=str(exc)
+                )
+                return None
             self.ledger.mark_seen(
                 arrival.source,
                 arrival.key,
@@ -122,103 +164,57 @@ class Intake:
                 arrival.etag,
             )
             self.ledger.record_quarantine(arrival.source, arrival.key, "", str(exc), None)
-            bound.error("input cannot be read; recorded as quarantined", reason=str(exc))
-            return None  # not settled: a queue redelivers it, and dead-letters it in the end
-        sha = hashlib.sha256(data).hexdigest()
-        facts = image_facts(data)
-        sidecar, sidecar_error = self._sidecar(source, arrival.key)
-        matching = rules.matching(
-            arrival,
-            facts,
-            sidecar is not None or sidecar_error is not None,
-            any_source=self.any_source,
-        )
-        if not matching:
-            return self._ignored(arrival, bound, sha)
-        mask_sha = self._mask_sha(source, arrival.key, matching)
-        plan_ids = []
-        for rule in matching:
-            plan = plan_for(
-                rule,
-                arrival,
-                sha,
-                facts=facts,
-                sidecar=sidecar,
-                references=self._references(rule),
-                extra_content=mask_sha,
+            log.error(
+                "input cannot be read; recorded as quarantined",
+                source=arrival.source,
+                key=arrival.key,
+                reason=str(exc),
             )
-            if sidecar_error:
-                plan["error"] = sidecar_error
-            pid, created = self.ledger.submit(plan)
-            plan_ids.append(pid)
-            if created:
-                bound.info(
-                    "queued",
-                    rule=rule.name,
-                    plan=pid,
-                    jobs=len(plan["steps"]),
-                    sha256=sha[:12],
-                    sidecar=sidecar.key if sidecar else None,
-                    error=plan.get("error"),
-                )
-            else:
-                bound.info("already handled; not queued again", rule=rule.name, plan=pid)
-        self.ledger.mark_seen(
-            arrival.source,
-            arrival.key,
-            arrival.size,
-            arrival.mtime_ns,
-            sha,
-            "submitted",
-            arrival.etag,
-        )
-        self.on_submit()
-        return plan_ids
+            return None  # a queue redelivers it, and dead-letters it in the end
 
-    def _ignored(self, arrival: Arrival, bound: Any, sha: str | None = None) -> list[str]:
+    def _plan(self, rule: Rule, arrival: Arrival, facts: InputFacts, mask_hash: str | None) -> Plan:
+        return plan_for(
+            rule,
+            arrival,
+            facts.sha256,
+            facts=facts.image,
+            sidecar=facts.sidecar,
+            references=reference_files(rule, self.rules_dir, self.reference_dirs),
+            extra_content=mask_hash,
+            error=facts.sidecar_error,
+        )
+
+    def _submit(self, plan: Plan, arrival: Arrival) -> str:
+        plan_id, created = self.ledger.submit(plan)
+        bound = log.bind(source=arrival.source, key=arrival.key, rule=plan.rule, plan=plan_id)
+        if created:
+            bound.info(
+                "queued",
+                jobs=len(plan.units),
+                sha256=plan.sha256[:12],
+                sidecar=plan.sidecar.key if plan.sidecar else None,
+                error=plan.error,
+            )
+        else:
+            bound.info("already handled; not queued again")
+        return plan_id
+
+    def _ignored(self, arrival: Arrival, sha256: str | None = None) -> list[str]:
         self.ledger.mark_seen(
             arrival.source,
             arrival.key,
             arrival.size,
             arrival.mtime_ns,
-            sha,
+            sha256,
             "ignored: no rule matches",
             arrival.etag,
         )
-        bound.info("no rule matches; ignored (darkroom match explains why)")
+        log.info(
+            "no rule matches; ignored (darkroom match explains why)",
+            source=arrival.source,
+            key=arrival.key,
+        )
         return []
-
-    def _sidecar(self, source: Any, key: str) -> tuple[Sidecar | None, str | None]:
-        """The image's sidecar, if one exists; a broken one is an error for its plans."""
-        for candidate in sidecar_keys(key):
-            try:
-                data = source.read(candidate)
-            except DarkroomError:
-                continue
-            try:
-                return Sidecar.parse(candidate, data), None
-            except DarkroomError as exc:
-                return None, str(exc)
-        return None, None
-
-    def _mask_sha(self, source: Any, key: str, rules: list[Any]) -> str | None:
-        if not any(step.mask == "sidecar" for rule in rules for step in rule.steps):
-            return None
-        try:
-            return hashlib.sha256(source.read(mask_key(key))).hexdigest()
-        except DarkroomError:
-            return None
-
-    def _references(self, rule: Any) -> dict[str, list[dict[str, str]]]:
-        resolved = {}
-        for step in rule.steps:
-            if step.references:
-                paths = resolve_references(step.references, self.rules_dir, self.reference_dirs)
-                resolved[step.name] = [
-                    {"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-                    for p in paths
-                ]
-        return resolved
 
     def _sidecar_arrived(self, arrival: Arrival) -> list[str]:
         """A new or edited sidecar (or mask) is a new arrival for its image."""
@@ -232,67 +228,24 @@ class Intake:
             "sidecar",
             arrival.etag,
         )
-        base = (
-            arrival.key[: -len(".mask.png")]
-            if arrival.key.lower().endswith(".mask.png")
-            else str(PurePosixPath(arrival.key).with_suffix(""))
-        )
+        root_uri = arrival.uri[: len(arrival.uri) - len(arrival.key)]
         plan_ids: list[str] = []
-        for ext in IMAGE_EXTENSIONS:
-            image_key = base + ext
+        for image_key in image_keys(arrival.key):
             try:
                 data = source.read(image_key)
             except DarkroomError:
                 continue
-            image = Arrival(
-                arrival.source,
-                image_key,
-                arrival.uri[: len(arrival.uri) - len(arrival.key)] + image_key,
-                len(data),
-                0,
-            )
+            image = Arrival(arrival.source, image_key, root_uri + image_key, len(data), 0)
             log.info(
                 "sidecar changed; the image is a new arrival",
                 source=arrival.source,
                 key=image_key,
                 sidecar=arrival.key,
             )
-            plan_ids += self.handle(image) or []
+            # Its bytes were just read to find it: hand them on rather than read them again.
+            plan_ids += self._image_arrived(image, data) or []
         return plan_ids
 
 
-IMAGE_EXTENSIONS = (
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".webp",
-    ".tif",
-    ".tiff",
-    ".bmp",
-    ".JPG",
-    ".JPEG",
-    ".PNG",
-    ".WEBP",
-)
-
-
-def image_facts(data: bytes) -> ImageFacts | None:
-    """Type and upright size from the header, without decoding pixels."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            orientation = image.getexif().get(0x0112, 1)
-            if orientation in (5, 6, 7, 8):
-                width, height = height, width
-            kind = {
-                "JPEG": "jpeg",
-                "PNG": "png",
-                "WEBP": "webp",
-                "TIFF": "tiff",
-                "BMP": "bmp",
-                "GIF": "gif",
-                "MPO": "jpeg",
-            }.get(image.format or "", (image.format or "").lower())
-            return ImageFacts(kind, width, height)
-    except Exception:  # anything unreadable: the job says why, with the full decode
-        return None
+def _uses_mask_sidecar(rules: list[Rule]) -> bool:
+    return any(step.mask == "sidecar" for rule in rules for step in rule.steps)

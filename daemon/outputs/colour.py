@@ -8,6 +8,7 @@ embedded ICC profile. Used for model inputs (daemon.imaging) and sheets (daemon.
 from __future__ import annotations
 
 import io
+from typing import cast
 
 import structlog
 from PIL import Image, features
@@ -53,7 +54,8 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.I
     if mode in _SIXTEEN_BIT:
         return _scaled_to_l(im, 0, 65535).convert("RGB")
     if mode in ("I", "F"):
-        lo, hi = im.getextrema()
+        # A single-band image's extrema are two numbers (typeshed allows per-band tuples).
+        lo, hi = cast(tuple[float, float], im.getextrema())
         if mode == "F" and lo >= 0 and hi <= 1:
             lo, hi = 0.0, 1.0
         elif lo >= 0 and hi <= 255:
@@ -70,7 +72,9 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.I
 
         lab = ImageCms.createProfile("LAB")
         srgb = ImageCms.createProfile("sRGB")
-        return ImageCms.profileToProfile(im, lab, srgb, outputMode="RGB")
+        converted = ImageCms.profileToProfile(im, lab, srgb, outputMode="RGB")
+        assert converted is not None  # None only with inPlace=True
+        return converted
 
 
 def icc_to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:

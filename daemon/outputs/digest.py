@@ -2,7 +2,7 @@
 
     build_digest(sink, day, *, rules=None, tile=256, columns=4) -> list[str]
 
-reads the sink's ``index.json`` (see :mod:`daemon.review`), keeps the entries whose manifest
+reads the sink's ``index.json`` (see :mod:`daemon.outputs.index`), keeps the entries whose manifest
 ``created_at`` (UTC) falls on ``day``, and writes ``digests/<YYYY-MM-DD>/<rule>.png``: a grid of
 one cell per source — its review sheet shrunk to ``tile`` px, or, without a sheet, its first
 variants side by side — captioned with the source key, status, variant count and time.
@@ -13,25 +13,18 @@ from __future__ import annotations
 
 import datetime
 import io
-import structlog
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
+import structlog
 from PIL import Image, ImageDraw
 
-from daemon.outputs.sheet import (
-    BACKGROUND,
-    FAILED_FILL,
-    HEADER_BAND,
-    INK,
-    LETTERBOX,
-    MUTED_INK,
-    cost_text,
-    fit_image,
-    font,
-    wrap_text,
-)
+from daemon.outputs.captions import cost_text
+from daemon.outputs.index import IndexEntry, load_index
+from daemon.outputs.sheet import BACKGROUND, FAILED_FILL, HEADER_BAND, INK, MUTED_INK
+from daemon.outputs.text import font, wrap_text
+from daemon.outputs.thumbnails import LETTERBOX, fit_image
+from daemon.sinks.base import Sink
 
 __all__ = ["build_digest", "digest_path"]
 
@@ -43,14 +36,15 @@ def digest_path(day: datetime.date, rule: str) -> str:
     return f"digests/{day.isoformat()}/{safe}.png"
 
 
-def _cell_image(sink: Any, entry: Mapping[str, Any], tile: int) -> Image.Image | None:
-    if entry.get("sheet"):
+def _cell_image(sink: Sink, entry: IndexEntry, tile: int) -> Image.Image | None:
+    """The source's sheet shrunk to the tile, else its first two variants side by side."""
+    if entry.sheet:
         try:
-            with Image.open(io.BytesIO(sink.read(str(entry["sheet"])))) as im:
+            with Image.open(io.BytesIO(sink.read(entry.sheet))) as im:
                 return fit_image(im, tile)
         except Exception as exc:
-            log.warning("digest: cannot read sheet %s: %s", entry["sheet"], exc)
-    thumbs = [str(t) for t in entry.get("thumbs") or []][:2]
+            log.warning("digest: cannot read sheet %s: %s", entry.sheet, exc)
+    thumbs = entry.thumbs[:2]
     pictures = []
     for path in thumbs:
         try:
@@ -70,23 +64,23 @@ def _cell_image(sink: Any, entry: Mapping[str, Any], tile: int) -> Image.Image |
     return strip
 
 
-def _caption(entry: Mapping[str, Any]) -> list[str]:
-    fields = [str(entry.get("status") or "?"), f"{entry.get('variants', 0)} variants"]
-    if entry.get("approved"):
-        fields.append(f"{entry['approved']} approved")
-    if (cost := cost_text(entry.get("cost"))) is not None:
+def _caption(entry: IndexEntry) -> list[str]:
+    fields = [entry.status or "?", f"{entry.variants} variants"]
+    if entry.approved:
+        fields.append(f"{entry.approved} approved")
+    if (cost := cost_text(entry.cost)) is not None:
         fields.append(cost)
-    created = str(entry.get("created_at") or "")
+    created = entry.created_at or ""
     if len(created) >= 16:
         fields.append(created[11:16] + " UTC")
-    return [str(entry.get("key") or entry.get("manifest")), " · ".join(fields)]
+    return [entry.key or entry.manifest, " · ".join(fields)]
 
 
 def render_digest(
-    sink: Any,
+    sink: Sink,
     rule: str,
     day: datetime.date,
-    entries: list[Mapping[str, Any]],
+    entries: list[IndexEntry],
     *,
     tile: int = 256,
     columns: int = 4,
@@ -132,7 +126,7 @@ def render_digest(
 
 
 def build_digest(
-    sink: Any,
+    sink: Sink,
     day: datetime.date,
     *,
     rules: Iterable[str] | None = None,
@@ -140,20 +134,18 @@ def build_digest(
     columns: int = 4,
 ) -> list[str]:
     """Write one digest PNG per rule for ``day``; returns the sink paths written."""
-    from daemon.outputs.review import load_index
-
     wanted = set(rules) if rules is not None else None
-    by_rule: dict[str, list[Mapping[str, Any]]] = {}
+    by_rule: dict[str, list[IndexEntry]] = {}
     for entry in load_index(sink):
-        if str(entry.get("created_at") or "")[:10] != day.isoformat():
+        if entry.day != day.isoformat():
             continue
-        rule = str(entry.get("rule") or "(no rule)")
+        rule = entry.rule or "(no rule)"
         if wanted is not None and rule not in wanted:
             continue
         by_rule.setdefault(rule, []).append(entry)
     written = []
     for rule in sorted(by_rule):
-        entries = sorted(by_rule[rule], key=lambda e: (str(e.get("created_at")), str(e.get("key"))))
+        entries = sorted(by_rule[rule], key=lambda e: (str(e.created_at), str(e.key)))
         image = render_digest(sink, rule, day, entries, tile=tile, columns=columns)
         buffer = io.BytesIO()
         image.save(buffer, "PNG")

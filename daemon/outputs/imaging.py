@@ -8,9 +8,9 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from daemon.errors import InputError
 from daemon.outputs import colour
 from daemon.outputs import provenance as provenance_format
-from daemon.errors import InputError
 
 # Pillow refuses images above 2x this and only warns above it: we refuse above it, so a
 # decompression bomb is an input error, not a 2 GB allocation.
@@ -36,7 +36,7 @@ def decode(data: bytes, name: str, *, animated: str = "first_frame") -> Image.Im
                 )
             if animated == "reject" and getattr(image, "is_animated", False):
                 raise InputError(
-                    f"{name}: an animated image ({image.n_frames} frames), and the rule's "
+                    f"{name}: an animated image ({getattr(image, 'n_frames', '?')} frames), and the rule's "
                     "match.animated is 'reject'"
                 )
             image.load()  # verify() accepts truncated JPEGs; a full load does not
@@ -103,12 +103,10 @@ def cover(image: Image.Image, width: int, height: int) -> Image.Image:
 
 def cover_aspect(image: Image.Image, ratio: float, max_side: int, multiple: int = 8) -> Image.Image:
     """Crop the centre to ``ratio`` (width / height), as large as fits within ``max_side``."""
-    if ratio >= 1:
-        width, height = max_side, max_side / ratio
-    else:
-        width, height = max_side * ratio, max_side
-    width = max(multiple, int(width) // multiple * multiple)
-    height = max(multiple, int(height) // multiple * multiple)
+    wide = ratio >= 1
+    exact_w, exact_h = (max_side, max_side / ratio) if wide else (max_side * ratio, max_side)
+    width = max(multiple, int(exact_w) // multiple * multiple)
+    height = max(multiple, int(exact_h) // multiple * multiple)
     return cover(image, width, height)
 
 

@@ -61,7 +61,8 @@ def normalize(info: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _param(info: Mapping[str, Any], *names: str) -> Any:
-    params = info.get("params") if isinstance(info.get("params"), Mapping) else {}
+    given = info.get("params")
+    params: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
     for name in names:
         for where in (info, params):
             if where.get(name) is not None:

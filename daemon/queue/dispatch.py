@@ -15,7 +15,7 @@ model already loaded on a worker is preferred. That keeps a device on its model 
 burst of ``slack`` jobs instead of swapping models every job, while no rule falls more than
 ``slack`` jobs behind its fair share.
 
-Batching: companions of a claimed job are other due jobs of the same rule and step that are
+Batching: companions of a claimed job are other due jobs of the same rule and unit that are
 on their first attempt (a job being retried runs alone: it may be the one that crashed the
 worker).
 """
@@ -24,19 +24,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from threading import Event
 
-from daemon.queue.ledger import JobRow, Ledger
-
-
-@dataclass(frozen=True)
-class Candidate:
-    id: str
-    rule: str
-    step: str
-    attempts: int
-    profile: str | None
+from daemon.queue.ledger import Ledger
+from daemon.queue.rows import Candidate, JobRow
 
 
 def candidates(
@@ -44,10 +35,8 @@ def candidates(
 ) -> dict[str, list[Candidate]]:
     """The first ``per_rule`` due jobs of every rule, in the ledger's own order."""
     out: dict[str, list[Candidate]] = {}
-    for r in ledger.due_heads(per_rule, now):
-        out.setdefault(r["rule"], []).append(
-            Candidate(r["id"], r["rule"], r["step"], r["attempts"], r["profile"])
-        )
+    for candidate in ledger.due_heads(per_rule, now):
+        out.setdefault(candidate.rule, []).append(candidate)
     return out
 
 
@@ -99,7 +88,7 @@ class Dispatcher:
         self.max_batch = max_batch  # profile name -> how many jobs may share a call
         self.loaded = loaded  # profile name -> whether a worker has it loaded
 
-    def claim(self, wait_s: float = 0.0, stopping: Any = None) -> list[JobRow]:
+    def claim(self, wait_s: float = 0.0, stopping: Event | None = None) -> list[JobRow]:
         """The next job and up to max_batch - 1 companions; [] when nothing is due.
         ``wait_s``: how long to wait for companions that have not arrived yet."""
         while True:
@@ -108,10 +97,11 @@ class Dispatcher:
             if not heads:
                 return []
             rule = self.fair.pick({r: c[0] for r, c in heads.items()}, self.loaded)
+            assert rule is not None  # heads is not empty
             head = heads[rule][0]
             limit = self.max_batch(head.profile) if head.attempts == 0 else 1
             ids = [head.id] + [
-                c.id for c in heads[rule][1:] if c.step == head.step and c.attempts == 0
+                c.id for c in heads[rule][1:] if c.unit_id == head.unit_id and c.attempts == 0
             ][: limit - 1]
             claimed = claim_ids(self.ledger, self.owner, ids)
             if not claimed:
@@ -122,7 +112,7 @@ class Dispatcher:
             return claimed
 
     def _wait_for_companions(
-        self, head: Candidate, want: int, wait_s: float, stopping: Any
+        self, head: Candidate, want: int, wait_s: float, stopping: Event | None
     ) -> list[JobRow]:
         got: list[JobRow] = []
         deadline = time.monotonic() + wait_s
@@ -133,7 +123,7 @@ class Dispatcher:
             more = [
                 c.id
                 for c in candidates(self.ledger, want + 1).get(head.rule, [])
-                if c.step == head.step and c.attempts == 0
+                if c.unit_id == head.unit_id and c.attempts == 0
             ][: want - len(got)]
             got += claim_ids(self.ledger, self.owner, more)
         return got

@@ -5,8 +5,9 @@ Tables:
 - ``plans``: one row per (content sha256, rule, rule digest): what an arrival is to
   become. Its id is derived from those three, so submitting the same content for the
   same rule twice — a duplicate event, a rescan, a restart — is a no-op.
-- ``jobs``: one row per plan step. A step that takes an earlier step's outputs waits
-  (``waiting``) until that step is done. ``claim`` moves a queued job to ``running`` and
+- ``jobs``: one row per unit of a plan (one model run; its columns keep the old name
+  ``step``). A unit that takes an earlier rule step's outputs waits (``waiting``) until
+  every unit of that step has ended. ``claim`` moves a queued job to ``running`` and
   counts the attempt; ``complete`` records the committed outputs; ``fail`` either
   schedules a retry with exponential backoff or ends the job with its reason.
 - ``seen``: the last (size, mtime) handled per source key, so rescans skip known files
@@ -18,6 +19,10 @@ plans whose jobs all ended but whose manifest was never written.
 
 One connection guarded by a lock serves the daemon's threads; other processes (the
 operator CLI) open their own connections, which WAL lets read while the daemon writes.
+
+Typed at the seam: plans go in and come out as :class:`daemon.types.Plan` (stored as its
+JSON), outputs as :class:`daemon.types.OutputRecord`, rounds as
+:class:`daemon.outputs.manifest.RoundSummary`; the rows are :mod:`daemon.queue.rows`.
 """
 
 from __future__ import annotations
@@ -27,13 +32,16 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.types import JobState
+from daemon.outputs.manifest import RoundSummary
+from daemon.queue.rows import Candidate, JobRow, PlanRow
+from daemon.types import JobState, OutputRecord, Plan, PlanState
+
+__all__ = ["Candidate", "JobRow", "Ledger", "PlanRow", "job_id", "plan_id"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS plans (
@@ -52,10 +60,10 @@ CREATE TABLE IF NOT EXISTS plans (
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     plan_id TEXT NOT NULL REFERENCES plans(id),
-    step TEXT NOT NULL,          -- the unit: "explore", or "explore:sd-turbo" in a compare step
-    step_name TEXT NOT NULL,     -- the rule's step name
-    step_index INTEGER NOT NULL,
-    depends_on TEXT,             -- the step name whose jobs must all end first (NULL: the source)
+    step TEXT NOT NULL,          -- the unit's id: "explore", or "explore:sd-turbo" in a compare step
+    step_name TEXT NOT NULL,     -- the unit's rule step name
+    step_index INTEGER NOT NULL, -- the unit's index in the plan
+    depends_on TEXT,             -- the rule step whose units must all end first (NULL: the source)
     rule TEXT NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -93,79 +101,34 @@ CREATE TABLE IF NOT EXISTS seen (
 """
 
 
+# Columns added after a table was first created: (table, column, declaration). Ledgers
+# written by an earlier version get them at open; CREATE TABLE above already has them.
+ADDED_COLUMNS: list[tuple[str, str, str]] = []
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, column, declaration in ADDED_COLUMNS:
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
 def plan_id(sha256: str, rule: str, digest: str) -> str:
     return hashlib.sha256(f"{sha256}\0{rule}\0{digest}".encode()).hexdigest()[:24]
 
 
-def job_id(plan: str, step: str) -> str:
-    return hashlib.sha256(f"{plan}\0{step}".encode()).hexdigest()[:24]
-
-
-@dataclass
-class JobRow:
-    id: str
-    plan_id: str
-    step: str
-    step_name: str
-    step_index: int
-    rule: str
-    state: JobState
-    attempts: int
-    error: str | None
-    outputs: list[dict[str, Any]]
-    seconds: float | None
-    updated_at: float
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> JobRow:
-        return cls(
-            id=row["id"],
-            plan_id=row["plan_id"],
-            step=row["step"],
-            step_name=row["step_name"],
-            step_index=row["step_index"],
-            rule=row["rule"],
-            state=JobState(row["state"]),
-            attempts=row["attempts"],
-            error=row["error"],
-            outputs=json.loads(row["outputs"]) if row["outputs"] else [],
-            seconds=row["seconds"],
-            updated_at=row["updated_at"],
-        )
-
-
-@dataclass
-class PlanRow:
-    id: str
-    source: str
-    key: str
-    sha256: str
-    rule: str
-    rule_digest: str
-    plan: dict[str, Any]
-    state: str
-    created_at: float
-    rounds: list[dict[str, Any]]
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> PlanRow:
-        return cls(
-            row["id"],
-            row["source"],
-            row["key"],
-            row["sha256"],
-            row["rule"],
-            row["rule_digest"],
-            json.loads(row["plan"]),
-            row["state"],
-            row["created_at"],
-            json.loads(row["rounds"]) if row["rounds"] else [],
-        )
+def job_id(plan: str, unit_id: str) -> str:
+    return hashlib.sha256(f"{plan}\0{unit_id}".encode()).hexdigest()[:24]
 
 
 class Ledger:
     def __init__(
-        self, path: Path, *, max_attempts: int = 3, retry_backoff: float = 2.0, clock=time.time
+        self,
+        path: Path,
+        *,
+        max_attempts: int = 3,
+        retry_backoff: float = 2.0,
+        clock: Callable[[], float] = time.time,
     ):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -179,6 +142,7 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=FULL")  # a committed 'done' survives power loss
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        _add_missing_columns(self._db)
 
     def close(self) -> None:
         with self._lock:
@@ -197,47 +161,49 @@ class Ledger:
 
     # -- intake ----------------------------------------------------------------------
 
-    def submit(self, plan: dict[str, Any]) -> tuple[str, bool]:
-        """Record a plan and its jobs; returns (plan id, created). Idempotent: the id is the
-        content (image bytes + sidecar) + rule + rule digest; a job's adds its step."""
-        pid = plan_id(plan.get("content", plan["sha256"]), plan["rule"], plan["digest"])
+    def submit(self, plan: Plan) -> tuple[str, bool]:
+        """Record a plan and its jobs (one per unit); returns (plan id, created). Idempotent:
+        the id is the content (image bytes + sidecar + mask) + rule + rule digest; a job's
+        adds its unit id."""
+        pid = plan_id(plan.content, plan.rule, plan.digest)
         now = self._clock()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO plans (id, source, key, sha256, rule, rule_digest, plan, created_at)"
+                "INSERT OR IGNORE INTO plans"
+                " (id, source, key, sha256, rule, rule_digest, plan, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     pid,
-                    plan["arrival"]["source"],
-                    plan["arrival"]["key"],
-                    plan["sha256"],
-                    plan["rule"],
-                    plan["digest"],
-                    json.dumps(plan),
+                    plan.arrival.source,
+                    plan.arrival.key,
+                    plan.sha256,
+                    plan.rule,
+                    plan.digest,
+                    plan.model_dump_json(),
                     now,
                 ),
             )
             if cur.rowcount == 0:
                 return pid, False
-            for index, unit in enumerate(plan["steps"]):
-                unit_id = unit.get("id", unit["name"])
-                depends = None if unit["input"] == "source" else unit["input"]
+            for index, unit in enumerate(plan.units):
+                depends = None if unit.input == "source" else unit.input
                 state = JobState.QUEUED if depends is None else JobState.WAITING
-                if plan.get("error"):  # the plan cannot run as written (e.g. an unknown variable)
+                if plan.error:  # the plan cannot run as written (e.g. an unknown variable)
                     state = JobState.FAILED
                 db.execute(
-                    "INSERT INTO jobs (id, plan_id, step, step_name, step_index, depends_on, rule, state, error,"
-                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO jobs (id, plan_id, step, step_name, step_index, depends_on,"
+                    " rule, state, error, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        job_id(pid, unit_id),
+                        job_id(pid, unit.id),
                         pid,
-                        unit_id,
-                        unit["name"],
+                        unit.id,
+                        unit.name,
                         index,
                         depends,
-                        plan["rule"],
+                        plan.rule,
                         state,
-                        plan.get("error"),
+                        plan.error,
                         now,
                         now,
                     ),
@@ -300,21 +266,25 @@ class Ledger:
             )
 
     # The first ``per_rule`` due jobs of every rule, with the profile each would load
-    # (daemon.dispatch picks among them: fair between rules, sticky to loaded models).
+    # (daemon.queue.dispatch picks among them: fair between rules, sticky to loaded models).
+    # Plans are stored with "units"; ledgers written by earlier versions call them "steps".
     _HEADS = """
     SELECT id, rule, step, attempts, profile, rn FROM (
       SELECT j.id, j.rule, j.step, j.attempts,
-             json_extract(p.plan, '$.steps[' || j.step_index || '].model') AS profile,
+             COALESCE(json_extract(p.plan, '$.units[' || j.step_index || '].model'),
+                      json_extract(p.plan, '$.steps[' || j.step_index || '].model')) AS profile,
              ROW_NUMBER() OVER (PARTITION BY j.rule ORDER BY j.not_before, j.created_at, j.step_index) AS rn
       FROM jobs j JOIN plans p ON p.id = j.plan_id
       WHERE j.state = ? AND j.not_before <= ?
     ) WHERE rn <= ? ORDER BY rule, rn
     """
 
-    def due_heads(self, per_rule: int, now: float | None = None) -> list[sqlite3.Row]:
+    def due_heads(self, per_rule: int, now: float | None = None) -> list[Candidate]:
+        """The first ``per_rule`` due jobs of every rule, by rule, in the queue's order."""
         now = self._clock() if now is None else now
         with self._lock:
-            return self._db.execute(self._HEADS, (JobState.QUEUED, now, per_rule)).fetchall()
+            rows = self._db.execute(self._HEADS, (JobState.QUEUED, now, per_rule)).fetchall()
+        return [Candidate(r["id"], r["rule"], r["step"], r["attempts"], r["profile"]) for r in rows]
 
     def claim_ids(self, owner: str, ids: list[str]) -> list[JobRow]:
         """Claim exactly these jobs if they are still queued (the transition of ``claim``)."""
@@ -341,15 +311,19 @@ class Ledger:
             row = self._db.execute(
                 "SELECT MIN(not_before) AS t FROM jobs WHERE state=?", (JobState.QUEUED,)
             ).fetchone()
-        return row["t"]
+        t: float | None = row["t"]
+        return t
 
-    def complete(self, job_id_: str, outputs: list[dict[str, Any]], seconds: float) -> None:
-        """Mark done (outputs already committed) and release the steps that wait on it."""
+    def complete(self, job_id_: str, outputs: list[OutputRecord], seconds: float) -> None:
+        """Mark done (outputs already committed) and release the units that wait on it."""
         now = self._clock()
+        # Only the fields a record was given are stored: the manifest shows the same keys.
+        stored = json.dumps([o.model_dump(mode="json", exclude_unset=True) for o in outputs])
         with self._tx() as db:
             db.execute(
-                "UPDATE jobs SET state=?, outputs=?, seconds=?, error=NULL, lease_owner=NULL, updated_at=? WHERE id=?",
-                (JobState.DONE, json.dumps(outputs), seconds, now, job_id_),
+                "UPDATE jobs SET state=?, outputs=?, seconds=?, error=NULL, lease_owner=NULL,"
+                " updated_at=? WHERE id=?",
+                (JobState.DONE, stored, seconds, now, job_id_),
             )
             self._release_dependents(db, job_id_, now)
 
@@ -379,8 +353,8 @@ class Ledger:
         self._release_dependents(db, job_id_, now)
 
     def _release_dependents(self, db: sqlite3.Connection, job_id_: str, now: float) -> None:
-        """When every job of a step has ended, its dependents run (if any of them made
-        outputs) or fail (if none did)."""
+        """When every unit of a rule step has ended, the units that take its outputs run (if
+        any of them made outputs) or fail (if none did)."""
         row = db.execute("SELECT plan_id, step_name FROM jobs WHERE id=?", (job_id_,)).fetchone()
         siblings = db.execute(
             "SELECT state FROM jobs WHERE plan_id=? AND step_name=?",
@@ -467,10 +441,12 @@ class Ledger:
     # -- plans -----------------------------------------------------------------------
 
     def plan(self, pid: str) -> PlanRow:
+        """The plan ``pid``; KeyError when the ledger has none (pruned, never submitted)."""
         with self._lock:
-            return PlanRow.from_row(
-                self._db.execute("SELECT * FROM plans WHERE id=?", (pid,)).fetchone()
-            )
+            row = self._db.execute("SELECT * FROM plans WHERE id=?", (pid,)).fetchone()
+        if row is None:
+            raise KeyError(pid)
+        return PlanRow.from_row(row)
 
     def jobs_of(self, pid: str) -> list[JobRow]:
         with self._lock:
@@ -481,9 +457,10 @@ class Ledger:
 
     def job(self, jid: str) -> JobRow:
         with self._lock:
-            return JobRow.from_row(
-                self._db.execute("SELECT * FROM jobs WHERE id=?", (jid,)).fetchone()
-            )
+            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (jid,)).fetchone()
+        if row is None:
+            raise KeyError(jid)
+        return JobRow.from_row(row)
 
     def unfinished_plans(self) -> list[str]:
         """Active plans whose jobs have all ended: their manifest still has to be written."""
@@ -502,7 +479,9 @@ class Ledger:
                 "UPDATE jobs SET state=?, error=?, lease_owner=NULL, updated_at=? WHERE plan_id=?",
                 (JobState.DONE, note, now, pid),
             )
-            db.execute("UPDATE plans SET state='done', finished_at=? WHERE id=?", (now, pid))
+            db.execute(
+                "UPDATE plans SET state=?, finished_at=? WHERE id=?", (PlanState.DONE, now, pid)
+            )
 
     def others_want(self, pid: str, source: str, key: str, sha256: str) -> bool:
         """Whether another plan for the same file is still running or succeeded."""
@@ -531,11 +510,13 @@ class Ledger:
             ).fetchall()
         return [dict(r) for r in rows]
 
-    def note_round(self, pid: str, rounds: list[dict[str, Any]]) -> None:
+    def note_round(self, pid: str, rounds: list[RoundSummary]) -> None:
+        """Keep the earlier rounds of this plan's folder (the manifest lists them)."""
+        stored = json.dumps([r.model_dump(mode="json", exclude_unset=True) for r in rounds])
         with self._tx() as db:
-            db.execute("UPDATE plans SET rounds=? WHERE id=?", (json.dumps(rounds), pid))
+            db.execute("UPDATE plans SET rounds=? WHERE id=?", (stored, pid))
 
-    def finish_plan(self, pid: str, state: str) -> None:
+    def finish_plan(self, pid: str, state: PlanState) -> None:
         with self._tx() as db:
             db.execute(
                 "UPDATE plans SET state=?, finished_at=? WHERE id=?", (state, self._clock(), pid)
@@ -545,7 +526,7 @@ class Ledger:
 
     def retry(self, job_ids: list[str] | None = None) -> list[str]:
         """Queue failed jobs again with a fresh attempt budget (all failed ones if
-        ``job_ids`` is None); steps that failed only because of them wait again.
+        ``job_ids`` is None); units that failed only because of them wait again.
         Returns the ids queued."""
         now = self._clock()
         queued = []
@@ -578,8 +559,8 @@ class Ledger:
                 queued.append(row["id"])
         return queued
 
-    def cancel(self, job_id_: str) -> str:
-        """End a queued or waiting job (and the steps after it). Returns the job's state
+    def cancel(self, job_id_: str) -> JobState:
+        """End a queued or waiting job (and the units after it). Returns the job's state
         before; a running job is left to finish."""
         with self._tx() as db:
             row = db.execute("SELECT state FROM jobs WHERE id=?", (job_id_,)).fetchone()
@@ -587,7 +568,7 @@ class Ledger:
                 raise KeyError(job_id_)
             if row["state"] in (JobState.QUEUED, JobState.WAITING):
                 self._fail_chain(db, job_id_, "cancelled by an operator", self._clock())
-            return row["state"]
+            return JobState(row["state"])
 
     def find_job(self, prefix: str) -> JobRow | None:
         """A job by its id or an unambiguous prefix of it (as ``jobs ls`` prints them)."""
@@ -637,7 +618,8 @@ class Ledger:
 
     def plan_count(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) AS n FROM plans").fetchone()["n"]
+            n: int = self._db.execute("SELECT COUNT(*) AS n FROM plans").fetchone()["n"]
+        return n
 
     def seen_since(
         self, since: float, sources: list[str]
@@ -662,7 +644,7 @@ class Ledger:
     def jobs(
         self, state: str | None = None, rule: str | None = None, limit: int = 1000
     ) -> list[JobRow]:
-        query, args = "SELECT * FROM jobs WHERE 1=1", []
+        query, args = "SELECT * FROM jobs WHERE 1=1", list[str | int]()
         if state:
             query += " AND state=?"
             args.append(state)
@@ -674,7 +656,7 @@ class Ledger:
         with self._lock:
             return [JobRow.from_row(r) for r in self._db.execute(query, args).fetchall()]
 
-    def plans(self, state: str | None = None) -> list[PlanRow]:
+    def plans(self, state: PlanState | None = None) -> list[PlanRow]:
         with self._lock:
             if state:
                 rows = self._db.execute(

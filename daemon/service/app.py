@@ -4,69 +4,51 @@ Start order: state lock -> ledger (and crash recovery) -> worker -> runner -> in
 sources (whose startup scans feed intake). Stop order is the reverse: intake stops
 first, so nothing new starts; the running job may finish until ``stop_timeout``; what
 is left stays queued in the ledger for the next start.
+
+Observers are wired here and nowhere else: metrics, settlement and webhooks each implement
+:class:`daemon.hooks.Hooks`, and one :class:`~daemon.hooks.HookChain` of them is given to
+the runner and the worker pool.
 """
 
 from __future__ import annotations
 
 import datetime
-import fcntl
-import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from daemon.errors import ConfigError, Problem, StateLocked
+from backends.base import ModelSpec
+from daemon.config.profiles import Profile, resolve_profiles
+from daemon.config.settings import Settings
+from daemon.errors import ConfigError, Problem
+from daemon.execution.pool import WorkerPool
+from daemon.execution.runner import Runner
+from daemon.hooks import HookChain, Hooks
 from daemon.intake.intake import Intake
+from daemon.intake.settlement import Settlement
+from daemon.outputs.manifest import Manifest
+from daemon.outputs.paths import page_path_for
 from daemon.queue.ledger import Ledger
+from daemon.rules.load import cross_check, load_rules, rule_files
+from daemon.rules.match import RuleSet
 from daemon.service.metrics import Metrics, MetricsServer, Readiness
 from daemon.service.notify import Heartbeats, Notifier, Watchdog
-from daemon.execution.pool import WorkerPool
-from daemon.config.profiles import Profile, resolve_profiles
-from daemon.rules import RuleSet, cross_check, load_rules, rule_files
-from daemon.execution.runner import Runner
-from daemon.config.settings import Settings
-from daemon.intake.settlement import Settlement
+from daemon.service.state_lock import StateLock
 from daemon.service.webhooks import WebhookSender, event_from_manifest
 from daemon.sinks import build_sink
+from daemon.sinks.base import Sink
 from daemon.sources import build_source
+from daemon.sources.base import Source
 
 log = structlog.get_logger("darkroom.app")
 
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-class StateLock:
-    """One daemon per state directory: a second one would corrupt nothing, but race."""
-
-    def __init__(self, state_dir: Path):
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.path = state_dir / "lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise StateLocked(
-                f"{self.path.parent} is in use by darkroom (pid {holder}); stop it first, "
-                "or give this one its own state_dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 def config_problems(
@@ -98,17 +80,60 @@ def config_problems(
     return problems
 
 
-def build_sources(settings: Settings) -> dict[str, Any]:
+def build_sources(settings: Settings) -> dict[str, Source]:
     return {name: build_source(name, cfg) for name, cfg in settings.sources.items()}
 
 
-def build_sinks(settings: Settings) -> dict[str, Any]:
+def build_sinks(settings: Settings) -> dict[str, Sink]:
     return {name: build_sink(name, cfg) for name, cfg in settings.sinks.items()}
+
+
+def profile_label(spec: ModelSpec, profiles: dict[str, Profile], device: str) -> str:
+    """The profile a worker's model came from, for metrics: the profile whose spec it is,
+    else one loading the same model (the pool's out-of-memory retries change options),
+    else the model itself."""
+    for name, profile in profiles.items():
+        if profile.spec(device) == spec:
+            return name
+    for name, profile in profiles.items():
+        if (profile.task, profile.model, profile.revision) == (
+            spec.task,
+            spec.model,
+            spec.revision,
+        ):
+            return name
+    return spec.model
+
+
+class WebhookHooks(Hooks):
+    """Sends the webhook event of each committed manifest (to whichever sender is current:
+    a reload may replace it)."""
+
+    def __init__(self, sender: Callable[[], WebhookSender | None]):
+        self.sender = sender
+
+    def plan_committed(self, sink: Sink, manifest: Manifest, manifest_path: str) -> None:
+        sender = self.sender()
+        if sender is None:
+            return
+        sender.send(
+            event_from_manifest(
+                manifest,
+                manifest_url=sink.location(manifest_path),
+                sheet_url=sink.location(manifest.sheet) if manifest.sheet else None,
+                page_url=sink.location(page_path_for(manifest_path)),
+                output_url=sink.location,
+            )
+        )
 
 
 class App:
     def __init__(
-        self, settings: Settings, *, sources: dict[str, Any] | None = None, any_source: bool = False
+        self,
+        settings: Settings,
+        *,
+        sources: dict[str, Source] | None = None,
+        any_source: bool = False,
     ):
         self.settings = settings
         self.config_path: Path | None = None  # set by the CLI, for SIGHUP reloads
@@ -139,13 +164,17 @@ class App:
             else None
         )
         self.webhooks = self._webhooks(settings)
+        # Settlement joins the chain at start (it needs the ledger); hooks are called only
+        # once the runner and the pool run.
+        self.hooks = HookChain([self.metrics, WebhookHooks(lambda: self.webhooks)])
         w = settings.worker
         self.pool = WorkerPool(
             w.device_list,
             w.threads,
             settings.models_dir,
             w.job_timeout,
-            on_restart=self.metrics.worker_restarted,
+            hooks=self.hooks,
+            profile_of=lambda spec: profile_label(spec, self.profiles, self.settings.worker.device),
             on_alive=lambda: self.beats.beat("worker"),
             cpu_threads=w.cpu_worker_threads,
             memory_budget_gb=w.memory_budget_gb,
@@ -155,6 +184,8 @@ class App:
         self.stopped = threading.Event()
         self.scheduler: Any = None
         self.rules_error: str | None = None
+        self.runner: Runner | None = None
+        self._last_status = 0.0
         self._threads: list[threading.Thread] = []
 
     def _webhooks(self, settings: Settings) -> WebhookSender | None:
@@ -190,8 +221,7 @@ class App:
             retry_backoff=self.settings.jobs.retry_backoff,
         )
         for sink in self.sinks.values():
-            cleanup = getattr(sink, "cleanup_temp", None)
-            if cleanup is not None and (removed := cleanup()):
+            if removed := sink.cleanup_temp():
                 log.info(
                     "removed temp files left by an earlier crash", sink=sink.name, files=removed
                 )
@@ -204,7 +234,9 @@ class App:
         self.pool.start()
         self.readiness.mark("worker", True)
         self.beats.beat("worker")
-        self.settlement = Settlement(self.sources, lambda pid: self.ledger.plan(pid).state)
+        ledger = self.ledger
+        self.settlement = Settlement(self.sources, lambda pid: ledger.plan(pid).state)
+        self.hooks.add(self.settlement)
         self.runner = Runner(
             self.ledger,
             self.sources,
@@ -212,9 +244,7 @@ class App:
             self.pool,
             self.profiles,
             self.settings.worker.device,
-            on_plan_done=self.settlement.plan_done,
-            on_manifest=self._committed,
-            on_job_end=self._job_ended,
+            hooks=self.hooks,
             tick=lambda: self.beats.beat("runner"),
             ping_interval=self.settings.worker.ping_interval,
             max_batch=self.settings.worker.max_batch,
@@ -271,7 +301,7 @@ class App:
         """Called by the main loop every half second: it is alive, and systemd hears why."""
         self.beats.beat("main")
         now = time.monotonic()
-        if now - getattr(self, "_last_status", 0.0) >= 5:
+        if now - self._last_status >= 5:
             self._last_status = now
             self.notifier.status(self.status_line())
 
@@ -281,42 +311,27 @@ class App:
         text = (
             f"queue {depth}, running {counts.get('running', 0)}, failed {counts.get('failed', 0)}"
         )
-        last = getattr(getattr(self, "runner", None), "last_error", None) or self.rules_error
+        last = (self.runner.last_error if self.runner else None) or self.rules_error
         return f"{text}; last error: {last[:200]}" if last else text
 
-    def _job_ended(self, rule: str, state: str, profile: str | None, seconds: float | None) -> None:
-        self.metrics.job_finished(rule, state)
-        if profile is not None and seconds is not None:
-            self.metrics.observe_step(profile, seconds)
-
-    def _committed(self, sink: Any, manifest: dict[str, Any], path: str) -> None:
-        """After a manifest is committed: tell the webhooks."""
-        if self.webhooks is None:
-            return
-        from daemon.outputs import review
-
-        self.webhooks.send(
-            event_from_manifest(
-                manifest,
-                manifest_url=sink.location(path),
-                sheet_url=sink.location(manifest["sheet"]) if manifest.get("sheet") else None,
-                page_url=sink.location(review.page_path_for(path)),
-                output_url=sink.location,
-            )
-        )
+    def _started(self) -> tuple[Ledger, Runner]:
+        """The ledger and the runner, which exist from :meth:`start` on."""
+        if self.ledger is None or self.runner is None:
+            raise RuntimeError("the daemon is not started")
+        return self.ledger, self.runner
 
     def _source_lag(self) -> None:
-        oldest = self.ledger.oldest_active_by_source()
+        ledger, _ = self._started()
+        oldest = ledger.oldest_active_by_source()
         now = time.time()
         for name in self.sources:
             self.metrics.set_source_lag(name, now - oldest[name] if name in oldest else 0.0)
 
     def _maintenance(self) -> None:
         days = self.settings.maintenance.retention_days
-        removed = self.ledger.prune(time.time() - days * 86400)
-        orphans = sum(
-            getattr(s, "cleanup_temp", lambda **_: 0)(older_than=3600) for s in self.sinks.values()
-        )
+        ledger, _ = self._started()
+        removed = ledger.prune(time.time() - days * 86400)
+        orphans = sum(sink.cleanup_temp(older_than=3600) for sink in self.sinks.values())
         log.info(
             "maintenance",
             ledger_rows_pruned=removed,
@@ -364,11 +379,12 @@ class App:
         if fixed:
             log.warning("these settings changed but apply only after a restart", keys=fixed)
         # Swap what can change live, each in one assignment.
+        ledger, runner = self._started()
         self.profiles = profiles
-        self.runner.profiles = profiles
+        runner.profiles = profiles
         self.rules = rules
-        self.ledger.max_attempts = settings.jobs.max_attempts
-        self.ledger.retry_backoff = settings.jobs.retry_backoff
+        ledger.max_attempts = settings.jobs.max_attempts
+        ledger.retry_backoff = settings.jobs.retry_backoff
         if settings.webhooks != self.settings.webhooks:
             old, self.webhooks = self.webhooks, self._webhooks(settings)
             if self.webhooks is not None:
@@ -403,7 +419,7 @@ class App:
     def _watch_rules(self) -> None:
         """Poll the rules directory (cheap: a stat per file) and reload on any change."""
 
-        def snapshot() -> tuple:
+        def snapshot() -> tuple[tuple[str, int, int], ...]:
             files = rule_files(self.settings.rules_dir)
             out = []
             for path in files:
@@ -457,12 +473,12 @@ class App:
                 coalesce=True,
             )
         for source in self.sources.values():
-            for func, interval, name in getattr(source, "periodic", lambda: [])():
+            for task in source.periodic():
                 self.scheduler.add_job(
-                    func,
+                    task.function,
                     "interval",
-                    seconds=interval,
-                    id=f"{source.name}:{name}",
+                    seconds=task.interval_s,
+                    id=f"{source.name}:{task.name}",
                     max_instances=1,
                     coalesce=True,
                     next_run_time=_now(),
@@ -491,9 +507,8 @@ class App:
         for name in sorted(used):
             self.notifier.extend_timeout(self.settings.worker.job_timeout + 60)
             self.notifier.status(f"loading model {name}")
-            try:
+            try:  # the pool's hooks count the load
                 self.pool.load(self.profiles[name].spec(self.settings.worker.device))
-                self.metrics.model_loaded(name)
             except Exception as exc:  # reported again, per job, if it persists
                 log.error("cannot load model", profile=name, reason=str(exc))
 
@@ -503,13 +518,14 @@ class App:
         self.readiness.set_phase("stopping")
         self.watchdog.stop()
         log.info("stopping: no new work is taken")
+        ledger, runner = self._started()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         for source in self.sources.values():
             source.stop()
         self.intake.stop()
-        self.runner.stopping.set()
-        self.runner.wake.set()
+        runner.stopping.set()
+        runner.wake.set()
         deadline = self.settings.worker.stop_timeout
         for thread in self._threads:
             thread.join(deadline)
@@ -520,7 +536,7 @@ class App:
             thread.join(5)
         if self.webhooks is not None:
             self.webhooks.stop(timeout=10)
-        self.ledger.close()
+        ledger.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.lock.release()

@@ -1,31 +1,179 @@
-"""Logging: JSON lines for journald and files, readable lines on a terminal."""
+"""Logging: one pipeline for structlog events, stdlib ``logging`` and ``warnings``, in every process.
+
+Every line Darkroom writes goes through one handler on the root ``logging`` logger, rendered
+by structlog's ``ProcessorFormatter``: our own structlog events, stdlib records from the
+backends (``darkroom.backends``) and libraries (diffusers, transformers, huggingface_hub,
+APScheduler, botocore, Pillow), ``warnings.warn`` and uncaught exceptions in threads. With
+``log: {format: json}`` (or ``auto`` when the output is not a terminal) the output is JSON
+lines only, each with ``event``, ``level``, ``logger`` and ``timestamp``; on a terminal,
+readable lines.
+
+Worker processes are *spawned* and inherit nothing configured here. :func:`configure`
+therefore leaves the resolved setup in ``$DARKROOM_LOG_SETUP`` and the worker's entry calls
+:func:`configure_worker`, which applies the same setup (or nothing, when the worker belongs
+to a process that never configured logging, such as the tests' in-process pools).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
+import warnings
+from typing import TextIO
 
 import structlog
+from structlog.typing import Processor
+
+WORKER_ENV = "DARKROOM_LOG_SETUP"
+"""``level:format:colors`` as resolved in the main process, e.g. ``info:json:0``."""
+
+_HANDLER_NAME = "darkroom"
+
+# These libraries give their root logger a stderr handler of its own when first imported:
+# diffusers and transformers also stop propagation (their lines skip our handler and come out
+# as bare text), huggingface_hub keeps propagating (its lines would come out twice).
+_SELF_HANDLING_LIBRARIES = ("diffusers", "transformers", "huggingface_hub")
+
+# The most verbose level each chatty library may log at, whatever ``log.level`` says:
+# APScheduler logs every run of every periodic job at INFO, httpx every request, botocore where
+# it found credentials, Pillow each PNG chunk at DEBUG.
+_LIBRARY_FLOORS: dict[str, int] = {
+    "apscheduler": logging.WARNING,
+    "asyncio": logging.WARNING,
+    "boto3": logging.WARNING,
+    "botocore": logging.WARNING,
+    "filelock": logging.WARNING,
+    "httpcore": logging.WARNING,
+    "httpx": logging.WARNING,
+    "PIL": logging.WARNING,
+    "s3transfer": logging.WARNING,
+    "urllib3": logging.WARNING,
+    "watchdog": logging.WARNING,
+}
 
 
-def configure(level: str = "info", fmt: str = "auto", stream=None) -> None:
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Route everything this process logs to ``stream`` (stdout) as ``fmt``; remember it for
+    the workers this process spawns."""
     stream = stream or sys.stdout
-    if fmt == "auto":
-        fmt = "console" if stream.isatty() else "json"
-    renderer = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    )
+    tty = stream.isatty()
+    resolved = ("console" if tty else "json") if fmt == "auto" else fmt
+    colors = resolved == "console" and tty
+    _install(level, resolved, colors, stream)
+    os.environ[WORKER_ENV] = f"{level}:{resolved}:{int(colors)}"
+
+
+def configure_worker() -> None:
+    """In a spawned worker: the setup :func:`configure` left in the environment, if any."""
+    setup = os.environ.get(WORKER_ENV, "")
+    parts = setup.split(":")
+    if len(parts) != 3:
+        return
+    level, fmt, colors = parts
+    _install(level, fmt, colors == "1", sys.stdout)
+
+
+def _install(level: str, fmt: str, colors: bool, stream: TextIO) -> None:
+    threshold = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    rendering: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    if fmt == "json":
+        rendering += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:  # the console renderer lays out tracebacks itself
+        rendering.append(structlog.dev.ConsoleRenderer(colors=colors))
+
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=rendering)
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)  # configured again (tests, reload): replace, never duplicate
+    root.addHandler(handler)
+    root.setLevel(threshold)
+    for name, floor in _LIBRARY_FLOORS.items():
+        logging.getLogger(name).setLevel(max(floor, threshold))
+    for name in _SELF_HANDLING_LIBRARIES:
+        _adopt(name)
+    warnings.showwarning = _show_warning
+    threading.excepthook = _thread_exception
+
+
+class _AdoptedLibraryLogger(logging.Logger):
+    """A library's root logger that ignores the library's own stderr handler and its
+    ``propagate = False``, so its records reach the root handler like everyone else's.
+
+    Created before the library is imported; the library then finds it by name."""
+
+    def addHandler(self, hdlr: logging.Handler) -> None:
+        if type(hdlr) is logging.StreamHandler:
+            return  # the library's default stderr handler
+        super().addHandler(hdlr)
+
+    @property
+    def propagate(self) -> bool:
+        return True
+
+    @propagate.setter
+    def propagate(self, value: bool) -> None:
+        pass
+
+
+def _adopt(name: str) -> None:
+    manager = logging.Logger.manager
+    existing = manager.loggerDict.get(name)
+    if isinstance(existing, logging.Logger):
+        # Imported before logging was configured: undo what it did to its root logger.
+        for handler in [h for h in existing.handlers if type(h) is logging.StreamHandler]:
+            existing.removeHandler(handler)
+        existing.propagate = True
+        return
+    saved = manager.loggerClass
+    manager.loggerClass = _AdoptedLibraryLogger
+    try:
+        logging.getLogger(name)
+    finally:
+        manager.loggerClass = saved
+
+
+_original_showwarning = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    if file is not None:  # a caller that asked for this very file gets it
+        _original_showwarning(message, category, filename, lineno, file, line)
+        return
+    structlog.get_logger("py.warnings").warning(
+        str(message), category=category.__name__, location=f"{filename}:{lineno}"
+    )
+
+
+def _thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    thread = args.thread.name if args.thread else None
+    exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
+    structlog.get_logger("darkroom.threads").error(
+        "uncaught exception in thread", thread=thread, exc_info=exc_info
     )

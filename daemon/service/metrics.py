@@ -3,8 +3,11 @@
     metrics = Metrics(job_counts=ledger.counts_by_rule)   # scraped live from the ledger
     server = MetricsServer("127.0.0.1", 9464, metrics, health=beats.check, ready=readiness.check)
     server.start()            # /metrics, /healthz, /readyz
-    metrics.observe_step("sd-turbo", 1.8)
+    metrics.job_ended("product", JobState.DONE, "sd-turbo", 1.8)
     server.stop()
+
+:class:`Metrics` is one of the daemon's :class:`daemon.hooks.Hooks`: the runner and the
+worker pool report job ends, model loads and evictions and worker restarts to it.
 
 Everything lives in a registry of its own (never prometheus_client's global one), so two
 daemons in one test process, or a library that registers its own metrics, never clash.
@@ -30,6 +33,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon import __version__
+from daemon.hooks import Hooks
 from daemon.types import JobState
 
 log = structlog.get_logger("darkroom.metrics")
@@ -87,7 +91,7 @@ class _LedgerCollector:
         return [jobs, depth]
 
 
-class Metrics:
+class Metrics(Hooks):
     """The daemon's metrics. Every method is cheap, thread-safe and never raises.
 
     ``job_counts`` is called on every scrape: ``Ledger.counts_by_rule`` (``{rule: {state:
@@ -152,22 +156,28 @@ class Metrics:
         if job_counts is not None:
             self.registry.register(_LedgerCollector(job_counts))
 
-    # -- what the daemon calls -----------------------------------------------------
+    # -- hooks: what the runner and the pool report ---------------------------------
+
+    def job_ended(
+        self, rule: str, state: JobState, profile: str | None, model_seconds: float | None
+    ) -> None:
+        self._safe(lambda: self.jobs_finished.labels(rule, JobState(state).value).inc())
+        if profile is not None and model_seconds is not None:
+            self.observe_step(profile, model_seconds)
+
+    def model_loaded(self, profile: str, device: str, seconds: float) -> None:
+        self._safe(lambda: self.model_loads.labels(profile).inc())
+
+    def model_evicted(self, profile: str, device: str) -> None:
+        self._safe(lambda: self.model_evictions.labels(profile).inc())
+
+    def worker_restarted(self, device: str, reason: str) -> None:
+        self._safe(self.worker_restarts.inc)
+
+    # -- what the rest of the daemon calls -------------------------------------------
 
     def observe_step(self, profile: str, seconds: float) -> None:
         self._safe(lambda: self.step_seconds.labels(profile).observe(max(0.0, float(seconds))))
-
-    def model_loaded(self, profile: str) -> None:
-        self._safe(lambda: self.model_loads.labels(profile).inc())
-
-    def model_evicted(self, profile: str) -> None:
-        self._safe(lambda: self.model_evictions.labels(profile).inc())
-
-    def worker_restarted(self) -> None:
-        self._safe(self.worker_restarts.inc)
-
-    def job_finished(self, rule: str, state: str) -> None:
-        self._safe(lambda: self.jobs_finished.labels(rule, str(state)).inc())
 
     def webhook_failed(self, *_args: Any, **_kwargs: Any) -> None:
         """Also usable directly as ``WebhookSender(on_failure=metrics.webhook_failed)``."""

@@ -287,6 +287,7 @@ class Watchdog:
         return False
 
     def _run(self) -> None:
+        assert self.interval is not None  # start() runs this thread only with an interval
         period = self.interval / 2
         while True:
             self.tick()

@@ -54,6 +54,7 @@ import httpx
 import structlog
 
 from daemon import __version__
+from daemon.outputs.manifest import Manifest
 
 log = structlog.get_logger("darkroom.webhooks")
 
@@ -106,35 +107,28 @@ def verify(
 
 
 def event_from_manifest(
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     *,
     manifest_url: str,
     sheet_url: str | None = None,
     page_url: str | None = None,
     output_url: Callable[[str], str] = str,
 ) -> dict[str, Any]:
-    """The webhook event for a committed manifest (as Runner.finalize builds it).
+    """The webhook event for a committed manifest.
 
     Locations are whatever the sink calls them (``sink.location(path)``): file paths or
     ``s3://`` URLs. ``partial`` (some steps failed) is sent as ``source.failed`` with
     ``status: partial``."""
-    src = manifest.get("source", {})
-    status = manifest.get("status", "failed")
-    outputs = [
-        output_url(o["path"])
-        for step in manifest.get("steps", [])
-        for o in step.get("outputs", [])
-        if o.get("path") and not o.get("error")
-    ]
-    rule = manifest.get("rule")
+    status = manifest.status or "failed"
+    source = manifest.source
     return {
         "type": "source.done" if status == "done" else "source.failed",
         "id": str(uuid.uuid4()),
         "created_at": _now_iso(),
-        "source": {"source": src.get("source"), "key": src.get("key"), "sha256": src.get("sha256")},
-        "rule": rule.get("name") if isinstance(rule, Mapping) else rule,
+        "source": {"source": source.source, "key": source.key, "sha256": source.sha256},
+        "rule": manifest.rule.name,
         "status": status,
-        "outputs": outputs,
+        "outputs": [output_url(str(o.path)) for o in manifest.written()],
         "manifest": manifest_url,
         "sheet": sheet_url,
         "page": page_url,

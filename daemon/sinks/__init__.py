@@ -1,45 +1,20 @@
-"""Sinks: where outputs are committed.
+"""Sinks: where outputs are committed; ``SINKS`` registers each type by its config ``type``.
 
-A sink writes whole objects atomically — a reader sees the old object or the new one,
-never a partial one — at paths relative to its root that were already checked by
-``daemon.templates.safe_relpath``. Per source, the manifest is written last: it is the
-commit marker that says every output it lists is in place.
-
-``SINKS`` is the registry of sink types by the ``type`` key of their config.
+The contract is :class:`daemon.sinks.base.Sink`. Built-ins: ``folder`` (temp file + fsync +
+rename), ``s3`` (PutObject; the manifest with IfNoneMatch) and ``memory`` (for tests).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, cast
 
+from daemon.sinks.base import Sink
 
-class Sink(Protocol):
-    name: str
+if TYPE_CHECKING:
+    from daemon.config.settings import SinkConfig
 
-    def write(
-        self, path: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None
-    ) -> str:
-        """Atomically store ``data`` at ``path``; returns its location (a path or URL).
-        ``metadata`` is kept where the store has a place for it (S3 user metadata)."""
-
-    def read(self, path: str) -> bytes:
-        """Read back an output (a later step's input). Raises daemon.errors.OutputError."""
-
-    def exists(self, path: str) -> bool: ...
-
-    def location(self, path: str) -> str: ...
-
-    def delete(self, path: str) -> None:
-        """Remove an output (a withdrawn approval copy); missing is not an error."""
-
-    def list(self, prefix: str = "") -> list[str]:
-        """Paths under ``prefix`` (for rebuilding indexes)."""
-
-    def write_manifest(self, path: str, data: bytes) -> str:
-        """Write the commit marker. A sink shared by several daemons refuses to replace a
-        manifest written by another (S3: IfNoneMatch) and raises OutputError."""
-
+__all__ = ["SINKS", "Sink", "build_sink", "sink_class"]
 
 SINKS: dict[str, str] = {
     "folder": "daemon.sinks.folder:FolderSink",
@@ -48,11 +23,13 @@ SINKS: dict[str, str] = {
 }
 
 
-def sink_class(kind: str) -> type:
+def sink_class(kind: str) -> type[Sink]:
+    """The class registered for ``kind``, imported on demand (boto3 only when S3 is used)."""
     module_name, _, attr = SINKS[kind].partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    return cast("type[Sink]", getattr(importlib.import_module(module_name), attr))
 
 
-def build_sink(name: str, config: object) -> Sink:
-    """A sink from its config model (daemon.settings): ``Class.from_config(name, config)``."""
-    return sink_class(config.type).from_config(name, config)
+def build_sink(name: str, config: SinkConfig) -> Sink:
+    """A sink from its config model (daemon.config.settings): ``Class.from_config``."""
+    cls: Any = sink_class(config.type)
+    return cast(Sink, cls.from_config(name, config))

@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from daemon import faults
 from daemon.errors import OutputError
 from daemon.rules.templates import safe_relpath
+from daemon.sinks.base import Sink
+
+if TYPE_CHECKING:
+    from daemon.config.settings import FolderSinkConfig
+
+__all__ = ["FolderSink"]
 
 
-class FolderSink:
-    def __init__(self, name: str, root: Path):
+class FolderSink(Sink):
+    """Outputs are files under ``root``; one daemon writes to a folder sink at a time."""
+
+    def __init__(self, name: str, root: Path | str) -> None:
         self.name = name
-        self.root = root
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"FolderSink({self.name!r}, {str(self.root)!r})"
 
     @classmethod
-    def from_config(cls, name: str, config: Any) -> FolderSink:
+    def from_config(cls, name: str, config: FolderSinkConfig) -> FolderSink:
         return cls(name, config.path)
+
+    def local_root(self) -> Path:
+        return self.root
 
     def write_manifest(self, path: str, data: bytes) -> str:
         # One daemon per state dir and per output folder: a plain atomic replace is right.
@@ -42,7 +58,7 @@ class FolderSink:
         path: str,
         data: bytes,
         content_type: str = "application/octet-stream",
-        metadata: dict[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> str:
         target = self._target(path)
         try:
@@ -103,7 +119,7 @@ class FolderSink:
         except OSError as exc:
             raise OutputError(f"cannot delete {self.location(path)}: {exc.strerror}") from None
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "") -> builtins.list[str]:
         base = self.root / prefix if prefix else self.root
         if not base.exists():
             return []

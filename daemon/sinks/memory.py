@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import builtins
 import threading
+from collections.abc import Mapping
 
 from daemon.errors import OutputError
 from daemon.rules.templates import safe_relpath
+from daemon.sinks.base import Sink
+
+__all__ = ["MemorySink"]
 
 
-class MemorySink:
-    def __init__(self, name: str = "memory"):
+class MemorySink(Sink):
+    """Objects in a dict; ``writes`` keeps the commit order (tests check manifests come last)."""
+
+    def __init__(self, name: str = "memory") -> None:
         self.name = name
         self.objects: dict[str, bytes] = {}
         self.writes: list[str] = []  # in commit order, to check that manifests come last
@@ -20,7 +27,7 @@ class MemorySink:
         path: str,
         data: bytes,
         content_type: str = "application/octet-stream",
-        metadata: dict[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> str:
         rel = safe_relpath(path)
         with self._lock:
@@ -41,12 +48,12 @@ class MemorySink:
         with self._lock:
             self.objects.pop(safe_relpath(path), None)
 
-    def list(self, prefix: str = "") -> list[str]:
-        with self._lock:
-            return sorted(k for k in self.objects if k.startswith(prefix))
-
     def exists(self, path: str) -> bool:
         return safe_relpath(path) in self.objects
 
     def location(self, path: str) -> str:
         return f"memory://{self.name}/{safe_relpath(path)}"
+
+    def list(self, prefix: str = "") -> builtins.list[str]:
+        with self._lock:
+            return sorted(k for k in self.objects if k.startswith(prefix))

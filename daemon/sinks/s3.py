@@ -18,15 +18,20 @@
 
 from __future__ import annotations
 
+import builtins
 import io
 import mimetypes
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon import aws
 from daemon.errors import AlreadyCommitted, OutputError
 from daemon.rules.templates import safe_relpath
+from daemon.sinks.base import Sink
+
+if TYPE_CHECKING:
+    from daemon.config.settings import S3SinkConfig
 
 __all__ = ["S3Sink", "content_type_for"]
 
@@ -69,7 +74,9 @@ def _metadata(metadata: Mapping[str, Any] | None) -> dict[str, str]:
     return out
 
 
-class S3Sink:
+class S3Sink(Sink):
+    """Outputs are objects under ``s3://bucket/prefix`` (see the module docstring)."""
+
     def __init__(
         self,
         name: str,
@@ -93,7 +100,7 @@ class S3Sink:
         return f"S3Sink({self.name!r}, {self.location('')!r})"
 
     @classmethod
-    def from_config(cls, name: str, config: Any) -> S3Sink:
+    def from_config(cls, name: str, config: S3SinkConfig) -> S3Sink:
         return cls(
             name,
             config.bucket,
@@ -114,14 +121,14 @@ class S3Sink:
                     )
         return self._client
 
-    # -- Sink protocol ---------------------------------------------------------------------
+    # -- Sink ---------------------------------------------------------------------
 
     def write(
         self,
         path: str,
         data: bytes,
         content_type: str = "application/octet-stream",
-        metadata: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> str:
         """Store ``data`` at ``path`` (multipart above the threshold); returns its s3:// URL."""
         key = self._key(path)
@@ -173,7 +180,8 @@ class S3Sink:
     def read(self, path: str) -> bytes:
         key = self._key(path)
         with aws.translated(self._where(key), action="read", error=OutputError):
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            data: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return data
 
     def exists(self, path: str) -> bool:
         key = self._key(path)
@@ -195,10 +203,10 @@ class S3Sink:
         with aws.translated(self._where(key), action="delete", error=OutputError):
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "") -> builtins.list[str]:
         """Paths (relative to the sink's prefix) under ``prefix``."""
         start = self.prefix + (safe_relpath(prefix) if prefix else "")
-        paths = []
+        paths: list[str] = []
         with aws.translated(self._where(start), action="list", error=OutputError):
             for page in self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=start

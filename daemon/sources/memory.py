@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import structlog
 
 from daemon.errors import InputError
+from daemon.sources.base import Emit, Known, Source
 from daemon.types import Arrival
-from daemon.sources import Emit, Known
 
 log = structlog.get_logger("darkroom.sources")
 
 __all__ = ["MemorySource"]
 
 
-class MemorySource:
+class MemorySource(Source):
+    """Keys and bytes in a dict; ``settled`` and ``quarantined`` record the hooks' calls."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         self._lock = threading.Lock()
@@ -30,7 +33,7 @@ class MemorySource:
         self._emit: Emit | None = None
         self._known: Known | None = None
         self.settled: list[tuple[str, str]] = []  # (key, outcome), for tests
-        self.quarantined: dict[str, dict] = {}
+        self.quarantined: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
         return f"MemorySource({self.name!r})"
@@ -74,7 +77,7 @@ class MemorySource:
             if not known(arrival.key, arrival.size, arrival.mtime_ns):
                 self._call(emit, arrival)
 
-    def quarantine(self, key: str, record: dict, where: str | None = None) -> str:
+    def quarantine(self, key: str, record: dict[str, Any], folder: str | None = None) -> str:
         self.quarantined[key] = record
         return f"memory://{self.name}/.quarantine/{key}"
 

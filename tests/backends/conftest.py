@@ -41,4 +41,3 @@ def img2img(model_cache: Path, sd_tiny_dir: Path) -> Iterator[object]:
     backend.load()
     yield backend
     backend.unload()
-

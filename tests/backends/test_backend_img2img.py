@@ -18,8 +18,8 @@ from backends import (
     Request,
     backend_class,
 )
-from backends.runtime import errors, imports
 from backends.img2img import Img2ImgBackend
+from backends.runtime import errors, imports
 
 PROMPT = "a photo of a cat on a marble counter, café ☕"
 

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from backends import InvalidRequest, ModelSpec, Request
-from backends.runtime import loading, placement
 from backends.img2img import Img2ImgBackend
 from backends.random_models import CONFIG_ROOT, write_clip_tokenizer, write_t5_tokenizer
+from backends.runtime import loading, placement
 
 PROMPT = "a photo of a watch on a white background"
 
@@ -78,7 +78,8 @@ def test_random_models_run_through_img2img(request, fixture: str, pipeline: str)
 def test_vae_tiling_keeps_size_at_256(model_cache: Path, sd_tiny_dir: Path) -> None:
     pytest.importorskip("torch").set_num_threads(1)
     spec = ModelSpec(
-        task="img2img", model="random:sd-tiny",
+        task="img2img",
+        model="random:sd-tiny",
         options=ModelSpec.freeze_options({"vae_tiling": True, "vae_slicing": True}),
     )
     backend = Img2ImgBackend(spec, model_cache)
@@ -89,9 +90,14 @@ def test_vae_tiling_keeps_size_at_256(model_cache: Path, sd_tiny_dir: Path) -> N
     backend.unload()
 
 
-def test_cpu_offload_on_cpu_keeps_the_pipeline_working(model_cache: Path, sd_tiny_dir: Path) -> None:
-    spec = ModelSpec(task="img2img", model="random:sd-tiny",
-                     options=ModelSpec.freeze_options({"cpu_offload": "model"}))
+def test_cpu_offload_on_cpu_keeps_the_pipeline_working(
+    model_cache: Path, sd_tiny_dir: Path
+) -> None:
+    spec = ModelSpec(
+        task="img2img",
+        model="random:sd-tiny",
+        options=ModelSpec.freeze_options({"cpu_offload": "model"}),
+    )
     backend = Img2ImgBackend(spec, model_cache)
     result = backend.run(Request(images=[noise_image(64, 64)], prompt=PROMPT, seeds=[1]))
     assert result.images[0].size == (64, 64)
@@ -119,8 +125,12 @@ class _FakePipe:
 @pytest.mark.parametrize("mode", ["model", "sequential"])
 def test_place_offloads_on_an_accelerator(mode: str) -> None:
     pipe = _FakePipe()
-    spec = ModelSpec(task="img2img", model="m", device="cuda:1",
-                     options=ModelSpec.freeze_options({"cpu_offload": mode}))
+    spec = ModelSpec(
+        task="img2img",
+        model="m",
+        device="cuda:1",
+        options=ModelSpec.freeze_options({"cpu_offload": mode}),
+    )
     assert placement.place(pipe, spec) is pipe
     assert pipe.calls == [(mode, "cuda:1")]
 
@@ -157,13 +167,19 @@ def test_sdxl_config_has_the_real_shapes() -> None:
     assert json.loads((folder / "pipeline.json").read_text())["pipeline"] == (
         "StableDiffusionXLImg2ImgPipeline"
     )
-    read = lambda name: json.loads((folder / name).read_text())
+
+    def read(name):
+        return json.loads((folder / name).read_text())
+
     with torch.device("meta"):  # shapes only: no memory, no time
         unet = UNet2DConditionModel.from_config(read("unet.json"))
         vae = AutoencoderKL.from_config(read("vae.json"))
         clip = CLIPTextModel(CLIPTextConfig(**read("text_encoder.json")))
         clip_g = CLIPTextModelWithProjection(CLIPTextConfig(**read("text_encoder_2.json")))
-    count = lambda m: sum(p.numel() for p in m.parameters())
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
     assert count(unet) == 2_567_463_684
     assert count(vae) == 83_653_863
     assert count(clip) == 123_060_480
@@ -172,11 +188,20 @@ def test_sdxl_config_has_the_real_shapes() -> None:
 
 @pytest.mark.parametrize(
     "folder",
-    ["sdxl-tiny/tokenizer", "sdxl-tiny/tokenizer_2", "sdxl/tokenizer", "sdxl/tokenizer_2",
-     "sdxl-ip-tiny/tokenizer", "sdxl-ip-tiny/tokenizer_2", "flux-tiny/tokenizer",
-     "upscale-tiny/tokenizer"],
+    [
+        "sdxl-tiny/tokenizer",
+        "sdxl-tiny/tokenizer_2",
+        "sdxl/tokenizer",
+        "sdxl/tokenizer_2",
+        "sdxl-ip-tiny/tokenizer",
+        "sdxl-ip-tiny/tokenizer_2",
+        "flux-tiny/tokenizer",
+        "upscale-tiny/tokenizer",
+    ],
 )
-def test_committed_clip_tokenizers_are_what_the_generator_writes(tmp_path: Path, folder: str) -> None:
+def test_committed_clip_tokenizers_are_what_the_generator_writes(
+    tmp_path: Path, folder: str
+) -> None:
     write_clip_tokenizer(tmp_path)
     for file in ("vocab.json", "merges.txt", "tokenizer_config.json"):
         assert (tmp_path / file).read_bytes() == (CONFIG_ROOT / folder / file).read_bytes(), file

@@ -27,14 +27,18 @@ def lora_file(tmp_path_factory, sd_tiny_dir: Path) -> Path:
 
 def _run(model_cache: Path, loras=None, seeds=(1,)) -> list:
     options = {"loras": loras} if loras is not None else {}
-    spec = ModelSpec(task="img2img", model="random:sd-tiny", options=ModelSpec.freeze_options(options))
+    spec = ModelSpec(
+        task="img2img", model="random:sd-tiny", options=ModelSpec.freeze_options(options)
+    )
     backend = Img2ImgBackend(spec, model_cache)
     result = backend.run(Request(images=[noise_image(64, 64, 4)], prompt=PROMPT, seeds=list(seeds)))
     backend.unload()
     return result.images
 
 
-def test_lora_scale_changes_the_output_and_zero_matches_none(model_cache, lora_file, img2img) -> None:
+def test_lora_scale_changes_the_output_and_zero_matches_none(
+    model_cache, lora_file, img2img
+) -> None:
     plain = img2img.run(Request(images=[noise_image(64, 64, 4)], prompt=PROMPT, seeds=[1])).images
     strong = _run(model_cache, [{"path": str(lora_file), "scale": 1.0}])
     off = _run(model_cache, [{"path": str(lora_file), "scale": 0.0, "name": "style"}])
@@ -44,8 +48,9 @@ def test_lora_scale_changes_the_output_and_zero_matches_none(model_cache, lora_f
 
 def test_lora_from_a_folder_with_weight_name(model_cache, lora_file, img2img) -> None:
     by_file = _run(model_cache, [{"path": str(lora_file), "scale": 0.7}])
-    by_dir = _run(model_cache, [{"path": str(lora_file.parent), "weight_name": lora_file.name,
-                                 "scale": 0.7}])
+    by_dir = _run(
+        model_cache, [{"path": str(lora_file.parent), "weight_name": lora_file.name, "scale": 0.7}]
+    )
     assert close(by_file[0], by_dir[0])
 
 
@@ -65,7 +70,10 @@ def test_missing_lora_file_names_the_path(model_cache, tmp_path, sd_tiny_dir) ->
         ([{"path": "a.safetensors", "scale": "big"}], "loras[0].scale must be a number"),
         ([{"path": "a.safetensors", "name": "my.lora"}], "loras[0].name 'my.lora'"),
         ([{"path": "a.safetensors", "strength": 1}], "unknown keys ['strength']"),
-        ([{"path": "a.safetensors"}, {"path": "b.safetensors", "name": "lora0"}], "duplicate names"),
+        (
+            [{"path": "a.safetensors"}, {"path": "b.safetensors", "name": "lora0"}],
+            "duplicate names",
+        ),
     ],
 )
 def test_bad_lora_options_say_what_to_change(value, message) -> None:

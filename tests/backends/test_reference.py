@@ -20,8 +20,12 @@ PARAMS = {"steps": 2, "strength": 0.6, "guidance": 0.0}
 
 def _spec(task: str, profile: str, **extra) -> ModelSpec:
     p = PROFILES[profile]
-    return ModelSpec(task=task, model=p["model"], dtype=p["dtype"],
-                     options=ModelSpec.freeze_options({**p["options"], **extra}))
+    return ModelSpec(
+        task=task,
+        model=p["model"],
+        dtype=p["dtype"],
+        options=ModelSpec.freeze_options({**p["options"], **extra}),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +38,13 @@ def ip_adapter(model_cache: Path) -> Iterator[IPAdapterBackend]:
 
 
 def _request(references, seeds=(1, 2), **params) -> Request:
-    return Request(images=[noise_image(64, 64, 1)], prompt=PROMPT, seeds=list(seeds),
-                   references=references, params={**PARAMS, **params})
+    return Request(
+        images=[noise_image(64, 64, 1)],
+        prompt=PROMPT,
+        seeds=list(seeds),
+        references=references,
+        params={**PARAMS, **params},
+    )
 
 
 def test_registered() -> None:
@@ -116,13 +125,23 @@ def multi_edit() -> MultiImageEditBackend:
 def test_multi_edit_passes_input_then_references(multi_edit) -> None:
     a, b = noise_image(64, 48, 1), noise_image(64, 48, 2)
     red, blue = Image.new("RGB", (32, 32), (255, 0, 0)), Image.new("RGB", (40, 32), (0, 0, 255))
-    result = multi_edit.run(Request(images=[a, b], prompt="put the bag on the table", seeds=[7, 8],
-                                    references=[red, blue], params={"steps": 2, "guidance": 4.0}))
+    result = multi_edit.run(
+        Request(
+            images=[a, b],
+            prompt="put the bag on the table",
+            seeds=[7, 8],
+            references=[red, blue],
+            params={"steps": 2, "guidance": 4.0},
+        )
+    )
     assert [im.size for im in result.images] == [(64, 48)] * 4
     calls = multi_edit._pipe.calls
     assert len(calls) == 4  # one prompt per call: the pipeline does not batch
     assert [c["image"][1:] for c in calls] == [[red, blue]] * 4
-    assert calls[0]["image"][0].tobytes() == a.tobytes() and calls[2]["image"][0].tobytes() == b.tobytes()
+    assert (
+        calls[0]["image"][0].tobytes() == a.tobytes()
+        and calls[2]["image"][0].tobytes() == b.tobytes()
+    )
     assert [c["generator"].initial_seed() for c in calls] == [7, 8, 7, 8]
     assert calls[0]["true_cfg_scale"] == 4.0 and calls[0]["negative_prompt"] == " "
     assert calls[0]["num_inference_steps"] == 2
@@ -135,14 +154,24 @@ def test_multi_edit_passes_input_then_references(multi_edit) -> None:
 @pytest.mark.parametrize(
     ("request_", "message"),
     [
-        (Request(images=[noise_image(64, 64)], prompt="x", seeds=[1],
-                 references=[noise_image(16, 16)] * 3),
-         "at most 3 images per edit (the input plus 2 references), got the input plus 3"),
+        (
+            Request(
+                images=[noise_image(64, 64)],
+                prompt="x",
+                seeds=[1],
+                references=[noise_image(16, 16)] * 3,
+            ),
+            "at most 3 images per edit (the input plus 2 references), got the input plus 3",
+        ),
         (Request(images=[noise_image(60, 64)], prompt="x", seeds=[1]), "multiples of 16"),
-        (Request(images=[noise_image(64, 64)], prompt="x", seeds=[1], params={"steps": 0}),
-         "steps 0 must be at least 1"),
-        (Request(images=[noise_image(64, 64)], prompt="x", seeds=[1], params={"guidance": -2}),
-         "guidance -2 must be a number >= 0"),
+        (
+            Request(images=[noise_image(64, 64)], prompt="x", seeds=[1], params={"steps": 0}),
+            "steps 0 must be at least 1",
+        ),
+        (
+            Request(images=[noise_image(64, 64)], prompt="x", seeds=[1], params={"guidance": -2}),
+            "guidance -2 must be a number >= 0",
+        ),
         (Request(images=[], prompt="x", seeds=[1]), "at least one input image"),
         (Request(images=[noise_image(64, 64)], prompt="x", seeds=[]), "at least one seed"),
     ],

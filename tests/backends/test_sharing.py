@@ -24,11 +24,11 @@ import pytest
 from PIL import Image
 
 from backends import InvalidRequest, ModelSpec, Request
-from backends.runtime import compiling, placement, sharing
 from backends.edit import KontextBackend, KontextInpaintBackend
 from backends.img2img import Img2ImgBackend
 from backends.inpaint import InpaintBackend
 from backends.random_models import build_random_model
+from backends.runtime import compiling, placement, sharing
 
 torch = pytest.importorskip("torch")
 
@@ -227,7 +227,9 @@ def test_compile_option_values() -> None:
 
     assert mode(False) is None and mode(True) == "default"
     assert mode("reduce-overhead") == "reduce-overhead"
-    assert compiling.compile_mode(ModelSpec(task="kontext", model=KONTEXT)) is None  # off by default
+    assert (
+        compiling.compile_mode(ModelSpec(task="kontext", model=KONTEXT)) is None
+    )  # off by default
     with pytest.raises(InvalidRequest, match="option compile 'fast' must be"):
         mode("fast")
 

@@ -29,7 +29,9 @@ def test_registered() -> None:
 
 def test_outputs_are_4x_per_image_and_seed(upscaler) -> None:
     square, wide = noise_image(32, 32, 1), noise_image(48, 32, 2)
-    result = upscaler.run(Request(images=[square, wide], prompt="sharp", seeds=[1, 2], params=PARAMS))
+    result = upscaler.run(
+        Request(images=[square, wide], prompt="sharp", seeds=[1, 2], params=PARAMS)
+    )
     assert [im.size for im in result.images] == [(128, 128), (128, 128), (192, 128), (192, 128)]
     assert result.info["pipeline"] == "StableDiffusionUpscalePipeline" and result.info["scale"] == 4
     alone = upscaler.run(Request(images=[square], prompt="sharp", seeds=[2], params=PARAMS))
@@ -39,8 +41,12 @@ def test_outputs_are_4x_per_image_and_seed(upscaler) -> None:
 
 def test_noise_level_reaches_the_model(upscaler) -> None:
     image = noise_image(32, 32, 3)
-    low = upscaler.run(Request(images=[image], prompt="x", seeds=[1], params={**PARAMS, "noise_level": 0}))
-    high = upscaler.run(Request(images=[image], prompt="x", seeds=[1], params={**PARAMS, "noise_level": 300}))
+    low = upscaler.run(
+        Request(images=[image], prompt="x", seeds=[1], params={**PARAMS, "noise_level": 0})
+    )
+    high = upscaler.run(
+        Request(images=[image], prompt="x", seeds=[1], params={**PARAMS, "noise_level": 300})
+    )
     assert differ(low.images[0], high.images[0], mean_diff=1.0)
 
 
@@ -67,5 +73,7 @@ def test_validate_says_what_to_change(request_, message) -> None:
 
 
 def test_tiling_lifts_the_size_limit() -> None:
-    spec = ModelSpec(task="upscale", model="m", options=ModelSpec.freeze_options({"vae_tiling": True}))
+    spec = ModelSpec(
+        task="upscale", model="m", options=ModelSpec.freeze_options({"vae_tiling": True})
+    )
     UpscaleBackend(spec, Path("unused")).validate(_request(size=(640, 320)))

@@ -8,9 +8,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.conftest import make_image
+
+pytestmark = pytest.mark.slow  # every test runs the darkroom CLI as a subprocess
 
 REPO = Path(__file__).resolve().parents[2]
 

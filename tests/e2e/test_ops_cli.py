@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from daemon.queue.ledger import Ledger
+from daemon.types import Plan
 from tests.e2e.test_cli import darkroom, setup
+
+pytestmark = pytest.mark.slow  # runs the darkroom CLI as a subprocess
 
 RULE = """\
 name: look
@@ -24,13 +29,24 @@ def seed_ledger(path: Path) -> dict[str, str]:
         if state == "failed":
             steps.append({"name": "two", "input": "one"})
         ledger.submit(
-            {
-                "sha256": f"{n:064d}",
-                "rule": "look",
-                "digest": "d",
-                "arrival": {"source": "drop", "key": f"{state}.png", "uri": "", "size": 1},
-                "steps": steps,
-            }
+            Plan.model_validate(
+                {
+                    "sha256": f"{n:064d}",
+                    "content": f"{n:064d}",
+                    "rule": "look",
+                    "digest": "d",
+                    "arrival": {"source": "drop", "key": f"{state}.png", "uri": "", "size": 1},
+                    "prompt": "p",
+                    "sink": "out",
+                    "path": "{rule}/{stem}/{step}-{variant}.{ext}",
+                    "manifest": f"look/{state}/manifest.json",
+                    "sheet": f"look/{state}/sheet.png",
+                    "units": [
+                        {**s, "id": s["name"], "model": "stub", "prompt": "p", "seeds": [1]}
+                        for s in steps
+                    ],
+                }
+            )
         )
         if state == "queued":
             ids[state] = ledger.jobs(state="queued")[0].id
@@ -69,7 +85,7 @@ def test_status_jobs_retry_cancel(tmp_path):
     ledger = Ledger(tmp_path / "state" / "ledger.sqlite")
     job = ledger.job(ids["failed"])
     assert job.state.value == "queued" and job.attempts == 0
-    dependent = [j for j in ledger.jobs_of(job.plan_id) if j.step == "two"][0]
+    dependent = [j for j in ledger.jobs_of(job.plan_id) if j.unit_id == "two"][0]
     assert dependent.state.value == "waiting"  # failed only because of its input: waits again
 
     cancel = darkroom("cancel", ids["queued"][:10], "--config", str(config), cwd=tmp_path)

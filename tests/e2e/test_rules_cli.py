@@ -6,6 +6,8 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from daemon.cli.rules import rule_schema
 from tests.conftest import make_image
 from tests.e2e.test_cli import darkroom, setup
@@ -30,6 +32,7 @@ def test_schema_file_is_current():
     )
 
 
+@pytest.mark.slow  # runs the darkroom CLI as a subprocess
 def test_check_names_an_unknown_variable_with_a_hint(tmp_path):
     config = setup(
         tmp_path,
@@ -43,12 +46,14 @@ def test_check_names_an_unknown_variable_with_a_hint(tmp_path):
     )
 
 
+@pytest.mark.slow  # runs the darkroom CLI as a subprocess
 def test_check_refuses_duplicate_models_in_a_compare_step(tmp_path):
     config = setup(tmp_path, RULE)
     result = darkroom("check", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 1 and "each once" in result.stderr
 
 
+@pytest.mark.slow  # runs the darkroom CLI as a subprocess
 def test_match_explains_matches_misses_and_the_plan(tmp_path):
     rule = RULE.replace("models: [stub, stub]", "model: stub")
     config = setup(tmp_path, rule)
@@ -76,6 +81,7 @@ def test_match_explains_matches_misses_and_the_plan(tmp_path):
     assert "width 32 < min_width 60" in miss.stdout and "no rule matches" in miss.stdout
 
 
+@pytest.mark.slow  # runs the darkroom CLI as a subprocess
 def test_reprocess_applies_an_edited_rule_to_inputs_already_seen(tmp_path):
     rule = RULE.replace("models: [stub, stub]", "model: stub")
     config = setup(tmp_path, rule)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.service.app import App
 from daemon.config.settings import load_settings
+from daemon.service.app import App
 
 
 class Harness:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-
 from PIL import Image
 
 from tests.conftest import make_image
@@ -15,7 +13,7 @@ def profiles(gemini: FakeGemini, ark: FakeArk) -> str:
     fast = "timeout: 5, retries: 1, backoff: 0.01, max_wait: 2"
     return f"""\
 profiles:
-  nano-banana: {{options: {{base_url: "{gemini.url}/v1beta", {fast}}}}}
+  nano-banana: {{options: {{base_url: "{gemini.url}/v1beta", {fast}, price_by_size: {{}}}}, price_per_image: 0.039}}
   seedream-4: {{options: {{base_url: "{ark.url}/api/v3", {fast}}}, price_per_image: 0.05}}
 """
 
@@ -82,7 +80,7 @@ def test_a_daily_budget_stops_hosted_calls_not_local_ones(harness, monkeypatch):
 
         def b_jobs():
             return {
-                j.step: j for j in app.ledger.jobs() if app.ledger.plan(j.plan_id).key == "b.png"
+                j.unit_id: j for j in app.ledger.jobs() if app.ledger.plan(j.plan_id).key == "b.png"
             }
 
         # The pool runs the two steps side by side: the local one may still be finishing.

@@ -10,15 +10,17 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from daemon.config.profiles import Profile
+from daemon.config.yamlfile import Positions
+from daemon.execution.pool import WorkerPool
+from daemon.execution.runner import Runner
 from daemon.intake.intake import Intake
 from daemon.queue.ledger import Ledger
-from daemon.execution.pool import WorkerPool
-from daemon.config.profiles import Profile
-from daemon.rules import LoadedRule, Rule, RuleSet
-from daemon.execution.runner import Runner
+from daemon.rules.load import LoadedRule
+from daemon.rules.match import RuleSet
+from daemon.rules.schema import Rule
 from daemon.sinks.memory import MemorySink
 from daemon.sources.memory import MemorySource
-from daemon.config.yamlfile import Positions
 
 PROFILES = {
     "stub": Profile(name="stub", task="stub", model="stub", max_side=64),

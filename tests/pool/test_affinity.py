@@ -6,9 +6,24 @@ from __future__ import annotations
 from PIL import Image
 
 from backends.base import ModelSpec, Request
+from daemon.execution.pool import WorkerPool
+from daemon.execution.worker_handle import Worker
+from daemon.hooks import Hooks
 from daemon.types import JobState
-from daemon.execution.pool import Worker, WorkerPool
 from tests.pool.conftest import PROFILES, png, rule
+
+
+class ModelEvents(Hooks):
+    def __init__(self) -> None:
+        self.loaded: list[tuple[str, str]] = []
+        self.evicted: list[tuple[str, str]] = []
+
+    def model_loaded(self, profile, device, seconds):
+        assert seconds >= 0
+        self.loaded.append((profile, device))
+
+    def model_evicted(self, profile, device):
+        self.evicted.append((profile, device))
 
 
 def interleave(h, n):
@@ -29,9 +44,16 @@ def test_two_profiles_interleaved_load_each_model_once(harness):
 
 
 def test_with_room_for_one_model_the_dispatcher_keeps_it_busy_before_swapping(harness, tmp_path):
+    events = ModelEvents()
     pool = WorkerPool(
-        "cpu", 0, tmp_path / "m", job_timeout=20, memory_budget_gb=1.5
-    )  # one stub model fits
+        "cpu",
+        0,
+        tmp_path / "m",
+        job_timeout=20,
+        memory_budget_gb=1.5,  # one stub model fits
+        hooks=events,
+        profile_of=lambda spec: {"stub-a": "a", "stub-b": "b"}[spec.model],
+    )
     pool.start()
     try:
         h = harness(
@@ -46,6 +68,10 @@ def test_with_room_for_one_model_the_dispatcher_keeps_it_busy_before_swapping(ha
         # affinity slack (4 jobs) bound it to about 24 / 4.
         assert pool.loads <= 7, pool.loads
         assert all(len(w.loaded) == 1 for w in pool.workers)  # the budget evicted the other
+        # The worker reports every load and eviction; the hooks (metrics) hear each one.
+        assert len(events.loaded) == pool.loads and len(events.evicted) == pool.loads - 1
+        assert {p for p, _ in events.loaded} == {"a", "b"}
+        assert {d for _, d in events.loaded + events.evicted} == {"cpu"}
     finally:
         pool.stop()
 
@@ -97,13 +123,24 @@ def test_two_cpu_workers_run_two_jobs_at_once(tmp_path):
         pool.stop()
 
 
-def test_worker_state_reports_loaded_models(tmp_path):
-    w = Worker("cpu", 0, tmp_path, memory_budget_gb=1.5)
+def test_worker_state_reports_loaded_models_and_each_load_and_eviction(tmp_path):
+    events = []
+    w = Worker(
+        "cpu",
+        0,
+        tmp_path,
+        memory_budget_gb=1.5,
+        on_model_event=lambda worker, event: events.append((event.kind, event.spec.model)),
+    )
     w.start()
     try:
         w.call(("load", PROFILES["a"].spec("cpu")), 10)
         assert w.loaded == {PROFILES["a"].spec("cpu")}
-        _, loads = w.call(("load", PROFILES["b"].spec("cpu")), 10)
-        assert loads == 1 and w.loaded == {PROFILES["b"].spec("cpu")}  # a was evicted
+        assert events == [("loaded", "stub-a")]
+        w.call(("load", PROFILES["b"].spec("cpu")), 10)
+        assert w.loaded == {PROFILES["b"].spec("cpu")}  # a was evicted
+        assert events[1:] == [("loaded", "stub-b"), ("evicted", "stub-a")]
+        w.call(("ping",), 10)
+        assert len(events) == 3  # each event is reported once
     finally:
         w.stop()

@@ -3,7 +3,8 @@ weights share the devices in proportion."""
 
 from __future__ import annotations
 
-from daemon.queue.dispatch import Candidate, FairShare
+from daemon.queue.dispatch import FairShare
+from daemon.queue.rows import Candidate
 from daemon.types import JobState
 from tests.pool.conftest import png, rule
 

@@ -10,9 +10,61 @@ import pytest
 from PIL import Image
 
 from backends.base import ModelSpec, Request
+from daemon.errors import JobError, OutOfMemory
+from daemon.execution.pool import WorkerPool
+from daemon.hooks import Hooks
 from daemon.types import JobState
-from daemon.execution.pool import OutOfMemory, WorkerPool
 from tests.pool.conftest import png, rule
+
+
+class Restarts(Hooks):
+    def __init__(self) -> None:
+        self.restarts: list[tuple[str, str]] = []
+
+    def worker_restarted(self, device, reason):
+        self.restarts.append((device, reason))
+
+
+@pytest.mark.parametrize("mode", ["crash", "segfault"])
+def test_a_worker_death_once_is_retried_and_the_job_completes_exactly_once(harness, tmp_path, mode):
+    marker = tmp_path / "failed-once"
+    h = harness([rule("r", params={"stub_fail": mode, "stub_fail_once": str(marker)})])
+    h.put("r/dog.png")
+    h.drain()
+    assert marker.exists()
+    job = h.ledger.jobs()[0]
+    assert job.state is JobState.DONE and job.attempts == 2
+    assert h.sink.writes.count("r/dog/one-0.png") == 1
+    assert json.loads(h.sink.objects["r/dog/manifest.json"])["status"] == "done"
+
+
+def test_repeated_crashes_end_failed_after_max_attempts(harness):
+    h = harness([rule("r", params={"stub_fail": "crash"})])
+    h.put("r/x.png")
+    h.drain()
+    job = h.ledger.jobs()[0]
+    assert job.state is JobState.FAILED and job.attempts == 3
+    assert (
+        "worker process exited with status 3" in job.error
+        and "gave up after 3 attempts" in job.error
+    )
+
+
+def test_worker_timeout_replaces_the_worker_and_says_why(tmp_path):
+    hooks = Restarts()
+    pool = WorkerPool("cpu", 0, tmp_path, job_timeout=1, hooks=hooks)
+    pool.start()
+    try:
+        with pytest.raises(JobError, match="timed out"):
+            pool.run(
+                ModelSpec("stub", "stub"),
+                Request([Image.new("RGB", (8, 8))], "p", [1], params={"stub_sleep": 5}),
+            )
+        out = pool.run(ModelSpec("stub", "stub"), Request([Image.new("RGB", (8, 8))], "p", [1]))
+        assert len(out.images) == 1 and pool.restarts == 1
+        assert hooks.restarts == [("cpu", "job timed out after 1 s; worker replaced")]
+    finally:
+        pool.stop()
 
 
 @pytest.mark.parametrize("mode, attempts", [("segfault", 2), ("sticky", 2), ("oom", 1)])

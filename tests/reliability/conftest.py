@@ -312,8 +312,8 @@ class Harness:
         sources: dict[str, Any] | None = None,
         source_factory: Callable[[Any], dict[str, Any]] | None = None,
     ) -> Any:
-        from daemon.service.app import App
         from daemon.config.settings import load_settings
+        from daemon.service.app import App
 
         config = self.root / "darkroom.yaml"
         config.write_text(

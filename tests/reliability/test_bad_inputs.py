@@ -65,6 +65,7 @@ BAD = {
 }
 
 
+@pytest.mark.slow  # runs `darkroom status` as a subprocess
 def test_bad_inputs_are_quarantined_with_a_reason_and_the_daemon_keeps_going(harness, tmp_path):
     harness.rule(RULE_ALL)
     harness.start(max_attempts=3)

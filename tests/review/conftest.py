@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from daemon.outputs.sheet import SheetLayout, font
+from daemon.outputs import sheet as sheet_drawing
+from daemon.outputs.manifest import Manifest
+from daemon.outputs.sheet_layout import SheetLayout, layout_sheet
+from daemon.outputs.text import font
 
 RULE_PROMPT = "a watercolor painting of a, soft light"
 
@@ -76,6 +79,23 @@ def build_manifest(
         "status": status,
         "steps": steps,
     }
+
+
+def as_manifest(data: dict[str, Any]) -> Manifest:
+    """A manifest written in a test as JSON data, parsed as the daemon reads one."""
+    return Manifest.model_validate(data)
+
+
+def layout_of(manifest: dict[str, Any], tile: int = 256) -> SheetLayout:
+    """The sheet layout of a manifest written as JSON data."""
+    return layout_sheet(as_manifest(manifest), tile=tile)
+
+
+def render_of(
+    manifest: dict[str, Any], open_image: Callable[[str], Image.Image], **kw: Any
+) -> Image.Image:
+    """The sheet drawn for a manifest written as JSON data."""
+    return sheet_drawing.render_sheet(as_manifest(manifest), open_image, **kw)
 
 
 def check_layout(layout: SheetLayout) -> None:
@@ -374,14 +394,13 @@ def build_review_sink(root: Path) -> tuple[Any, dict[str, Any], str]:
         "created_at": "2025-03-04T10:11:12Z",
     }
     manifest_path = f"{base}/manifest.json"
-    from daemon.outputs import sheet
 
     def open_image(path: str) -> Image.Image:
-        if path == sheet.SOURCE:
+        if path == sheet_drawing.SOURCE:
             return _picture(1)
         return Image.open(io.BytesIO(sink.read(path)))
 
-    sheet_png = sheet.render_sheet(manifest, open_image, tile=96, workers=1)
+    sheet_png = render_of(manifest, open_image, tile=96, workers=1)
     sink.write(manifest["sheet"], _png(sheet_png), "image/png")
     sink.write_manifest(manifest_path, json.dumps(manifest, indent=2).encode())
     return sink, manifest, manifest_path

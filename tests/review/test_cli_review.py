@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daemon.cli import review as cli_review
-from daemon.outputs import review
+from daemon.outputs import page as review_page
+
+from .conftest import as_manifest
 
 
 def darkroom(*args: str) -> subprocess.CompletedProcess[str]:
@@ -18,9 +22,10 @@ def darkroom(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # runs the darkroom CLI as a subprocess
 def test_approve_then_reject(review_sink: Any) -> None:
     sink, manifest, manifest_path = review_sink
-    review.publish(sink, manifest, manifest_path=manifest_path)
+    review_page.publish(sink, as_manifest(manifest), manifest_path=manifest_path)
     source_dir = sink.root / "product-lifestyle/lamp"
     run = darkroom(
         "review",
@@ -67,6 +72,7 @@ def test_approve_then_reject(review_sink: Any) -> None:
     assert 'class="badge rejected"' in page and 'class="badge approved"' in page  # kontext-2 still
 
 
+@pytest.mark.slow  # runs the darkroom CLI as a subprocess
 def test_unknown_and_ambiguous_variants_name_the_choices(review_sink: Any) -> None:
     sink, manifest, manifest_path = review_sink
     target = str(sink.root / manifest_path)
@@ -87,13 +93,26 @@ def test_unknown_and_ambiguous_variants_name_the_choices(review_sink: Any) -> No
 
 
 def test_short_names_prefer_step_and_variant() -> None:
-    manifest = {
-        "steps": [
-            {"name": "explore", "model": "a", "outputs": [{"path": "r/s/e-a-0.png", "variant": 0}]},
-            {"name": "refine", "model": "b", "outputs": [{"path": "r/s/r-b-0.png", "variant": 0}]},
-        ]
-    }
-    assert review.short_names(manifest) == {
+    def output(path: str, step: str, model: str) -> dict[str, Any]:
+        return {"path": path, "step": step, "model": model, "variant": 0, "seed": 1}
+
+    manifest = as_manifest(
+        {
+            "steps": [
+                {
+                    "name": "explore",
+                    "model": "a",
+                    "outputs": [output("r/s/e-a-0.png", "explore", "a")],
+                },
+                {
+                    "name": "refine",
+                    "model": "b",
+                    "outputs": [output("r/s/r-b-0.png", "refine", "b")],
+                },
+            ]
+        }
+    )
+    assert review_page.short_names(manifest) == {
         "r/s/e-a-0.png": "explore-0",
         "r/s/r-b-0.png": "refine-0",
     }
@@ -101,6 +120,7 @@ def test_short_names_prefer_step_and_variant() -> None:
     assert cli_review.resolve_variant(manifest, "e-a-0", "m") == "r/s/e-a-0.png"
 
 
+@pytest.mark.slow  # runs the darkroom CLI as a subprocess
 def test_config_mode_finds_the_folder_sink(review_sink: Any, tmp_path: Path) -> None:
     sink, manifest, manifest_path = review_sink
     config = tmp_path / "darkroom.yaml"

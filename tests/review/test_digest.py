@@ -9,13 +9,15 @@ from typing import Any
 
 from PIL import Image
 
-from daemon.outputs import review
+from daemon.outputs import page as review_page
 from daemon.outputs.digest import build_digest
+
+from .conftest import as_manifest
 
 
 def test_digest_per_rule_for_the_day(review_sink: Any) -> None:
     sink, manifest, manifest_path = review_sink
-    review.publish(sink, manifest, manifest_path=manifest_path)
+    review_page.publish(sink, as_manifest(manifest), manifest_path=manifest_path)
     for key, rule, created in [
         ("b.jpg", "product-lifestyle", "2025-03-04T18:00:00Z"),
         ("c.jpg", "other rule/x", "2025-03-04T09:00:00Z"),
@@ -25,7 +27,7 @@ def test_digest_per_rule_for_the_day(review_sink: Any) -> None:
         m["source"]["key"], m["rule"]["name"], m["created_at"] = key, rule, created
         if key == "c.jpg":
             m["sheet"] = None  # falls back to its first variants
-        review.publish(sink, m, manifest_path=f"x/{key[0]}/manifest.json")
+        review_page.publish(sink, as_manifest(m), manifest_path=f"x/{key[0]}/manifest.json")
 
     written = build_digest(sink, datetime.date(2025, 3, 4))
     assert written == [

@@ -11,10 +11,11 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from daemon.outputs import review
+from daemon.outputs import index as review_index
+from daemon.outputs import page as review_page
 from daemon.sinks.memory import MemorySink
 
-from .conftest import EVIL_PROMPT
+from .conftest import EVIL_PROMPT, as_manifest
 
 
 class _Refs(HTMLParser):
@@ -73,14 +74,14 @@ def local_targets(page_path: str, refs: list[tuple[str, str, str]]) -> list[str]
 
 def test_publish_writes_a_self_contained_page(review_sink: Any, source_picture: Any) -> None:
     sink, manifest, manifest_path = review_sink
-    written = review.publish(
-        sink, manifest, manifest_path=manifest_path, source_image=source_picture
+    written = review_page.publish(
+        sink, as_manifest(manifest), manifest_path=manifest_path, source_image=source_picture
     )
-    assert written["page"] == "product-lifestyle/lamp/index.html"
-    assert written["preview"] == "product-lifestyle/lamp/source-preview.jpg"
-    text = sink.read(written["page"]).decode()
+    assert written.page == "product-lifestyle/lamp/index.html"
+    assert written.preview == "product-lifestyle/lamp/source-preview.jpg"
+    text = sink.read(written.page).decode()
     parsed = parse(text)
-    targets = local_targets(written["page"], parsed.refs)
+    targets = local_targets(written.page, parsed.refs)
     assert len(targets) > 15
     missing = [t for t in targets if not sink.exists(t)]
     assert missing == []
@@ -101,7 +102,9 @@ def test_publish_writes_a_self_contained_page(review_sink: Any, source_picture: 
 
 def test_page_escapes_user_text(review_sink: Any) -> None:
     sink, manifest, manifest_path = review_sink
-    text = review.render_page(manifest, page_path="product-lifestyle/lamp/index.html")
+    text = review_page.render_page(
+        as_manifest(manifest), page_path="product-lifestyle/lamp/index.html"
+    )
     assert "<script>alert" not in text and "<b>bold" not in text
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
     parsed = parse(text)
@@ -113,7 +116,9 @@ def test_page_escapes_user_text(review_sink: Any) -> None:
 
 def test_page_shows_video_costs_and_failures(review_sink: Any) -> None:
     sink, manifest, manifest_path = review_sink
-    text = review.render_page(manifest, page_path="product-lifestyle/lamp/index.html")
+    text = review_page.render_page(
+        as_manifest(manifest), page_path="product-lifestyle/lamp/index.html"
+    )
     parsed = parse(text)
     videos = [a for t, a in parsed.tags if t == "video"]
     if manifest["steps"][4]["outputs"][0].get("error"):
@@ -139,7 +144,11 @@ def test_decisions_are_badges(review_sink: Any) -> None:
         },
         "product-lifestyle/lamp/explore-kontext-0.png": {"decision": "rejected", "by": "bob"},
     }
-    parsed = parse(review.render_page(manifest, page_path="product-lifestyle/lamp/index.html"))
+    parsed = parse(
+        review_page.render_page(
+            as_manifest(manifest), page_path="product-lifestyle/lamp/index.html"
+        )
+    )
     badges = {
         a["class"]: a for t, a in parsed.tags if t == "span" and "badge" in (a.get("class") or "")
     }
@@ -151,9 +160,9 @@ def test_decisions_are_badges(review_sink: Any) -> None:
 
 def test_index_json_update_is_idempotent(review_sink: Any) -> None:
     sink, manifest, manifest_path = review_sink
-    review.publish(sink, manifest, manifest_path=manifest_path)
+    review_page.publish(sink, as_manifest(manifest), manifest_path=manifest_path)
     first = json.loads(sink.read("index.json"))
-    review.publish(sink, manifest, manifest_path=manifest_path)
+    review_page.publish(sink, as_manifest(manifest), manifest_path=manifest_path)
     second = json.loads(sink.read("index.json"))
     assert len(first["entries"]) == len(second["entries"]) == 1
     entry = second["entries"][0]
@@ -165,11 +174,15 @@ def test_index_json_update_is_idempotent(review_sink: Any) -> None:
     other = json.loads(json.dumps(manifest))
     other["source"]["key"] = "shoots/chair.jpg"
     other["status"] = "done"
-    review.publish(sink, other, manifest_path="product-lifestyle/chair/manifest.json")
+    review_page.publish(
+        sink, as_manifest(other), manifest_path="product-lifestyle/chair/manifest.json"
+    )
     entries = json.loads(sink.read("index.json"))["entries"]
     assert sorted(e["key"] for e in entries) == ["shoots/chair.jpg", "shoots/lamp.jpg"]
     other["status"] = "failed"
-    review.publish(sink, other, manifest_path="product-lifestyle/chair/manifest.json")
+    review_page.publish(
+        sink, as_manifest(other), manifest_path="product-lifestyle/chair/manifest.json"
+    )
     entries = json.loads(sink.read("index.json"))["entries"]
     assert len(entries) == 2 and {e["status"] for e in entries} == {"partial", "failed"}
 
@@ -193,7 +206,7 @@ def test_corrupt_index_is_rebuilt_from_manifests(review_sink: Any, corrupt: byte
     other["source"]["key"] = "shoots/chair.jpg"
     sink.write("product-lifestyle/chair/manifest.json", json.dumps(other).encode())
     sink.write("index.json", corrupt)
-    review.publish(sink, manifest, manifest_path=manifest_path)
+    review_page.publish(sink, as_manifest(manifest), manifest_path=manifest_path)
     entries = json.loads(sink.read("index.json"))["entries"]
     assert sorted(e["manifest"] for e in entries) == [
         "product-lifestyle/chair/manifest.json",
@@ -204,18 +217,18 @@ def test_corrupt_index_is_rebuilt_from_manifests(review_sink: Any, corrupt: byte
 def test_memory_sink_and_missing_index(review_sink: Any) -> None:
     _, manifest, manifest_path = review_sink
     sink = MemorySink()
-    review.publish(sink, manifest, manifest_path="x/y/z-manifest.json")
+    review_page.publish(sink, as_manifest(manifest), manifest_path="x/y/z-manifest.json")
     assert (
         sink.exists("x/y/z-manifest.html")
         and sink.exists("index.json")
         and sink.exists("index.html")
     )
-    assert review.preview_path_for("x/y/z-manifest.json") == "x/y/z-manifest.source.jpg"
+    assert review_page.preview_path_for("x/y/z-manifest.json") == "x/y/z-manifest.source.jpg"
 
 
 def test_render_page_links_are_relative_to_the_page(review_sink: Any) -> None:
     _, manifest, _ = review_sink
-    text = review.render_page(manifest, page_path="deep/er/page.html")
+    text = review_page.render_page(as_manifest(manifest), page_path="deep/er/page.html")
     parsed = parse(text)
     for _, _, url in parsed.refs:
         if not url.startswith("data:"):
@@ -236,10 +249,10 @@ def test_rounds_and_page_without_optional_fields(tmp_path: Path) -> None:
             }
         ],
     }
-    parsed = parse(review.render_page(minimal, page_path="r/k/index.html"))
+    parsed = parse(review_page.render_page(as_manifest(minimal), page_path="r/k/index.html"))
     assert ("a", "href", "v1/sheet.png") in parsed.refs
     assert "Earlier rounds" in " ".join(parsed.text)
-    parse(review.render_index([]))
+    parse(review_index.render_index([]))
 
 
 def test_clip_encoded_as_animated_webp_is_an_img() -> None:
@@ -251,6 +264,7 @@ def test_clip_encoded_as_animated_webp_is_an_img() -> None:
         "frames": 8,
         "fps": 8,
         "duration": 1.0,
+        "seed": 7,
         "step": "animate",
         "model": "svd",
         "variant": 0,
@@ -260,7 +274,7 @@ def test_clip_encoded_as_animated_webp_is_an_img() -> None:
         "source": {"key": "s.png"},
         "steps": [{"name": "animate", "model": "svd", "state": "done", "outputs": [out]}],
     }
-    parsed = parse(review.render_page(manifest, page_path="r/s/index.html"))
+    parsed = parse(review_page.render_page(as_manifest(manifest), page_path="r/s/index.html"))
     assert not [t for t, _ in parsed.tags if t == "video"]
     assert ("img", "src", "animate-svd-0.webp") in parsed.refs
     assert "1.0 s, 8 frames" in " ".join(parsed.text)

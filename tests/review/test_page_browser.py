@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from daemon.outputs import review
+from daemon.outputs import page as review_page
+
+from .conftest import as_manifest
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
@@ -74,10 +76,10 @@ def test_page_renders_in_chromium(browser: Any, review_sink: Any, source_picture
     manifest["decisions"] = {
         "product-lifestyle/lamp/explore-sd-turbo-0.png": {"decision": "approved", "by": "ann"}
     }
-    written = review.publish(
-        sink, manifest, manifest_path=manifest_path, source_image=source_picture
+    written = review_page.publish(
+        sink, as_manifest(manifest), manifest_path=manifest_path, source_image=source_picture
     )
-    page = sink.root / written["page"]
+    page = sink.root / written.page
     browser.get(page.as_uri())
     images = browser.execute_async_script(LOAD_ALL)
     assert len(images) == 13  # source preview + 11 compare variants + the animated WebP

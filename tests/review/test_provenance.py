@@ -88,6 +88,7 @@ def test_nothing_embedded_reads_none_and_legacy_exif_still_reads() -> None:
         provenance.save_kwargs("GIF", INFO)
 
 
+@pytest.mark.slow  # runs the darkroom CLI as a subprocess
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_inspect_cli(tmp_path: Path, fmt: str) -> None:
     path = tmp_path / f"out{FORMATS[fmt]}"
@@ -102,6 +103,7 @@ def test_inspect_cli(tmp_path: Path, fmt: str) -> None:
     assert json.loads(run.stdout) == provenance.normalize(INFO)
 
 
+@pytest.mark.slow  # runs the darkroom CLI as a subprocess
 def test_inspect_without_provenance(tmp_path: Path) -> None:
     path = tmp_path / "plain.png"
     path.write_bytes(encode("PNG", None))

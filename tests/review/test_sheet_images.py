@@ -8,17 +8,11 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageStat
 
-from daemon.outputs.sheet import (
-    BACKGROUND,
-    FAILED_FILL,
-    LETTERBOX,
-    SOURCE,
-    fit_image,
-    layout_sheet,
-    render_sheet,
-    thumbnail,
-    to_rgb,
-)
+from daemon.outputs.colour import to_rgb
+from daemon.outputs.sheet import BACKGROUND, FAILED_FILL, SOURCE
+from daemon.outputs.thumbnails import LETTERBOX, fit_image, thumbnail
+
+from .conftest import layout_of, render_of
 
 
 def mean(im: Image.Image) -> float:
@@ -127,7 +121,7 @@ def _palette_with_transparency() -> Image.Image:
     return im
 
 
-# ------------------------------------------------------------------ render_sheet()
+# ------------------------------------------------------------------ render_of()
 
 
 @pytest.mark.parametrize(
@@ -140,8 +134,8 @@ def test_render_with_awkward_sources(request, make_manifest, synthetic_open_imag
         return Image.open(path) if p == SOURCE else synthetic_open_image(p)
 
     manifest = make_manifest([("explore", "sd-turbo", 2)])
-    sheet = render_sheet(manifest, open_image, tile=128)
-    layout = layout_sheet(manifest, tile=128)
+    sheet = render_of(manifest, open_image, tile=128)
+    layout = layout_of(manifest, tile=128)
     assert sheet.mode == "RGB" and sheet.size == layout.size
     middle = picture(sheet, layout.source.image)
     assert mean(middle) < 250  # not a white tile
@@ -161,8 +155,8 @@ def test_render_draws_nothing_outside_the_layout(make_manifest, synthetic_open_i
         step_prompt="a lemon, side light " * 20,
     )
     manifest["steps"][2].update(state="failed", error="CUDA out of memory " * 30)
-    layout = layout_sheet(manifest, tile=128)
-    sheet = render_sheet(manifest, synthetic_open_image, tile=128)
+    layout = layout_of(manifest, tile=128)
+    sheet = render_of(manifest, synthetic_open_image, tile=128)
 
     masked = sheet.copy()
     draw = ImageDraw.Draw(masked)
@@ -174,8 +168,8 @@ def test_render_draws_nothing_outside_the_layout(make_manifest, synthetic_open_i
 def test_render_opens_each_image_once_and_marks_failures(make_manifest, synthetic_open_image):
     manifest = make_manifest([("explore", "sd-turbo", 2), ("refine", "tiny", 0)])
     manifest["steps"][1].update(state="failed", error="CUDA out of memory")
-    sheet = render_sheet(manifest, synthetic_open_image, tile=128)
-    layout = layout_sheet(manifest, tile=128)
+    sheet = render_of(manifest, synthetic_open_image, tile=128)
+    layout = layout_of(manifest, tile=128)
 
     expected = [SOURCE] + [o["path"] for o in manifest["steps"][0]["outputs"]]
     assert sorted(synthetic_open_image.calls) == sorted(expected)
@@ -196,16 +190,16 @@ def test_unreadable_image_becomes_a_failure_tile(make_manifest, synthetic_open_i
             return Image.open(io.BytesIO(b"\xff\xd8\xff\xe0 not really a jpeg"))
         return synthetic_open_image(p)
 
-    sheet = render_sheet(manifest, open_image, tile=128, workers=1)
-    layout = layout_sheet(manifest, tile=128)
+    sheet = render_of(manifest, open_image, tile=128, workers=1)
+    layout = layout_of(manifest, tile=128)
     tile = next(t for t in layout.tiles if t.path == broken)
     assert sheet.getpixel((tile.image.x1 - 3, tile.image.y1 - 3)) == FAILED_FILL
 
 
 def test_render_is_the_same_with_and_without_threads(make_manifest, synthetic_open_image):
     manifest = make_manifest([("explore", "sd-turbo", 3), ("explore", "flux", 3)])
-    one = render_sheet(manifest, synthetic_open_image, tile=96, workers=1)
-    four = render_sheet(manifest, synthetic_open_image, tile=96, workers=4)
+    one = render_of(manifest, synthetic_open_image, tile=96, workers=1)
+    four = render_of(manifest, synthetic_open_image, tile=96, workers=4)
     assert one.tobytes() == four.tobytes()
 
 

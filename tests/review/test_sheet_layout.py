@@ -6,7 +6,10 @@ import itertools
 
 import pytest
 
-from daemon.outputs.sheet import MAX_PROMPT_LINES, SOURCE, font, layout_sheet
+from daemon.outputs.sheet_layout import MAX_PROMPT_LINES, SOURCE
+from daemon.outputs.text import font
+
+from .conftest import layout_of
 
 
 def outputs(layout):
@@ -17,7 +20,7 @@ def test_tiles_match_manifest_rows_and_columns(make_manifest, assert_layout_soun
     manifest = make_manifest(
         [("explore", "sd-turbo", 4), ("explore", "sdxl-turbo", 4), ("explore", "flux", 4)]
     )
-    layout = layout_sheet(manifest, tile=256)
+    layout = layout_of(manifest, tile=256)
     assert_layout_sound(layout)
 
     assert (layout.rows, layout.columns) == (3, 4)
@@ -50,7 +53,7 @@ def test_tiles_match_manifest_rows_and_columns(make_manifest, assert_layout_soun
 
 
 def test_caption_reads_step_model_seed_time(make_manifest):
-    layout = layout_sheet(make_manifest([("explore", "sd-turbo", 1)]))
+    layout = layout_of(make_manifest([("explore", "sd-turbo", 1)]))
     (tile,) = outputs(layout)
     assert tile.label == "explore · sd-turbo · seed 42 · 0.41 s"
     assert " ".join(line.text for line in tile.captions) == tile.label
@@ -59,7 +62,7 @@ def test_caption_reads_step_model_seed_time(make_manifest):
 def test_variant_order_follows_variant_index(make_manifest):
     manifest = make_manifest([("explore", "sd-turbo", 3)])
     manifest["steps"][0]["outputs"].reverse()
-    layout = layout_sheet(manifest)
+    layout = layout_of(manifest)
     assert [t.path[-5] for t in sorted(outputs(layout), key=lambda t: t.column)] == ["0", "1", "2"]
 
 
@@ -68,12 +71,14 @@ def test_failed_step_and_failed_variant_become_failed_tiles(make_manifest, asser
     oom = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total capacity)"
     manifest["steps"][1].update(state="failed", error=oom)
     manifest["steps"][0]["outputs"][1] = {
+        "path": None,
+        "seed": 43,
         "step": "explore",
         "model": "sd-turbo",
         "variant": 1,
         "error": "NaN in latents\nat step 2",
     }
-    layout = layout_sheet(manifest, tile=256)
+    layout = layout_of(manifest, tile=256)
     assert_layout_sound(layout)
 
     failed = [t for t in layout.tiles if t.kind == "failed"]
@@ -95,14 +100,14 @@ def test_failed_step_and_failed_variant_become_failed_tiles(make_manifest, asser
 def test_failed_step_with_outputs_keeps_them_and_adds_a_failure_tile(make_manifest):
     manifest = make_manifest([("explore", "sd-turbo", 2)])
     manifest["steps"][0].update(state="failed", error="worker died")
-    layout = layout_sheet(manifest)
+    layout = layout_of(manifest)
     assert [t.kind for t in outputs(layout)] == ["output", "output", "failed"]
 
 
 def test_step_without_outputs_that_has_not_failed_is_pending(make_manifest):
     manifest = make_manifest([("explore", "sd-turbo", 2), ("animate", "svd", 0)])
     manifest["steps"][1]["state"] = "queued"
-    layout = layout_sheet(manifest)
+    layout = layout_of(manifest)
     pending = [t for t in layout.tiles if t.kind == "pending"]
     assert [(p.reason, p.label) for p in pending] == [("queued", "animate · svd · queued")]
 
@@ -110,17 +115,17 @@ def test_step_without_outputs_that_has_not_failed_is_pending(make_manifest):
 def test_very_long_reason_is_truncated_inside_the_tile(make_manifest, assert_layout_sound):
     manifest = make_manifest([("refine", "tiny", 0)])
     manifest["steps"][0].update(state="failed", error="Traceback: boom " * 500)
-    layout = layout_sheet(manifest, tile=128)
+    layout = layout_of(manifest, tile=128)
     assert_layout_sound(layout)
     (tile,) = outputs(layout)
     assert tile.reason_lines[-1].text.endswith("…")
 
 
 def test_long_prompt_wraps_inside_the_header(make_manifest, assert_layout_sound):
-    short = layout_sheet(make_manifest([("explore", "sd-turbo", 2)]))
+    short = layout_of(make_manifest([("explore", "sd-turbo", 2)]))
     words = "a sunlit marble kitchen counter, editorial product photo, 85mm, f/1.8"
     manifest = make_manifest([("explore", "sd-turbo", 2)], rule_prompt=(words + " ") * 60)
-    layout = layout_sheet(manifest)
+    layout = layout_of(manifest)
     assert_layout_sound(layout)
 
     (prompt,) = [b for b in layout.blocks if b.role == "prompt"]
@@ -132,16 +137,16 @@ def test_long_prompt_wraps_inside_the_header(make_manifest, assert_layout_sound)
     assert layout.size[0] == short.size[0]  # the prompt never widens the sheet
     # a prompt without spaces is broken between characters, still inside
     manifest = make_manifest([("explore", "sd-turbo", 1)], rule_prompt="x" * 5000)
-    assert_layout_sound(layout_sheet(manifest))
+    assert_layout_sound(layout_of(manifest))
 
 
 def test_compare_group_shows_its_prompt_once(make_manifest, assert_layout_sound):
     rows = [("explore", "sd-turbo", 2), ("explore", "sdxl-turbo", 2), ("refine", "tiny", 1)]
-    same = layout_sheet(make_manifest(rows))
+    same = layout_of(make_manifest(rows))
     assert [b for b in same.blocks if b.role == "group-prompt"] == []
 
     manifest = make_manifest(rows, step_prompt="a lemon on marble, morning light")
-    layout = layout_sheet(manifest)
+    layout = layout_of(manifest)
     assert_layout_sound(layout)
     groups = [b for b in layout.blocks if b.role == "group-prompt"]
     assert [b.text for b in groups] == [
@@ -166,7 +171,7 @@ def test_compare_group_shows_its_prompt_once(make_manifest, assert_layout_sound)
     ids=["1x2", "3x4"],
 )
 def test_sheet_dimensions(make_manifest, rows, tile, expected_width, grid_rows):
-    layout = layout_sheet(make_manifest(rows), tile=tile)
+    layout = layout_of(make_manifest(rows), tile=tile)
     width, height = layout.size
     assert width == expected_width
     cell_w, cell_h = layout.cell_size
@@ -178,7 +183,7 @@ def test_sheet_dimensions(make_manifest, rows, tile, expected_width, grid_rows):
 
 def test_fonts_scale_with_tile(make_manifest):
     manifest = make_manifest([("explore", "sd-turbo", 2)])
-    small, large = layout_sheet(manifest, tile=128), layout_sheet(manifest, tile=512)
+    small, large = layout_of(manifest, tile=128), layout_of(manifest, tile=512)
     size = lambda layout: outputs(layout)[0].captions[0].size  # noqa: E731
     assert size(large) > size(small) >= 10
     assert font(size(large)).getbbox("Ag")[3] > font(size(small)).getbbox("Ag")[3]
@@ -186,11 +191,11 @@ def test_fonts_scale_with_tile(make_manifest):
 
 def test_too_small_tile_is_refused(make_manifest):
     with pytest.raises(ValueError, match="tile"):
-        layout_sheet(make_manifest([("explore", "sd-turbo", 1)]), tile=16)
+        layout_of(make_manifest([("explore", "sd-turbo", 1)]), tile=16)
 
 
 def test_empty_or_sparse_manifest_still_lays_out(assert_layout_sound):
-    layout = layout_sheet({"source": {"key": "a.jpg"}, "steps": []})
+    layout = layout_of({"source": {"key": "a.jpg"}, "steps": []})
     assert_layout_sound(layout)
     assert [t.kind for t in layout.tiles] == ["source"]
     assert layout.source.label == "source"

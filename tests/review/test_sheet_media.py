@@ -6,7 +6,11 @@ from typing import Any
 
 from PIL import Image
 
-from daemon.outputs.sheet import FILM, clip_text, cost_text, film_band, layout_sheet, render_sheet
+from daemon.outputs.captions import clip_text, cost_text
+from daemon.outputs.sheet import FILM, film_band
+from daemon.types import OutputRecord
+
+from .conftest import layout_of, render_of
 
 
 def _video_manifest(make_manifest: Any, **extra: Any) -> dict[str, Any]:
@@ -29,11 +33,17 @@ def _video_manifest(make_manifest: Any, **extra: Any) -> dict[str, Any]:
     return manifest
 
 
+def _clip(**fields: Any) -> OutputRecord:
+    return OutputRecord(
+        path="r/s/a.mp4", step="animate", model="svd", variant=0, seed=7, kind="video", **fields
+    )
+
+
 def test_clip_and_cost_text() -> None:
-    assert clip_text({"duration": 2.1, "frames": 25}) == "2.1 s, 25 frames"
-    assert clip_text({"frames": 25, "fps": 12}) == "2.1 s, 25 frames"
-    assert clip_text({"frames": 1}) == "1 frame"
-    assert clip_text({}) == "video"
+    assert clip_text(_clip(duration=2.1, frames=25)) == "2.1 s, 25 frames"
+    assert clip_text(_clip(frames=25, fps=12)) == "2.1 s, 25 frames"
+    assert clip_text(_clip(frames=1)) == "1 frame"
+    assert clip_text(_clip()) == "video"
     assert cost_text(0.004) == "$0.004"
     assert cost_text(0.25) == "$0.25"
     assert cost_text(None) is None and cost_text("n/a") is None
@@ -42,7 +52,7 @@ def test_clip_and_cost_text() -> None:
 def test_video_tile_uses_poster_and_clip_length(
     make_manifest: Any, assert_layout_sound: Any
 ) -> None:
-    layout = layout_sheet(_video_manifest(make_manifest), tile=256)
+    layout = layout_of(_video_manifest(make_manifest), tile=256)
     assert_layout_sound(layout)
     (video,) = [t for t in layout.tiles if t.kind == "video"]
     assert video.path == "r/a/animate-svd-0.png"  # the poster goes through open_image
@@ -52,10 +62,10 @@ def test_video_tile_uses_poster_and_clip_length(
 
 def test_video_without_poster_is_a_placeholder_not_a_failure(make_manifest: Any) -> None:
     manifest = _video_manifest(make_manifest, poster=None)
-    layout = layout_sheet(manifest, tile=128)
+    layout = layout_of(manifest, tile=128)
     (video,) = [t for t in layout.tiles if t.kind == "video"]
     assert video.path is None and "no poster" in (video.reason or "")
-    render_sheet(manifest, lambda p: Image.new("RGB", (64, 48), "white"), tile=128, workers=1)
+    render_of(manifest, lambda p: Image.new("RGB", (64, 48), "white"), tile=128, workers=1)
 
 
 def test_video_strip_drawn_between_sprocket_bands(make_manifest: Any) -> None:
@@ -66,8 +76,8 @@ def test_video_strip_drawn_between_sprocket_bands(make_manifest: Any) -> None:
         return strip.copy() if path.endswith("svd-0.png") else Image.new("RGB", (64, 48), "white")
 
     tile = 256
-    image = render_sheet(manifest, open_image, tile=tile, workers=1)
-    (video,) = [t for t in layout_sheet(manifest, tile=tile).tiles if t.kind == "video"]
+    image = render_of(manifest, open_image, tile=tile, workers=1)
+    (video,) = [t for t in layout_of(manifest, tile=tile).tiles if t.kind == "video"]
     box = video.image
     band = film_band(tile)
     assert image.getpixel((box.x0 + 1, box.y0 + 1)) == FILM  # the top band, between holes
@@ -83,7 +93,7 @@ def test_costs_in_captions_and_header(make_manifest: Any, assert_layout_sound: A
     manifest = make_manifest([("explore", "kontext", 2)])
     for out in manifest["steps"][0]["outputs"]:
         out["cost"] = 0.004
-    layout = layout_sheet(manifest, tile=256)
+    layout = layout_of(manifest, tile=256)
     assert_layout_sound(layout)
     outputs = [t for t in layout.tiles if t.kind == "output"]
     assert all(t.label.endswith(" · $0.004") for t in outputs)
@@ -92,7 +102,7 @@ def test_costs_in_captions_and_header(make_manifest: Any, assert_layout_sound: A
 
 
 def test_no_cost_no_change(make_manifest: Any) -> None:
-    layout = layout_sheet(make_manifest([("explore", "sd-turbo", 1)]), tile=256)
+    layout = layout_of(make_manifest([("explore", "sd-turbo", 1)]), tile=256)
     assert "$" not in " ".join(t.label for t in layout.tiles)
 
 
@@ -102,7 +112,7 @@ def test_three_model_compare_dimensions(make_manifest: Any, assert_layout_sound:
         [("explore", "sd-turbo", 4), ("explore", "sdxl-turbo", 4), ("explore", "kontext", 4)],
         step_prompt="a different prompt for the compare",
     )
-    layout = layout_sheet(manifest, tile=256)
+    layout = layout_of(manifest, tile=256)
     assert_layout_sound(layout)
     assert (layout.rows, layout.columns) == (3, 4)
     assert [b.role for b in layout.blocks].count("group-prompt") == 1

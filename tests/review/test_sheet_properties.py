@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.outputs.sheet import layout_sheet
+from .conftest import layout_of
 
 # Printable text with the awkward bits captions meet: long unbroken runs, separators, accents,
 # CJK and emoji (rendered as boxes by the bundled font, but still measured), newlines, tabs.
@@ -34,7 +34,17 @@ def manifests(draw):
         outputs = []
         for v in range(draw(st.integers(1, 6)) if state != "queued" else 0):
             if draw(st.integers(0, 5)) == 0:
-                outputs.append({"variant": v, "error": draw(text)})
+                # a refused variant, as the runner records it
+                outputs.append(
+                    {
+                        "path": None,
+                        "step": name,
+                        "model": model,
+                        "variant": v,
+                        "seed": v,
+                        "error": draw(text),
+                    }
+                )
             else:
                 outputs.append(
                     {
@@ -81,7 +91,7 @@ def manifests(draw):
 )
 @given(manifest=manifests(), tile=st.sampled_from([48, 64, 128, 256, 384]))
 def test_random_manifests_lay_out_cleanly(manifest, tile, assert_layout_sound):
-    layout = layout_sheet(manifest, tile=tile)
+    layout = layout_of(manifest, tile=tile)
     assert_layout_sound(layout)
     steps = manifest["steps"]
     assert layout.rows == len(steps)
@@ -90,6 +100,6 @@ def test_random_manifests_lay_out_cleanly(manifest, tile, assert_layout_sound):
     for row, step in enumerate(steps):
         kinds = [t.kind for t in layout.tiles if t.row == row]
         assert kinds[: len(step["outputs"])] == [
-            "output" if "path" in o else "failed" for o in step["outputs"]
+            "output" if o.get("path") else "failed" for o in step["outputs"]
         ]
     assert sum(t.kind == "source" for t in layout.tiles) == 1

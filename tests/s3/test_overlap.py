@@ -6,10 +6,10 @@ import textwrap
 
 import pytest
 
-from daemon.service.app import config_problems
 from daemon.config.profiles import resolve_profiles
-from daemon.rules import RuleSet
 from daemon.config.settings import load_settings
+from daemon.rules.match import RuleSet
+from daemon.service.app import config_problems
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from daemon import aws
-from daemon.errors import AlreadyCommitted, InputError, OutputError
 from daemon.config.settings import S3SinkConfig
+from daemon.errors import AlreadyCommitted, InputError, OutputError
 from daemon.sinks import build_sink
 from daemon.sinks.s3 import S3Sink, content_type_for
 

@@ -116,8 +116,8 @@ def test_duplicated_and_reordered_deliveries_are_deduped(
     s3, sqs, bucket, queue, make_source, collector
 ):
     source = make_source(bucket, mode="events", queue_url=queue)
-    chaos = _Chaos(source.sqs)
-    source.sqs.receive_message = chaos  # the source's own client, wrapped
+    chaos = _Chaos(source.mode_runner.sqs)
+    source.mode_runner.sqs.receive_message = chaos  # the source's own client, wrapped
     settled: list = []
 
     def settle_soon(arrival):  # settle like the app does: after the work, from another thread
@@ -149,7 +149,7 @@ def test_reordered_versions_old_event_is_changed(s3, sqs, bucket, queue, make_so
     """v1 and v2 of one key announced newest first: v2 is processed, v1 reads as 'changed'
     and its message is deleted (superseded), not dead-lettered."""
     source = make_source(bucket, mode="events", queue_url=queue)
-    real = source.sqs.receive_message
+    real = source.mode_runner.sqs.receive_message
     held: list[dict] = []
 
     def newest_first(**kwargs):
@@ -165,7 +165,7 @@ def test_reordered_versions_old_event_is_changed(s3, sqs, bucket, queue, make_so
         batch, held[:] = list(reversed(held)), []
         return {**response, "Messages": batch}
 
-    source.sqs.receive_message = newest_first
+    source.mode_runner.sqs.receive_message = newest_first
     source.start(collector.emit, collector.known)
     s3.put_object(Bucket=bucket, Key="k.jpg", Body=b"version one")
     v1 = _etag(s3, bucket, "k.jpg")
@@ -186,7 +186,7 @@ def test_visibility_is_extended_while_unsettled(s3, sqs, bucket, make_source, co
     queue = make_queue(sqs, visibility=3)
     notify(s3, sqs, bucket, queue)
     source = make_source(bucket, mode="events", queue_url=queue, visibility_timeout=3)
-    real, receipts = source.sqs.receive_message, []
+    real, receipts = source.mode_runner.sqs.receive_message, []
 
     def counting(**kwargs):  # every receipt the source itself gets, redeliveries included
         response = real(**kwargs)
@@ -195,7 +195,7 @@ def test_visibility_is_extended_while_unsettled(s3, sqs, bucket, make_source, co
         )
         return response
 
-    source.sqs.receive_message = counting
+    source.mode_runner.sqs.receive_message = counting
     source.start(collector.emit, collector.known)
     s3.put_object(Bucket=bucket, Key="slow.jpg", Body=b"s")
     wait_for(lambda: collector.arrivals, what="the arrival")
@@ -296,7 +296,7 @@ def test_reconcile_catches_objects_whose_events_never_came(s3, sqs, bucket, make
     queue = make_queue(sqs)  # bucket not wired to it: every event is "lost"
     s3.put_object(Bucket=bucket, Key="lost.jpg", Body=b"l")
     waiting = make_source(bucket, mode="events", queue_url=queue)  # default 60 s grace
-    waiting._known, waiting._emit = collector.known, collector.emit
+    waiting.start(collector.emit, collector.known)
     waiting.scan()
     assert collector.arrivals == []  # too young: its event may still be on its way
     source = make_source(bucket, mode="events", queue_url=queue, reconcile_grace=0)

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from daemon.errors import InputError
 from daemon.config.settings import S3SourceConfig
-from daemon.sources import build_source
-from daemon.sources import s3 as s3_source
+from daemon.errors import InputError
+from daemon.sources import PeriodicTask, build_source
+from daemon.sources.s3 import S3Source, common, events
 from tests.s3.conftest import wait_for
 
 
@@ -38,8 +38,8 @@ def test_build_source_from_config(moto_endpoint):
         "in/",
         "poll",
     )
-    assert [(interval, name) for _, interval, name in source.periodic()] == [(7.0, "s3-poll:cam")]
-    events = build_source(
+    assert source.periodic() == [PeriodicTask(source.scan, 7.0, "s3-poll:cam")]
+    reconciling = build_source(
         "ev",
         S3SourceConfig(
             type="s3",
@@ -49,11 +49,9 @@ def test_build_source_from_config(moto_endpoint):
             reconcile_interval=99,
         ),
     )
-    assert [(interval, name) for _, interval, name in events.periodic()] == [
-        (99.0, "s3-reconcile:ev")
-    ]
+    assert [(t.interval_s, t.name) for t in reconciling.periodic()] == [(99.0, "s3-reconcile:ev")]
     with pytest.raises(ValueError, match="queue_url"):
-        s3_source.S3Source("x", "photos", mode="events")
+        S3Source("x", "photos", mode="events")
 
 
 def test_poll_emits_each_version_once_with_globs(s3, bucket, make_source, collector):
@@ -110,13 +108,12 @@ def test_poll_asks_known_and_skips_handled_versions(s3, bucket, make_source, col
 
 
 def test_poll_paginates(s3, bucket, make_source, collector, monkeypatch):
-    monkeypatch.setattr(s3_source, "_PAGE_SIZE", 3)
+    monkeypatch.setattr(common, "PAGE_SIZE", 3)
     for i in range(10):
         s3.put_object(Bucket=bucket, Key=f"p/{i:02}.jpg", Body=b"%d" % i)
     source = make_source(bucket, prefix="p/")
-    source._known = collector.known  # scan() without the startup thread
-    source._emit = collector.emit
-    source.scan()
+    source.start(collector.emit, collector.known)  # the startup listing
+    wait_for(lambda: len(collector.keys()) == 10, what="the startup listing")
     assert sorted(collector.keys()) == [f"{i:02}.jpg" for i in range(10)]
 
 
@@ -137,14 +134,12 @@ def test_read_checks_the_version(s3, bucket, make_source, collector):
 
 def test_listing_errors_are_logged_not_raised(make_source, collector):
     source = make_source("no-such-bucket-here")
-    source._known, source._emit = collector.known, collector.emit
+    source.start(collector.emit, collector.known)
     source.scan()  # NoSuchBucket: a warning, the next listing tries again
     assert collector.arrivals == []
 
 
 def test_region_comes_from_the_queue_url():
-    assert (
-        s3_source._queue_region("https://sqs.eu-west-1.amazonaws.com/123456789012/q") == "eu-west-1"
-    )
-    assert s3_source._queue_region("http://127.0.0.1:5000/123456789012/q") is None
-    assert s3_source._queue_region(None) is None
+    assert events.queue_region("https://sqs.eu-west-1.amazonaws.com/123456789012/q") == "eu-west-1"
+    assert events.queue_region("http://127.0.0.1:5000/123456789012/q") is None
+    assert events.queue_region(None) is None

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.service.metrics import Metrics, MetricsServer, Readiness
+from daemon.types import JobState
 
 
 def get(url: str) -> tuple[int, dict[str, str], bytes]:
@@ -54,14 +55,12 @@ def served() -> Iterator[tuple[Metrics, MetricsServer, dict]]:
 def test_metrics_exposition(served):
     metrics, server, state = served
     assert server.port > 0 and server.url == f"http://127.0.0.1:{server.port}"
-    metrics.observe_step("sd-turbo", 0.3)
-    metrics.observe_step("sd-turbo", 2.0)
-    metrics.model_loaded("sd-turbo")
-    metrics.model_evicted("sdxl-turbo")
-    metrics.worker_restarted()
-    metrics.job_finished("product", "done")
-    metrics.job_finished("product", "done")
-    metrics.job_finished("product", "failed")
+    metrics.job_ended("product", JobState.DONE, "sd-turbo", 0.3)
+    metrics.job_ended("product", JobState.DONE, "sd-turbo", 2.0)
+    metrics.job_ended("product", JobState.FAILED, None, None)
+    metrics.model_loaded("sd-turbo", "cuda:0", 4.2)
+    metrics.model_evicted("sdxl-turbo", "cuda:0")
+    metrics.worker_restarted("cuda:0", "the worker process killed by SIGSEGV")
     metrics.webhook_failed({"id": "x"}, "http://127.0.0.1:1/", "HTTP 500")  # the on_failure shape
     metrics.set_source_lag("drop", 12.5)
 
@@ -94,7 +93,7 @@ def test_metrics_exposition(served):
 
 def test_own_registry_and_count_shapes():
     a, b = Metrics(job_counts=lambda: {"queued": 1}), Metrics()
-    a.worker_restarted()
+    a.worker_restarted("cpu", "killed by SIGKILL")
     assert b"darkroom_" not in generate_latest(REGISTRY)
     assert value(samples(b.exposition().decode()), "darkroom_worker_restarts_total") == 0
     nested = Metrics(

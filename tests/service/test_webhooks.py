@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from daemon import __version__
+from daemon.outputs.manifest import Manifest
 from daemon.service.webhooks import WebhookSender, event_from_manifest, sign, verify
 
 from .conftest import closed_port
@@ -171,27 +172,37 @@ def test_each_url_gets_the_event(receiver, make_sender):
 
 
 def test_send_never_blocks_on_a_hanging_receiver(receiver, make_sender):
-    receiver.script = ["hang"]
+    """send() only enqueues: every call returns while the receiver still holds the first
+    request, which it answers only after the test releases it (no wall-clock bound)."""
+    receiver.script = ["hang"]  # every request waits for receiver.release
     failures = Failures()
     sender = make_sender([receiver.url], timeout=10, queue_size=5, on_failure=failures)
-    slowest = 0.0
-    for i in range(50):
-        started = time.perf_counter()
+    sender.send({**EVENT, "n": 0})
+    receiver.wait_for(1)  # in flight, and hanging until released
+    for i in range(1, 50):
         sender.send({**EVENT, "n": i})
-        slowest = max(slowest, time.perf_counter() - started)
-    assert slowest < 0.05
-    receiver.wait_for(1)  # one is in flight, hanging
+    # Every send returned while the receiver had not answered anything.
+    assert not receiver.release.is_set() and sender.delivered == 0
     # The queue holds 5; the oldest ones were dropped and reported.
-    assert sender.dropped >= 44 and len(failures.calls) == sender.dropped
+    assert sender.dropped == 44 and len(failures.calls) == sender.dropped
     assert all(reason.startswith("dropped") for _, _, reason in failures.calls)
+    assert sender.pending() == 6  # 5 queued + the one in flight
+
+    # stop() gives up on the hung request instead of waiting for it: it returns (in its own
+    # thread, so a regression fails here instead of hanging the suite) before the release.
     threads = [t for t in threading.enumerate() if t.name == "darkroom-webhooks"]
-    started = time.perf_counter()
-    sender.stop(timeout=0.3)
-    assert time.perf_counter() - started < 2.0
+    stopper = threading.Thread(target=sender.stop, kwargs={"timeout": 0.3})
+    stopper.start()
+    stopper.join(20)
+    assert not stopper.is_alive() and not receiver.release.is_set()
+    assert sender.delivered == 0
+
     receiver.release.set()
-    for thread in threads:  # the hung request ends; its thread then exits
+    for thread in threads:  # the hung request ends, delivered after all; its thread then exits
         thread.join(5)
         assert not thread.is_alive()
+    assert sender.delivered == 1
+    assert [json.loads(r.body)["n"] for r in receiver.received] == [0]
 
 
 def test_stop_drains_the_queue(receiver, make_sender):
@@ -209,9 +220,12 @@ def test_stop_abandons_retries_due_after_the_deadline(receiver, make_sender):
     sender = make_sender([receiver.url], backoff=30, on_failure=failures)
     sender.send(EVENT)
     receiver.wait_for(1)
-    started = time.perf_counter()
-    sender.stop(timeout=0.5)
-    assert time.perf_counter() - started < 1.5
+    # The retry is due in ~30 s, after the deadline: stop() abandons it instead of waiting
+    # (a stop that waited would still be running when the join below gives up).
+    stopper = threading.Thread(target=sender.stop, kwargs={"timeout": 0.5})
+    stopper.start()
+    stopper.join(20)
+    assert not stopper.is_alive()
     assert [reason for _, _, reason in failures.calls] == ["abandoned: the daemon stopped"]
 
 
@@ -234,8 +248,12 @@ def test_unsigned_when_no_secret(receiver, make_sender):
     assert "X-Darkroom-Signature" not in request.headers
 
 
+def _output(path: str | None) -> dict:
+    return {"path": path, "step": "explore", "model": "sd-turbo", "variant": 0, "seed": 1}
+
+
 def test_event_from_manifest():
-    manifest = {
+    data = {
         "plan_id": "p1",
         "status": "partial",
         "source": {
@@ -246,11 +264,13 @@ def test_event_from_manifest():
         },
         "rule": {"name": "product", "digest": "x"},
         "steps": [
-            {"outputs": [{"path": "product/a/explore-0.png"}, {"path": "product/a/explore-1.png"}]},
+            {"outputs": [_output("product/a/explore-0.png"), _output("product/a/explore-1.png")]},
+            {"outputs": [{**_output(None), "error": "refused"}]},
             {"outputs": [], "error": "CUDA out of memory"},
         ],
         "sheet": "product/a/sheet.png",
     }
+    manifest = Manifest.model_validate(data)
     event = event_from_manifest(
         manifest,
         manifest_url="/srv/out/product/a/manifest.json",
@@ -271,7 +291,9 @@ def test_event_from_manifest():
         "page": None,
     }
     assert (
-        event_from_manifest({**manifest, "status": "done"}, manifest_url="m")["type"]
+        event_from_manifest(manifest.model_copy(update={"status": "done"}), manifest_url="m")[
+            "type"
+        ]
         == "source.done"
     )
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.types import Arrival
 from daemon.sources.folder import FolderSource
+from daemon.types import Arrival
 
 from .support import QUIET, Recorder, never_known
 

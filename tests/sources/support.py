@@ -8,8 +8,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon.types import Arrival
 from daemon.sources.folder import FolderSource
+from daemon.types import Arrival
 
 QUIET = 0.3  # quiet period used by most tests
 
@@ -44,15 +44,15 @@ class Recorder:
         with self._lock:
             return list(self.arrivals)
 
-    def keys(self) -> list[str]:
+    def emitted_keys(self) -> list[str]:
         return [a.key for a in self.snapshot()]
 
     def counts(self) -> Counter[str]:
-        return Counter(self.keys())
+        return Counter(self.emitted_keys())
 
     def wait_for_keys(self, *keys: str, timeout: float = 10.0) -> bool:
         wanted = set(keys)
-        return eventually(lambda: wanted <= set(self.keys()), timeout)
+        return eventually(lambda: wanted <= set(self.emitted_keys()), timeout)
 
     def last(self, key: str) -> Arrival:
         return [a for a in self.snapshot() if a.key == key][-1]

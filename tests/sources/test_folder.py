@@ -95,7 +95,7 @@ def test_temp_hidden_and_lock_files_are_never_emitted(drop, recorder, start_sour
     assert recorder.wait_for_keys("ok.jpg")
     source.scan()
     settle()
-    assert recorder.keys() == ["ok.jpg"]
+    assert recorder.emitted_keys() == ["ok.jpg"]
 
 
 def test_is_ignored():
@@ -133,7 +133,7 @@ def test_known_files_are_skipped_by_scans(drop, recorder, start_source):
     assert recorder.wait_for_keys("new.jpg")
     source.scan()
     settle()
-    assert recorder.keys() == ["new.jpg"]
+    assert recorder.emitted_keys() == ["new.jpg"]
     assert ("old.jpg", st.st_size, st.st_mtime_ns) in calls
     # old.jpg is remembered as handled: later scans do not ask again
     n = sum(1 for c in calls if c[0] == "old.jpg")
@@ -147,7 +147,7 @@ def test_lost_event_is_found_by_scan(drop, recorder, start_source):
     assert recorder.wait_for_keys("sentinel.jpg")  # the startup scan is over
     write(drop / "lost.jpg")
     settle()
-    assert "lost.jpg" not in recorder.keys()  # no event ever came
+    assert "lost.jpg" not in recorder.emitted_keys()  # no event ever came
     source.scan()
     assert recorder.wait_for_keys("lost.jpg")
     source.scan()
@@ -266,7 +266,7 @@ def test_vanished_candidate_is_dropped(drop, recorder, start_source):
     write(drop / "stays.jpg")
     assert recorder.wait_for_keys("stays.jpg")
     settle()
-    assert recorder.keys() == ["stays.jpg"]
+    assert recorder.emitted_keys() == ["stays.jpg"]
 
 
 def test_symlinks_are_not_emitted(drop, tmp_path, recorder, start_source):
@@ -278,7 +278,7 @@ def test_symlinks_are_not_emitted(drop, tmp_path, recorder, start_source):
     assert recorder.wait_for_keys("real.jpg")
     source.scan()
     settle()
-    assert recorder.keys() == ["real.jpg"]
+    assert recorder.emitted_keys() == ["real.jpg"]
     with pytest.raises(InputError, match="symlink"):
         source.read("link.jpg")
     with pytest.raises(InputError, match="symlink"):
@@ -331,7 +331,7 @@ def test_stop_is_prompt_and_idempotent(drop, recorder, start_source):
     assert not any(n.startswith("darkroom-") for n in names)
     write(drop / "b.jpg")
     time.sleep(QUIET * 1.5)
-    assert "b.jpg" not in recorder.keys()
+    assert "b.jpg" not in recorder.emitted_keys()
 
 
 def test_stop_polling_is_prompt(drop, start_source):
@@ -364,7 +364,7 @@ def test_burst_of_2000_files_is_emitted_exactly_once_each(drop, recorder, start_
         key = f"d{i % 4}/img{i:04d}.jpg"
         keys.append(key)
         write(drop / key, b"p" * (i % 50))
-    assert eventually(lambda: len(set(recorder.keys())) == 2000, timeout=20)
+    assert eventually(lambda: len(set(recorder.emitted_keys())) == 2000, timeout=20)
     time.sleep(1.2)
     counts = recorder.counts()
     assert set(counts) == set(keys)

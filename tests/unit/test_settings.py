@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.errors import ConfigError
 from daemon.config.settings import load_settings
+from daemon.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

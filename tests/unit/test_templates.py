@@ -71,5 +71,5 @@ def test_safe_relpath_never_escapes(text):
     )
 )
 def test_render_substitutes_values_verbatim(values):
-    template = "|".join("{%s}" % k for k in values)
+    template = "|".join(f"{{{k}}}" for k in values)
     assert render(template, values) == "|".join(values.values())

@@ -1,0 +1,203 @@
+"""Preparing a claimed job for a worker: its inputs decoded and sized, references, mask, request.
+
+A unit's inputs are the plan's source (decoded once per plan, :mod:`.source_cache`) or the
+outputs of an earlier rule step, read back from the sink. They are sized for the profile (a
+``size`` the rule asks for, else the profile's ``max_side``), and the request gets the
+unit's prompt, seeds and parameters, its reference images and its mask. A hosted profile
+with a rule budget is checked against the day's spend here, before anything is paid for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from backends.base import ModelSpec, Request
+from daemon.config.profiles import Profile
+from daemon.errors import BudgetReached, DarkroomError, InputError, JobError
+from daemon.execution.source_cache import SourceCache
+from daemon.outputs import imaging
+from daemon.queue.ledger import JobRow, Ledger
+from daemon.rules.schema import parse_size
+from daemon.rules.sidecars import mask_key
+from daemon.sinks.base import Sink
+from daemon.sources.base import Source
+from daemon.types import OutputRecord, Plan, Unit
+
+__all__ = ["Prepared", "Preparer"]
+
+# structlog's bound logger (its lazy proxy type is not public API).
+BoundLog = Any
+
+
+@dataclass
+class Prepared:
+    """A claimed job with its inputs decoded and its request built, ready for a worker."""
+
+    job: JobRow
+    plan: Plan
+    unit: Unit
+    profile: Profile
+    spec: ModelSpec
+    request: Request
+    labels: list[str]  # what each input image is: "source", or the earlier output's path
+    icc: bytes | None  # the colour profile the outputs carry (the source's)
+    params: dict[str, Any]  # what the model was given: profile defaults + the unit's params
+    log: BoundLog
+
+
+class Preparer:
+    """Builds a :class:`Prepared` job from the ledger's plan, the sources and the sinks."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        sources: Mapping[str, Source],
+        sinks: Mapping[str, Sink],
+        source_cache: SourceCache,
+        device: str,
+    ):
+        self.ledger = ledger
+        self.sources = sources
+        self.sinks = sinks
+        self.source_cache = source_cache
+        self.device = device
+
+    def prepare(self, job: JobRow, plan: Plan, profile: Profile, log: BoundLog) -> Prepared:
+        unit = plan.unit_at(job.unit_index)
+        labels, images, icc = self._inputs(job, plan, unit)
+        params = {**profile.defaults, **unit.params}
+        params.pop("batch", None)  # the dispatcher's switch, not the model's
+        sized = [_size(image, unit, profile, params) for image in images]
+        request = Request(
+            images=sized,
+            prompt=unit.prompt,
+            seeds=list(unit.seeds),
+            negative_prompt=unit.negative_prompt,
+            params=params,
+            references=_references(unit, profile),
+            mask=self._mask(job, plan, unit, sized[0].size),
+        )
+        if profile.hosted and plan.daily_budget is not None:
+            self._check_budget(plan, profile, len(sized) * len(unit.seeds))
+        return Prepared(
+            job=job,
+            plan=plan,
+            unit=unit,
+            profile=profile,
+            spec=profile.spec(self.device),
+            request=request,
+            labels=labels,
+            icc=icc,
+            params=params,
+            log=log,
+        )
+
+    def _inputs(
+        self, job: JobRow, plan: Plan, unit: Unit
+    ) -> tuple[list[str], list[Image.Image], bytes | None]:
+        source = self.source_cache.get(job.plan_id, plan)
+        if unit.input == "source":
+            return ["source"], [source.rgb], source.icc
+        outputs = self._earlier_outputs(job, unit)
+        sink = self.sinks[plan.sink]
+        images = []
+        for output in outputs:
+            assert output.path is not None  # refused outputs were left out
+            images.append(imaging.to_rgb(imaging.decode(sink.read(output.path), output.path)))
+        return [o.path for o in outputs if o.path], images, source.icc
+
+    def _earlier_outputs(self, job: JobRow, unit: Unit) -> list[OutputRecord]:
+        """The outputs of the rule step this unit takes, as its ``pick`` selects them."""
+        earlier = [j for j in self.ledger.jobs_of(job.plan_id) if j.unit_name == unit.input]
+        outputs = [o for j in earlier for o in j.outputs if not o.error and o.path]
+        pick = unit.pick
+        if pick == "first":
+            outputs = outputs[:1]
+        elif isinstance(pick, list):
+            missing = [i for i in pick if i >= len(outputs)]
+            if missing:
+                raise JobError(
+                    f"pick {pick} asks for outputs {missing}, but step {unit.input!r} made "
+                    f"{len(outputs)} (indices from 0)",
+                    retryable=False,
+                )
+            outputs = [outputs[i] for i in pick]
+        if not outputs:
+            raise JobError(f"step {unit.input!r} produced no outputs to use", retryable=False)
+        if any(o.kind == "video" for o in outputs):
+            raise JobError(
+                f"step {unit.input!r} made videos; a step cannot take a video as input",
+                retryable=False,
+            )
+        return outputs
+
+    def _mask(
+        self, job: JobRow, plan: Plan, unit: Unit, size: tuple[int, int]
+    ) -> Image.Image | None:
+        kind = unit.mask
+        if not kind:
+            return None
+        key = plan.arrival.key
+        if kind == "alpha":
+            source = self.source_cache.get(job.plan_id, plan).image
+            if "A" not in source.getbands() and "transparency" not in source.info:
+                raise InputError(f"{key} has no alpha channel, but the step's mask is 'alpha'")
+            # Transparent pixels are the ones to change: the mask is white where alpha is 0.
+            mask = Image.eval(source.convert("RGBA").getchannel("A"), lambda a: 255 - a)
+        elif kind == "sidecar":
+            sidecar = mask_key(key)
+            try:
+                data = self.sources[plan.arrival.source].read(sidecar)
+            except DarkroomError:
+                raise InputError(
+                    f"the step's mask is 'sidecar' but {sidecar} does not exist next to {key}"
+                ) from None
+            mask = imaging.decode(data, sidecar).convert("L")
+        else:
+            try:
+                mask = imaging.decode(Path(kind).read_bytes(), kind).convert("L")
+            except OSError as exc:
+                raise InputError(f"mask {kind}: {exc.strerror}") from None
+        return mask.resize(size, Image.Resampling.NEAREST) if mask.size != size else mask
+
+    def _check_budget(self, plan: Plan, profile: Profile, outputs: int) -> None:
+        """A rule's daily budget stops hosted calls (local models cost nothing): the job
+        waits until tomorrow instead of spending more."""
+        budget = plan.daily_budget
+        assert budget is not None
+        spent = self.ledger.spend_today(plan.rule)
+        estimate = (profile.price_per_image or 0.0) * outputs
+        if spent + estimate > budget + 1e-9:
+            raise BudgetReached(
+                f"daily budget ${budget:.2f} of rule {plan.rule!r} reached (${spent:.2f} spent"
+                f" today, this step costs ~${estimate:.2f}); it runs after midnight, or raise"
+                " daily_budget and `darkroom retry`"
+            )
+
+
+def _size(
+    image: Image.Image, unit: Unit, profile: Profile, params: Mapping[str, Any]
+) -> Image.Image:
+    max_side = unit.max_side or profile.max_side
+    if unit.size:
+        w, h = parse_size(unit.size)
+        if isinstance(w, int) and isinstance(h, int):
+            return imaging.cover(image, w, h)
+        return imaging.cover_aspect(image, w / h, max_side or max(image.size))
+    return imaging.fit(image, max_side, params.get("width"), params.get("height"))
+
+
+def _references(unit: Unit, profile: Profile) -> list[Image.Image]:
+    images = []
+    for ref in unit.references:
+        try:
+            data = Path(ref.path).read_bytes()
+        except OSError as exc:
+            raise JobError(f"reference {ref.path}: {exc.strerror}", retryable=False) from None
+        images.append(imaging.fit(imaging.to_rgb(imaging.decode(data, ref.path)), profile.max_side))
+    return images

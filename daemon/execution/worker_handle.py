@@ -1,0 +1,181 @@
+"""The main process's handle on one worker process: start it, send it a message, stop it.
+
+The pool (:mod:`daemon.execution.pool`) owns the handles and lends each to one caller at a
+time. The messages and replies are the plain tuples :mod:`daemon.execution.worker`
+documents; this module turns a reply into a value or the daemon's own error
+(:class:`~daemon.errors.WorkerDied`, :class:`~daemon.errors.OutOfMemory`,
+:class:`~daemon.errors.JobError`) and keeps the worker's own account of what it holds.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from backends.base import ModelSpec
+from daemon.errors import JobError, OutOfMemory, WorkerDied
+
+log = structlog.get_logger("darkroom.pool")
+
+# Errors a retry cannot fix: the same request will be refused the same way.
+PERMANENT = {"InvalidRequest", "ModelUnavailable", "BackendMissing"}
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    """A model the worker loaded (with the seconds it took) or unloaded to make room."""
+
+    kind: Literal["loaded", "evicted"]
+    spec: ModelSpec
+    seconds: float = 0.0
+
+
+def exit_reason(code: int | None) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class Worker:
+    """One worker process and the pipe to it. Not thread-safe: the pool lends it to one caller.
+
+    ``on_model_event`` hears every load and eviction the worker reports (the pool turns them
+    into hooks and counts)."""
+
+    def __init__(
+        self,
+        device: str,
+        threads: int,
+        cache_dir: Path,
+        start_timeout: float = 120.0,
+        memory_budget_gb: float | None = None,
+        on_model_event: Callable[[Worker, ModelEvent], None] | None = None,
+    ):
+        self.device = device
+        self.threads = threads
+        self.cache_dir = cache_dir
+        self.start_timeout = start_timeout
+        self.memory_budget_gb = memory_budget_gb
+        self.on_model_event = on_model_event
+        self.process: Any = None
+        self.conn: Any = None
+        self.info: dict[str, Any] = {}
+        self.loaded: set[ModelSpec] = set()
+        self.jobs_run = 0
+        self.rss = 0
+        self.busy = False  # lent to a caller (guarded by the pool's condition)
+        self.stopped_because: str | None = None  # why the last process was stopped or replaced
+
+    def start(self) -> None:
+        from daemon.execution import worker
+
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=worker.main,
+            args=(
+                child,
+                self.device,
+                self.threads,
+                str(self.cache_dir),
+                self.memory_budget_gb,
+                os.getpid(),
+            ),
+            name="darkroom-worker",
+            daemon=True,
+        )
+        self.process.start()
+        child.close()
+        self.loaded, self.jobs_run, self.rss = set(), 0, 0
+        self.stopped_because = None
+        reply = self._receive(self.start_timeout)
+        self.info = reply[1]
+        log.info("worker started", **self.info)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def death(self) -> str:
+        """Why the process is gone (or was stopped), for logs and the restart hook."""
+        process = self.process
+        if process is not None and not process.is_alive():
+            return f"the worker process {exit_reason(process.exitcode)}"
+        return self.stopped_because or "the worker process was stopped"
+
+    def _receive(self, timeout: float) -> tuple[Any, ...]:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.conn.poll(0.1):
+                try:
+                    reply: tuple[Any, ...] = self.conn.recv()
+                    return reply
+                except (EOFError, OSError):
+                    pass  # the worker died mid-message; reported below
+            process = self.process  # pool.stop() may clear it from another thread
+            if process is None or not process.is_alive():
+                if process is None:
+                    raise WorkerDied("the worker process was stopped")
+                process.join(1)
+                raise WorkerDied(f"the worker process {exit_reason(process.exitcode)}")
+            if time.monotonic() > deadline:
+                raise JobError(f"no answer from the worker within {timeout:.0f} s")
+
+    def call(self, message: tuple[Any, ...], timeout: float) -> Any:
+        """Send one message; returns the reply's value or raises the daemon's error for it."""
+        try:
+            self.conn.send(message)
+        except (BrokenPipeError, OSError, AttributeError):
+            process = self.process
+            raise WorkerDied(
+                f"the worker process {exit_reason(process.exitcode if process else None)}"
+            ) from None
+        reply = self._receive(timeout)
+        self._note(reply[-1])
+        if reply[0] == "ok":
+            return reply[1]
+        _, kind, message_text, sticky, oom, _state = reply
+        if sticky:
+            raise WorkerDied(f"device error, worker replaced: {message_text}")
+        if oom:
+            raise OutOfMemory(message_text)
+        raise JobError(message_text, retryable=kind not in PERMANENT)
+
+    def _note(self, state: dict[str, Any]) -> None:
+        """Take the worker's own account of what it holds, and pass on what it loaded or
+        unloaded since its last reply."""
+        self.loaded = set(state.get("loaded", ()))
+        self.rss = state.get("rss", 0)
+        for kind, spec, seconds in state.get("events", ()):
+            if self.on_model_event is not None:
+                self.on_model_event(self, ModelEvent(kind, spec, seconds))
+
+    def stop(self, timeout: float = 10.0, reason: str | None = None) -> None:
+        process = self.process  # the pool's stop and a caller's cleanup may race: use one handle
+        if reason is not None:
+            self.stopped_because = reason
+        if process is None:
+            return
+        if process.is_alive():
+            try:
+                self.conn.send(("stop",))
+            except (BrokenPipeError, OSError):
+                pass
+            process.join(timeout)
+        if process.is_alive():
+            process.kill()
+            process.join(5)
+        if self.process is process:
+            self.process = None

@@ -1,0 +1,211 @@
+"""The output root's index: ``index.json`` (one entry per source) and the ``index.html`` page.
+
+    index_entry(manifest, *, manifest_path) -> IndexEntry   the summary of one manifest
+    load_index(sink) -> list[IndexEntry]                     read (or rebuild) index.json
+    update_index(sink, entry) -> list[IndexEntry]            replace one entry, rewrite both
+    render_index(entries) -> str                             the root page (pure)
+
+``index.json`` is ``{"version": 1, "entries": [...]}``, one entry per manifest path, replaced
+on republish. A missing or unreadable index is rebuilt from the manifests the sink can list.
+Updates are serialised within a process; two processes publishing into one root at the same
+instant can lose one entry until its next publish. The daily digest reads the same entries.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+from collections.abc import Sequence
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.outputs.captions import cost_text, is_video
+from daemon.outputs.htmldoc import escape, page_document
+from daemon.outputs.manifest import Manifest, parse_manifest
+from daemon.outputs.paths import INDEX_HTML, INDEX_JSON, page_path_for, rel
+from daemon.sinks.base import Sink
+
+__all__ = [
+    "INDEX_HTML",
+    "INDEX_JSON",
+    "IndexEntry",
+    "index_entry",
+    "load_index",
+    "render_index",
+    "update_index",
+]
+
+log = structlog.get_logger("darkroom.review")
+
+_index_lock = threading.Lock()
+
+
+class IndexEntry(BaseModel):
+    """One source in the output root's index (what the index page and the digest show)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")  # entries older daemons wrote
+
+    manifest: str
+    page: str | None = None
+    sheet: str | None = None
+    rule: str | None = None
+    key: str | None = None
+    source_sha256: str | None = None
+    status: str | None = None
+    created_at: str | None = None
+    version: int | str | None = None
+    models: list[str] = Field(default_factory=list)
+    variants: int = 0
+    failed: int = 0
+    approved: int = 0
+    rejected: int = 0
+    cost: float | None = None
+    thumbs: list[str] = Field(default_factory=list)  # up to 4 output pictures (posters for clips)
+    updated_at: str | None = None
+
+    @property
+    def day(self) -> str:
+        """The UTC date it was made (``YYYY-MM-DD``), or "" when unknown."""
+        return (self.created_at or "")[:10]
+
+
+def index_entry(manifest: Manifest, *, manifest_path: str) -> IndexEntry:
+    """The summary of one manifest that ``index.json`` keeps."""
+    outputs = [o for _, o in manifest.outputs()]
+    good = manifest.written()
+    decisions = [d.decision for d in manifest.decisions.values()]
+    thumbs = [str(o.poster if is_video(o) else o.path) for o in good if not is_video(o) or o.poster]
+    failed_without_outputs = sum(1 for s in manifest.steps if s.failed and not s.outputs)
+    return IndexEntry(
+        manifest=manifest_path,
+        page=page_path_for(manifest_path),
+        sheet=manifest.sheet,
+        rule=manifest.rule.name,
+        key=manifest.source.key or manifest.source.uri,
+        source_sha256=manifest.source.sha256,
+        status=manifest.status,
+        created_at=manifest.created_at,
+        version=manifest.version,
+        models=list(dict.fromkeys(s.model for s in manifest.steps if s.model)),
+        variants=len(good),
+        failed=len(outputs) - len(good) + failed_without_outputs,
+        approved=decisions.count("approved"),
+        rejected=decisions.count("rejected"),
+        cost=manifest.total_cost(),
+        thumbs=thumbs[:4],
+        updated_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+
+
+def _list_manifests(sink: Sink) -> list[str]:
+    """Sink paths of every manifest in the sink."""
+    skip = ("approved/", "digests/")
+    return sorted(
+        p
+        for p in sink.list("")
+        if p.endswith("manifest.json")
+        and not p.startswith(skip)
+        and not any(part.startswith(".") for part in p.split("/"))
+    )
+
+
+def _rebuild(sink: Sink) -> list[IndexEntry]:
+    entries = []
+    for path in _list_manifests(sink):
+        try:
+            manifest = parse_manifest(sink.read(path))
+        except Exception as exc:  # one bad manifest must not stop the index
+            log.warning("skipping unreadable manifest %s: %s", path, exc)
+            continue
+        entries.append(index_entry(manifest, manifest_path=path))
+    return entries
+
+
+def load_index(sink: Sink, *, rebuild: bool = True) -> list[IndexEntry]:
+    """The entries of the sink's ``index.json``; rebuilt from the manifests when it is
+    missing or unreadable (and ``rebuild``)."""
+    try:
+        if sink.exists(INDEX_JSON):
+            data = json.loads(sink.read(INDEX_JSON))
+            entries = data.get("entries") if isinstance(data, dict) else None
+            if isinstance(entries, list) and all(
+                isinstance(e, dict) and e.get("manifest") for e in entries
+            ):
+                return [IndexEntry.model_validate(e) for e in entries]
+            log.warning("index.json has an unexpected shape: rebuilding it")
+    except Exception as exc:
+        log.warning("index.json unreadable (%s): rebuilding it", exc)
+    return _rebuild(sink) if rebuild else []
+
+
+def update_index(sink: Sink, entry: IndexEntry) -> list[IndexEntry]:
+    """Put ``entry`` into ``index.json`` (replacing the one for the same manifest) and
+    regenerate ``index.html``; returns the entries written."""
+    with _index_lock:
+        entries = [e for e in load_index(sink) if e.manifest != entry.manifest]
+        entries.append(entry)
+        entries.sort(key=lambda e: (e.rule or "", e.created_at or "", e.manifest))
+        data = json.dumps(
+            {"version": 1, "entries": [e.model_dump() for e in entries]}, indent=2, default=str
+        ).encode()
+        sink.write(INDEX_JSON, data, "application/json")
+        sink.write(INDEX_HTML, render_index(entries).encode(), "text/html; charset=utf-8")
+    return entries
+
+
+def _row(e: IndexEntry) -> str:
+    link = rel(e.page, INDEX_HTML) if e.page else None
+    thumb = (
+        f'<img src="{escape(rel(e.sheet, INDEX_HTML))}" alt="sheet of {escape(e.key)}" loading="lazy">'
+        if e.sheet
+        else '<span class="muted">no sheet</span>'
+    )
+    if link:
+        thumb = f'<a href="{escape(link)}">{thumb}</a>'
+        key = f'<a href="{escape(link)}">{escape(e.key)}</a>'
+    else:
+        key = escape(e.key)
+    counts = [f"{e.variants} variants"]
+    if e.failed:
+        counts.append(f"{e.failed} failed")
+    if e.approved:
+        counts.append(f"{e.approved} approved")
+    if e.rejected:
+        counts.append(f"{e.rejected} rejected")
+    if e.cost is not None:
+        counts.append(f"{cost_text(e.cost)} est.")
+    badge = "failed" if e.status == "failed" else "state"
+    return (
+        f'<tr><td>{thumb}</td><td>{key}<br><span class="muted">{escape(", ".join(e.models))}</span></td>'
+        f'<td>{escape(e.day)}<br><span class="muted">{escape(e.created_at)}</span></td>'
+        f'<td><span class="badge {badge}">{escape(e.status)}</span></td>'
+        f"<td>{escape(' · '.join(counts))}</td></tr>"
+    )
+
+
+def render_index(entries: Sequence[IndexEntry], *, title: str = "Darkroom review") -> str:
+    """The output root's index page: sources grouped by rule, newest first, with their sheets.
+
+    Links are relative to the root.
+    """
+    by_rule: dict[str, list[IndexEntry]] = {}
+    for entry in entries:
+        by_rule.setdefault(entry.rule or "(no rule)", []).append(entry)
+    sections = []
+    for rule in sorted(by_rule):
+        items = sorted(by_rule[rule], key=lambda e: (e.created_at or "", str(e.key)), reverse=True)
+        rows = "".join(_row(e) for e in items)
+        sections.append(
+            f'<section class="step" id="rule-{escape(rule)}"><h2>{escape(rule)} <span class="muted">· {len(items)} sources</span></h2>'
+            '<table class="index"><thead><tr><th>sheet</th><th>source</th><th>date</th><th>status</th><th>variants</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table></section>"
+        )
+    if not sections:
+        sections.append('<p class="muted">Nothing processed yet.</p>')
+    body = (
+        f'<header><h1>{escape(title)}</h1><p class="muted">{len(entries)} sources · '
+        f"{len(by_rule)} rules</p></header><main>{''.join(sections)}</main>"
+    )
+    return page_document(title, body)

@@ -1,0 +1,388 @@
+"""Folder source: watch a local or mounted folder and emit each file once it is complete.
+
+How a file becomes an arrival::
+
+    watchdog event ─┐                gate thread, every tick
+    startup scan  ──┼─> candidate ─> size and mtime_ns unchanged ─> known()? ─no─> emit(Arrival)
+    rescan        ──┘   (path only)  for quiet_period seconds
+
+- :mod:`.watch` keeps a watchdog observer on the root (also while the root vanishes and comes
+  back). Moved events count under their ``dest_path``: uploaders that write ``x.jpg.part`` and
+  rename it to ``x.jpg`` are only ever seen as a move. A created (or moved-in) directory is
+  scanned, because files written into it before its watch was added send no events.
+- :mod:`.complete` decides when a candidate is complete (the quiet period). Zero-byte files are
+  emitted once stable: deciding that they are bad is the daemon's job.
+- :mod:`.files` names the files that are never candidates and reads, moves and quarantines
+  files by key without following symlinks.
+- A periodic rescan (every ``rescan_interval`` s) walks the tree, because inotify overflow is
+  never reported to the handler. ``known(key, size, mtime_ns)`` returning True means "already
+  handled": scans skip such files without gating them again, and the gate asks it once more
+  right before emitting.
+- The same ``(key, size, mtime_ns)`` is emitted at most once per process while the file stays
+  in the folder; a file modified later (new size or mtime) is a new candidate. A full rescan
+  forgets keys whose files are gone, so a file deleted and re-created with the *same* size and
+  mtime_ns is gated again and emitted unless ``known()`` says it was handled.
+- Symlinks are never followed and symlinked files are never emitted or read: a symlink could
+  point outside the watched folder. (The root itself may be a symlink to a directory.)
+
+``poll=True`` uses watchdog's PollingObserver (NFS/SMB mounts send no inotify events); it takes
+a snapshot every ``min(1, quiet_period)`` seconds (at least 0.1 s).
+
+Threads: the observer's, one gate thread and one rescan thread (which also runs the startup scan,
+so ``start()`` does not block on a large tree). ``emit`` and ``known`` are called from the gate
+and rescan threads, and from the caller of ``scan()``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import stat
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from watchdog.events import (
+    EVENT_TYPE_CLOSED,
+    EVENT_TYPE_CREATED,
+    EVENT_TYPE_MODIFIED,
+    EVENT_TYPE_MOVED,
+    FileSystemEvent,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from daemon.rules.globs import compile_glob
+from daemon.sources.base import Emit, Known, Source
+from daemon.sources.folder.complete import QuietPeriod
+from daemon.sources.folder.files import TEMP_SUFFIXES, FolderFiles, is_ignored
+from daemon.sources.folder.watch import JOIN_TIMEOUT, RootWatch
+from daemon.types import Arrival
+
+if TYPE_CHECKING:
+    from daemon.config.settings import FolderSourceConfig
+
+log = structlog.get_logger("darkroom.sources")
+
+__all__ = ["TEMP_SUFFIXES", "FolderSource", "is_ignored"]
+
+
+class FolderSource(Source):
+    """Emits complete, non-temporary regular files under ``root`` (see the module docstring)."""
+
+    quarantine_dir: Path | None = None  # else .quarantine/ inside the root (never watched)
+
+    def __init__(
+        self,
+        name: str,
+        root: Path | str,
+        *,
+        quiet_period: float = 1.0,
+        rescan_interval: float = 30.0,
+        poll: bool = False,
+        ignore: Sequence[str] = (),
+    ) -> None:
+        if quiet_period < 0:
+            raise ValueError(f"source {name!r}: quiet_period must be >= 0, got {quiet_period}")
+        if rescan_interval <= 0:
+            raise ValueError(f"source {name!r}: rescan_interval must be > 0, got {rescan_interval}")
+        if isinstance(ignore, str):
+            raise ValueError(
+                f"source {name!r}: ignore must be a list of glob patterns, not one str"
+            )
+        for pattern in ignore:
+            try:
+                compile_glob(pattern)
+            except ValueError as exc:
+                raise ValueError(f"source {name!r}: ignore: {exc}") from None
+        self.name = name
+        self.root = Path(os.path.abspath(root))
+        self.quiet_period = float(quiet_period)
+        self.rescan_interval = float(rescan_interval)
+        self.poll = poll
+        self.ignore = tuple(ignore)
+        self._root_str = str(self.root)
+        self._tick = max(0.02, min(0.25, self.quiet_period / 4))
+        self._files = FolderFiles(self._root_str, self.ignore)
+        self._quiet = QuietPeriod(self.quiet_period)
+
+        self._state_lock = threading.Lock()  # start/stop
+        self._scan_lock = threading.Lock()  # one full scan at a time
+        self._running = False
+        self._emit: Emit | None = None
+        self._known: Known | None = None
+        self._stopping = threading.Event()
+        self._wake_rescan = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._watch = RootWatch(
+            name,
+            self._root_str,
+            # Looked up at each (re)start: tests replace _new_observer on the instance.
+            new_observer=lambda: self._new_observer(),
+            record=lambda event: self._record_event(event),
+            unwatched=lambda: self._wake_rescan.set(),
+            rescan_interval=self.rescan_interval,
+        )
+        self._unreadable_dirs: set[str] = set()  # logged once each
+
+    def __repr__(self) -> str:
+        return f"FolderSource({self.name!r}, {self._root_str!r})"
+
+    @classmethod
+    def from_config(cls, name: str, config: FolderSourceConfig) -> FolderSource:
+        source = cls(
+            name,
+            config.path,
+            quiet_period=config.quiet_period,
+            rescan_interval=config.rescan_interval,
+            poll=config.poll,
+            ignore=config.ignore,
+        )
+        source.quarantine_dir = config.quarantine
+        return source
+
+    # -- Source ----------------------------------------------------------------------------------
+
+    def start(self, emit: Emit, known: Known) -> None:
+        """Start the observer, the gate and rescan threads; the startup scan runs on the latter."""
+        with self._state_lock:
+            if self._running:
+                raise RuntimeError(f"source {self.name!r} is already started")
+            self._running = True
+            self._emit, self._known = emit, known
+            self._stopping = threading.Event()
+            self._wake_rescan = threading.Event()
+            self._watch.check()
+            self._threads = [
+                threading.Thread(
+                    target=self._gate_loop, name=f"darkroom-gate:{self.name}", daemon=True
+                ),
+                threading.Thread(
+                    target=self._rescan_loop, name=f"darkroom-rescan:{self.name}", daemon=True
+                ),
+            ]
+            for thread in self._threads:
+                thread.start()
+            self._wake_rescan.set()  # startup scan: files that arrived while we were down
+
+    def scan(self) -> None:
+        """Walk the whole tree once, synchronously, and gate every new or changed file.
+
+        Candidates found are emitted by the gate thread once they have been quiet for
+        ``quiet_period``, not by this call.
+        """
+        if self._known is None:
+            raise RuntimeError(f"source {self.name!r}: scan() before start()")
+        with self._scan_lock:
+            started = time.monotonic()
+            seen: set[str] = set()
+            complete = self._scan_tree(self._root_str, "", seen)
+            if complete and not self._stopping.is_set():
+                self._quiet.forget_gone(seen, started)
+
+    def stop(self) -> None:
+        """Stop the observer and threads (joins are bounded); pending candidates are dropped."""
+        with self._state_lock:
+            if not self._running:
+                return
+            self._running = False
+            self._stopping.set()
+            self._wake_rescan.set()
+            for thread in self._threads:
+                if thread is not threading.current_thread():
+                    thread.join(JOIN_TIMEOUT)
+                    if thread.is_alive():
+                        log.warning(
+                            "thread did not stop in time", source=self.name, thread=thread.name
+                        )
+            self._threads = []
+            self._watch.stop()
+            self._quiet.clear()
+
+    def read(self, key: str, etag: str | None = None) -> bytes:
+        """The file's bytes; InputError when it is gone, a directory, unreadable or a symlink."""
+        return self._files.read(key)
+
+    def move(self, key: str, target: str) -> bool:
+        """Move a processed file (a rule's ``on_success: move``) within the root. Targets in
+        dot-folders (the default ``.processed/``) are never watched, so it is not seen again."""
+        self._files.move(key, target)
+        return True
+
+    def quarantine(self, key: str, record: dict[str, Any], folder: str | None) -> str:
+        """Move a failed input out of the way, with ``<name>.reason.json`` beside it.
+        ``folder`` (a rule's output.quarantine) is relative to the root; the default is the
+        source's quarantine folder, else ``.quarantine/`` inside the root (never watched)."""
+        target = (
+            Path(self._files.path_for(folder.strip("/")))
+            if folder
+            else (self.quarantine_dir or self.root / ".quarantine")
+        )
+        return self._files.quarantine(key, record, target)
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def pending_count(self) -> int:
+        """Candidates waiting for their quiet period (for status and metrics)."""
+        return self._quiet.pending_count()
+
+    # -- seams -----------------------------------------------------------------------------------
+
+    def _new_observer(self) -> BaseObserver:
+        """The watchdog observer to use (a seam: tests substitute one that loses events)."""
+        if self.poll:
+            return PollingObserver(timeout=max(0.1, min(1.0, self.quiet_period)))
+        return Observer()
+
+    def _record_event(self, event: FileSystemEvent) -> None:
+        """Called on watchdog's dispatch thread: records the path, nothing more."""
+        kind = event.event_type
+        if kind == EVENT_TYPE_MOVED:
+            path = event.dest_path
+        elif kind in (EVENT_TYPE_CREATED, EVENT_TYPE_MODIFIED, EVENT_TYPE_CLOSED):
+            path = event.src_path
+        else:
+            return
+        if not path:
+            return
+        if not event.is_directory:
+            self._quiet.event(os.fsdecode(path), directory=False)
+        elif kind in (EVENT_TYPE_CREATED, EVENT_TYPE_MOVED):
+            self._quiet.event(os.fsdecode(path), directory=True)
+
+    # -- the gate thread -------------------------------------------------------------------------
+
+    def _gate_loop(self) -> None:
+        stopping = self._stopping
+        while not stopping.wait(self._tick):
+            try:
+                self._watch.check()
+                self._take_events()
+                for ready in self._quiet.complete():
+                    if self._stopping.is_set():
+                        break
+                    self._deliver(ready.key, ready.path, ready.size, ready.mtime_ns)
+            except Exception:
+                log.exception("folder gate tick failed", source=self.name)
+
+    def _take_events(self) -> None:
+        paths, dirs = self._quiet.take_events()
+        for path in sorted(dirs):
+            key = self._files.key_for(path)
+            if key is not None and self._inside_real_root(path, key + "/x", {}):
+                self._scan_tree(path, key + "/", None)
+        real_dirs: dict[str, bool] = {}
+        for path in paths:
+            key = self._files.key_for(path)
+            if key is None or not self._inside_real_root(path, key, real_dirs):
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                self._quiet.changed(key, path, st.st_size, st.st_mtime_ns)
+
+    def _deliver(self, key: str, path: str, size: int, mtime_ns: int) -> None:
+        if self._is_known(key, size, mtime_ns):
+            return
+        arrival = Arrival(source=self.name, key=key, uri=path, size=size, mtime_ns=mtime_ns)
+        emit = self._emit
+        if emit is None:
+            return
+        try:
+            emit(arrival)
+        except Exception:
+            log.exception(
+                "emit failed; the file is seen again after a restart if still unhandled",
+                source=self.name,
+                key=key,
+            )
+
+    def _is_known(self, key: str, size: int, mtime_ns: int) -> bool:
+        known = self._known
+        if known is None:
+            return False
+        try:
+            return bool(known(key, size, mtime_ns))
+        except Exception:
+            log.exception("known() failed; treating the file as new", source=self.name, key=key)
+            return False
+
+    # -- scanning --------------------------------------------------------------------------------
+
+    def _rescan_loop(self) -> None:
+        stopping, wake = self._stopping, self._wake_rescan
+        while True:
+            wake.wait(self.rescan_interval)
+            if stopping.is_set():
+                return
+            wake.clear()
+            try:
+                self.scan()
+            except Exception:
+                log.exception("folder rescan failed", source=self.name)
+
+    def _scan_tree(self, top: str, prefix: str, seen: set[str] | None) -> bool:
+        """Gate every new file under ``top`` (whose keys start with ``prefix``), not following
+        symlinks. Returns False when some directory could not be listed (or we are stopping)."""
+        complete = True
+        stack = [(top, prefix)]
+        while stack:
+            if self._stopping.is_set():
+                return False
+            directory, dir_prefix = stack.pop()
+            try:
+                with os.scandir(directory) as entries:
+                    found = list(entries)
+            except (FileNotFoundError, NotADirectoryError):
+                if directory == top:
+                    complete = False
+                continue
+            except OSError as exc:
+                complete = False
+                if directory not in self._unreadable_dirs:
+                    self._unreadable_dirs.add(directory)
+                    log.warning(
+                        "cannot list folder; its files are skipped",
+                        source=self.name,
+                        path=directory,
+                        error=exc.strerror,
+                    )
+                continue
+            self._unreadable_dirs.discard(directory)
+            for entry in found:
+                if entry.name.startswith("."):
+                    continue
+                key = dir_prefix + entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, key + "/"))
+                        continue
+                    if not entry.is_file(follow_symlinks=False) or is_ignored(key, self.ignore):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if seen is not None:
+                    seen.add(key)
+                size, mtime_ns = st.st_size, st.st_mtime_ns
+                known = functools.partial(self._is_known, key, size, mtime_ns)
+                self._quiet.scanned(key, entry.path, size, mtime_ns, known)
+        return complete
+
+    def _inside_real_root(self, path: str, key: str, cache: dict[str, bool]) -> bool:
+        """False when a directory between root and ``path`` is a symlink."""
+        parent_key = key.rpartition("/")[0]
+        if not parent_key:
+            return True
+        parent = os.path.dirname(path)
+        ok = cache.get(parent)
+        if ok is None:
+            expected = os.path.join(self._watch.real_root, *parent_key.split("/"))
+            ok = cache[parent] = os.path.realpath(parent) == expected
+        return ok
