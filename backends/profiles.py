@@ -117,8 +117,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         vram_gb=34.4,
         max_side=1024,
         defaults={"steps": 4, "strength": 0.6, "guidance": 0.0},
-        # schnell's T5 prompt limit is 256 tokens (dev's is 512)
-        options={"max_sequence_length": 256},
+        # schnell's T5 prompt limit is 256 tokens (dev's is 512); FLUX needs sides in 16s
+        options={"max_sequence_length": 256, "size_multiple": 16},
     ),
     # -- reference: consistent identity from several reference images -------------------
     "sdxl-ip-adapter": _p(
@@ -348,6 +348,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         dtype="float32",
         max_side=64,
         defaults={"steps": 2, "strength": 0.6, "guidance": 0.0},
+        options={"size_multiple": 16},
     ),
     "tiny-ip-adapter": _p(
         "reference",

@@ -49,8 +49,9 @@ _PATCH16 = "the VAE's 8x8 cells, then 2x2 patches"
 
 # Task -> rule. A literal table: the daemon reads it without loading a model.
 SIZE_RULES: dict[str, SizeRule] = {
-    # img2img covers SD/SDXL (8 would do) and FLUX.1 img2img (16): 16 suits every model.
-    "img2img": SizeRule(16, why=_PATCH16 + " (FLUX); SD/SDXL take any multiple of 8"),
+    # img2img covers SD/SDXL (8) and FLUX.1 img2img, whose profiles set size_multiple: 16
+    # (fitting SD photos to 16 would crop up to 15 px for nothing).
+    "img2img": SizeRule(8, why=_SD + "; FLUX profiles set size_multiple: 16 (" + _PATCH16 + ")"),
     "ip-adapter": SizeRule(8, why=_SD),
     "multi-edit": SizeRule(16, max_area=1024 * 1024, why=_PATCH16),
     "upscale": SizeRule(8, why=_SD),

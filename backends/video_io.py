@@ -12,15 +12,23 @@ is the nearest the format can hold (7 fps plays as 7.0 in WebP, 7.14 in GIF). GI
 identical consecutive frames into one longer frame (Pillow does): it plays the same, but
 :func:`probe` then counts fewer frames.
 
+Provenance: :func:`encode_video` takes the record the daemon embeds in every output. mp4 gets
+it as container metadata (``comment``: the JSON record; ``description``: one human line naming
+the IPTC digital source type), which players, ``ffprobe`` and ``exiftool`` show and
+:func:`read_mp4_tags` reads back without ffmpeg; animated WebP gets the same XMP packet as a
+still; GIF the JSON in its comment extension.
+
 This module imports neither torch nor diffusers; imageio-ffmpeg is imported only for mp4.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -35,13 +43,39 @@ MP4_CRF = 18
 WEBP_QUALITY = 90
 
 
-def encode_video(video: Video, fmt: str) -> bytes:
-    """The clip as an ``fmt`` file (``mp4``, ``webp`` or ``gif``), in memory."""
+def encode_video(
+    video: Video,
+    fmt: str,
+    provenance: Mapping[str, Any] | None = None,
+    *,
+    xmp: bytes | None = None,
+) -> bytes:
+    """The clip as an ``fmt`` file (``mp4``, ``webp`` or ``gif``), in memory, carrying
+    ``provenance`` (a JSON-able record) and, in WebP, the ``xmp`` packet the caller built
+    for it (see the module docstring for where each goes)."""
     fmt = _format(fmt)
     frames = _frames(video)
     if fmt == "mp4":
-        return _encode_mp4(frames, video.fps)
-    return _encode_pillow(frames, video.fps, fmt)
+        return _encode_mp4(frames, video.fps, _mp4_metadata(provenance))
+    return _encode_pillow(frames, video.fps, fmt, _pillow_metadata(provenance, fmt, xmp))
+
+
+def read_mp4_tags(data: bytes) -> dict[str, str]:
+    """The text tags of an mp4's ``moov/udta/meta/ilst`` (what ffmpeg's ``-metadata`` writes),
+    by name (``comment``, ``description``, ``title``, ...); {} when there are none or the
+    bytes are not an mp4. Parses the boxes itself: no ffmpeg needed."""
+    tags: dict[str, str] = {}
+    ilst = _box_path(data, (b"moov", b"udta", b"meta", b"ilst"))
+    if ilst is None:
+        return tags
+    for kind, item in _boxes(data, *ilst):
+        payload = _box_path(data, (b"data",), *item)
+        if payload is None or payload[1] - payload[0] < 8:
+            continue
+        start, end = payload
+        name = _MP4_TAG_NAMES.get(kind, kind.decode("latin-1"))
+        tags[name] = data[start + 8 : end].decode("utf-8", "replace")  # type + locale first
+    return tags
 
 
 def probe(data: bytes, fmt: str) -> dict[str, Any]:
@@ -98,7 +132,70 @@ def _ffmpeg() -> Any:
     return imageio_ffmpeg
 
 
-def _encode_mp4(frames: list[Image], fps: float) -> bytes:
+# ffmpeg's -metadata keys and the iTunes-style atoms its mp4 muxer writes them to.
+_MP4_TAG_NAMES = {
+    b"\xa9cmt": "comment",
+    b"desc": "description",
+    b"\xa9nam": "title",
+    b"\xa9too": "encoder",
+}
+
+
+def _mp4_metadata(provenance: Mapping[str, Any] | None) -> list[str]:
+    if not provenance:
+        return []
+    record = json.dumps(dict(provenance), sort_keys=True, ensure_ascii=False, default=str)
+    source_type = str(provenance.get("digital_source_type") or "")
+    label = source_type.rsplit("/", 1)[-1] or "unspecified"
+    description = f"Made by Darkroom with an AI model (IPTC digital source type: {label})"
+    if source_type:
+        description += f" {source_type}"
+    return ["-metadata", f"comment={record}", "-metadata", f"description={description}"]
+
+
+def _pillow_metadata(
+    provenance: Mapping[str, Any] | None, fmt: str, xmp: bytes | None
+) -> dict[str, Any]:
+    if fmt == "webp":
+        return {"xmp": xmp} if xmp else {}
+    if not provenance:  # gif: Pillow writes no XMP there; the record goes in the comment
+        return {}
+    return {
+        "comment": json.dumps(dict(provenance), sort_keys=True, ensure_ascii=False, default=str)
+    }
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, tuple[int, int]]]:
+    """(type, (payload start, payload end)) of the ISO boxes in ``data[start:end]``."""
+    at = start
+    while at + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[at : at + 8])
+        header = 8
+        if size == 1 and at + 16 <= end:  # 64-bit size
+            size, header = struct.unpack(">Q", data[at + 8 : at + 16])[0], 16
+        elif size == 0:  # to the end of the enclosing box
+            size = end - at
+        if size < header or at + size > end:
+            return
+        yield kind, (at + header, at + size)
+        at += size
+
+
+def _box_path(
+    data: bytes, path: tuple[bytes, ...], start: int = 0, end: int | None = None
+) -> tuple[int, int] | None:
+    """The payload span of the box at ``path`` below ``data[start:end]``."""
+    span = (start, len(data) if end is None else end)
+    for kind in path:
+        found = next((inner for k, inner in _boxes(data, *span) if k == kind), None)
+        if found is None:
+            return None
+        # ``meta`` is a full box: version and flags come before its children.
+        span = (found[0] + 4, found[1]) if kind == b"meta" else found
+    return span
+
+
+def _encode_mp4(frames: list[Image], fps: float, metadata: list[str] | None = None) -> bytes:
     import numpy as np
 
     ffmpeg = _ffmpeg()
@@ -114,7 +211,7 @@ def _encode_mp4(frames: list[Image], fps: float) -> bytes:
             quality=None,
             macro_block_size=2,  # sides are even already: never let ffmpeg rescale
             ffmpeg_log_level="error",
-            output_params=["-crf", str(MP4_CRF), "-movflags", "+faststart"],
+            output_params=["-crf", str(MP4_CRF), "-movflags", "+faststart", *(metadata or [])],
         )
         writer.send(None)  # start ffmpeg
         try:
@@ -161,7 +258,9 @@ def _temp_path(suffix: str) -> Iterator[str]:
 # --- webp / gif ---------------------------------------------------------------------------
 
 
-def _encode_pillow(frames: list[Image], fps: float, fmt: str) -> bytes:
+def _encode_pillow(
+    frames: list[Image], fps: float, fmt: str, metadata: dict[str, Any] | None = None
+) -> bytes:
     unit = 10 if fmt == "gif" else 1  # GIF counts centiseconds, WebP milliseconds
     duration = max(unit, round(1000.0 / fps / unit) * unit)
     out = io.BytesIO()
@@ -174,6 +273,7 @@ def _encode_pillow(frames: list[Image], fps: float, fmt: str) -> bytes:
         duration=duration,
         loop=0,
         **options,
+        **(metadata or {}),
     )
     return out.getvalue()
 
@@ -204,4 +304,4 @@ def _frames(video: Video) -> list[Image]:
     return frames
 
 
-__all__ = ["FORMATS", "encode_video", "frame_strip", "probe"]
+__all__ = ["FORMATS", "encode_video", "frame_strip", "probe", "read_mp4_tags"]

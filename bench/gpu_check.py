@@ -1068,7 +1068,9 @@ def oom_run(check: Check, work: Path, timeout: float, shared: DaemonRun) -> dict
     )
     retries = run.log_events("out of memory")
     entry.update(info)
-    entry["oom_retries"] = [{k: r.get(k) for k in ("event", "next", "reason")} for r in retries]
+    entry["oom_retries"] = [
+        {k: r.get(k) for k in ("event", "reason", "max_batch", "cpu_offload")} for r in retries
+    ]
     entry["attempts"] = [
         {k: e.get(k) for k in ("phase", "batch", "options", "seconds", "peak_mib", "error")}
         for e in run.events

@@ -8,12 +8,17 @@ times ``render_sheet`` with:
 
 - ``draft``:        open_image = ``thumbnail(file, tile)`` (JPEG ``draft`` decode at 1/8 scale),
                     the default thread pool (one worker per core, at most 8);
-- ``draft-serial``: the same with ``workers=1``, to show what the threads buy;
+- ``draft-not-nice``: the same with the decode threads at normal priority (the daemon lowers
+                    it by ``NICENESS``: on a machine shared with other busy processes that is
+                    slower; on a daemon's own machine it only yields to the model);
+- ``draft-serial``: the same with ``workers=1`` (on the caller's thread), to show what the
+                    threads buy;
 - ``full-decode``:  open_image = ``Image.open(file)`` fully loaded (the naive reader), resized
                     by the sheet.
 
-Prints a table and writes bench/results/sheet.json. Goal (issue): <= 1.5 s for 64 tiles on 2 cores.
-PNG encoding of the sheet is the caller's job and timed separately, for information.
+Then the sheet's PNG encode: the daemon's ``encode_sheet`` (zlib level 1) against levels 3 (the
+daemon before) and 6 (Pillow's default), time and size. Prints the tables and writes
+bench/results/sheet.json. Goal (issue 16): <= 1.0 s for 64 tiles on 2 cores, render + encode.
 """
 
 from __future__ import annotations
@@ -36,8 +41,15 @@ from PIL import Image, ImageChops, features
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
+from daemon.outputs import sheet as sheet_module  # noqa: E402
 from daemon.outputs.manifest import Manifest  # noqa: E402
-from daemon.outputs.sheet import SOURCE, render_sheet, thumbnail  # noqa: E402
+from daemon.outputs.sheet import (  # noqa: E402
+    SHEET_PNG_LEVEL,
+    SOURCE,
+    encode_sheet,
+    render_sheet,
+    thumbnail,
+)
 
 CACHE = ROOT / ".cache" / "sheet"
 RESULTS = ROOT / "results" / "sheet.json"
@@ -160,6 +172,12 @@ def build_manifest(paths: list[Path]) -> tuple[Manifest, dict[str, Path]]:
     return Manifest.model_validate(manifest), files
 
 
+def _png(image: Image.Image, level: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=level)
+    return buffer.getvalue()
+
+
 def time_runs(fn: Callable[[], Image.Image], runs: int) -> tuple[list[float], Image.Image]:
     times, sheet = [], None
     for _ in range(runs):
@@ -179,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = ensure_images(args.regenerate)
     manifest, files = build_manifest(paths)
-    tiles = 1 + sum(len(s["outputs"]) for s in manifest["steps"])
+    tiles = 1 + sum(len(s.outputs) for s in manifest.steps)
     tile = args.tile
 
     def draft_reader(path: str) -> Image.Image:
@@ -190,8 +208,22 @@ def main(argv: list[str] | None = None) -> int:
         im.load()
         return im
 
+    def not_nice(fn: Callable[[], Image.Image]) -> Callable[[], Image.Image]:
+        """``fn`` with the decode threads at the caller's priority: what niceness costs
+        when other processes (not the model) compete for the cores."""
+
+        def run() -> Image.Image:
+            saved, sheet_module.NICENESS = sheet_module.NICENESS, 0
+            try:
+                return fn()
+            finally:
+                sheet_module.NICENESS = saved
+
+        return run
+
     cases = {
         "draft": lambda: render_sheet(manifest, draft_reader, tile=tile),
+        "draft-not-nice": not_nice(lambda: render_sheet(manifest, draft_reader, tile=tile)),
         "draft-serial": lambda: render_sheet(manifest, draft_reader, tile=tile, workers=1),
         "full-decode": lambda: render_sheet(manifest, full_reader, tile=tile),
     }
@@ -208,10 +240,21 @@ def main(argv: list[str] | None = None) -> int:
             "sheet_size": list(sheet.size),
         }
 
-    start = time.perf_counter()
-    png = io.BytesIO()
-    sheet.save(png, "PNG")
-    encode_s = time.perf_counter() - start
+    # The sheet's PNG: what the daemon writes (encode_sheet) against the zlib levels used before.
+    encodings: dict[str, dict[str, float]] = {}
+    for label, encode in (
+        (f"daemon (level {SHEET_PNG_LEVEL})", lambda: encode_sheet(sheet)),
+        ("level 3 (before)", lambda: _png(sheet, 3)),
+        ("level 6 (Pillow default)", lambda: _png(sheet, 6)),
+    ):
+        seconds = []
+        for _ in range(max(1, args.runs)):
+            start = time.perf_counter()
+            data = encode()
+            seconds.append(time.perf_counter() - start)
+        encodings[label] = {"median_s": statistics.median(seconds), "bytes": len(data)}
+    daemon_encoding = encodings[f"daemon (level {SHEET_PNG_LEVEL})"]
+    encode_s = daemon_encoding["median_s"]
 
     sizes = [p.stat().st_size for p in paths]
     env = {
@@ -222,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_1m": os.getloadavg()[0],
         "machine": platform.machine(),
     }
-    goal_s = 1.5
+    goal_s = 1.0  # issue 16: render and encode
     print(
         f"\nreview sheet, {tiles} tiles of {tile}px from {COUNT} JPEGs {WIDTH}x{HEIGHT} q90 "
         f"(mean {statistics.mean(sizes) / 1e6:.1f} MB), {args.runs} runs, "
@@ -235,10 +278,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<14}{r['median_s']:>10.3f}{r['min_s']:>9.3f}{r['max_s']:>9.3f}"
             f"{r['tiles']:>7}  {w}x{h}"
         )
-    verdict = "meets" if results["draft"]["median_s"] <= goal_s else "MISSES"
+    print(f"\n{'PNG encode':<26}{'median s':>10}{'MB':>7}")
+    for label, e in encodings.items():
+        print(f"{label:<26}{e['median_s']:>10.3f}{e['bytes'] / 1e6:>7.2f}")
+    total_s = results["draft"]["median_s"] + encode_s
+    verdict = "meets" if total_s <= goal_s else "MISSES"
     print(
-        f"\ngoal <= {goal_s} s: draft median {verdict} it; PNG encode of the sheet "
-        f"(caller's job): {encode_s:.3f} s, {len(png.getvalue()) / 1e6:.1f} MB"
+        f"\ngoal <= {goal_s} s including the encode: draft {results['draft']['median_s']:.3f} s"
+        f" + encode {encode_s:.3f} s = {total_s:.3f} s, {verdict} it"
     )
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -258,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "results": results,
                 "png_encode_s": encode_s,
-                "png_bytes": len(png.getvalue()),
+                "png_bytes": daemon_encoding["bytes"],
+                "png_encodings": encodings,
+                "total_s": total_s,
                 "env": env,
             },
             indent=2,

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from daemon.errors import ConfigError, DarkroomError, InputError
+from daemon.errors import ConfigError, DarkroomError, EnvironmentFault, InputError, OutputError
 
 __all__ = [
     "client",
@@ -32,6 +32,7 @@ __all__ = [
     "http_status",
     "is_not_found",
     "is_precondition_failed",
+    "stop_path_client",
     "translate",
     "translated",
 ]
@@ -59,6 +60,13 @@ _DENIED = {
     "InvalidClientTokenId",
 }
 _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+# Codes that say the setup is wrong, not one object: met while writing outputs, they hold
+# the job instead of failing it.
+_ENVIRONMENT = _DENIED | {
+    "NoSuchBucket",
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+}
 _TRANSIENT = {
     "Throttling",
     "ThrottlingException",
@@ -82,11 +90,15 @@ def client(
     endpoint_url: str | None = None,
     region: str | None = None,
     max_pool_connections: int = 10,
+    connect_timeout: float = 10,
+    read_timeout: float = 60,  # above SQS's longest long poll (20 s)
+    max_attempts: int = 5,
 ) -> Any:
     """A botocore client for ``service`` ("s3", "sqs") with standard-mode retries.
 
     A new session per client: boto3's default session is not thread-safe to create clients
-    from, and each source/sink owns its clients. Clients themselves are thread-safe.
+    from, and each source/sink owns its clients. Clients themselves are thread-safe. Calls
+    made while the daemon stops use :func:`stop_path_client` instead.
     """
     try:
         import boto3.session
@@ -96,10 +108,10 @@ def client(
             f"S3 support needs boto3 ({exc}); install it: pip install boto3"
         ) from None
     config = Config(
-        retries={"mode": "standard", "max_attempts": 5},
+        retries={"mode": "standard", "max_attempts": max_attempts},
         max_pool_connections=max_pool_connections,
-        connect_timeout=10,
-        read_timeout=60,  # above SQS's longest long poll (20 s)
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
     )
     from botocore.exceptions import NoRegionError
 
@@ -111,6 +123,28 @@ def client(
             f"{service}: no AWS region; set `region:` on the source or sink, or "
             "AWS_DEFAULT_REGION / AWS_REGION in the environment"
         ) from None
+
+
+# The stop path: SIGTERM must end the daemon within worker.stop_timeout plus a few seconds,
+# so a call made on the way out (releasing held SQS messages) gets one try and short
+# timeouts; what it could not do, the queue's visibility timeout does later.
+STOP_CONNECT_TIMEOUT = 2.0
+STOP_READ_TIMEOUT = 3.0
+
+
+def stop_path_client(
+    service: str, *, endpoint_url: str | None = None, region: str | None = None
+) -> Any:
+    """A client for calls made while stopping: one attempt, short connect/read timeouts."""
+    return client(
+        service,
+        endpoint_url=endpoint_url,
+        region=region,
+        max_pool_connections=2,
+        connect_timeout=STOP_CONNECT_TIMEOUT,
+        read_timeout=STOP_READ_TIMEOUT,
+        max_attempts=1,
+    )
 
 
 def error_code(exc: BaseException) -> str:
@@ -213,6 +247,20 @@ def translate(
         text = f"cannot {action} {where} right now, will try again: {_describe(exc)}"
     else:
         text = f"cannot {action} {where}: {_describe(exc)}"
+    if (
+        issubclass(error, OutputError)
+        and not is_precondition_failed(exc)
+        and (
+            no_credentials
+            or retryable
+            or error_code(exc) in _ENVIRONMENT
+            or http_status(exc) == 403
+        )
+    ):
+        # Writing outputs: a missing bucket, refused or missing credentials, a throttled or
+        # failing endpoint are the environment's faults. The job is held (the input stays)
+        # and resumes once the cause is fixed; see daemon.errors.EnvironmentFault.
+        return EnvironmentFault(text)
     out = error(text)
     out.retryable = retryable  # instance attribute: transient input errors are worth retrying
     if isinstance(out, InputError):

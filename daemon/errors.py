@@ -8,8 +8,16 @@ these at the seam where they are met, so callers catch one family::
     │   └── RuleError          a rule file is wrong (names file:line:col)
     ├── StateLocked            another daemon holds the state directory
     ├── InputError             an input can never be processed as it is (corrupt, unsupported)
+    │                          (alias InputFault): the input is quarantined with the reason
+    │   └── InputChanged       a newer version replaced the bytes: processed on its own
+    ├── UploadInProgress       a decode failure on a file that may still be arriving: wait
+    ├── EnvironmentFault       the machine, not the input, is wrong (missing API key, weights or
+    │                          tool; sink, bucket, queue or credentials wrong; disk full; provider
+    │                          5xx/429 or quota; OOM after the ladder): the job is HELD, the input
+    │                          stays, retries back off without consuming attempts
     ├── OutputError            an output could not be written (path escapes the sink, disk full)
-    │   └── AlreadyCommitted   another daemon already committed this manifest (not a failure)
+    │   └── WriteConflict      a conditional write lost to another writer (re-read, retry)
+    │       └── AlreadyCommitted   another daemon already committed this manifest (not a failure)
     └── JobError               a job failed while running
         ├── WorkerDied         the worker process died under the job (or did not answer in time)
         ├── OutOfMemory        the device ran out of memory for this call; a smaller one may fit
@@ -62,18 +70,68 @@ class StateLocked(DarkroomError):
 
 class InputError(DarkroomError):
     """Corrupt, unsupported or vanished input: retrying the same bytes cannot help.
-    ``gone`` says the object no longer exists (nothing to quarantine or report)."""
+    ``gone`` says the object no longer exists (nothing to quarantine or report).
+    ``retryable`` marks a doubtful case (a decoder raised something unexpected): it is tried
+    again up to the job's attempts, then quarantined like any input fault."""
 
-    def __init__(self, message: str, *, gone: bool = False):
+    def __init__(self, message: str, *, gone: bool = False, retryable: bool = False):
         super().__init__(message)
         self.gone = gone
+        self.retryable = retryable
+
+
+InputFault = InputError
+"""The issue's name for :class:`InputError`: the bytes are bad, so the input is quarantined."""
+
+
+class InputChanged(InputError):
+    """The input no longer holds the bytes a plan was made for: a newer version replaced them
+    (a re-export, an upload that went on). That version is processed on its own, so these
+    bytes are never quarantined: nothing is moved and no quarantine record is written."""
+
+
+class UploadInProgress(DarkroomError):
+    """The input failed to decode but may still be arriving (a writer that paused longer than
+    the quiet period, rsync ``--partial``): the job waits ``retry_in`` seconds, without
+    spending an attempt, and then checks again. Quarantine comes only once the file has stayed
+    unchanged long enough (``quiet_period``; ``truncated_grace`` when it looks truncated)."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_in: float):
+        super().__init__(message)
+        self.retry_in = retry_in
+
+
+class EnvironmentFault(DarkroomError):
+    """Something around the job is wrong, not the input: a missing API key, weights or external
+    tool (Ghostscript), a sink/bucket/queue that is unreachable or missing, bad credentials, a
+    full disk (ENOSPC/EDQUOT), a hosted provider's 5xx/429 or quota, OOM after the ladder.
+
+    The job is held (``JobState.HELD``) with ``str(error)`` as its reason; its input stays where
+    it is (never quarantined, never failed) and it is retried with capped exponential backoff
+    without consuming attempts, and at once on a config reload or ``darkroom retry``.
+    ``hint`` says how to fix the cause, shown next to the reason."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(f"{message} (hint: {hint})" if hint else message)
+        self.hint = hint
 
 
 class OutputError(DarkroomError):
     retryable = True
 
 
-class AlreadyCommitted(OutputError):
+class WriteConflict(OutputError):
+    """A conditional write found another version than the one it was told to replace
+    (another writer got there first): re-read and decide again."""
+
+    retryable = False
+
+
+class AlreadyCommitted(WriteConflict):
     """The manifest exists already: another daemon sharing the sink finished this source."""
 
     retryable = False

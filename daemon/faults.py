@@ -3,8 +3,9 @@ SIGKILL itself exactly there, as ``kill -9`` would at the worst moment.
 
 Points: ``after-read`` (source read, before the model), ``after-temp-write`` (an output's
 temp file is written, before its rename), ``after-outputs`` (outputs committed, before the
-ledger marks the job done), ``after-manifest`` (manifest written, before the plan is
-closed). Unset in production; checking it costs one dictionary lookup.
+ledger marks the job done), ``after-page`` (sheet and page written, before the manifest),
+``after-manifest`` (manifest written, before the root index and before the plan is closed).
+Unset in production; checking it costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("after-read", "after-temp-write", "after-outputs", "after-manifest")
+POINTS = ("after-read", "after-temp-write", "after-outputs", "after-page", "after-manifest")
 
 
 def point(name: str) -> None:

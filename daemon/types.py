@@ -50,11 +50,15 @@ class Arrival:
 
 
 class JobState(enum.StrEnum):
-    """A ledger job's state. ``WAITING``: its input unit has not finished yet."""
+    """A ledger job's state. ``WAITING``: its input unit has not finished yet. ``HELD``: an
+    environment fault (missing key, weights or tool; sink unreachable; disk full) stopped it;
+    its input stays, it is retried with capped backoff without consuming attempts, and at
+    once on a config reload or ``darkroom retry``."""
 
     WAITING = "waiting"
     QUEUED = "queued"
     RUNNING = "running"
+    HELD = "held"
     DONE = "done"
     FAILED = "failed"
 
@@ -88,8 +92,12 @@ class ArrivalRecord(_Frozen):
 
 
 class SidecarRef(_Frozen):
+    """The sidecar a plan was made with. ``fault``: why it could not be used (the plan fails
+    with that reason; the image stays in place, so fixing the sidecar runs it again)."""
+
     key: str
     sha256: str
+    fault: str | None = None
 
 
 class ReferenceFile(_Frozen):
@@ -116,6 +124,21 @@ class Unit(_Frozen):
     references: list[ReferenceFile] = Field(default_factory=list)
     mask: str | None = None
     video_format: str = "mp4"
+
+
+class Placement(_Frozen):
+    """Where a plan's outputs went when the folder its templates asked for belongs to another
+    asset (``requested``): a deterministic alternative beside it (``folder``), and why."""
+
+    requested: str
+    folder: str
+    reason: str
+
+    def apply(self, path: str) -> str:
+        """``path`` moved from the requested folder into the placed one (others unchanged)."""
+        if path == self.requested or path.startswith(self.requested + "/"):
+            return self.folder + path[len(self.requested) :]
+        return path
 
 
 class Plan(_Frozen):
@@ -150,6 +173,8 @@ class Plan(_Frozen):
     # Stored as "steps" by earlier versions; read either.
     units: list[Unit] = Field(validation_alias=AliasChoices("units", "steps"))
     error: str | None = None
+    # Set by the ledger when the requested output folder is owned by another asset.
+    placed: Placement | None = None
 
     def unit_at(self, index: int) -> Unit:
         return self.units[index]

@@ -3,7 +3,7 @@
     darkroom run      [--config PATH]             the daemon, in the foreground
     darkroom check    [--config PATH]             validate config and rules; every error at once
     darkroom process  FILE... [--rule NAME]        one-shot through the same pipeline
-    darkroom models   [--config PATH]             the model profiles
+    darkroom models   [--all] [--json]            the model profiles: licence, gating, price
     (+ status, jobs ls, retry, cancel: daemon.cli.ops; match, rules schema, reprocess:
      daemon.cli.rules; inspect, review: daemon.cli.review)
 
@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from daemon import __version__
 from daemon.errors import ConfigError, DarkroomError
@@ -28,6 +28,8 @@ from daemon.errors import ConfigError, DarkroomError
 if TYPE_CHECKING:
     from daemon.config.profiles import Profile
     from daemon.config.settings import Settings
+    from daemon.errors import Problem
+    from daemon.rules.match import RuleSet
 
 
 def _config_path(arg: str | None) -> Path | None:
@@ -39,12 +41,16 @@ def _config_path(arg: str | None) -> Path | None:
     return default if default.exists() else None
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, log_stream: TextIO | None = None) -> Settings:
+    """The settings, with logging set up: the daemon (``run``) logs to stdout, as its unit
+    expects; every other command to stderr (or ``log_stream``), its results going to stdout."""
     from daemon.config.settings import load_settings
     from daemon.service import logs
 
     settings = load_settings(_config_path(args.config))
-    logs.configure(settings.log.level, settings.log.format)
+    if log_stream is None and getattr(args, "command", None) != "run":
+        log_stream = sys.stderr
+    logs.configure(settings.log.level, settings.log.format, stream=log_stream)
     return settings
 
 
@@ -66,7 +72,32 @@ def cmd_run(args: argparse.Namespace) -> int:
             reload.clear()
             app.reload()
     app.stop()
+    _exit_without_stragglers()
     return 0
+
+
+def _exit_without_stragglers() -> None:
+    """End the process now if a non-daemon thread (a library's pool stuck on a network call)
+    would otherwise keep it alive past the bounded stop: the interpreter joins such threads
+    at exit, for as long as they take. Everything of ours is already stopped and closed."""
+    stragglers = [
+        t.name
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
+    if not stragglers:
+        return
+    import logging
+
+    import structlog
+
+    structlog.get_logger("darkroom.cli").warning(
+        "threads still running after stop; exiting without waiting for them", threads=stragglers
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -94,12 +125,18 @@ def cmd_check(args: argparse.Namespace) -> int:
             profiles = None
         if rules is not None and profiles is not None:
             problems.extend(config_problems(settings, rules, profiles))
+    if getattr(args, "json", False):
+        return _print_check_json(problems, rules)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
         print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
         return 1
     assert settings is not None and rules is not None  # else there were problems
+    from daemon.rules.load import output_collisions
+
+    for warning in output_collisions(rules):
+        print(f"warning: {warning}", file=sys.stderr)
     print(
         f"ok: {len(rules)} rule(s) in {settings.rules_dir}, "
         f"{len(settings.sources)} source(s), {len(settings.sinks)} sink(s)"
@@ -107,12 +144,28 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_check_json(problems: list[Problem], rules: RuleSet | None) -> int:
+    """``check --json``: every problem (and, when there is none, every warning) as a list."""
+    from daemon.cli.output import print_json, problem_record
+
+    records = [{**problem_record(p), "severity": "error"} for p in problems]
+    if not problems and rules is not None:
+        from daemon.rules.load import output_collisions
+
+        records += [{**problem_record(w), "severity": "warning"} for w in output_collisions(rules)]
+    print_json(records)
+    return 1 if problems else 0
+
+
 def cmd_process(args: argparse.Namespace) -> int:
+    from daemon.cli.progress import Progress
     from daemon.service.app import App
     from daemon.sources.files import FilesSource
     from daemon.types import JobState, PlanState
 
-    settings = _settings(args)
+    # Logs and progress share stderr without breaking each other; results go to stdout.
+    progress = Progress(sys.stderr)
+    settings = _settings(args, log_stream=progress.log_stream())
     paths = [Path(p).resolve() for p in args.files]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
@@ -144,11 +197,11 @@ def cmd_process(args: argparse.Namespace) -> int:
             states = [ledger.plan(pid).state for pid in plan_ids]
             jobs = [j for pid in plan_ids for j in ledger.jobs_of(pid)]
             ended = sum(j.state.terminal for j in jobs)
-            _progress(ended, len(jobs))
+            progress.update(ended, len(jobs))
             if all(s != PlanState.ACTIVE for s in states):
                 break
             time.sleep(0.2)
-        print(file=sys.stderr)
+        progress.close()
         failed = 0
         for pid in plan_ids:
             row = ledger.plan(pid)
@@ -161,13 +214,6 @@ def cmd_process(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     finally:
         app.stop()
-
-
-def _progress(done: int, total: int) -> None:
-    width = 30
-    filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} jobs")
-    sys.stderr.flush()
 
 
 def weights_status(profile: Profile, models_dir: Path) -> str:
@@ -205,19 +251,80 @@ def weights_status(profile: Profile, models_dir: Path) -> str:
     )
 
 
+# Roles whose profiles are for tests and benchmarks: listed only with --all.
+HIDDEN_ROLES = ("benchmark", "test")
+
+
+def hidden_profile(profile: Profile) -> bool:
+    """Tiny random-weight twins, benchmarks and the stub: not for a user's rules."""
+    return profile.role in HIDDEN_ROLES or profile.model.startswith("random:")
+
+
+def model_row(profile: Profile, models_dir: Path) -> dict[str, object]:
+    """What ``darkroom models`` says about one profile (``--json`` prints these)."""
+    from backends import cards
+
+    card = cards.card(profile.name)
+    price = profile.price_per_image
+    return {
+        "profile": profile.name,
+        "role": profile.role,
+        "task": profile.task,
+        "model": profile.model,
+        "vram_gb": profile.vram_gb,
+        "licence": card.licence if card else None,
+        "licence_url": card.licence_url if card else None,
+        "commercial": card.commercial if card else None,
+        "gated": card.gated if card else None,
+        "provider": profile.provider,
+        "price_per_image": price,
+        "weights": weights_status(profile, models_dir),
+    }
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from daemon.config.profiles import resolve_profiles
 
     settings = _settings(args)
-    rows = [("PROFILE", "ROLE", "TASK", "MODEL", "VRAM GB", "WEIGHTS")]
-    for name, p in sorted(
-        resolve_profiles(settings).items(), key=lambda item: (item[1].role, item[0])
-    ):
-        vram = "" if p.vram_gb is None else f"{p.vram_gb:g}"
-        rows.append((name, p.role, p.task, p.model, vram, weights_status(p, settings.models_dir)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    profiles = resolve_profiles(settings)
+    shown = [p for p in profiles.values() if args.all or not hidden_profile(p)]
+    shown.sort(key=lambda p: (p.role, p.name))
+    rows = [model_row(p, settings.models_dir) for p in shown]
+    if args.json:
+        from daemon.cli.output import print_json
+
+        print_json(rows)
+        return 0
+    header = ("PROFILE", "TASK", "MODEL", "VRAM GB", "LICENCE", "GATED", "PRICE", "WEIGHTS")
+    table: list[tuple[str, ...] | str] = []
+    role = None
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if row["role"] != role:
+            role = row["role"]
+            table.append(f"{role}:")
+        vram, price, gated = row["vram_gb"], row["price_per_image"], row["gated"]
+        table.append(
+            (
+                f"  {row['profile']}",
+                str(row["task"]),
+                str(row["model"]),
+                "" if not vram else f"{vram:g}",
+                str(row["licence"] or ("provider terms" if row["provider"] else "")),
+                "" if gated is None else ("yes: HF_TOKEN" if gated else "no"),
+                "" if price is None else f"${price:.3f}/image",
+                str(row["weights"]),
+            )
+        )
+    lines = [header] + [r for r in table if isinstance(r, tuple)]
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+    for item in [header, *table]:
+        if isinstance(item, str):
+            print(item)
+            continue
+        print("  ".join(c.ljust(w) for c, w in zip(item, widths, strict=True)).rstrip())
+    if not args.all:
+        hidden = len(profiles) - len(shown)
+        print(f"({hidden} test and benchmark profiles hidden: --all shows them)")
     return 0
 
 
@@ -238,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--config", "-c", help="config file (default: $DARKROOM_CONFIG or ./darkroom.yaml)"
         )
         p.set_defaults(func=func)
+        if name == "models":
+            p.add_argument(
+                "--all", action="store_true", help="also the tiny, benchmark and test profiles"
+            )
+            p.add_argument("--json", action="store_true", help="one JSON object per profile")
+        if name == "check":
+            p.add_argument("--json", action="store_true", help="the problems as a JSON list")
         if name == "process":
             p.add_argument("files", nargs="+", metavar="FILE")
             p.add_argument("--rule", help="use this rule instead of matching")
@@ -249,14 +363,26 @@ def build_parser() -> argparse.ArgumentParser:
     cli_ops.register(sub)
     cli_review.register(sub)
     cli_rules.register(sub)
+    from daemon.cli.help import describe
+
+    describe(parser)  # a description and an example for every subcommand
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # --help and usage errors print too
         status: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here when the output fit in the buffer
         return status
+    except BrokenPipeError:
+        return _reader_went_away()
+    except SystemExit:  # argparse's --help and usage errors: their output may meet EPIPE too
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _reader_went_away()
+        raise
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -265,3 +391,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+CLOSED_PIPE_STATUS = 141
+"""Exit status when the reader of stdout went away (``darkroom inspect x | head``): 128 +
+SIGPIPE, what a tool killed by the signal reports, so ``set -o pipefail`` treats us alike."""
+
+
+def _reader_went_away() -> int:
+    """End quietly after EPIPE: no traceback, and none from the interpreter's last flush of
+    stdout at exit either (both streams point at /dev/null from here on)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            pass
+    os.close(devnull)
+    return CLOSED_PIPE_STATUS

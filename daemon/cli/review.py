@@ -1,7 +1,8 @@
 """Review commands: ``darkroom inspect`` and ``darkroom review approve|reject``.
 
     darkroom inspect FILE
-        print the Darkroom provenance embedded in FILE (PNG, JPEG, WebP) as JSON;
+        print the Darkroom provenance embedded in FILE (PNG, JPEG, WebP, GIF, or an mp4's
+        container metadata) as JSON, its IPTC ``digital_source_type`` included;
         exit 1 with "no Darkroom provenance in FILE" when there is none.
 
     darkroom review approve|reject TARGET VARIANT... [--note TEXT] [--by NAME] [--config F]
@@ -47,7 +48,7 @@ class ReviewError(DarkroomError):
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the review subcommands to the ``darkroom`` parser."""
-    p = sub.add_parser("inspect", help="print the provenance embedded in an output file")
+    p = sub.add_parser("inspect", help="print the provenance embedded in an output image or video")
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_inspect)
 

@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--source",
         help="the source it would arrive from (default: the folder source containing PATH)",
     )
+    p.add_argument("--json", action="store_true", help="the report as one JSON object on stdout")
     p.add_argument("--config", "-c")
     p.set_defaults(func=cmd_match)
 
@@ -113,24 +114,33 @@ def cmd_match(args: argparse.Namespace) -> int:
     arrival = Arrival(name, key, str(path), stat.st_size, stat.st_mtime_ns)
     facts = image_facts(data)
     sidecar = _sidecar_next_to(path, key)
-    print(
-        f"{key} from source {name!r}: "
-        + (
-            f"{facts.type}, {facts.width}x{facts.height}, {facts.orientation}"
+    report: dict[str, Any] = {
+        "path": str(path),
+        "source": name,
+        "key": key,
+        "image": (
+            {
+                "type": facts.type,
+                "width": facts.width,
+                "height": facts.height,
+                "orientation": facts.orientation,
+            }
             if facts
-            else "not a readable image"
-        )
-    )
-    if sidecar:
-        print(f"sidecar: {sidecar.key}")
-    matched = 0
+            else None
+        ),
+        "sidecar": sidecar.key if sidecar else None,
+        "rules": [],
+    }
     for verdict in rules.verdicts(arrival, facts, sidecar is not None):
+        entry: dict[str, Any] = {
+            "rule": verdict.rule,
+            "matches": verdict.matched,
+            "reasons": list(verdict.reasons),
+        }
+        report["rules"].append(entry)
         if not verdict.matched:
-            print(f"  - {verdict.rule}: no — " + "; ".join(verdict.reasons))
             continue
-        matched += 1
         rule = rules.get(verdict.rule)
-        print(f"  + {verdict.rule}: matches")
         # Paths only: hashing every reference image would not change what is shown.
         references = reference_files(
             rule, settings.rules_dir, settings.reference_dirs, hashed=False
@@ -143,34 +153,82 @@ def cmd_match(args: argparse.Namespace) -> int:
             sidecar=sidecar,
             references=references,
         )
-        if plan.error:
-            print(f"      would fail: {plan.error}")
         fixed = {s.name for s in rule.steps if s.seed is not None or s.seeds is not None}
+        steps = []
         for unit in plan.units:
             profile = profiles.get(unit.model)
-            model = profile.model if profile else "UNKNOWN PROFILE"
             video = profile is not None and profile.task in ("svd", "ltx-i2v", "wan-i2v")
-            seeds = (
-                str(unit.seeds)
-                if unit.name in fixed
-                else f"{unit.seeds} (random: drawn again on arrival)"
+            steps.append(
+                {
+                    "step": unit.name,
+                    "profile": unit.model,
+                    "model": profile.model if profile else None,
+                    "input": unit.input,
+                    "seeds": list(unit.seeds),
+                    "seeds_random": unit.name not in fixed,
+                    "prompt": unit.prompt,
+                    "references": [str(ref.path) for ref in unit.references],
+                    "mask": str(unit.mask) if unit.mask else None,
+                    "outputs": [
+                        output_path(plan, unit, v, s, video=video) for v, s in enumerate(unit.seeds)
+                    ],
+                    "outputs_per_input": unit.input != "source",
+                }
             )
-            print(
-                f"      step {unit.name} · {unit.model} ({model}) · input {unit.input}"
-                f" · seeds {seeds}"
-            )
-            print(f"        prompt: {unit.prompt}")
-            for ref in unit.references:
-                print(f"        reference: {ref.path}")
-            if unit.mask:
-                print(f"        mask: {unit.mask}")
-            paths = [output_path(plan, unit, v, s, video=video) for v, s in enumerate(unit.seeds)]
-            more = " (per input)" if unit.input != "source" else ""
-            print(f"        outputs{more}: " + ", ".join(paths))
-        print(f"      manifest: {plan.manifest} · sheet: {plan.sheet}")
-    if not matched:
-        print("no rule matches: the daemon would ignore this file")
+        entry.update(
+            would_fail=plan.error or None,
+            steps=steps,
+            manifest=str(plan.manifest),
+            sheet=str(plan.sheet) if plan.sheet else None,
+        )
+    matched = any(entry["matches"] for entry in report["rules"])
+    if getattr(args, "json", False):
+        from daemon.cli.output import print_json
+
+        print_json(report)
+    else:
+        _print_match(report)
     return 0 if matched else 1
+
+
+def _print_match(report: dict[str, Any]) -> None:
+    """``darkroom match``'s report for a person."""
+    image = report["image"]
+    print(
+        f"{report['key']} from source {report['source']!r}: "
+        + (
+            f"{image['type']}, {image['width']}x{image['height']}, {image['orientation']}"
+            if image
+            else "not a readable image"
+        )
+    )
+    if report["sidecar"]:
+        print(f"sidecar: {report['sidecar']}")
+    for entry in report["rules"]:
+        if not entry["matches"]:
+            print(f"  - {entry['rule']}: no — " + "; ".join(entry["reasons"]))
+            continue
+        print(f"  + {entry['rule']}: matches")
+        if entry["would_fail"]:
+            print(f"      would fail: {entry['would_fail']}")
+        for step in entry["steps"]:
+            seeds = str(step["seeds"])
+            if step["seeds_random"]:
+                seeds += " (random: drawn again on arrival)"
+            print(
+                f"      step {step['step']} · {step['profile']} ({step['model'] or 'UNKNOWN PROFILE'})"
+                f" · input {step['input']} · seeds {seeds}"
+            )
+            print(f"        prompt: {step['prompt']}")
+            for ref in step["references"]:
+                print(f"        reference: {ref}")
+            if step["mask"]:
+                print(f"        mask: {step['mask']}")
+            more = " (per input)" if step["outputs_per_input"] else ""
+            print(f"        outputs{more}: " + ", ".join(step["outputs"]))
+        print(f"      manifest: {entry['manifest']} · sheet: {entry['sheet']}")
+    if not any(entry["matches"] for entry in report["rules"]):
+        print("no rule matches: the daemon would ignore this file")
 
 
 def _sidecar_next_to(path: Path, key: str) -> Sidecar | None:
@@ -228,4 +286,19 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
         f"{new} of {total} seen input(s) queued again for rule {args.rule!r}"
         + (" (the others already ran with this version of the rule)" if new < total else "")
     )
+    # Inputs that failed or were quarantined under this rule are not "seen" any more (or
+    # ran with this version already): reprocessing the rule means trying them again too.
+    failed = [job.id for job in ledger.jobs(state="failed", rule=args.rule, limit=1_000_000)]
+    retried = ledger.retry(failed) if failed else []
+    if retried:
+        print(f"{len(retried)} failed job(s) of rule {args.rule!r} queued again")
+    quarantined = {
+        q["key"]
+        for q in ledger.quarantined(limit=1_000_000)
+        if any(p.rule == args.rule for p in ledger.plans_of(q["source"], q["key"]))
+    }
+    if quarantined:
+        from daemon.cli.ops import requeue_inputs
+
+        return requeue_inputs(args, ledger, sorted(quarantined))
     return 0

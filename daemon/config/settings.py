@@ -50,6 +50,9 @@ class FolderSourceConfig(_Strict):
     quarantine: Path | None = (
         None  # failed inputs go here; default: <path>/.quarantine (never watched)
     )
+    # Seconds a file that fails to decode because it looks cut off (an interrupted or paused
+    # upload: rsync --partial, a slow writer) stays in place unchanged before it is quarantined.
+    truncated_grace: float = Field(120.0, ge=0)
 
     def where(self) -> str:
         return f"{self.path.resolve()}/"
@@ -237,6 +240,11 @@ class WorkerConfig(_Strict):
 class JobsConfig(_Strict):
     max_attempts: int = Field(3, ge=1, le=100)
     retry_backoff: float = Field(2.0, ge=0)  # seconds; doubles with each attempt
+    # A job held by an environment fault (missing key, weights or tool; sink unreachable;
+    # disk full) tries again after hold_backoff seconds, doubling up to hold_backoff_max,
+    # without using attempts; a reload or `darkroom retry --held` retries at once.
+    hold_backoff: float = Field(30.0, gt=0)
+    hold_backoff_max: float = Field(600.0, gt=0)
 
 
 class DigestConfig(_Strict):
@@ -255,9 +263,9 @@ class MetricsConfig(_Strict):
 
 
 class WebhooksConfig(_Strict):
-    """POSTed when a source's outputs are committed or it fails for good; signed with
-    HMAC-SHA256 (see docs/service.md). The secret belongs in the environment:
-    DARKROOM_WEBHOOKS__SECRET."""
+    """POSTed when a source's outputs are committed or it fails for good; signed as Standard
+    Webhooks (see docs/service.md). The secret belongs in the environment:
+    DARKROOM_WEBHOOKS__SECRET, best a ``whsec_<base64>`` one."""
 
     urls: list[str] = []
     secret: SecretStr | None = None
@@ -265,6 +273,17 @@ class WebhooksConfig(_Strict):
     max_attempts: int = Field(5, ge=1, le=20)
     backoff: float = Field(2.0, ge=0)
     queue_size: int = Field(1000, ge=1)
+    # Also send the pre-Standard-Webhooks X-Darkroom-Signature header (kept for one release).
+    legacy_signature: bool = False
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value():
+            from daemon.service.webhooks import secret_key
+
+            secret_key(value.get_secret_value())  # ValueError says what is wrong and the fix
+        return value
 
 
 class MaintenanceConfig(_Strict):

@@ -10,7 +10,6 @@ only with the fields that apply to it: the manifest writes exactly those.
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -19,6 +18,8 @@ from daemon import __version__
 from daemon.errors import JobError
 from daemon.execution.prepare import Prepared
 from daemon.outputs import imaging
+from daemon.outputs import provenance as provenance_format
+from daemon.outputs.sheet_tiles import TILES
 from daemon.rules.plan import output_path
 from daemon.sinks.base import Sink
 from daemon.types import OutputRecord, Plan, Unit
@@ -67,34 +68,43 @@ def commit_outputs(p: Prepared, result: Result, sink: Sink) -> list[OutputRecord
             }
             fields.update({k: report[k] for k in REPORTED if report.get(k) is not None})
             if image is None:
-                # A refused output (hosted models): a failed variant with the provider's reason.
-                fields.update(
-                    path=None, error=report.get("refusal") or "the model returned no image"
-                )
+                # A refused or failed output (hosted models): a failed variant with the
+                # provider's reason (the other outputs were paid for and are kept).
+                reason = report.get("refusal") or report.get("error")
+                fields.update(path=None, error=reason or "the model returned no image")
                 outputs.append(OutputRecord(**fields))
                 continue
             fields.update(width=image.width, height=image.height)
+            record = _provenance(p, profile.revision, fields)
             if video is not None:
-                fields.update(_write_video(sink, path, video, unit, metadata))
+                fields.update(_write_video(sink, path, video, unit, metadata, record))
             else:
                 data, content_type = imaging.encode(
                     image,
                     path,
-                    _provenance(plan, unit, profile.revision, fields),
+                    record,
                     quality=plan.quality,
                     icc_profile=p.icc if plan.keep_icc else None,
                 )
                 sink.write(path, data, content_type, metadata=metadata)
+                # The sheet's tile, without reading the output back.
+                TILES.remember(sink.name, path, image, p.icc if plan.keep_icc else None)
                 fields["sha256"] = hashlib.sha256(data).hexdigest()
             outputs.append(OutputRecord(**fields))
     return outputs
 
 
-def _provenance(
-    plan: Plan, unit: Unit, revision: str | None, fields: dict[str, Any]
-) -> dict[str, Any]:
-    """What an output file says about itself (``darkroom inspect`` reads it back)."""
+def _provenance(p: Prepared, revision: str | None, fields: dict[str, Any]) -> dict[str, Any]:
+    """What an output file says about itself (``darkroom inspect`` reads it back), with the
+    IPTC digital source type that labels it as AI-made."""
+    plan, unit = p.plan, p.unit
+    # Every chain starts from the arriving photo, so an earlier step's output is a composite.
+    input_type = None if unit.input == "source" else provenance_format.COMPOSITE_WITH_AI
+    source_type = provenance_format.digital_source_type(
+        p.profile.task, from_image=bool(p.request.images), input_type=input_type
+    )
     return {
+        **({"digital_source_type": source_type} if source_type else {}),
         "darkroom_version": __version__,
         "prompt": unit.prompt,
         "negative_prompt": unit.negative_prompt,
@@ -111,16 +121,21 @@ def _metadata(plan: Plan) -> dict[str, str]:
 
 
 def _write_video(
-    sink: Sink, path: str, video: Video, unit: Unit, metadata: dict[str, str]
+    sink: Sink,
+    path: str,
+    video: Video,
+    unit: Unit,
+    metadata: dict[str, str],
+    record: dict[str, Any],
 ) -> dict[str, Any]:
     from backends import video_io
 
-    data = video_io.encode_video(video, unit.video_format)
+    xmp = provenance_format.xmp_packet(record)
+    data = video_io.encode_video(video, unit.video_format, record, xmp=xmp)
     sink.write(path, data, VIDEO_CONTENT_TYPES[unit.video_format], metadata=metadata)
     poster = str(PurePosixPath(path).with_suffix("")) + ".strip.png"
-    buffer = io.BytesIO()
-    video_io.frame_strip(video).save(buffer, "PNG")
-    sink.write(poster, buffer.getvalue(), "image/png")
+    strip, _ = imaging.encode(video_io.frame_strip(video), poster, record)
+    sink.write(poster, strip, "image/png")
     return {
         "kind": "video",
         "poster": poster,

@@ -1,15 +1,19 @@
-"""Closing a plan once all its units have ended: manifest, sheet, page, then what follows.
+"""Closing a plan once all its units have ended: sheet, page, manifest, index, then what follows.
 
-In order: the review sheet, then the manifest — the commit marker, built by
-:func:`daemon.outputs.manifest.build_manifest` — then the review page and the root index
-(views: their failure never fails the plan), then the ledger closes the plan. A plan that
+In order: the review sheet, the source preview and review page (views: their failure never
+fails the plan), then the manifest — the commit marker, built by
+:func:`daemon.outputs.manifest.build_manifest` — then the root index, then the ledger closes
+the plan. A crash anywhere before the ledger closes it leaves the plan active, and the next
+start finalizes it again: a manifest already committed is kept and its publish finished. A plan that
 succeeded may move its source (``on_success: move``); one that failed quarantines it,
 unless another rule still wants the same file. The hooks hear of the commit (webhooks) and
 of the plan's end (settlement, metrics).
 
 Rounds: when the plan's folder already holds another plan's outputs (an edited sidecar, a
 new version of the file), those are copied under ``rounds/N/`` before the first unit runs,
-so a re-run keeps what came before; the manifest lists the earlier rounds.
+so a re-run keeps what came before; the manifest lists the earlier rounds. The version of
+the manifest found then is noted in the ledger, and the new manifest is written only over
+that version (S3: IfMatch; IfNoneMatch when there was none).
 
 Several daemons may share a sink: a plan whose manifest another daemon committed is adopted,
 not run again, and a manifest write that loses the race keeps the other daemon's manifest.
@@ -17,7 +21,6 @@ not run again, and a manifest write that loses the race keeps the other daemon's
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
@@ -28,10 +31,11 @@ from PIL import Image
 
 from daemon import __version__, faults
 from daemon.config.profiles import Profile
-from daemon.errors import AlreadyCommitted, DarkroomError
+from daemon.errors import AlreadyCommitted, DarkroomError, InputChanged
 from daemon.execution.source_cache import SourceCache
 from daemon.hooks import Hooks
 from daemon.outputs import sheet
+from daemon.outputs.index import index_entry, update_index
 from daemon.outputs.manifest import (
     Manifest,
     RoundSummary,
@@ -39,7 +43,8 @@ from daemon.outputs.manifest import (
     manifest_bytes,
     parse_manifest,
 )
-from daemon.outputs.page import publish
+from daemon.outputs.page import write_page
+from daemon.outputs.sheet_tiles import TILES
 from daemon.queue.ledger import JobRow, Ledger
 from daemon.sinks.base import Sink
 from daemon.sources.base import Source
@@ -91,18 +96,23 @@ class Finalizer:
         except DarkroomError:
             return False
 
-    def archive_previous_round(self, plan_id: str, plan: Plan) -> None:
+    def archive_previous_round(self, plan_id: str, plan: Plan, *, rerun: bool = False) -> None:
         """When this source was processed before by this rule (an edited sidecar, a new
         version of the file), keep the earlier outputs under rounds/N/ instead of
-        overwriting them."""
+        overwriting them. ``rerun``: an operator re-runs this very plan (``darkroom retry``
+        after a committed manifest), so its own committed round is kept too."""
         sink = self.sinks[plan.sink]
-        if not sink.exists(plan.manifest):
+        # The manifest this round replaces: its own is written only over that one (S3: IfMatch),
+        # so a round another daemon commits meanwhile is never silently replaced.
+        version = sink.version(plan.manifest)
+        self.ledger.note_prior_manifest(plan_id, version)
+        if version is None:
             return
         try:
             old = parse_manifest(sink.read(plan.manifest))
         except DarkroomError:
             return
-        if old.plan_id in (None, plan_id):
+        if old.plan_id is None or (old.plan_id == plan_id and not rerun):
             return
         number = len(old.rounds) + 1
         base = str(PurePosixPath(plan.manifest).parent)
@@ -150,23 +160,25 @@ class Finalizer:
             darkroom_version=__version__,
         )
         manifest = self._write_sheet(plan_id, plan, manifest, sink, source_image)
-        try:
-            sink.write_manifest(plan.manifest, manifest_bytes(manifest))
-        except AlreadyCommitted:
-            log.info(
-                "another daemon already committed this source; keeping its manifest",
-                rule=plan.rule,
-                key=plan_row.key,
-            )
-        else:
-            try:
-                publish(sink, manifest, manifest_path=plan.manifest, source_image=source_image)
-            except Exception:  # the page is a view too: never fail the plan for it
-                log.exception("review page failed", plan=plan_id)
-            self.hooks.plan_committed(sink, manifest, plan.manifest)
+        try:  # before the manifest: a committed manifest always has its page beside it
+            write_page(sink, manifest, manifest_path=plan.manifest, source_image=source_image)
+        except Exception:  # the page is a view too: never fail the plan for it
+            log.exception("review page failed", plan=plan_id)
+        faults.point("after-page")
+        committed, wrote = self._commit_manifest(plan_id, plan, manifest, sink)
         faults.point("after-manifest")
+        if committed is not None:
+            try:  # after the manifest: the index lists committed rounds only
+                update_index(sink, index_entry(committed, manifest_path=plan.manifest))
+            except Exception:
+                log.exception("root index update failed", plan=plan_id)
+            if wrote:
+                self.hooks.plan_committed(sink, committed, plan.manifest)
         self.ledger.finish_plan(plan_id, status)
         self.source_cache.drop(plan_id)
+        if status in (PlanState.DONE, PlanState.PARTIAL):
+            # Processed after all (a fixed sidecar re-admitted it): no longer quarantined.
+            self.ledger.clear_quarantine(plan_row.source, plan_row.key, plan.sha256)
         if status is PlanState.DONE and plan.on_success == "move":
             self._move_source(plan)
         elif status is PlanState.FAILED:
@@ -182,6 +194,41 @@ class Finalizer:
         self.hooks.plan_finished(plan_id, status)
         return status
 
+    def _commit_manifest(
+        self, plan_id: str, plan: Plan, manifest: Manifest, sink: Sink
+    ) -> tuple[Manifest | None, bool]:
+        """Write the manifest over the one this round replaces (the version noted when the
+        previous round was archived). Returns the manifest now committed for this plan and
+        whether this call wrote it; (None, False) when another daemon committed another round
+        of the source in between (its manifest is kept, and its page put back)."""
+        known, replacing = self.ledger.prior_manifest(plan_id)
+        if not known:  # no unit ran here (a plan that failed at submission), or an older ledger
+            replacing = sink.version(plan.manifest)
+        try:
+            sink.write_manifest(plan.manifest, manifest_bytes(manifest), replacing=replacing)
+            return manifest, True
+        except AlreadyCommitted:
+            pass
+        try:
+            committed = parse_manifest(sink.read(plan.manifest))
+        except DarkroomError:
+            return None, False
+        if committed.plan_id == plan_id:
+            # Committed before a crash (or by another daemon running this very plan): what is
+            # left is to finish publishing it.
+            log.info("this round was committed already; finishing its publish", plan=plan_id)
+            return committed, False
+        log.info(
+            "another daemon already committed this source; keeping its manifest",
+            rule=plan.rule,
+            key=plan.arrival.key,
+        )
+        try:
+            write_page(sink, committed, manifest_path=plan.manifest)
+        except Exception:
+            log.exception("review page failed", plan=plan_id)
+        return None, False
+
     def _write_sheet(
         self,
         plan_id: str,
@@ -195,9 +242,7 @@ class Finalizer:
             sheet_image = sheet.render_sheet(
                 manifest, lambda path: _open_for_sheet(path, sink, source_image)
             )
-            buffer = io.BytesIO()
-            sheet_image.save(buffer, "PNG", compress_level=3)
-            sink.write(plan.sheet, buffer.getvalue(), "image/png")
+            sink.write(plan.sheet, sheet.encode_sheet(sheet_image), "image/png")
         except Exception as exc:  # a sheet is a view; its failure must not lose the results
             log.exception("review sheet failed", plan=plan_id)
             return manifest.without_sheet(str(exc))
@@ -246,9 +291,21 @@ class Finalizer:
         }
         location = None
         source = self.sources.get(arrival.source)
-        if source is not None:
+        fault = plan.sidecar.fault if plan.sidecar else None
+        if fault:
+            # The image is fine, its sidecar is not: the image stays where it is, so that
+            # saving a fixed sidecar runs it again (the record goes once it is done).
+            record["reason"] = f"{fault} (the image stays in place; fix the sidecar to run it)"
+        elif source is not None:
             try:
                 location = source.quarantine(arrival.key, record, plan.quarantine)
+            except InputChanged as exc:
+                # A newer version is at that name: it is processed on its own; these bytes
+                # are gone, so there is nothing to quarantine (the plan's failure says why).
+                log.info(
+                    "not quarantined: a newer version replaced it", key=arrival.key, reason=str(exc)
+                )
+                return
             except DarkroomError as exc:
                 log.warning("cannot quarantine", key=arrival.key, reason=str(exc))
         self.ledger.record_quarantine(
@@ -269,4 +326,7 @@ def _open_for_sheet(path: str, sink: Sink, source_image: Image.Image | None) -> 
         if source_image is not None:
             return source_image
         return Image.new("RGB", (64, 64), (96, 96, 96))
-    return sheet.thumbnail(sink.read(path), 512)
+    kept = TILES.get(sink.name, path)  # written by this process: no read, no decode
+    if kept is not None:
+        return kept
+    return sheet.thumbnail(sink.read(path), sheet.TILE)  # decoded no larger than its tile

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from backends.base import Backend, BackendError, DeviceError, ModelSpec, Request, Result
 from daemon.errors import JobError, OutOfMemory, WorkerDied
-from daemon.execution.pool import spec_label, with_option
-from daemon.execution.worker import concrete_spec
-from daemon.execution.worker_handle import PERMANENT
+from daemon.execution.model_cache import ModelCache
+from daemon.execution.pool import oom_fallbacks, spec_label
+from daemon.execution.worker import concrete_spec, error_kind, error_message
+from daemon.execution.worker_handle import backend_failure
 from daemon.hooks import Hooks
 
 __all__ = ["InlinePool"]
@@ -42,7 +43,8 @@ class InlinePool:
         self.job_timeout = job_timeout
         self.hooks = hooks or Hooks()
         self.profile_of = profile_of
-        self._backends: dict[ModelSpec, Backend] = {}
+        # The worker's own cache: an out-of-memory retry re-places the loaded weights, as there.
+        self._cache = ModelCache(device, None, self._build, lambda s: concrete_spec(s, device))
         self._lock = threading.Lock()
         self.loads = 0
         self.calls = 0
@@ -58,13 +60,16 @@ class InlinePool:
         timeout: float | None = None,
         fallback: bool = True,
         cancel: Callable[[], bool] | None = None,
+        started: Callable[[], None] | None = None,
     ) -> Result:
         if cancel is not None and cancel():
             raise WorkerDied("stopping: the job was not started")
         attempts = [spec]
         if fallback:
-            attempts += [with_option(spec, "max_batch", 1), with_option(spec, "cpu_offload", True)]
+            attempts += oom_fallbacks(spec, concrete_spec(spec, self.device).device)
         with self._lock:
+            if started is not None:
+                started()
             for i, attempt in enumerate(attempts):
                 try:
                     return self._run(attempt, request)
@@ -80,30 +85,35 @@ class InlinePool:
             result: Result = backend.run(request)
         except DeviceError as exc:
             if exc.sticky:
-                self._backends.clear()  # a worker would be replaced: start from nothing
+                self._cache.drop_all_but(None)  # a worker would be replaced: start from nothing
                 raise WorkerDied(f"device error, worker replaced: {exc}") from None
             if exc.out_of_memory:
+                self._cache.drop_all_but(spec)
                 raise OutOfMemory(str(exc)) from None
             raise JobError(str(exc)) from None
         except BackendError as exc:
-            raise JobError(str(exc), retryable=type(exc).__name__ not in PERMANENT) from None
+            raise backend_failure(error_kind(exc), error_message(exc)) from None
         self.calls += 1
         return result
 
-    def _load(self, spec: ModelSpec) -> Backend:
-        backend = self._backends.get(spec)
-        if backend is None:
-            from backends import backend_class
+    def _build(self, spec: ModelSpec) -> Backend:
+        from backends import backend_class
 
-            concrete = concrete_spec(spec, self.device)
-            started = time.perf_counter()
-            backend = backend_class(concrete.task)(concrete, self.cache_dir)
-            backend.load()
-            self._backends[spec] = backend
+        concrete = concrete_spec(spec, self.device)
+        backend: Backend = backend_class(concrete.task)(concrete, self.cache_dir)
+        backend.load()
+        return backend
+
+    def _load(self, spec: ModelSpec) -> Backend:
+        before = self._cache.loads
+        started = time.perf_counter()
+        backend: Backend = self._cache.get(spec)
+        if self._cache.loads > before:
             self.loads += 1
             self.hooks.model_loaded(
                 self.profile_of(spec), self.device, time.perf_counter() - started
             )
+        self._cache.take_events()  # nobody reads them here: the hooks above are the report
         return backend
 
     def load(self, spec: ModelSpec) -> None:
@@ -112,7 +122,10 @@ class InlinePool:
             self._load(spec)
 
     def loaded_specs(self) -> set[ModelSpec]:
-        return set(self._backends)
+        from backends.runtime.placement import weights_key
+
+        loaded = set(self._cache.specs())
+        return loaded | {weights_key(s) for s in loaded}
 
     def ping(self) -> bool:
         return True

@@ -14,7 +14,16 @@ Faults: a worker that dies (segfault, killed, a sticky device error) or misses i
 limit is replaced, and the call raises :class:`WorkerDied` so the runner hands the job back
 to the ledger with its attempt counted. An out-of-memory error is retried here, on the same
 worker (which has freed its memory): first with the backend's internal batch at 1
-(``max_batch: 1``), then with ``cpu_offload``; only then does the job fail (retryable).
+(``max_batch: 1``), then down :func:`backends.runtime.placement.oom_ladder` (model offload,
+then sequential offload) — the worker re-places the weights it has rather than loading them
+again — and the placement that worked is kept for that model's next jobs on that worker; only
+then does the job fail (retryable). A backend error becomes the daemon's error by
+``backends.base.disposition``: held (configuration, missing package or weights), failed for
+good (refused, invalid, outcome unknown: never paid twice) or retried.
+
+Each call's time limit is ``max(job_timeout, backends.cards.timeout_hint(profile, outputs))``
+(a 14B video model making 4 clips needs far more than a flat 600 s), and each load carries
+the model's planned memory (``backends.cards.memory_gib``) so the worker evicts before loading.
 Workers are recycled — stopped and started again between jobs — after ``recycle_after_jobs``
 jobs or when their resident memory passes ``recycle_rss_gb``.
 
@@ -33,7 +42,9 @@ from typing import Any, Protocol
 
 import structlog
 
+from backends import cards
 from backends.base import ModelSpec, Request, Result
+from backends.runtime import placement
 from daemon.errors import JobError, OutOfMemory, WorkerDied
 from daemon.execution import devices as device_list
 from daemon.execution.worker_handle import ModelEvent, Worker
@@ -63,8 +74,11 @@ class Pool(Protocol):
         timeout: float | None = None,
         fallback: bool = True,
         cancel: Callable[[], bool] | None = None,
+        started: Callable[[], None] | None = None,
     ) -> Result:
-        """Run one request; raises the daemon's errors (JobError, WorkerDied, OutOfMemory)."""
+        """Run one request; raises the daemon's errors (JobError, WorkerDied, OutOfMemory).
+        ``started`` is called once a worker has taken the request (attempts are charged
+        from then on)."""
         ...
 
     def loaded_specs(self) -> set[ModelSpec]:
@@ -85,6 +99,21 @@ def with_option(spec: ModelSpec, name: str, value: Any) -> ModelSpec:
 def spec_label(spec: ModelSpec) -> str:
     """The label of a model in hooks when no profile name is known for it."""
     return spec.model
+
+
+def oom_fallbacks(spec: ModelSpec, device: str) -> list[ModelSpec]:
+    """What to try, in order, after ``spec`` ran out of memory on ``device`` (the worker's
+    resolved device): the backend's internal batch at 1, then the offload ladder (none on the
+    CPU). Every rung holds the same weights, so the worker re-places instead of loading."""
+    one = spec if spec.option("max_batch") == 1 else with_option(spec, "max_batch", 1)
+    ladder = placement.oom_ladder(dataclasses.replace(one, device=device))
+    rungs = [dataclasses.replace(rung, device=spec.device) for rung in ladder]
+    return ([] if one == spec else [one]) + rungs
+
+
+def outputs_of(request: Request) -> int:
+    """How many outputs (images or clips) a request makes."""
+    return max(1, len(request.images) * len(request.seeds))
 
 
 class WorkerPool:
@@ -130,6 +159,9 @@ class WorkerPool:
         self.hooks = hooks or Hooks()
         self.profile_of = profile_of
         self.on_alive = on_alive
+        self.planned_gb: Callable[[ModelSpec], float | None] = lambda spec: cards.memory_gib(
+            self.profile_of(spec), placement.offload_mode(spec)
+        )
         self.restarts = 0
         self.recycles = 0
         self.loads = 0
@@ -151,9 +183,9 @@ class WorkerPool:
         if not idle or spec is None:
             return idle[0] if idle else None
         for worker in idle:
-            if spec in worker.loaded:
+            if worker.holds(spec):
                 return worker
-        if waited < self.affinity_wait and any(spec in w.loaded for w in self.workers if w.busy):
+        if waited < self.affinity_wait and any(w.holds(spec) for w in self.workers if w.busy):
             return None  # its model is loaded on a busy device: wait for it a moment
         return min(idle, key=lambda w: len(w.loaded))
 
@@ -241,8 +273,8 @@ class WorkerPool:
                 worker.busy = True
             try:
                 self._ensure(worker)
-                if spec not in worker.loaded:
-                    worker.call(("load", spec), self.job_timeout)
+                if not worker.holds(spec):
+                    worker.call(("load", spec, self.planned_gb(spec)), self.time_limit(spec))
             finally:
                 self._return(worker)
 
@@ -254,21 +286,21 @@ class WorkerPool:
         timeout: float | None = None,
         fallback: bool = True,
         cancel: Callable[[], bool] | None = None,
+        started: Callable[[], None] | None = None,
     ) -> Result:
         """Run one request on a worker. ``fallback``: on out-of-memory, retry with a smaller
-        internal batch, then with CPU offload (otherwise OutOfMemory reaches the caller,
-        which can split its batch first). ``cancel``: while this returns true, a call still
-        waiting for a free worker gives up (graceful stop) with WorkerDied."""
-        timeout = timeout or self.job_timeout
+        internal batch, then down the offload ladder (otherwise OutOfMemory reaches the
+        caller, which can split its batch first). ``cancel``: while this returns true, a call
+        still waiting for a free worker gives up (graceful stop) with WorkerDied."""
+        timeout = max(timeout or self.job_timeout, self.time_limit(spec, outputs_of(request)))
         worker = self._borrow(spec, cancel=cancel)
         assert worker is not None  # a blocking borrow returns a worker or raises
         try:
-            attempts = [spec]
+            key = placement.weights_key(spec)
+            first = worker.placements.get(key, spec) if fallback else spec
+            attempts = [first]
             if fallback:
-                attempts += [
-                    with_option(spec, "max_batch", 1),
-                    with_option(spec, "cpu_offload", True),
-                ]
+                attempts += oom_fallbacks(first, worker.resolved_device)
             for i, attempt in enumerate(attempts):
                 try:
                     result = self._call_run(worker, attempt, request, timeout)
@@ -276,16 +308,26 @@ class WorkerPool:
                 except OutOfMemory as exc:
                     if i == len(attempts) - 1:
                         raise
+                    nxt = attempts[i + 1]
                     log.warning(
                         "out of memory; retrying smaller",
                         device=worker.device,
                         reason=str(exc),
-                        next=("max_batch=1", "cpu_offload")[i],
+                        max_batch=nxt.option("max_batch"),
+                        cpu_offload=nxt.option("cpu_offload"),
                     )
+            if attempt != spec:
+                worker.placements[key] = attempt  # this model's next jobs start here
             self._after_job(worker)
             return result
         finally:
             self._return(worker)
+
+    def time_limit(self, spec: ModelSpec, outputs: int = 1) -> float:
+        """Seconds one call may take: ``job_timeout``, or more for a model whose card says a
+        job of ``outputs`` outputs needs it (load once + per output)."""
+        hint = cards.timeout_hint(self.profile_of(spec), outputs, default=self.job_timeout)
+        return max(self.job_timeout, hint)
 
     def _call_run(
         self, worker: Worker, spec: ModelSpec, request: Request, timeout: float
@@ -293,8 +335,8 @@ class WorkerPool:
         self._ensure(worker)
         try:
             if spec not in worker.loaded:
-                worker.call(("load", spec), self.job_timeout)
-            result: Result = worker.call(("run", spec, request), timeout)
+                worker.call(("load", spec, self.planned_gb(spec)), timeout)
+            result: Result = worker.call(("run", spec, request, self.planned_gb(spec)), timeout)
         except WorkerDied as exc:
             worker.stop(0, reason=str(exc))
             raise
@@ -342,8 +384,11 @@ class WorkerPool:
         return info
 
     def loaded_specs(self) -> set[ModelSpec]:
+        """Every loaded spec, and each one's weights key: a model re-placed after an
+        out-of-memory error is still the profile's model (the dispatcher's affinity)."""
         with self._cond:
-            return set().union(*(w.loaded for w in self.workers))
+            loaded: set[ModelSpec] = set().union(*(w.loaded for w in self.workers))
+        return loaded | {placement.weights_key(s) for s in loaded}
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -9,16 +9,18 @@ with a rule budget is checked against the day's spend here, before anything is p
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from backends.base import ModelSpec, Request
+from backends.sizes import fit_size, size_rule
 from daemon.config.profiles import Profile
-from daemon.errors import BudgetReached, DarkroomError, InputError, JobError
+from daemon.errors import BudgetReached, DarkroomError, EnvironmentFault, InputError, JobError
 from daemon.execution.source_cache import SourceCache
 from daemon.outputs import imaging
 from daemon.queue.ledger import JobRow, Ledger
@@ -66,8 +68,14 @@ class Preparer:
         self.sinks = sinks
         self.source_cache = source_cache
         self.device = device
+        # Profile name -> why its jobs are held (a hosted model that failed its start-up
+        # check: daemon.service.hosted_check). Written from that check's thread.
+        self.held: dict[str, str] = {}
 
     def prepare(self, job: JobRow, plan: Plan, profile: Profile, log: BoundLog) -> Prepared:
+        held = self.held.get(profile.name)
+        if held is not None:
+            raise EnvironmentFault(held)  # before anything is decoded or paid for
         unit = plan.unit_at(job.unit_index)
         labels, images, icc = self._inputs(job, plan, unit)
         params = {**profile.defaults, **unit.params}
@@ -163,7 +171,10 @@ class Preparer:
                 mask = imaging.decode(Path(kind).read_bytes(), kind).convert("L")
             except OSError as exc:
                 raise InputError(f"mask {kind}: {exc.strerror}") from None
-        return mask.resize(size, Image.Resampling.NEAREST) if mask.size != size else mask
+        if mask.size == size:
+            return mask
+        # Covered like the input it belongs to (same centre crop); NEAREST keeps it black/white.
+        return ImageOps.fit(mask, size, Image.Resampling.NEAREST)
 
     def _check_budget(self, plan: Plan, profile: Profile, outputs: int) -> None:
         """A rule's daily budget stops hosted calls (local models cost nothing): the job
@@ -180,16 +191,50 @@ class Preparer:
             )
 
 
-def _size(
-    image: Image.Image, unit: Unit, profile: Profile, params: Mapping[str, Any]
-) -> Image.Image:
+def fitted_size(
+    width: int, height: int, unit: Unit, profile: Profile, params: Mapping[str, Any]
+) -> tuple[int, int]:
+    """The size a ``width`` x ``height`` input is brought to for ``profile``'s model.
+
+    An explicit ``size: WxH`` on the step is used as written (``darkroom check`` validates it
+    against the task's size rule, with file:line). Everything else — an aspect ratio, a
+    ``width``/``height`` parameter, the profile's ``max_side`` — is only a wish that
+    :func:`backends.sizes.fit_size` turns into a size the model accepts (floored to the task's
+    multiple, brought to its area): a size the daemon chose never fails a job.
+    """
+    rule = size_rule(profile.task, profile.options)
     max_side = unit.max_side or profile.max_side
     if unit.size:
         w, h = parse_size(unit.size)
         if isinstance(w, int) and isinstance(h, int):
-            return imaging.cover(image, w, h)
-        return imaging.cover_aspect(image, w / h, max_side or max(image.size))
-    return imaging.fit(image, max_side, params.get("width"), params.get("height"))
+            return w, h
+        # An aspect ratio: the largest centred crop of that ratio, then fitted.
+        ratio = w / h
+        if width / height > ratio:
+            width = max(1, round(height * ratio))
+        else:
+            height = max(1, round(width / ratio))
+    else:
+        wanted_w, wanted_h = params.get("width"), params.get("height")
+        if wanted_w and wanted_h:
+            return fit_size(
+                int(wanted_w), int(wanted_h), dataclasses.replace(rule, target_area=None)
+            )
+        if wanted_w or wanted_h:
+            scale = int(wanted_w) / width if wanted_w else int(wanted_h or 1) / height
+            width, height = max(1, round(width * scale)), max(1, round(height * scale))
+            max_side = None  # the parameter says how big
+    return fit_size(width, height, rule, max_side=max_side)
+
+
+def _size(
+    image: Image.Image, unit: Unit, profile: Profile, params: Mapping[str, Any]
+) -> Image.Image:
+    """``image`` covered (scaled, centre-cropped: never distorted) to its fitted size."""
+    width, height = fitted_size(image.width, image.height, unit, profile, params)
+    if (width, height) == image.size:
+        return image
+    return imaging.cover(image, width, height)
 
 
 def _references(unit: Unit, profile: Profile) -> list[Image.Image]:
@@ -199,5 +244,12 @@ def _references(unit: Unit, profile: Profile) -> list[Image.Image]:
             data = Path(ref.path).read_bytes()
         except OSError as exc:
             raise JobError(f"reference {ref.path}: {exc.strerror}", retryable=False) from None
-        images.append(imaging.fit(imaging.to_rgb(imaging.decode(data, ref.path)), profile.max_side))
+        image = imaging.to_rgb(imaging.decode(data, ref.path))
+        # Fitted like an input (a multi-image model takes references at its own multiple).
+        width, height = fit_size(
+            image.width, image.height, size_rule(profile.task, profile.options), profile.max_side
+        )
+        images.append(
+            image if image.size == (width, height) else imaging.cover(image, width, height)
+        )
     return images

@@ -22,6 +22,7 @@ its units, its sheet and its finalizer.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,7 +33,14 @@ import structlog
 from backends.base import ModelSpec, Request, Result
 from daemon import faults
 from daemon.config.profiles import Profile
-from daemon.errors import BudgetReached, DarkroomError, JobError, WorkerDied
+from daemon.errors import (
+    BudgetReached,
+    DarkroomError,
+    EnvironmentFault,
+    JobError,
+    UploadInProgress,
+    WorkerDied,
+)
 from daemon.execution import batching
 from daemon.execution.commit import commit_outputs
 from daemon.execution.finalize import Finalizer
@@ -114,6 +122,10 @@ class Runner:
             self._model_loaded,
         )
         self._finalize_lock = threading.RLock()
+        # Plans whose finalize raised: (failures so far, monotonic time of the next try), so
+        # a plan that cannot close logs its traceback once, then one line, and backs off.
+        self._finalize_failures: dict[str, tuple[int, float]] = {}
+        self._held_checked = 0.0
 
     # -- the loop --------------------------------------------------------------------
 
@@ -124,6 +136,7 @@ class Runner:
         ) as pipelines:
             while not self.stopping.is_set():
                 self.tick()
+                self._resume_due_held()
                 if not slots.acquire(timeout=0.5):
                     continue  # every slot busy: the tick above keeps the health check fed
                 batch = self.dispatcher.claim(self.max_wait, self.stopping)
@@ -145,11 +158,21 @@ class Runner:
     def step(self) -> bool:
         """Run one batch (one job when batching is off) if one is due; False when the queue
         had nothing runnable."""
+        self._resume_due_held(force=True)
         batch = self.dispatcher.claim(self.max_wait, self.stopping)
         if not batch:
             return False
         self.run_batch(batch)
         return True
+
+    def _resume_due_held(self, *, force: bool = False) -> None:
+        """Queue held jobs whose backoff has passed (at most once a second from the loop)."""
+        now = time.monotonic()
+        if not force and now - self._held_checked < 1.0:
+            return
+        self._held_checked = now
+        if resumed := self.ledger.resume_held():
+            log.info("held jobs try again", jobs=len(resumed))
 
     def _pipeline(self, batch: list[JobRow], done: Callable[[], None]) -> None:
         try:
@@ -169,17 +192,33 @@ class Runner:
                     self.ledger.release(p.job.id)
                     p.log.info("job put back for the next start", reason="stopping")
                 continue
+            # Prepared jobs are already marked as started (charged if the process dies); the
+            # pool marks them again, harmlessly, when a worker takes them.
+            ids = [p.job.id for p in group]
+            started = functools.partial(self.ledger.on_worker, ids)
+            run = functools.partial(self._run_on_pool, started=started)
             outcomes = batching.run_batch(
-                self._run_on_pool, group[0].spec, [p.request for p in group], self.pool.job_timeout
+                run, group[0].spec, [p.request for p in group], self.pool.job_timeout
             )
             for p, outcome in zip(group, outcomes, strict=True):
                 self._settle(p, outcome)
 
     def _run_on_pool(
-        self, spec: ModelSpec, request: Request, *, timeout: float, fallback: bool = True
+        self,
+        spec: ModelSpec,
+        request: Request,
+        *,
+        timeout: float,
+        fallback: bool = True,
+        started: Callable[[], None] | None = None,
     ) -> Result:
         return self.pool.run(
-            spec, request, timeout=timeout, fallback=fallback, cancel=self.stopping.is_set
+            spec,
+            request,
+            timeout=timeout,
+            fallback=fallback,
+            cancel=self.stopping.is_set,
+            started=started,
         )
 
     # -- one job ---------------------------------------------------------------------
@@ -196,7 +235,16 @@ class Runner:
             key=plan_row.key,
             step=job.unit_id,
         )
-        if job.unit_index == 0 and self.finalizer.committed_elsewhere(job.plan_id, plan):
+        if plan_row.reruns > plan_row.reruns_archived:
+            # An operator re-ran a plan whose manifest this daemon committed: keep that round
+            # under rounds/N/ and run again; the manifest is ours, not another daemon's.
+            self.finalizer.archive_previous_round(job.plan_id, plan, rerun=True)
+            self.ledger.note_rerun_archived(job.plan_id, plan_row.reruns)
+        elif (
+            job.unit_index == 0
+            and plan_row.reruns == 0
+            and self.finalizer.committed_elsewhere(job.plan_id, plan)
+        ):
             # Several daemons share this sink and another one finished this very plan.
             self.ledger.adopt(job.plan_id, "already committed by another daemon sharing the sink")
             self.source_cache.drop(job.plan_id)
@@ -204,6 +252,9 @@ class Runner:
             self.hooks.plan_finished(job.plan_id, PlanState.DONE)
             return None
         bound.info("job started", attempt=job.attempts)
+        # From here a crash may be this job's doing (a decoder that kills the process, a model
+        # that kills its worker): it is charged an attempt. Jobs only claimed ahead of it are not.
+        self.ledger.on_worker([job.id])
         try:
             unit = plan.unit_at(job.unit_index)
             profile = self.profiles.get(unit.model)
@@ -244,6 +295,20 @@ class Runner:
         if isinstance(exc, BudgetReached):
             self.ledger.defer(job.id, _next_midnight(), str(exc))
             bound.warning("job deferred: daily budget reached", reason=str(exc))
+            return
+        if isinstance(exc, UploadInProgress):
+            # The file may still be arriving: look again later, without spending an attempt
+            # (daemon.sources.uploads); the reason is the job's visible record meanwhile.
+            self.ledger.defer(job.id, time.time() + exc.retry_in, str(exc))
+            bound.info("job waits: the input may still be uploading", reason=str(exc))
+            self.wake.set()
+            return
+        if isinstance(exc, EnvironmentFault):
+            # Not the input's fault: hold the job (input stays, no attempt used) and try
+            # again after a capped backoff, or at once on a reload or `darkroom retry`.
+            delay = self.ledger.hold(job.id, str(exc))
+            self.last_error = str(exc)
+            bound.warning("job held: fix the cause", reason=str(exc), retry_in=round(delay))
             return
         if isinstance(exc, WorkerDied):
             if self.stopping.is_set():
@@ -299,11 +364,22 @@ class Runner:
     def finalize_ended(self) -> None:
         """Close plans whose jobs all ended without passing through a pipeline (a plan that
         failed at submission, or one whose manifest a crash kept from being written)."""
+        now = time.monotonic()
         for plan_id in self.ledger.unfinished_plans():
+            failures, next_try = self._finalize_failures.get(plan_id, (0, 0.0))
+            if now < next_try:
+                continue
             try:
                 self.finalize_if_ended(plan_id)
-            except Exception:
-                log.exception("cannot close plan", plan=plan_id)
+            except Exception as exc:
+                if failures == 0:  # the traceback once; then one line per (backed-off) try
+                    log.exception("cannot close plan; will try again", plan=plan_id)
+                else:
+                    log.error("still cannot close plan", plan=plan_id, reason=repr(exc))
+                delay = min(600.0, 2.0 * 2**failures)
+                self._finalize_failures[plan_id] = (failures + 1, now + delay)
+            else:
+                self._finalize_failures.pop(plan_id, None)
 
     def finalize_if_ended(self, plan_id: str) -> None:
         with self._finalize_lock:  # pipeline threads and the loop may both see a plan end

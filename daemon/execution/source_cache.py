@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from PIL import Image
 
 from daemon import faults
-from daemon.errors import InputError
+from daemon.errors import InputChanged, InputError, UploadInProgress
 from daemon.outputs import imaging
 from daemon.sources.base import Source
+from daemon.sources.uploads import looks_truncated
 from daemon.types import Plan
 
-__all__ = ["DecodedSource", "SourceCache", "read_source"]
+__all__ = ["DecodedSource", "SourceCache", "decode_checked", "read_source"]
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,38 @@ def read_source(sources: Mapping[str, Source], plan: Plan) -> bytes:
         raise InputError(f"source {arrival.source!r} is no longer configured")
     data = source.read(arrival.key, arrival.etag)
     if hashlib.sha256(data).hexdigest() != plan.sha256:
-        raise InputError(
+        raise InputChanged(
             f"{arrival.key} changed since it arrived; the new version is processed on its own"
         )
     return data
+
+
+def decode_checked(sources: Mapping[str, Source], plan: Plan, data: bytes) -> Image.Image:
+    """Decode the plan's source; when that fails, ask the source whether the file may still
+    be arriving before the failure counts as the file's (:mod:`daemon.sources.uploads`):
+    UploadInProgress while it may, InputChanged when a newer version replaced it, else the
+    decode error itself (the input is quarantined)."""
+    arrival = plan.arrival
+    try:
+        return imaging.decode(data, arrival.key, animated=plan.animated)
+    except InputError as exc:
+        source = sources.get(arrival.source)
+        if source is None:
+            raise
+        truncated = looks_truncated(data, str(exc))
+        verdict = source.upload_verdict(arrival.key, plan.sha256, truncated=truncated)
+        if verdict.state == "settled":
+            raise
+        if verdict.state == "changed":
+            raise InputChanged(
+                f"{arrival.key} changed after it failed to decode ({exc}); it was an upload"
+                " in progress, and the new version is processed on its own"
+            ) from None
+        looks = "looks like an upload in progress" if truncated else "checking the upload ended"
+        raise UploadInProgress(
+            f"waiting: {looks} ({exc}); quarantined only if it stays unchanged",
+            retry_in=verdict.retry_in,
+        ) from None
 
 
 class SourceCache:
@@ -103,6 +132,7 @@ class SourceCache:
         data = read_source(self.sources, plan)
         with self._lock:
             self.reads += 1
-        image = imaging.decode(data, plan.arrival.key, animated=plan.animated)
+        image = decode_checked(self.sources, plan, data)
         faults.point("after-read")
-        return DecodedSource(image=image, rgb=imaging.to_rgb(image), icc=imaging.output_icc(image))
+        icc = imaging.output_icc(image, plan.arrival.key)
+        return DecodedSource(image=image, rgb=imaging.to_rgb(image), icc=icc)

@@ -3,7 +3,8 @@
 Started with the ``spawn`` method (CUDA does not survive ``fork``). It talks to the main
 process over a pipe with plain tuples:
 
-    main -> worker:  ("load", spec) | ("run", spec, request) | ("ping",) | ("stop",)
+    main -> worker:  ("load", spec[, planned_gb]) | ("run", spec, request[, planned_gb])
+                   | ("ping",) | ("stop",)
     worker -> main:  ("ready", info)
                    | ("ok", result, state)
                    | ("error", kind, message, sticky, oom, state)
@@ -17,9 +18,11 @@ pool can send work where its model already is and recycle a worker that grows. I
 ``("loaded" | "evicted", spec, seconds)``: the pool reports them to the hooks (metrics).
 
 Pipelines live in a :class:`daemon.execution.model_cache.ModelCache` (least recently used out,
-within ``memory_budget_gb``). After an out-of-memory error the worker unloads every other
-pipeline and frees cached device memory before answering, so the pool's retry (smaller
-batch, then CPU offload) starts from a clean device.
+within ``memory_budget_gb``; on CUDA, 90 % of the device when none is configured; what a new
+model's ``planned_gb`` needs is unloaded before it loads). After an out-of-memory error the
+worker unloads every other pipeline and frees cached device memory before answering, so the
+pool's retry (internal batch 1, then model offload, then sequential offload: the same loaded
+weights re-placed, never loaded twice) starts from a clean device.
 """
 
 from __future__ import annotations
@@ -53,6 +56,27 @@ def concrete_spec(spec: Any, device: str) -> Any:
     if dtype == "auto":
         dtype = "float16"
     return dataclasses.replace(spec, device=device, dtype=dtype)
+
+
+def error_kind(exc: BaseException) -> str:
+    """The name the main process decides on (``backends.base.DISPOSITIONS``): the error's own
+    class, or the nearest base class the table knows (a backend's private subclass)."""
+    from backends.base import DISPOSITIONS
+
+    for cls in type(exc).__mro__:
+        if cls.__name__ in DISPOSITIONS:
+            return cls.__name__
+    return "BackendError"
+
+
+def error_message(exc: BaseException) -> str:
+    """What the job's record says: the backend's message, with the provider's request id when
+    the message does not carry it yet (the operator's reference for a possibly paid call)."""
+    text = str(exc)
+    request_id = getattr(exc, "request_id", None)
+    if request_id and str(request_id) not in text:
+        text = f"{text} [request {request_id}]"
+    return text
 
 
 def _touch_device(device: str) -> str:
@@ -123,7 +147,14 @@ def main(
         backend.load()
         return backend
 
-    cache = ModelCache(device, memory_budget_gb, build)
+    if memory_budget_gb is None:
+        # Unlimited would let a second big model load beside the first and fail with OOM.
+        from backends.runtime.memory import default_cache_budget_gb
+
+        memory_budget_gb = default_cache_budget_gb(device)
+    cache = ModelCache(
+        device, memory_budget_gb, build, concrete=lambda spec: concrete_spec(spec, device)
+    )
 
     def state() -> dict[str, Any]:
         return {
@@ -151,8 +182,12 @@ def main(
                 )
             continue
         spec = message[1]
+        # The model's planned device memory (GiB) rides last on load and run messages.
+        planned = message[2] if message[0] == "load" and len(message) > 2 else None
+        if message[0] == "run" and len(message) > 3:
+            planned = message[3]
         try:
-            backend = cache.get(spec)
+            backend = cache.get(spec, planned)
             if message[0] == "load":
                 conn.send(("ok", None, state()))
                 continue
@@ -167,7 +202,7 @@ def main(
                 ("error", type(exc).__name__, str(exc), exc.sticky, exc.out_of_memory, state())
             )
         except BackendError as exc:
-            conn.send(("error", type(exc).__name__, str(exc), False, False, state()))
+            conn.send(("error", error_kind(exc), error_message(exc), False, False, state()))
         except Exception as exc:  # a bug in a backend must not kill the worker silently
             detail = "".join(traceback.format_exception_only(exc)).strip()
             conn.send(

@@ -20,13 +20,30 @@ from typing import Any, Literal
 
 import structlog
 
-from backends.base import ModelSpec
-from daemon.errors import JobError, OutOfMemory, WorkerDied
+from backends.base import ModelSpec, disposition
+from daemon.errors import DarkroomError, EnvironmentFault, JobError, OutOfMemory, WorkerDied
 
 log = structlog.get_logger("darkroom.pool")
 
-# Errors a retry cannot fix: the same request will be refused the same way.
-PERMANENT = {"InvalidRequest", "ModelUnavailable", "BackendMissing"}
+# Beyond backends.base.disposition()'s "hold" (an account's configuration): a missing package
+# (BackendMissing: an extra, a CPU-only torch) or missing weights (ModelUnavailable: not in the
+# Hugging Face cache, a gated repo without HF_TOKEN) are the machine's fault, not the input's:
+# the job is held until an operator installs or downloads what the message names.
+HELD_KINDS = frozenset({"BackendMissing", "ModelUnavailable"})
+
+
+def backend_failure(kind: str, message: str) -> DarkroomError:
+    """The daemon's error for a backend error of class ``kind`` (a ``backends.base`` name).
+
+    ``disposition(kind)``: "hold" -> :class:`EnvironmentFault` (the job is held, the input
+    kept); "fail" -> a JobError never retried (OutcomeUnknown may already be paid for: its
+    message carries the provider's request id; Refused and InvalidRequest fail the same way
+    again); "retry" -> a JobError retried with backoff.
+    """
+    action = disposition(kind)
+    if action == "hold" or kind in HELD_KINDS:
+        return EnvironmentFault(message)
+    return JobError(message, retryable=action != "fail")
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,9 @@ class Worker:
         self.conn: Any = None
         self.info: dict[str, Any] = {}
         self.loaded: set[ModelSpec] = set()
+        # weights_key -> the placement that last worked after an out-of-memory error, so the
+        # next job of that model starts there instead of running out of memory again.
+        self.placements: dict[ModelSpec, ModelSpec] = {}
         self.jobs_run = 0
         self.rss = 0
         self.busy = False  # lent to a caller (guarded by the pool's condition)
@@ -100,10 +120,23 @@ class Worker:
         self.process.start()
         child.close()
         self.loaded, self.jobs_run, self.rss = set(), 0, 0
+        self.placements = {}
         self.stopped_because = None
         reply = self._receive(self.start_timeout)
         self.info = reply[1]
         log.info("worker started", **self.info)
+
+    @property
+    def resolved_device(self) -> str:
+        """The device the process runs on (``auto`` and ``cuda`` resolved by the worker)."""
+        return str(self.info.get("device") or self.device)
+
+    def holds(self, spec: ModelSpec) -> bool:
+        """The process has ``spec``'s weights loaded, under any placement."""
+        from backends.runtime.placement import weights_key
+
+        key = weights_key(spec)
+        return any(weights_key(s) == key for s in self.loaded)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
@@ -151,7 +184,7 @@ class Worker:
             raise WorkerDied(f"device error, worker replaced: {message_text}")
         if oom:
             raise OutOfMemory(message_text)
-        raise JobError(message_text, retryable=kind not in PERMANENT)
+        raise backend_failure(kind, message_text)
 
     def _note(self, state: dict[str, Any]) -> None:
         """Take the worker's own account of what it holds, and pass on what it loaded or

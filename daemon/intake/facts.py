@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from daemon.errors import DarkroomError
+from daemon.outputs import openers
 from daemon.rules.match import ImageFacts
 from daemon.rules.sidecars import Sidecar, mask_key, sidecar_keys
 
@@ -31,6 +32,8 @@ FILE_TYPES = {
     "BMP": "bmp",
     "GIF": "gif",
     "MPO": "jpeg",
+    "HEIF": "heif",  # pillow-heif's name for HEIC too
+    "AVIF": "avif",
 }
 _EXIF_ORIENTATION = 0x0112
 _QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -63,6 +66,7 @@ def examine(source: Source, key: str, data: bytes) -> InputFacts:
 
 def image_facts(data: bytes) -> ImageFacts | None:
     """Type and upright size from the header, without decoding pixels (None: unreadable)."""
+    openers.register()  # HEIC needs its plugin before Pillow can read the header
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
@@ -80,8 +84,9 @@ def image_facts(data: bytes) -> ImageFacts | None:
 
 
 def read_sidecar(source: Source, key: str) -> tuple[Sidecar | None, str | None]:
-    """The sidecar of the image ``key``, if one exists; a broken one comes back as an error
-    message for its plans (the first candidate that exists decides)."""
+    """The sidecar of the image ``key``, if one exists; a broken one comes back with its
+    ``fault`` and as an error message for its plans (the first candidate that exists
+    decides)."""
     for candidate in sidecar_keys(key):
         try:
             data = source.read(candidate)
@@ -89,8 +94,9 @@ def read_sidecar(source: Source, key: str) -> tuple[Sidecar | None, str | None]:
             continue
         try:
             return Sidecar.parse(candidate, data), None
-        except DarkroomError as exc:
-            return None, str(exc)
+        except Exception as exc:  # any parse failure is the sidecar's fault, recorded
+            fault = str(exc) if isinstance(exc, DarkroomError) else f"{candidate}: {exc!r}"
+            return Sidecar.broken(candidate, data, fault), fault
     return None, None
 
 

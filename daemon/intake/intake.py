@@ -11,6 +11,13 @@ each arrival through one direction of steps:
 5. one ``Plan`` per matching rule (:func:`daemon.rules.plan.plan_for`), submitted to the
    ledger.
 
+Steps 1-5 decide, without writing (the ``darkroom-intake`` thread); a second thread writes
+every decision ready so far in one transaction (:meth:`Ledger.batch`: one commit and one
+fsync for the group, each arrival's plans and ``seen`` row atomic on their own), and logs and
+settles them. While a group commits the next is decided, so a burst of 10,000 becomes a few
+hundred commits instead of 20,000, and a lone arrival is written at once (no waiting to fill
+a group).
+
 The ledger makes this idempotent, so duplicate events and rescans cost a lookup, not a job.
 When a queue-backed source must be told an arrival is fully handled, intake hands the plan
 ids to :class:`~daemon.intake.settlement.Settlement`.
@@ -20,9 +27,11 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import structlog
 
@@ -41,6 +50,36 @@ if TYPE_CHECKING:
     from daemon.sources.base import Known, Source
 
 log = structlog.get_logger("darkroom.intake")
+
+# The most arrivals written in one transaction (a burst's groups are otherwise as large as
+# what was decided while the previous group committed).
+GROUP_MAX = 1000
+_STOP = object()  # after the last decision: the writer stops
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A ``seen`` row to write with the plans (the ledger's ``mark_seen`` arguments)."""
+
+    arrival: Arrival
+    sha256: str | None
+    outcome: str
+
+
+@dataclass
+class _Decision:
+    """What one arrival becomes, decided before anything is written: the plans to submit
+    (each with the arrival it is for) and the ``seen`` rows to write with them."""
+
+    arrival: Arrival
+    plans: list[Plan] = field(default_factory=list)
+    seen: list[_Seen] = field(default_factory=list)
+    results: list[tuple[str, bool]] = field(default_factory=list)  # (plan id, created)
+    error: BaseException | None = None  # writing it failed: nothing of it was kept
+
+
+# None: the arrival could not be read (not settled: a redelivery or rescan tries again).
+Decision = _Decision | None
 
 
 class Intake:
@@ -65,7 +104,8 @@ class Intake:
         self.rules_dir = rules_dir
         self.reference_dirs = dict(reference_dirs or {})
         self.queue: queue.Queue[Arrival | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._decided: queue.Queue[Decision | object] = queue.Queue()
+        self._threads: list[threading.Thread] = []
 
     def emit(self, arrival: Arrival) -> None:
         self.queue.put(arrival)
@@ -79,67 +119,191 @@ class Intake:
         return known
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="darkroom-intake", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._decide_loop, name="darkroom-intake", daemon=True),
+            threading.Thread(target=self._write_loop, name="darkroom-intake-write", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Decide and write what is queued, then stop (the marker follows the last arrival)."""
         self.queue.put(None)
-        if self._thread:
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _loop(self) -> None:
+    def _decide_loop(self) -> None:
+        """Reads, hashes and plans each arrival; hands the decisions to the writer."""
         while True:
             arrival = self.queue.get()
             if arrival is None:
+                self._decided.put(_STOP)
                 return
             try:
-                plan_ids = self.handle(arrival)
+                self._decided.put(self._decide(arrival))
             except Exception:  # one bad arrival must never stop intake
                 log.exception("intake failed", source=arrival.source, key=arrival.key)
-                continue
-            if plan_ids is not None and self.settlement is not None:
-                self.settlement.track(arrival, plan_ids)
+
+    def _write_loop(self) -> None:
+        """Writes every decision ready so far in one transaction, and again. While one group
+        commits (an fsync: the GIL is free), the decide thread prepares the next: a burst
+        forms large groups by itself, and a lone arrival is written at once."""
+        while True:
+            group: list[Decision] = []
+            item = self._decided.get()
+            stop = item is _STOP
+            while not stop:
+                group.append(cast(Decision, item))
+                if len(group) >= GROUP_MAX:
+                    break
+                try:
+                    item = self._decided.get_nowait()
+                except queue.Empty:
+                    break
+                stop = item is _STOP
+            try:
+                self._handle_group(group)
+            except Exception:  # one bad group must never stop intake
+                log.exception("intake failed", arrivals=len(group))
+            if stop:
+                return
+
+    def _handle_group(self, group: list[Decision]) -> None:
+        if not group:
+            return
+        self._write(group)
+        reports = [self._report(decision) for decision in group]
+        if any(d is not None and d.error is None and d.plans for d in group):
+            self.on_submit()
+        if self.settlement is not None:
+            self.settlement.track_many([r for r in reports if r is not None])
+
+    def handle_many(self, arrivals: list[Arrival]) -> list[list[str] | None]:
+        """``handle`` for many arrivals, written in one transaction (one commit); per
+        arrival its plan ids, or None when it was not read or could not be written."""
+        group = [self._decide(arrival) for arrival in arrivals]
+        self._write(group)
+        reports = [self._report(decision) for decision in group]
+        if any(d is not None and d.error is None and d.plans for d in group):
+            self.on_submit()
+        return [None if report is None else report[1] for report in reports]
 
     def handle(self, arrival: Arrival) -> list[str] | None:
         """Submit plans for ``arrival``; returns the plan ids (new or existing), or None
         when it could not be read (then it is not settled: a redelivery or rescan tries
-        again)."""
-        if is_sidecar(arrival.key):
-            return self._sidecar_arrived(arrival)
-        return self._image_arrived(arrival)
+        again). Raises what writing it to the ledger raised."""
+        decision = self._decide(arrival)
+        self._write([decision])
+        if decision is not None and decision.error is not None:
+            raise decision.error
+        report = self._report(decision)
+        if decision is not None and decision.plans:
+            self.on_submit()
+        return None if report is None else report[1]
 
-    def _image_arrived(self, arrival: Arrival, data: bytes | None = None) -> list[str] | None:
-        """``data``: the bytes, when the caller already read them (a sidecar's image)."""
+    # -- deciding (reads files; writes nothing but unreadable records) ------------------
+
+    def _decide(self, arrival: Arrival) -> Decision:
+        decision = _Decision(arrival)
+        if is_sidecar(arrival.key):
+            self._sidecar_arrived(arrival, decision)
+            return decision
+        return decision if self._image_arrived(arrival, decision) else None
+
+    def _image_arrived(
+        self, arrival: Arrival, decision: _Decision, data: bytes | None = None
+    ) -> bool:
+        """Add ``arrival``'s plans and ``seen`` row to ``decision``; False when it could
+        not be read. ``data``: the bytes, when the caller already read them (a sidecar's
+        image)."""
         rules = self.rules()
         # The key alone first: most files are decided without reading a byte.
         if not rules.matching(arrival, None, True, any_source=self.any_source, shallow=True):
-            return self._ignored(arrival)
+            self._ignored(arrival, decision)
+            return True
         source = self.sources[arrival.source]
         if data is None:
             data = self._read(source, arrival)
             if data is None:
-                return None
+                return False
         facts = examine(source, arrival.key, data)
         matching = rules.matching(
             arrival, facts.image, facts.has_sidecar, any_source=self.any_source
         )
         if not matching:
-            return self._ignored(arrival, facts.sha256)
+            self._ignored(arrival, decision, facts.sha256)
+            return True
         mask_hash = mask_sha256(source, arrival.key) if _uses_mask_sidecar(matching) else None
-        plan_ids = [
-            self._submit(self._plan(rule, arrival, facts, mask_hash), arrival) for rule in matching
-        ]
-        self.ledger.mark_seen(
-            arrival.source,
-            arrival.key,
-            arrival.size,
-            arrival.mtime_ns,
-            facts.sha256,
-            "submitted",
-            arrival.etag,
-        )
-        self.on_submit()
-        return plan_ids
+        decision.plans += [self._plan(rule, arrival, facts, mask_hash) for rule in matching]
+        decision.seen.append(_Seen(arrival, facts.sha256, "submitted"))
+        return True
+
+    # -- writing (one transaction per group) -------------------------------------------
+
+    def _write(self, group: list[Decision]) -> None:
+        """Submit every decision's plans and write its ``seen`` rows, in one transaction;
+        each decision on its own savepoint, so one that fails leaves the others written."""
+        decisions = [d for d in group if d is not None and (d.plans or d.seen)]
+        if not decisions:
+            return
+        ledger = self.ledger
+        try:
+            # Not fsync'd: after a power loss the files are found again (startup scan,
+            # listing, redelivery) and submitted again; a job's end is always durable.
+            with ledger.batch(durable=False):
+                for decision in decisions:
+                    try:
+                        with ledger.batch():
+                            decision.results = [ledger.submit(plan) for plan in decision.plans]
+                            for seen in decision.seen:
+                                a = seen.arrival
+                                ledger.mark_seen(
+                                    a.source,
+                                    a.key,
+                                    a.size,
+                                    a.mtime_ns,
+                                    seen.sha256,
+                                    seen.outcome,
+                                    a.etag,
+                                )
+                    except Exception as exc:
+                        decision.results, decision.error = [], exc
+        except Exception as exc:  # the commit itself failed: nothing of the group was kept
+            for decision in decisions:
+                decision.results, decision.error = [], exc
+
+    def _report(self, decision: Decision) -> tuple[Arrival, list[str]] | None:
+        """Log what was written for ``decision``; its (arrival, plan ids), or None when it
+        was not read or not written (not settled: a redelivery or rescan tries again)."""
+        if decision is None:
+            return None
+        arrival = decision.arrival
+        if decision.error is not None:
+            log.error(
+                "intake failed; the file is tried again at the next rescan or redelivery",
+                source=arrival.source,
+                key=arrival.key,
+                error=repr(decision.error),
+            )
+            return None
+        plan_ids: list[str] = []
+        for plan, (plan_id, created) in zip(decision.plans, decision.results, strict=True):
+            bound = log.bind(
+                source=plan.arrival.source, key=plan.arrival.key, rule=plan.rule, plan=plan_id
+            )
+            if created:
+                bound.info(
+                    "queued",
+                    jobs=len(plan.units),
+                    sha256=plan.sha256[:12],
+                    sidecar=plan.sidecar.key if plan.sidecar else None,
+                    error=plan.error,
+                )
+            else:
+                bound.info("already handled; not queued again")
+            plan_ids.append(plan_id)
+        return arrival, plan_ids
 
     def _read(self, source: Source, arrival: Arrival) -> bytes | None:
         """The arrival's bytes, or None when they cannot be read (recorded when the object
@@ -184,52 +348,19 @@ class Intake:
             error=facts.sidecar_error,
         )
 
-    def _submit(self, plan: Plan, arrival: Arrival) -> str:
-        plan_id, created = self.ledger.submit(plan)
-        bound = log.bind(source=arrival.source, key=arrival.key, rule=plan.rule, plan=plan_id)
-        if created:
-            bound.info(
-                "queued",
-                jobs=len(plan.units),
-                sha256=plan.sha256[:12],
-                sidecar=plan.sidecar.key if plan.sidecar else None,
-                error=plan.error,
-            )
-        else:
-            bound.info("already handled; not queued again")
-        return plan_id
-
-    def _ignored(self, arrival: Arrival, sha256: str | None = None) -> list[str]:
-        self.ledger.mark_seen(
-            arrival.source,
-            arrival.key,
-            arrival.size,
-            arrival.mtime_ns,
-            sha256,
-            "ignored: no rule matches",
-            arrival.etag,
-        )
+    def _ignored(self, arrival: Arrival, decision: _Decision, sha256: str | None = None) -> None:
+        decision.seen.append(_Seen(arrival, sha256, "ignored: no rule matches"))
         log.info(
             "no rule matches; ignored (darkroom match explains why)",
             source=arrival.source,
             key=arrival.key,
         )
-        return []
 
-    def _sidecar_arrived(self, arrival: Arrival) -> list[str]:
+    def _sidecar_arrived(self, arrival: Arrival, decision: _Decision) -> None:
         """A new or edited sidecar (or mask) is a new arrival for its image."""
         source = self.sources[arrival.source]
-        self.ledger.mark_seen(
-            arrival.source,
-            arrival.key,
-            arrival.size,
-            arrival.mtime_ns,
-            None,
-            "sidecar",
-            arrival.etag,
-        )
+        decision.seen.append(_Seen(arrival, None, "sidecar"))
         root_uri = arrival.uri[: len(arrival.uri) - len(arrival.key)]
-        plan_ids: list[str] = []
         for image_key in image_keys(arrival.key):
             try:
                 data = source.read(image_key)
@@ -243,8 +374,7 @@ class Intake:
                 sidecar=arrival.key,
             )
             # Its bytes were just read to find it: hand them on rather than read them again.
-            plan_ids += self._image_arrived(image, data) or []
-        return plan_ids
+            self._image_arrived(image, decision, data)
 
 
 def _uses_mask_sidecar(rules: list[Rule]) -> bool:

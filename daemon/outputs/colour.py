@@ -1,8 +1,11 @@
 """Turning any decoded image into 8-bit RGB without the classic traps.
 
-16-bit greyscale is scaled (``convert("RGB")`` would clip it to white), transparency is
-composited onto a background instead of turning black, and CMYK goes to sRGB through its
-embedded ICC profile. Used for model inputs (daemon.imaging) and sheets (daemon.sheet).
+16-bit greyscale is scaled by its real bit depth (``convert("RGB")`` would clip it to white,
+and scaling a 12-bit image over 0..65535 makes it black: see daemon.outputs.depth),
+transparency is composited onto a background instead of turning black, and CMYK goes to sRGB
+through its embedded ICC profile. Only a profile that describes RGB is carried onto RGB
+outputs (:func:`rgb_profile`). Used for model inputs (daemon.imaging) and sheets
+(daemon.sheet).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import cast
 
 import structlog
 from PIL import Image, features
+
+from daemon.outputs.depth import SIGNIFICANT_BITS, range_bits
 
 log = structlog.get_logger("darkroom.colour")
 
@@ -46,22 +51,22 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.I
     """Convert any Pillow mode to 8-bit RGB for display (no colour management here).
 
     16-bit and 32-bit greyscale are scaled into 0..255 (``convert("RGB")`` would clip them to
-    white); transparency is composited onto ``background``.
+    white) by their declared significant bits (``info[SIGNIFICANT_BITS]``, set by
+    ``imaging.decode``), else by the smallest common depth that holds their largest value;
+    transparency is composited onto ``background``.
     """
     mode = im.mode
     if mode == "RGB" and "transparency" not in im.info:
         return im
-    if mode in _SIXTEEN_BIT:
-        return _scaled_to_l(im, 0, 65535).convert("RGB")
-    if mode in ("I", "F"):
+    if mode in _SIXTEEN_BIT or mode in ("I", "F"):
         # A single-band image's extrema are two numbers (typeshed allows per-band tuples).
         lo, hi = cast(tuple[float, float], im.getextrema())
+        declared = im.info.get(SIGNIFICANT_BITS)
         if mode == "F" and lo >= 0 and hi <= 1:
             lo, hi = 0.0, 1.0
-        elif lo >= 0 and hi <= 255:
-            lo, hi = 0, 255
         elif lo >= 0 and hi <= 65535:
-            lo, hi = 0, 65535
+            bits = declared if isinstance(declared, int) and declared > 0 else range_bits(hi)
+            lo, hi = 0, (1 << bits) - 1
         return _scaled_to_l(im, lo, hi).convert("RGB")
     if has_transparency(im):
         return _flatten(im, background)
@@ -94,3 +99,29 @@ def icc_to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
     out = im if im.mode == "RGB" else im.convert("RGB")
     out.info.pop("icc_profile", None)  # the pixels are no longer in that profile's space
     return out
+
+
+def rgb_profile(icc: bytes | None, name: str = "") -> bytes | None:
+    """``icc`` when it is a parsable profile of an RGB colour space, else None (logged):
+    a grey, CMYK or Lab profile, or a broken one, must never tag RGB pixels."""
+    if not icc:
+        return None
+    try:
+        from PIL import ImageCms
+
+        space = ImageCms.ImageCmsProfile(io.BytesIO(icc)).profile.xcolor_space.strip()
+    except Exception as exc:  # ImageCms raises OSError, PyCMSError or worse on junk
+        log.warning(
+            "dropping an unreadable ICC profile: outputs are written untagged (sRGB)",
+            file=name or None,
+            reason=f"{type(exc).__name__}: {exc}",
+        )
+        return None
+    if space != "RGB":
+        log.info(
+            "not carrying a non-RGB ICC profile onto RGB outputs: they are written untagged (sRGB)",
+            file=name or None,
+            colour_space=space,
+        )
+        return None
+    return icc

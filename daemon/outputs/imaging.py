@@ -1,4 +1,9 @@
-"""Decoding inputs and encoding outputs (main process; the device never waits on it)."""
+"""Decoding inputs and encoding outputs (main process; the device never waits on it).
+
+Inputs: every format Pillow reads, plus HEIC/HEIF (pillow-heif, registered on first decode by
+:mod:`.openers`) and AVIF (Pillow's own). Deep images are scaled by their real bit depth
+(:mod:`.depth`); only an RGB colour profile travels to the outputs (:func:`output_icc`).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,8 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from daemon.errors import InputError
-from daemon.outputs import colour
+from daemon.errors import EnvironmentFault, InputError
+from daemon.outputs import colour, depth, openers
 from daemon.outputs import provenance as provenance_format
 
 # Pillow refuses images above 2x this and only warns above it: we refuse above it, so a
@@ -25,6 +30,7 @@ def decode(data: bytes, name: str, *, animated: str = "first_frame") -> Image.Im
     An animated GIF/WebP/PNG gives its first frame, or is refused with ``animated="reject"``."""
     if not data:
         raise InputError(f"{name}: the file is empty (0 bytes)")
+    openers.register()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -45,11 +51,44 @@ def decode(data: bytes, name: str, *, animated: str = "first_frame") -> Image.Im
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{name}: refused as a decompression bomb ({exc})") from None
     except Image.UnidentifiedImageError:
+        if openers.heif_missing(data):  # a HEIC the daemon cannot read yet: not the file's fault
+            raise EnvironmentFault(
+                f"{name}: a HEIC/HEIF image, and the package that reads those is not installed",
+                hint="pip install 'pillow-heif>=1.0' into the daemon's environment and reload it",
+            ) from None
         raise InputError(
             f"{name}: not an image Pillow can read (unknown or unsupported format)"
         ) from None
     except (OSError, ValueError, SyntaxError) as exc:
+        if "ghostscript" in str(exc).lower():  # EPS/PDF need an external tool: not the file's fault
+            raise EnvironmentFault(
+                f"{name}: Pillow needs Ghostscript to read this file and cannot find it ({exc})",
+                hint="install Ghostscript (apt install ghostscript) and reload the daemon",
+            ) from None
         raise InputError(f"{name}: cannot decode image: {exc}") from None
+    except Exception as exc:
+        # A decoder bug or an unimplemented variant (Pillow's NotImplementedError on some DDS
+        # pixel formats): retried like any odd failure, then quarantined as an input fault,
+        # never left to escape as a crash.
+        raise InputError(
+            f"{name}: cannot decode image: {type(exc).__name__}: {exc}", retryable=True
+        ) from None
+    return _with_depth(image, data, name)
+
+
+_DEEP_SINGLE_BAND = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _with_depth(image: Image.Image, data: bytes, name: str) -> Image.Image:
+    """Deep samples described by their real bit depth (see :mod:`.depth`): a single band
+    gets its declared bits in ``info`` for ``to_rgb``; narrow 16-bit RGB is rescaled now."""
+    if image.mode in _DEEP_SINGLE_BAND:
+        bits = depth.declared_bits(image, data)
+        if bits:
+            image.info[depth.SIGNIFICANT_BITS] = bits
+        return image
+    if depth.is_deep_rgb(image, data):
+        return depth.deepen(image, data, name)
     return image
 
 
@@ -62,12 +101,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return colour.to_rgb(image)
 
 
-def output_icc(source: Image.Image) -> bytes | None:
-    """The colour profile outputs should carry: the source's, unless it describes CMYK
-    (those pixels were converted to sRGB; tagging RGB with a CMYK profile is wrong)."""
+def output_icc(source: Image.Image, name: str = "") -> bytes | None:
+    """The colour profile outputs should carry: the source's, when it describes RGB. A CMYK
+    source's pixels were converted to sRGB; a grey, Lab or unreadable profile would mislabel
+    RGB pixels: those outputs are written untagged (sRGB), and the drop is logged."""
     if source.mode == "CMYK":
         return None
-    return source.info.get("icc_profile")
+    return colour.rgb_profile(source.info.get("icc_profile"), name)
 
 
 def fit(

@@ -7,20 +7,24 @@
 
 ``index.json`` is ``{"version": 1, "entries": [...]}``, one entry per manifest path, replaced
 on republish. A missing or unreadable index is rebuilt from the manifests the sink can list.
-Updates are serialised within a process; two processes publishing into one root at the same
-instant can lose one entry until its next publish. The daily digest reads the same entries.
+Updates are a compare-and-swap on ``index.json`` (S3: IfMatch; folders: a lock file), retried
+until they win, so daemons and threads sharing one root never lose each other's entries. The
+daily digest reads the same entries.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import random
 import threading
+import time
 from collections.abc import Sequence
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from daemon.errors import WriteConflict
 from daemon.outputs.captions import cost_text, is_video
 from daemon.outputs.htmldoc import escape, page_document
 from daemon.outputs.manifest import Manifest, parse_manifest
@@ -140,19 +144,50 @@ def load_index(sink: Sink, *, rebuild: bool = True) -> list[IndexEntry]:
     return _rebuild(sink) if rebuild else []
 
 
-def update_index(sink: Sink, entry: IndexEntry) -> list[IndexEntry]:
+def update_index(sink: Sink, entry: IndexEntry, *, attempts: int = 200) -> list[IndexEntry]:
     """Put ``entry`` into ``index.json`` (replacing the one for the same manifest) and
-    regenerate ``index.html``; returns the entries written."""
+    regenerate ``index.html``; returns the entries written.
+
+    ``index.json`` is read and written as a compare-and-swap (:meth:`Sink.write_if`): when
+    another daemon (or thread) wrote it in between, it is read again and the entry merged
+    again, so no writer's entry is lost. ``index.html`` is then rendered from the latest
+    ``index.json`` until that is still the latest once the page is written."""
     with _index_lock:
-        entries = [e for e in load_index(sink) if e.manifest != entry.manifest]
-        entries.append(entry)
-        entries.sort(key=lambda e: (e.rule or "", e.created_at or "", e.manifest))
-        data = json.dumps(
-            {"version": 1, "entries": [e.model_dump() for e in entries]}, indent=2, default=str
-        ).encode()
-        sink.write(INDEX_JSON, data, "application/json")
-        sink.write(INDEX_HTML, render_index(entries).encode(), "text/html; charset=utf-8")
+        for attempt in range(attempts):
+            version = sink.version(INDEX_JSON)
+            entries = load_index(sink) if version is not None else _rebuild(sink)
+            entries = [e for e in entries if e.manifest != entry.manifest] + [entry]
+            entries.sort(key=lambda e: (e.rule or "", e.created_at or "", e.manifest))
+            try:
+                sink.write_if(
+                    INDEX_JSON, _index_bytes(entries), "application/json", replacing=version
+                )
+                break
+            except WriteConflict:
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # let the other writer finish
+        else:
+            raise WriteConflict(
+                f"{sink.location(INDEX_JSON)}: {attempts} writers in a row changed it first;"
+                f" the entry for {entry.manifest} is added at its next publish"
+            )
+        _write_page(sink)
     return entries
+
+
+def _index_bytes(entries: Sequence[IndexEntry]) -> bytes:
+    data = {"version": 1, "entries": [e.model_dump() for e in entries]}
+    return json.dumps(data, indent=2, default=str).encode()
+
+
+def _write_page(sink: Sink, attempts: int = 20) -> None:
+    """``index.html`` from the latest ``index.json`` (rendered again when it moved on meanwhile,
+    so the last writer's page shows every entry)."""
+    for _ in range(attempts):
+        version = sink.version(INDEX_JSON)
+        entries = load_index(sink, rebuild=False)
+        sink.write(INDEX_HTML, render_index(entries).encode(), "text/html; charset=utf-8")
+        if sink.version(INDEX_JSON) == version:
+            return
 
 
 def _row(e: IndexEntry) -> str:

@@ -34,6 +34,7 @@ __all__ = [
     "Decision",
     "Manifest",
     "ManifestError",
+    "ManifestPlacement",
     "ManifestRule",
     "ManifestSidecar",
     "ManifestSource",
@@ -134,6 +135,15 @@ class RoundSummary(_Record):
     summary: str | None = None
 
 
+class ManifestPlacement(_Record):
+    """Why this round is not where the rule's templates asked: that folder belongs to another
+    input (``requested``), so it was placed in ``folder`` beside it."""
+
+    requested: str | None = None
+    folder: str | None = None
+    reason: str | None = None
+
+
 class Decision(_Record):
     """A reviewer's verdict on one output, recorded by ``darkroom review``."""
 
@@ -158,6 +168,7 @@ class Manifest(_Record):
     created_at: str | None = None
     sheet_error: str | None = None
     decisions: dict[str, Decision] = Field(default_factory=dict)
+    placed: ManifestPlacement | None = None  # written only when the plan was placed elsewhere
     # Not written by the runner; shown on the page when a file carries them.
     version: int | str | None = None
     previous: Any = None
@@ -280,13 +291,15 @@ def build_manifest(
     source's (width, height), None when it cannot be decoded.
     """
     width, height = source_size if source_size else (None, None)
-    return Manifest(
+    manifest = Manifest(
         darkroom_version=darkroom_version,
         plan_id=plan_id,
         source=ManifestSource(
             **plan.arrival.model_dump(),
             sha256=plan.sha256,
-            sidecar=ManifestSidecar(**plan.sidecar.model_dump()) if plan.sidecar else None,
+            sidecar=ManifestSidecar(**plan.sidecar.model_dump(exclude_none=True))
+            if plan.sidecar
+            else None,
             width=width,
             height=height,
         ),
@@ -307,6 +320,9 @@ def build_manifest(
         rounds=list(rounds),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created_at)),
     )
+    if plan.placed is None:
+        return manifest  # "placed" is written only when it says something
+    return manifest.model_copy(update={"placed": ManifestPlacement(**plan.placed.model_dump())})
 
 
 # --------------------------------------------------------------------------- the file

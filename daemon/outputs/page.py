@@ -4,6 +4,7 @@
     render_page(manifest, *, page_path) -> str    the page for one manifest (pure)
     publish(sink, manifest, *, manifest_path, source_image=None) -> Published
         write the page (+ a source preview), then update the root index (:mod:`.index`)
+    write_page(...) -> Published                  the page and preview only (before the manifest)
 
 The page shows the source and the rule's prompt, then one section per rule step: a row per
 model (a compare step has several), a figure per variant with its seed, time, cost and review
@@ -45,6 +46,7 @@ __all__ = [
     "publish",
     "render_page",
     "short_names",
+    "write_page",
 ]
 
 log = structlog.get_logger("darkroom.review")
@@ -370,6 +372,20 @@ def publish(
     ``source_image`` (a PIL image or the source's bytes) is stored once as a preview; later
     calls without it reuse the stored one. Safe to call repeatedly.
     """
+    published = write_page(sink, manifest, manifest_path=manifest_path, source_image=source_image)
+    update_index(sink, index_entry(manifest, manifest_path=manifest_path))
+    return published
+
+
+def write_page(
+    sink: Sink,
+    manifest: Manifest,
+    *,
+    manifest_path: str,
+    source_image: Image.Image | bytes | None = None,
+) -> Published:
+    """Write the source's preview and page next to where its manifest goes, not the index:
+    the runner writes these before the manifest and the index after it."""
     page = page_path_for(manifest_path)
     preview_path = preview_path_for(manifest_path)
     if source_image is not None:
@@ -382,5 +398,4 @@ def publish(
         manifest, page_path=page, source_preview=preview, manifest_path=manifest_path
     )
     sink.write(page, html_text.encode(), "text/html; charset=utf-8")
-    update_index(sink, index_entry(manifest, manifest_path=manifest_path))
     return Published(page=page, preview=preview)

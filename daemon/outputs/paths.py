@@ -1,6 +1,6 @@
 """Where a source's views go in its sink, and how a page links to them (pure path arithmetic).
 
-Layout in the sink (``{rule}/{stem}/manifest.json`` is the runner's default)::
+Layout in the sink (``{rule}/{dir}/{stem}.{source_ext}/manifest.json`` is the default)::
 
     index.json  index.html                     the output root: every source, by rule and date
     {rule}/{stem}/manifest.json                written by the runner (the commit marker)

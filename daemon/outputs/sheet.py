@@ -30,13 +30,19 @@ header's key line ("$0.12 est.").
 ``open_image(path)`` is the only seam to storage: it gets ``"source"`` (:data:`SOURCE`) or an
 output's ``path`` and returns a PIL image. It is called from a small thread pool (decoding releases
 the GIL), so it must be thread-safe. An image that cannot be read becomes a failure tile; the sheet
-is still produced. Nothing here writes files: the caller encodes the returned image, and makes
-its tiles with :func:`thumbnail` (re-exported here for that).
+is still produced. Nothing here writes files: the caller encodes the returned image with
+:func:`encode_sheet`, and makes its tiles with :func:`thumbnail` (re-exported here for that).
+
+Sheets are made in the daemon's main process while the worker runs the model on the same
+machine: the decode threads and the encode run at a lower scheduling priority
+(:data:`NICENESS`, Linux), so they take the cores the model leaves idle, not the model's.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -56,6 +62,8 @@ __all__ = [
     "LETTERBOX",
     "MUTED_INK",
     "SOURCE",
+    "TILE",
+    "encode_sheet",
     "film_band",
     "render_sheet",
     "thumbnail",
@@ -76,6 +84,37 @@ FILM = (24, 24, 24)  # the sprocket bands of a video tile
 FILM_HOLE = (236, 236, 230)
 
 
+# Side of a sheet's image cell, px. Readers decode a tile at this size (a JPEG at 1/8 scale
+# for a 4000 px photo: entropy decoding only), not larger.
+TILE = 256
+# How much nicer than the daemon the sheet threads run (Linux applies nice per thread).
+NICENESS = 10
+# zlib level of the sheet PNG: 1 writes a 64-tile sheet of photos in a fraction of level
+# 6's time for a file about a fifth larger (bench/sheet_bench.py); a sheet is viewed, not kept.
+SHEET_PNG_LEVEL = 1
+
+
+def _lower_priority() -> None:
+    """Run this (pool) thread at a lower priority: the model's cores stay the model's."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the default priority
+        pass
+
+
+def encode_sheet(image: Image.Image) -> bytes:
+    """The sheet as PNG bytes, encoded on a lower-priority thread."""
+
+    def encode() -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG", compress_level=SHEET_PNG_LEVEL)
+        return buffer.getvalue()
+
+    with ThreadPoolExecutor(1, "darkroom-sheet-encode", initializer=_lower_priority) as pool:
+        return pool.submit(encode).result()
+
+
 def _load_tiles(
     paths: Iterable[str], open_image: Callable[[str], Image.Image], tile: int, workers: int
 ) -> dict[str, Image.Image | BaseException]:
@@ -89,7 +128,9 @@ def _load_tiles(
     unique = list(dict.fromkeys(paths))
     if workers <= 1 or len(unique) <= 1:
         return {p: load(p) for p in unique}
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="darkroom-sheet") as pool:
+    with ThreadPoolExecutor(
+        max_workers=workers, thread_name_prefix="darkroom-sheet", initializer=_lower_priority
+    ) as pool:
         return dict(zip(unique, pool.map(load, unique), strict=True))
 
 
@@ -135,7 +176,7 @@ def render_sheet(
     manifest: Manifest,
     open_image: Callable[[str], Image.Image],
     *,
-    tile: int = 256,
+    tile: int = TILE,
     workers: int | None = None,
 ) -> Image.Image:
     """Draw the review sheet for ``manifest`` (see the module docstring)."""

@@ -2,9 +2,13 @@
 
 Tables:
 
-- ``plans``: one row per (content sha256, rule, rule digest): what an arrival is to
-  become. Its id is derived from those three, so submitting the same content for the
-  same rule twice — a duplicate event, a rescan, a restart — is a no-op.
+- ``plans``: one row per (asset, content, rule, rule digest), where the asset is (source,
+  key): what an arrival is to become. Its id is derived from those, so submitting the same
+  file for the same rule twice — a duplicate event, a rescan, a restart — is a no-op, while
+  the same bytes at another path are a plan of their own.
+- ``owners``: which asset owns each output folder of each sink
+  (:mod:`daemon.outputs.placement`). A plan whose folder belongs to another asset is placed
+  beside it at submission; nothing ever writes into another asset's folder.
 - ``jobs``: one row per unit of a plan (one model run; its columns keep the old name
   ``step``). A unit that takes an earlier rule step's outputs waits (``waiting``) until
   every unit of that step has ended. ``claim`` moves a queued job to ``running`` and
@@ -37,9 +41,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from daemon.errors import OutputError
+from daemon.outputs import placement
 from daemon.outputs.manifest import RoundSummary
 from daemon.queue.rows import Candidate, JobRow, PlanRow
 from daemon.types import JobState, OutputRecord, Plan, PlanState
+
+log = structlog.get_logger("darkroom.ledger")
 
 __all__ = ["Candidate", "JobRow", "Ledger", "PlanRow", "job_id", "plan_id"]
 
@@ -54,6 +64,10 @@ CREATE TABLE IF NOT EXISTS plans (
     plan TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'active',
     rounds TEXT,                 -- earlier rounds of this source and rule, kept by the runner
+    prior_manifest TEXT,         -- the manifest this plan's round replaces: its version token
+                                 -- ('absent': none), read when the previous round was archived
+    reruns INTEGER NOT NULL DEFAULT 0,         -- operator re-runs after a manifest was committed
+    reruns_archived INTEGER NOT NULL DEFAULT 0, -- of those, how many had their round archived
     created_at REAL NOT NULL,
     finished_at REAL
 );
@@ -69,11 +83,21 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0,
     lease_owner TEXT,
+    on_worker_at REAL,           -- when this claim was handed to a worker (NULL: not yet)
+    holds INTEGER NOT NULL DEFAULT 0, -- environment-fault holds in a row (the backoff's exponent)
     error TEXT,
     outputs TEXT,
     seconds REAL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS owners (
+    sink TEXT NOT NULL,
+    folder TEXT NOT NULL,        -- daemon.outputs.placement.owned_folder of a manifest path
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (sink, folder)
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     source TEXT NOT NULL,
@@ -101,9 +125,18 @@ CREATE TABLE IF NOT EXISTS seen (
 """
 
 
+# prior_manifest's value when the plan's folder held no manifest (an ETag is never this).
+ABSENT = "absent"
+
 # Columns added after a table was first created: (table, column, declaration). Ledgers
 # written by an earlier version get them at open; CREATE TABLE above already has them.
-ADDED_COLUMNS: list[tuple[str, str, str]] = []
+ADDED_COLUMNS: list[tuple[str, str, str]] = [
+    ("plans", "prior_manifest", "TEXT"),
+    ("jobs", "on_worker_at", "REAL"),
+    ("jobs", "holds", "INTEGER NOT NULL DEFAULT 0"),
+    ("plans", "reruns", "INTEGER NOT NULL DEFAULT 0"),
+    ("plans", "reruns_archived", "INTEGER NOT NULL DEFAULT 0"),
+]
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
@@ -113,8 +146,40 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
-def plan_id(sha256: str, rule: str, digest: str) -> str:
-    return hashlib.sha256(f"{sha256}\0{rule}\0{digest}".encode()).hexdigest()[:24]
+def _record_earlier_owners(db: sqlite3.Connection) -> None:
+    """A ledger written before output ownership existed: each folder its plans wrote belongs
+    to the first asset that wrote it, so no later asset is placed over it."""
+    if db.execute("SELECT 1 FROM owners LIMIT 1").fetchone():
+        return
+    rows = db.execute(
+        "SELECT source, key, created_at, json_extract(plan, '$.sink') AS sink,"
+        " json_extract(plan, '$.manifest') AS manifest FROM plans ORDER BY created_at"
+    ).fetchall()
+    for row in rows:
+        if row[3] and row[4]:
+            db.execute(
+                "INSERT OR IGNORE INTO owners (sink, folder, source, key, at) VALUES (?, ?, ?, ?, ?)",
+                (row[3], placement.owned_folder(row[4]), row[0], row[1], row[2]),
+            )
+
+
+def plan_id(content: str, rule: str, digest: str, source: str, key: str) -> str:
+    """A plan's id: the asset (source, key), its content, the rule and the rule's digest. The
+    same bytes at another path are another asset, so they get a plan (and outputs) of their own."""
+    asset = f"{source}\0{key}"
+    return hashlib.sha256(f"{content}\0{rule}\0{digest}\0{asset}".encode()).hexdigest()[:24]
+
+
+def legacy_plan_id(content: str, rule: str, digest: str) -> str:
+    """The id ledgers written before 0.x gave a plan (no asset in it): still recognised, so an
+    unchanged file is not run again after an upgrade."""
+    return hashlib.sha256(f"{content}\0{rule}\0{digest}".encode()).hexdigest()[:24]
+
+
+def _moved_away(location: str | None) -> bool:
+    """Whether a quarantine moved the file off its key: a local path (folder sources).
+    S3 and memory sources leave the object in place and give a URL for the reason record."""
+    return location is not None and "://" not in location
 
 
 def job_id(plan: str, unit_id: str) -> str:
@@ -129,13 +194,18 @@ class Ledger:
         max_attempts: int = 3,
         retry_backoff: float = 2.0,
         clock: Callable[[], float] = time.time,
+        hold_backoff: float = 30.0,
+        hold_backoff_max: float = 600.0,
     ):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
+        self.hold_backoff = hold_backoff
+        self.hold_backoff_max = hold_backoff_max
         self._clock = clock
         self._lock = threading.RLock()
+        self._batch_savepoints = 0  # names the savepoints of writes inside a batch
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -143,14 +213,52 @@ class Ledger:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         _add_missing_columns(self._db)
+        _record_earlier_owners(self._db)
+        # The sources' "handled already?" question (every file of every rescan) goes to its
+        # own connection: WAL lets it read while a group of writes commits (an fsync), so
+        # the folder gate does not queue up behind intake's writes for the ledger's lock.
+        self._reader = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._reader_lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        with self._reader_lock:
+            self._reader.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction; inside :meth:`batch` (same thread, the lock is re-entrant) a
+        savepoint of the batch's transaction, so one failing write undoes only itself.
+        ``durable=False``: the commit is not fsync'd (see :meth:`batch`)."""
+        if not durable:
+            with self._lock:
+                if self._db.in_transaction:  # inside a durable batch: it decides
+                    with self._tx() as db:
+                        yield db
+                    return
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    with self._tx() as db:
+                        yield db
+                finally:
+                    self._db.execute("PRAGMA synchronous=FULL")
+            return
         with self._lock:
+            if self._db.in_transaction:
+                self._batch_savepoints += 1
+                name = f"sp{self._batch_savepoints}"
+                self._db.execute(f"SAVEPOINT {name}")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute(f"ROLLBACK TO {name}")
+                    self._db.execute(f"RELEASE {name}")
+                    raise
+                self._db.execute(f"RELEASE {name}")
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -159,15 +267,62 @@ class Ledger:
                 raise
             self._db.execute("COMMIT")
 
+    @contextmanager
+    def batch(self, *, durable: bool = True) -> Iterator[None]:
+        """Group many writes (``submit``, ``mark_seen``, ...) into one transaction: one
+        commit (one fsync) for all of them instead of one each. Intake writes a burst of
+        arrivals this way. Holds the ledger's lock for its duration, so keep it to writes:
+        read files and build plans before entering it.
+
+        ``durable=False`` skips the commit's fsync (WAL, ``synchronous=NORMAL``): a crash of
+        the process loses nothing, a power loss may lose this batch and no later durable
+        commit (the WAL is written in order, and the next durable commit's fsync covers it).
+        For writes that are found again after such a loss: intake's plans and ``seen`` rows
+        (the startup scan, the S3 listing or the unacknowledged queue message brings the
+        files back, and submit is idempotent)."""
+        with self._tx(durable):
+            yield
+
+    def submit_many(self, plans: list[Plan]) -> list[tuple[str, bool] | Exception]:
+        """``submit`` for each plan in one transaction; per plan its (id, created), or the
+        exception that plan raised (that plan alone is left out, the others are kept)."""
+        results: list[tuple[str, bool] | Exception] = []
+        with self.batch():
+            for plan in plans:
+                try:
+                    results.append(self.submit(plan))
+                except Exception as exc:  # sqlite3 or a plan that cannot be stored
+                    results.append(exc)
+        return results
+
+    def plan_states(self, ids: list[str]) -> dict[str, PlanState]:
+        """The state of each of these plans that the ledger has, in one query."""
+        states: dict[str, PlanState] = {}
+        with self._lock:
+            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT id, state FROM plans WHERE id IN ({marks})", chunk
+                ).fetchall()
+                states.update({r["id"]: PlanState(r["state"]) for r in rows})
+        return states
+
     # -- intake ----------------------------------------------------------------------
 
     def submit(self, plan: Plan) -> tuple[str, bool]:
         """Record a plan and its jobs (one per unit); returns (plan id, created). Idempotent:
-        the id is the content (image bytes + sidecar + mask) + rule + rule digest; a job's
-        adds its unit id."""
-        pid = plan_id(plan.content, plan.rule, plan.digest)
+        the id is the asset (source, key) + content (image bytes + sidecar + mask) + rule +
+        rule digest; a job's adds its unit id. A new plan is placed in an output folder its
+        asset owns (:meth:`_place`): the stored plan may differ from ``plan`` there."""
+        source, key = plan.arrival.source, plan.arrival.key
+        pid = plan_id(plan.content, plan.rule, plan.digest, source, key)
         now = self._clock()
         with self._tx() as db:
+            known = self._known_plan(db, pid, plan)
+            if known is not None:
+                return known, self._readmit_moved_back(db, known, plan, now)
+            plan = self._place(db, plan, now)
             cur = db.execute(
                 "INSERT OR IGNORE INTO plans"
                 " (id, source, key, sha256, rule, rule_digest, plan, created_at)"
@@ -210,19 +365,91 @@ class Ledger:
                 )
         return pid, True
 
+    def _readmit_moved_back(self, db: sqlite3.Connection, pid: str, plan: Plan, now: float) -> bool:
+        """The file is back at its key after a quarantine moved it away: an operator moved
+        it back to have it processed again, so its failed plan runs again (a new round)."""
+        source, key = plan.arrival.source, plan.arrival.key
+        moved_back = db.execute(
+            "SELECT 1 FROM quarantine WHERE source=? AND key=? AND sha256=?"
+            " AND location IS NOT NULL AND location NOT LIKE '%://%'",
+            (source, key, plan.sha256),
+        ).fetchone()
+        if not moved_back or not self._readmit(db, pid, now):
+            return False
+        db.execute(
+            "DELETE FROM quarantine WHERE source=? AND key=? AND sha256=?",
+            (source, key, plan.sha256),
+        )
+        return True
+
+    def _known_plan(self, db: sqlite3.Connection, pid: str, plan: Plan) -> str | None:
+        """The id under which this very plan is already recorded: ``pid``, or the id an older
+        ledger gave it (content + rule + digest) when that row is for the same asset."""
+        if db.execute("SELECT 1 FROM plans WHERE id=?", (pid,)).fetchone():
+            return pid
+        legacy = legacy_plan_id(plan.content, plan.rule, plan.digest)
+        row = db.execute(
+            "SELECT 1 FROM plans WHERE id=? AND source=? AND key=?",
+            (legacy, plan.arrival.source, plan.arrival.key),
+        ).fetchone()
+        return legacy if row else None
+
+    def _place(self, db: sqlite3.Connection, plan: Plan, now: float) -> Plan:
+        """Record the asset as the owner of the output folder its plan asks for, or — when
+        another asset owns it — place the plan in a deterministic alternative beside it."""
+        source, key = plan.arrival.source, plan.arrival.key
+        target = placement.owned_folder(plan.manifest)
+        owner = (source, key)
+        for attempt in range(100):
+            row = db.execute(
+                "SELECT source, key FROM owners WHERE sink=? AND folder=?", (plan.sink, target)
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO owners (sink, folder, source, key, at) VALUES (?, ?, ?, ?, ?)",
+                    (plan.sink, target, source, key, now),
+                )
+                break
+            if (row["source"], row["key"]) == (source, key):
+                break
+            if attempt == 0:
+                owner = (row["source"], row["key"])
+            target = placement.alternative(plan.manifest, source, key, attempt)
+        else:  # pragma: no cover - takes 100 hash collisions
+            raise OutputError(f"no free output folder next to {plan.manifest} for {source}:{key}")
+        if target == placement.owned_folder(plan.manifest):
+            return plan
+        placed = placement.place(plan, target, owner)
+        log.warning(
+            "output folder belongs to another input; placed beside it",
+            source=source,
+            key=key,
+            requested=placed.placed.requested if placed.placed else None,
+            folder=target,
+        )
+        return placed
+
+    def owner_of(self, sink: str, folder: str) -> tuple[str, str] | None:
+        """The asset (source, key) that owns ``folder`` of ``sink``, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT source, key FROM owners WHERE sink=? AND folder=?", (sink, folder)
+            ).fetchone()
+        return (row["source"], row["key"]) if row else None
+
     def is_seen(
         self, source: str, key: str, size: int, mtime_ns: int, etag: str | None = None
     ) -> bool:
         """Whether this version of the object was handled: by ETag where the source has
-        one (S3), else by size and modification time (folders)."""
-        with self._lock:
+        one (S3), else by size and modification time (folders). Reads what is committed."""
+        with self._reader_lock:
             if etag:
-                row = self._db.execute(
+                row = self._reader.execute(
                     "SELECT 1 FROM seen WHERE source=? AND key=? AND size=? AND etag=?",
                     (source, key, size, etag),
                 ).fetchone()
             else:
-                row = self._db.execute(
+                row = self._reader.execute(
                     "SELECT 1 FROM seen WHERE source=? AND key=? AND size=? AND mtime_ns=?",
                     (source, key, size, mtime_ns),
                 ).fetchone()
@@ -258,7 +485,8 @@ class Ledger:
             if row is None:
                 return None
             db.execute(
-                "UPDATE jobs SET state=?, attempts=attempts+1, lease_owner=?, updated_at=? WHERE id=?",
+                "UPDATE jobs SET state=?, attempts=attempts+1, lease_owner=?, on_worker_at=NULL,"
+                " updated_at=? WHERE id=?",
                 (JobState.RUNNING, owner, now, row["id"]),
             )
             return JobRow.from_row(
@@ -294,7 +522,7 @@ class Ledger:
         marks = ",".join("?" * len(ids))
         with self._tx() as db:
             db.execute(
-                f"UPDATE jobs SET state=?, attempts=attempts+1, lease_owner=?, updated_at=?"
+                f"UPDATE jobs SET state=?, attempts=attempts+1, lease_owner=?, on_worker_at=NULL, updated_at=?"
                 f" WHERE state=? AND id IN ({marks})",
                 (JobState.RUNNING, owner, now, JobState.QUEUED, *ids),
             )
@@ -309,7 +537,8 @@ class Ledger:
         """When the earliest queued job becomes runnable (for the dispatcher's sleep)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT MIN(not_before) AS t FROM jobs WHERE state=?", (JobState.QUEUED,)
+                "SELECT MIN(not_before) AS t FROM jobs WHERE state IN (?, ?)",
+                (JobState.QUEUED, JobState.HELD),
             ).fetchone()
         t: float | None = row["t"]
         return t
@@ -415,16 +644,84 @@ class Ledger:
                 (JobState.QUEUED, self._clock(), job_id_, JobState.RUNNING),
             )
 
+    def on_worker(self, job_ids: list[str]) -> None:
+        """Note that these claimed jobs were just handed to a worker: from now on a crash
+        is charged to them (:meth:`recover`)."""
+        if not job_ids:
+            return
+        marks = ",".join("?" * len(job_ids))
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE jobs SET on_worker_at=? WHERE state=? AND on_worker_at IS NULL"
+                f" AND id IN ({marks})",
+                (self._clock(), JobState.RUNNING, *job_ids),
+            )
+
+    def hold(self, job_id_: str, reason: str) -> float:
+        """An environment fault stopped this running job: hold it with ``reason``, without
+        counting the attempt, and try again after a capped exponential backoff. Returns the
+        delay in seconds."""
+        now = self._clock()
+        with self._tx() as db:
+            row = db.execute("SELECT holds FROM jobs WHERE id=?", (job_id_,)).fetchone()
+            delay = min(self.hold_backoff_max, self.hold_backoff * 2 ** (row["holds"] or 0))
+            db.execute(
+                "UPDATE jobs SET state=?, error=?, not_before=?, holds=holds+1,"
+                " attempts=MAX(attempts-1, 0), lease_owner=NULL, on_worker_at=NULL, updated_at=?"
+                " WHERE id=?",
+                (JobState.HELD, reason, now + delay, now, job_id_),
+            )
+        return delay
+
+    def resume_held(self, *, now: float | None = None, everything: bool = False) -> list[str]:
+        """Queue held jobs whose backoff has passed (every held job with ``everything``: a
+        config reload or ``darkroom retry --held``, when the cause may be fixed). Returns
+        the ids queued; their reason stays until they run."""
+        now = self._clock() if now is None else now
+        with self._tx() as db:
+            if everything:
+                rows = db.execute("SELECT id FROM jobs WHERE state=?", (JobState.HELD,)).fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT id FROM jobs WHERE state=? AND not_before<=?", (JobState.HELD, now)
+                ).fetchall()
+            ids = [r["id"] for r in rows]
+            for jid in ids:
+                db.execute(
+                    "UPDATE jobs SET state=?, not_before=?, updated_at=? WHERE id=? AND state=?",
+                    (JobState.QUEUED, 0 if everything else now, now, jid, JobState.HELD),
+                )
+        return ids
+
+    def held(self, limit: int = 100) -> tuple[list[JobRow], int]:
+        """Held jobs, latest first (at most ``limit``), and how many there are in all."""
+        with self._lock:
+            total: int = self._db.execute(
+                "SELECT COUNT(*) AS n FROM jobs WHERE state=?", (JobState.HELD,)
+            ).fetchone()["n"]
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE state=? ORDER BY updated_at DESC LIMIT ?",
+                (JobState.HELD, limit),
+            ).fetchall()
+        return [JobRow.from_row(r) for r in rows], total
+
     def recover(self) -> int:
-        """After a crash: jobs left running are queued again (their attempt stays counted,
-        so an input that kills the process every time still ends failed). Returns how many."""
+        """After a crash: jobs left running are queued again. Only those a worker was running
+        keep their attempt (so an input that kills the process every time still ends failed);
+        jobs that were merely claimed ahead of the worker get theirs back. Returns how many."""
         now = self._clock()
         with self._tx() as db:
             rows = db.execute(
-                "SELECT id, attempts FROM jobs WHERE state=?", (JobState.RUNNING,)
+                "SELECT id, attempts, on_worker_at FROM jobs WHERE state=?", (JobState.RUNNING,)
             ).fetchall()
             for row in rows:
-                if row["attempts"] >= self.max_attempts:
+                if row["on_worker_at"] is None:  # claimed, never started: not its fault
+                    db.execute(
+                        "UPDATE jobs SET state=?, attempts=MAX(attempts-1, 0), lease_owner=NULL,"
+                        " updated_at=? WHERE id=?",
+                        (JobState.QUEUED, now, row["id"]),
+                    )
+                elif row["attempts"] >= self.max_attempts:
                     self._fail_chain(
                         db,
                         row["id"],
@@ -502,6 +799,75 @@ class Ledger:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (source, key, sha256, reason, location, self._clock()),
             )
+            if _moved_away(location):
+                # The file left its key: if someone moves it back, it must be read again
+                # (same size and mtime), not skipped as seen.
+                db.execute("DELETE FROM seen WHERE source=? AND key=?", (source, key))
+
+    def clear_quarantine(self, source: str, key: str, sha256: str) -> int:
+        """These bytes were processed after all (a fixed sidecar re-admitted the image): they
+        are no longer listed as quarantined. Returns how many records went."""
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM quarantine WHERE source=? AND key=? AND sha256=?",
+                (source, key, sha256),
+            )
+        return cur.rowcount
+
+    def requeue_quarantined(self, source: str, key: str, sha256: str | None = None) -> list[str]:
+        """Re-admit a quarantined input (its file is back at ``key``): its failed plans run
+        again as a new round and the quarantine record goes. Returns the plan ids re-run."""
+        now = self._clock()
+        rerun: list[str] = []
+        with self._tx() as db:
+            query = "SELECT id FROM plans WHERE source=? AND key=? AND state!='active'"
+            args: list[str] = [source, key]
+            if sha256:
+                query += " AND sha256=?"
+                args.append(sha256)
+            for row in db.execute(query, args).fetchall():
+                if self._readmit(db, row["id"], now):
+                    rerun.append(row["id"])
+            if sha256:
+                db.execute(
+                    "DELETE FROM quarantine WHERE source=? AND key=? AND sha256=?",
+                    (source, key, sha256),
+                )
+            else:
+                db.execute("DELETE FROM quarantine WHERE source=? AND key=?", (source, key))
+            db.execute("DELETE FROM seen WHERE source=? AND key=?", (source, key))
+        return rerun
+
+    def _readmit(self, db: sqlite3.Connection, pid: str, now: float) -> bool:
+        """Queue a finished plan's failed jobs again (a new round); False when none failed."""
+        rows = db.execute(
+            "SELECT * FROM jobs WHERE plan_id=? AND state=? AND (depends_on IS NULL OR"
+            " error IS NULL OR error NOT LIKE 'not run: its input step%')",
+            (pid, JobState.FAILED),
+        ).fetchall()
+        for row in rows:
+            self._requeue_failed(db, row, now)
+        return bool(rows)
+
+    def _requeue_failed(self, db: sqlite3.Connection, row: sqlite3.Row, now: float) -> None:
+        """A failed job queued again with a fresh attempt budget; the units that failed only
+        because of it wait again; a plan already committed counts a re-run (a new round)."""
+        db.execute(
+            "UPDATE plans SET reruns=reruns+1 WHERE id=? AND state!='active'", (row["plan_id"],)
+        )
+        db.execute(
+            "UPDATE jobs SET state=?, attempts=0, holds=0, not_before=0, error=NULL, updated_at=?"
+            " WHERE id=?",
+            (JobState.QUEUED, now, row["id"]),
+        )
+        db.execute(
+            "UPDATE jobs SET state=?, error=NULL, updated_at=? WHERE plan_id=? AND step_index>?"
+            " AND state=? AND error LIKE 'not run: its input step%'",
+            (JobState.WAITING, now, row["plan_id"], row["step_index"], JobState.FAILED),
+        )
+        db.execute(
+            "UPDATE plans SET state='active', finished_at=NULL WHERE id=?", (row["plan_id"],)
+        )
 
     def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
@@ -509,6 +875,22 @@ class Ledger:
                 "SELECT * FROM quarantine ORDER BY at DESC LIMIT ?", (limit,)
             ).fetchall()
         return [dict(r) for r in rows]
+
+    def note_prior_manifest(self, pid: str, version: str | None) -> None:
+        """Remember the version of the manifest this plan's round replaces (None: there was
+        none), so its own manifest is written only over that one (S3: IfMatch)."""
+        with self._tx() as db:
+            db.execute("UPDATE plans SET prior_manifest=? WHERE id=?", (version or ABSENT, pid))
+
+    def prior_manifest(self, pid: str) -> tuple[bool, str | None]:
+        """(known, version): whether :meth:`note_prior_manifest` ran for this plan, and the
+        version it noted (None: no manifest was there)."""
+        with self._lock:
+            row = self._db.execute("SELECT prior_manifest FROM plans WHERE id=?", (pid,)).fetchone()
+        value = row["prior_manifest"] if row else None
+        if value is None:
+            return False, None
+        return True, None if value == ABSENT else value
 
     def note_round(self, pid: str, rounds: list[RoundSummary]) -> None:
         """Keep the earlier rounds of this plan's folder (the manifest lists them)."""
@@ -526,8 +908,10 @@ class Ledger:
 
     def retry(self, job_ids: list[str] | None = None) -> list[str]:
         """Queue failed jobs again with a fresh attempt budget (all failed ones if
-        ``job_ids`` is None); units that failed only because of them wait again.
-        Returns the ids queued."""
+        ``job_ids`` is None); units that failed only because of them wait again. A held job
+        named in ``job_ids`` is queued at once. When the plan's manifest was committed
+        already, the re-run is a new round of its folder (``reruns``): it is not mistaken
+        for another daemon's commit. Returns the ids queued."""
         now = self._clock()
         queued = []
         with self._tx() as db:
@@ -541,23 +925,23 @@ class Ledger:
                 marks = ",".join("?" * len(job_ids))
                 rows = db.execute(f"SELECT * FROM jobs WHERE id IN ({marks})", job_ids).fetchall()
             for row in rows:
+                if row["state"] == JobState.HELD:
+                    db.execute(
+                        "UPDATE jobs SET state=?, not_before=0, updated_at=? WHERE id=?",
+                        (JobState.QUEUED, now, row["id"]),
+                    )
+                    queued.append(row["id"])
+                    continue
                 if row["state"] != JobState.FAILED:
                     continue
-                db.execute(
-                    "UPDATE jobs SET state=?, attempts=0, not_before=0, error=NULL, updated_at=? WHERE id=?",
-                    (JobState.QUEUED, now, row["id"]),
-                )
-                db.execute(
-                    "UPDATE jobs SET state=?, error=NULL, updated_at=? WHERE plan_id=? AND step_index>?"
-                    " AND state=? AND error LIKE 'not run: its input step%'",
-                    (JobState.WAITING, now, row["plan_id"], row["step_index"], JobState.FAILED),
-                )
-                db.execute(
-                    "UPDATE plans SET state='active', finished_at=NULL WHERE id=?",
-                    (row["plan_id"],),
-                )
+                self._requeue_failed(db, row, now)
                 queued.append(row["id"])
         return queued
+
+    def note_rerun_archived(self, pid: str, reruns: int) -> None:
+        """The committed round a re-run replaces has been kept under rounds/N/."""
+        with self._tx() as db:
+            db.execute("UPDATE plans SET reruns_archived=? WHERE id=?", (reruns, pid))
 
     def cancel(self, job_id_: str) -> JobState:
         """End a queued or waiting job (and the units after it). Returns the job's state
@@ -566,7 +950,7 @@ class Ledger:
             row = db.execute("SELECT state FROM jobs WHERE id=?", (job_id_,)).fetchone()
             if row is None:
                 raise KeyError(job_id_)
-            if row["state"] in (JobState.QUEUED, JobState.WAITING):
+            if row["state"] in (JobState.QUEUED, JobState.WAITING, JobState.HELD):
                 self._fail_chain(db, job_id_, "cancelled by an operator", self._clock())
             return JobState(row["state"])
 
@@ -634,6 +1018,24 @@ class Ledger:
             ).fetchall()
         return [(r["source"], r["key"], r["size"], r["mtime_ns"], r["etag"]) for r in rows]
 
+    ADOPTED_NOTE = "already committed by another daemon sharing the sink"
+
+    def plan_counts(self) -> dict[str, int]:
+        """Plans by state; a plan another daemon committed counts as ``adopted``, not done."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT CASE WHEN p.state='done' AND EXISTS (SELECT 1 FROM jobs j WHERE"
+                " j.plan_id=p.id AND j.error=?) THEN 'adopted' ELSE p.state END AS s,"
+                " COUNT(*) AS n FROM plans p GROUP BY s",
+                (self.ADOPTED_NOTE,),
+            ).fetchall()
+        return {r["s"]: r["n"] for r in rows}
+
+    def quarantined_count(self) -> int:
+        with self._lock:
+            n: int = self._db.execute("SELECT COUNT(*) AS n FROM quarantine").fetchone()["n"]
+        return n
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute(
@@ -664,4 +1066,12 @@ class Ledger:
                 ).fetchall()
             else:
                 rows = self._db.execute("SELECT * FROM plans ORDER BY created_at").fetchall()
+        return [PlanRow.from_row(r) for r in rows]
+
+    def plans_of(self, source: str, key: str) -> list[PlanRow]:
+        """Every plan an input ever had (all versions, all rules), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM plans WHERE source=? AND key=? ORDER BY created_at", (source, key)
+            ).fetchall()
         return [PlanRow.from_row(r) for r in rows]

@@ -67,6 +67,8 @@ class PlanRow:
     state: PlanState
     created_at: float
     rounds: list[RoundSummary]
+    reruns: int = 0  # operator re-runs after its manifest was committed (each a new round)
+    reruns_archived: int = 0  # of those, how many had the round they replace kept
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> PlanRow:
@@ -82,6 +84,8 @@ class PlanRow:
             state=PlanState(row["state"]),
             created_at=row["created_at"],
             rounds=[RoundSummary.model_validate(r) for r in rounds],
+            reruns=row["reruns"],  # the ledger adds these columns to older files at open
+            reruns_archived=row["reruns_archived"],
         )
 
 

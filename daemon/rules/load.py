@@ -2,7 +2,8 @@
 
 ``load_rules`` reads the rules directory into a :class:`~daemon.rules.match.RuleSet` or raises
 one ``RuleError`` listing every problem in every file; ``cross_check`` adds the problems only
-the config can reveal (unknown sources, sinks, model profiles, reference folders).
+the config can reveal (unknown sources, sinks, model profiles, reference folders);
+``output_collisions`` the warnings about output folders two inputs could share.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 from daemon.config import yamlfile
 from daemon.errors import ConfigError, Problem, RuleError
 from daemon.rules import templates
+from daemon.rules.collisions import collision_risks
 from daemon.rules.match import RuleSet
 from daemon.rules.references import resolve_references
 from daemon.rules.schema import SOURCE_VARS, Match, Output, Range, Rule, Step
@@ -201,6 +203,26 @@ def cross_check(
                         )
                     )
     return problems
+
+
+def output_collisions(rules: RuleSet) -> list[Problem]:
+    """Warnings, not errors: rules whose output folder two admitted inputs can share
+    (:mod:`daemon.rules.collisions`). At run time the second is placed beside the first."""
+    warnings = []
+    for item in rules.rules:
+        output = item.rule.output
+        key = "manifest" if output.manifest else "path" if output.path else None
+        where = item.positions.where(("output", key) if key else ("output",))
+        for risk in collision_risks(item.rule):
+            warnings.append(
+                Problem(
+                    where,
+                    f"rule {item.rule.name!r}: {risk}",
+                    "add {dir} and {source_ext} to output.path (or leave it out:"
+                    " the default folder is {rule}/{dir}/{stem}.{source_ext})",
+                )
+            )
+    return warnings
 
 
 def _listing(names: set[str]) -> str:

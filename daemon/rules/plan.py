@@ -44,6 +44,7 @@ def source_variables(
         "date": time.strftime("%Y-%m-%d", time.localtime(now)),
         "width": facts.width if facts else "",
         "height": facts.height if facts else "",
+        "sidecar": "",  # a .txt sidecar's text (plan_for fills it in)
     }
 
 
@@ -74,8 +75,10 @@ def plan_for(
         **(sidecar.vars if sidecar else {}),
         **source_variables(rule, arrival, facts),
     }
+    if sidecar and sidecar.text is not None:
+        variables["sidecar"] = sidecar.text
     render = _Renderer(variables)
-    base_prompt = sidecar.prompt if sidecar and sidecar.prompt is not None else rule.prompt
+    base_prompt = _base_prompt(rule, sidecar)
     base_negative = (
         sidecar.negative_prompt
         if sidecar and sidecar.negative_prompt is not None
@@ -141,11 +144,27 @@ def plan_for(
         daily_budget=rule.daily_budget,
         animated=rule.match.animated,
         processed_dir=rule.output.processed_dir,
-        manifest=_per_source_path(rule.output.manifest, variables, sha256),
-        sheet=_per_source_path(rule.output.sheet, variables, sha256),
+        manifest=_per_source_path(rule.manifest_template, variables, sha256),
+        sheet=_per_source_path(rule.sheet_template, variables, sha256),
         units=units,
         error=error or render.error,
     )
+
+
+def _base_prompt(rule: Rule, sidecar: Sidecar | None) -> str:
+    """The prompt template before step overrides. A ``.txt`` sidecar is plain text: it
+    replaces the rule's prompt as a literal (its braces are not template syntax), unless the
+    rule's prompt uses ``{sidecar}`` to combine the two. A JSON/YAML sidecar's ``prompt`` is
+    a template, like the rule's."""
+    if sidecar is None or sidecar.prompt is None:
+        return rule.prompt
+    if sidecar.text is None:
+        return sidecar.prompt
+    try:
+        combines = "sidecar" in templates.fields(rule.prompt)
+    except templates.TemplateError:
+        combines = False
+    return rule.prompt if combines else sidecar.text.replace("{", "{{").replace("}", "}}")
 
 
 def _seeds(step: Step, sidecar: Sidecar | None, rng: random.Random) -> list[int]:
@@ -224,4 +243,6 @@ def output_path(plan: Plan, unit: Unit, variant: int, seed: int, *, video: bool 
         "ext": ext,
     }
     safe = {k: path_safe(v, keep_slashes=k == "dir") for k, v in variables.items()}
-    return templates.safe_relpath(templates.render(template, safe))
+    path = templates.safe_relpath(templates.render(template, safe))
+    # Placed beside a folder another input owns: its outputs follow the manifest there.
+    return plan.placed.apply(path) if plan.placed else path

@@ -27,8 +27,11 @@ IMAGE_GLOBS = [
     "**/*.tif",
     "**/*.tiff",
     "**/*.bmp",
+    "**/*.heic",
+    "**/*.heif",
+    "**/*.avif",
 ]
-FILE_TYPES = ("jpeg", "png", "webp", "tiff", "bmp", "gif")
+FILE_TYPES = ("jpeg", "png", "webp", "tiff", "bmp", "gif", "heif", "avif")
 
 # Variables every prompt and path template may use; path templates add OUTPUT_VARS.
 SOURCE_VARS = (
@@ -44,6 +47,7 @@ SOURCE_VARS = (
     "date",
     "width",
     "height",
+    "sidecar",  # the text of a .txt sidecar ("" when there is none)
 )
 OUTPUT_VARS = ("step", "model", "variant", "seed")
 
@@ -85,7 +89,7 @@ class Match(_Strict):
     include: list[str] = Field(default_factory=lambda: list(IMAGE_GLOBS))
     exclude: list[str] = []
     types: list[
-        Literal["jpeg", "png", "webp", "tiff", "bmp", "gif"]
+        Literal["jpeg", "png", "webp", "tiff", "bmp", "gif", "heif", "avif"]
     ] = []  # by content, not by name
     min_width: int | None = Field(None, ge=1)
     max_width: int | None = Field(None, ge=1)
@@ -218,13 +222,18 @@ def parse_size(text: str) -> tuple[int, int] | tuple[float, float]:
     )
 
 
+# The default output folder of an asset: unique per (source folder, file name), readable.
+# ``{dir}`` empty leaves no double slash (paths are normalised).
+DEFAULT_FOLDER = "{rule}/{dir}/{stem}.{source_ext}"
+
+
 class Output(_Strict):
+    """Where a rule's outputs go. Every output folder belongs to one input; see docs/rules.md."""
+
     sink: str
-    path: str | None = (
-        None  # default: {rule}/{stem}/{step}-{variant}.{ext} ({model} added for compare steps)
-    )
-    manifest: str = "{rule}/{stem}/manifest.json"
-    sheet: str = "{rule}/{stem}/sheet.png"
+    path: str | None = None  # default: {rule}/{dir}/{stem}.{source_ext}/{step}-{variant}.{ext}
+    manifest: str | None = None  # default: manifest.json in the outputs' folder
+    sheet: str | None = None  # default: sheet.png in the outputs' folder
     format: Literal["png", "jpeg", "webp"] = "png"
     quality: int = Field(92, ge=1, le=100)
     keep_icc: bool = True  # carry the source's colour profile into outputs
@@ -249,7 +258,9 @@ class Output(_Strict):
 
     @field_validator("manifest", "sheet")
     @classmethod
-    def _per_source(cls, value: str) -> str:
+    def _per_source(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         templates.check(value, SOURCE_VARS)
         _check_stays_inside(value)
         return value
@@ -321,8 +332,29 @@ class Rule(_Strict):
         if self.output.path:
             return self.output.path
         if any(s.models for s in self.steps):
-            return "{rule}/{stem}/{step}-{model}-{variant}.{ext}"
-        return "{rule}/{stem}/{step}-{variant}.{ext}"
+            return DEFAULT_FOLDER + "/{step}-{model}-{variant}.{ext}"
+        return DEFAULT_FOLDER + "/{step}-{variant}.{ext}"
+
+    @property
+    def folder_template(self) -> str:
+        """The folder of the outputs: the leading part of the path template that names no
+        output variable ({step}, {model}, ...) — when it names the file ({stem} or {name}),
+        so that it is one input's folder; else the default folder."""
+        kept: list[str] = []
+        for part in PurePosixPath(self.path_template).parts[:-1]:
+            if set(templates.fields(part)) & set(OUTPUT_VARS + ("ext",)):
+                break
+            kept.append(part)
+        folder = "/".join(kept)
+        return folder if {"stem", "name"} & set(templates.fields(folder)) else DEFAULT_FOLDER
+
+    @property
+    def manifest_template(self) -> str:
+        return self.output.manifest or f"{self.folder_template}/manifest.json"
+
+    @property
+    def sheet_template(self) -> str:
+        return self.output.sheet or f"{self.folder_template}/sheet.png"
 
     def digest(self) -> str:
         """Changes when the rule's meaning changes, not when whitespace or comments do."""

@@ -17,8 +17,10 @@ from daemon.types import SidecarRef
 
 @dataclass
 class Sidecar:
-    """Per-file values next to an image: ``photo.txt`` (the prompt) or ``photo.json`` /
-    ``photo.yaml`` (``vars`` plus overrides of prompt, negative_prompt, seed, steps)."""
+    """Per-file values next to an image: ``photo.txt`` (plain text: the prompt, and the
+    ``{sidecar}`` variable) or ``photo.json`` / ``photo.yaml`` (``vars`` plus overrides of
+    prompt, negative_prompt, seed, steps). ``fault``: why an existing sidecar cannot be used
+    (:meth:`broken`); its plans fail with that reason."""
 
     key: str
     sha256: str
@@ -27,50 +29,82 @@ class Sidecar:
     negative_prompt: str | None = None
     seed: int | None = None
     steps: int | None = None
+    text: str | None = None  # a .txt sidecar's text, never a template
+    fault: str | None = None
 
     OVERRIDES: ClassVar[tuple[str, ...]] = ("prompt", "negative_prompt", "seed", "steps", "vars")
 
     @property
     def ref(self) -> SidecarRef:
-        """What a plan records of its sidecar: which file, which bytes."""
-        return SidecarRef(key=self.key, sha256=self.sha256)
+        """What a plan records of its sidecar: which file, which bytes, what is wrong."""
+        return SidecarRef(key=self.key, sha256=self.sha256, fault=self.fault)
+
+    @classmethod
+    def broken(cls, key: str, data: bytes, fault: str) -> Sidecar:
+        """A sidecar that exists but cannot be used: it still identifies the plan (a fixed
+        or another broken version is new work) and carries the reason."""
+        return cls(key, hashlib.sha256(data).hexdigest(), fault=fault)
 
     @classmethod
     def parse(cls, key: str, data: bytes) -> Sidecar:
-        """Parse a sidecar's bytes; a broken one raises InputError saying what is wrong."""
+        """Parse a sidecar's bytes; a broken one raises InputError saying what is wrong --
+        whatever the parser met (deep nesting, wrong types), never another exception."""
+        try:
+            return cls._parse(key, data)
+        except InputError:
+            raise
+        except RecursionError:
+            raise InputError(f"{key}: sidecar is nested too deeply to read") from None
+        except Exception as exc:  # a parser's surprise is still the file's fault
+            raise InputError(
+                f"{key}: sidecar cannot be read ({type(exc).__name__}: {exc})"
+            ) from None
+
+    @classmethod
+    def _parse(cls, key: str, data: bytes) -> Sidecar:
         sha = hashlib.sha256(data).hexdigest()
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"{key}: sidecar is not UTF-8 text") from None
-        if key.lower().endswith(".txt"):
-            return cls(key, sha, prompt=text.strip())
-        try:
-            values = (
-                json.loads(text) if key.lower().endswith(".json") else yamlfile.loads(text, key)[0]
-            )
-        except (ValueError, ConfigError) as exc:
+            text = data.decode("utf-8-sig")  # a BOM from a Windows editor is not text
+        except UnicodeDecodeError as exc:
             raise InputError(
-                f"{key}: sidecar is not valid {'JSON' if key.endswith('.json') else 'YAML'}: {exc}"
+                f"{key}: sidecar is not UTF-8 text (byte {exc.start}); save it as UTF-8"
             ) from None
+        if key.lower().endswith(".txt"):
+            # Plain text, exactly as written: "Summer sale {50% off}" is not a template.
+            return cls(key, sha, prompt=text.strip(), text=text.strip())
+        kind = "JSON" if key.lower().endswith(".json") else "YAML"
+        try:
+            values = json.loads(text) if kind == "JSON" else yamlfile.loads(text, key)[0]
+        except (ValueError, ConfigError) as exc:
+            raise InputError(f"{key}: sidecar is not valid {kind}: {exc}") from None
         if values is None:
             values = {}
         if not isinstance(values, dict):
             raise InputError(f"{key}: sidecar must be a mapping of {', '.join(cls.OVERRIDES)}")
-        unknown = set(values) - set(cls.OVERRIDES)
+        unknown = {str(k) for k in values} - set(cls.OVERRIDES)
         if unknown:
             raise InputError(
                 f"{key}: unknown sidecar key(s) {', '.join(sorted(unknown))};"
                 f" allowed: {', '.join(cls.OVERRIDES)}"
             )
+        for label in ("prompt", "negative_prompt"):
+            value = values.get(label)
+            if value is not None and not isinstance(value, str):
+                raise InputError(
+                    f"{key}: sidecar {label} must be text, not {_kind(value)}"
+                    f' (quote it: {label}: "...")'
+                )
         variables = values.get("vars") or {}
         if not isinstance(variables, dict) or not all(
-            isinstance(v, (str, int, float)) for v in variables.values()
+            isinstance(k, str) and isinstance(v, (str, int, float)) and not isinstance(v, bool)
+            for k, v in variables.items()
         ):
             raise InputError(f"{key}: sidecar vars must be a mapping of names to text or numbers")
         seed, steps = values.get("seed"), values.get("steps")
         for label, number in (("seed", seed), ("steps", steps)):
-            if number is not None and (not isinstance(number, int) or number < 0):
+            if number is not None and (
+                not isinstance(number, int) or isinstance(number, bool) or number < 0
+            ):
                 raise InputError(f"{key}: sidecar {label} must be a whole number >= 0")
         return cls(
             key,
@@ -81,6 +115,12 @@ class Sidecar:
             seed=seed,
             steps=steps,
         )
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping" if isinstance(value, dict) else type(value).__name__
 
 
 SIDECAR_SUFFIXES = (".txt", ".json", ".yaml", ".yml")
@@ -96,6 +136,10 @@ IMAGE_EXTENSIONS = (
     ".tif",
     ".tiff",
     ".bmp",
+    ".heic",
+    ".heif",
+    ".avif",
+    ".HEIC",
     ".JPG",
     ".JPEG",
     ".PNG",
@@ -112,6 +156,11 @@ def sidecar_keys(image_key: str) -> list[str]:
 def mask_key(image_key: str) -> str:
     """The key of ``image_key``'s mask (a step with ``mask: sidecar`` reads it)."""
     return str(PurePosixPath(image_key).with_suffix("")) + MASK_SUFFIX
+
+
+def companion_keys(image_key: str) -> list[str]:
+    """The sidecars and the mask ``image_key`` may have (``on_success: move`` takes them)."""
+    return [*sidecar_keys(image_key), mask_key(image_key)]
 
 
 def is_sidecar(key: str) -> bool:

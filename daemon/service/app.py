@@ -1,7 +1,8 @@
 """The composition root: builds every part from the settings, starts and stops them.
 
-Start order: state lock -> ledger (and crash recovery) -> worker -> runner -> intake ->
-sources (whose startup scans feed intake). Stop order is the reverse: intake stops
+Start order: state lock -> ledger (and crash recovery) -> intake -> sources (whose startup
+scans feed intake) -> READY; then, on the runner's thread, worker -> model preloads -> the
+runner's loop (jobs queued meanwhile wait for their model). Stop order is the reverse: intake stops
 first, so nothing new starts; the running job may finish until ``stop_timeout``; what
 is left stays queued in the ledger for the next start.
 
@@ -35,6 +36,8 @@ from daemon.outputs.paths import page_path_for
 from daemon.queue.ledger import Ledger
 from daemon.rules.load import cross_check, load_rules, rule_files
 from daemon.rules.match import RuleSet
+from daemon.rules.sizes import size_problems
+from daemon.service.hosted_check import start_hosted_check
 from daemon.service.metrics import Metrics, MetricsServer, Readiness
 from daemon.service.notify import Heartbeats, Notifier, Watchdog
 from daemon.service.state_lock import StateLock
@@ -47,8 +50,23 @@ from daemon.sources.base import Source
 log = structlog.get_logger("darkroom.app")
 
 
+# Seconds beyond worker.stop_timeout that stopping may take: workers, sources, webhooks.
+STOP_GRACE = 5.0
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def _left(deadline: float, floor: float = 0.0) -> float:
+    """Seconds until ``deadline`` (monotonic), at least ``floor``."""
+    return max(floor, deadline - time.monotonic())
+
+
+def _start_thread(target: Callable[[], None], name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 def config_problems(
@@ -63,6 +81,7 @@ def config_problems(
         settings.reference_dirs,
         settings.rules_dir,
     )
+    problems += size_problems(rules, profiles)  # explicit sizes the step's model refuses
     for sink_name, sink in settings.sinks.items():
         for source_name, source in settings.sources.items():
             out, watched = sink.where(), source.where()
@@ -151,6 +170,7 @@ class App:
         self.notifier = Notifier.from_env(unset=True)  # before workers spawn: they must not notify
         self.beats = Heartbeats()
         self.readiness = Readiness(("sources", "rules", "worker"))
+        self.readiness.report("held", self._held_report)
         self.metrics = Metrics(
             job_counts=lambda: self.ledger.counts_by_rule() if self.ledger else {}
         )
@@ -187,6 +207,7 @@ class App:
         self.runner: Runner | None = None
         self._last_status = 0.0
         self._threads: list[threading.Thread] = []
+        self._worker_step: str | None = None  # set while the worker starts and loads models
 
     def _webhooks(self, settings: Settings) -> WebhookSender | None:
         w = settings.webhooks
@@ -200,6 +221,7 @@ class App:
             backoff=w.backoff,
             queue_size=w.queue_size,
             on_failure=self.metrics.webhook_failed,
+            legacy_signature=w.legacy_signature,
         )
 
     def start(self) -> None:
@@ -219,6 +241,8 @@ class App:
             self.settings.state_dir / "ledger.sqlite",
             max_attempts=self.settings.jobs.max_attempts,
             retry_backoff=self.settings.jobs.retry_backoff,
+            hold_backoff=self.settings.jobs.hold_backoff,
+            hold_backoff_max=self.settings.jobs.hold_backoff_max,
         )
         for sink in self.sinks.values():
             if removed := sink.cleanup_temp():
@@ -230,12 +254,10 @@ class App:
             log.warning(
                 "work that was running when the daemon stopped is queued again", jobs=requeued
             )
-        self.notifier.status("starting the worker")
-        self.pool.start()
-        self.readiness.mark("worker", True)
-        self.beats.beat("worker")
         ledger = self.ledger
-        self.settlement = Settlement(self.sources, lambda pid: ledger.plan(pid).state)
+        self.settlement = Settlement(
+            self.sources, lambda pid: ledger.plan(pid).state, ledger.plan_states
+        )
         self.hooks.add(self.settlement)
         self.runner = Runner(
             self.ledger,
@@ -251,9 +273,8 @@ class App:
             max_wait_ms=self.settings.worker.max_wait_ms,
             priorities=self.settings.worker.priorities,
         )
-        for plan_id in self.ledger.unfinished_plans():
-            self.runner.finalize(plan_id)
-        self._preload()
+        # Per plan, errors logged and backed off: no single plan can keep the daemon down.
+        self.runner.finalize_ended()
         self.readiness.mark("rules", True)
         if self.webhooks is not None:
             self.webhooks.start()
@@ -268,21 +289,21 @@ class App:
             reference_dirs=self.settings.reference_dirs,
         )
         self.intake.start()
-        runner_thread = threading.Thread(
-            target=self.runner.loop, name="darkroom-runner", daemon=True
-        )
-        runner_thread.start()
-        self._threads.append(runner_thread)
+        # READY does not wait for the worker: its start (torch, diffusers) and the model
+        # loads take tens of seconds, while intake only needs the ledger. Jobs queue up
+        # meanwhile; the runner starts once the worker is up, and a job whose model is
+        # still loading waits for the worker that loads it (the pool lends it when done).
+        # Ready means "takes files", as READY=1 does: /readyz agrees with systemd; STATUS
+        # and the log say what the worker is doing meanwhile.
+        self.readiness.mark("worker", True)
+        self._threads.append(_start_thread(self._start_worker, "darkroom-runner"))
         for source in self.sources.values():
             source.start(self.intake.emit, self.intake.known_for(source.name))
         self.readiness.mark("sources", True)
         self._schedule_periodic()
         if self.settings.rules_reload_interval > 0 and not self.any_source:
             threading.Thread(target=self._watch_rules, name="darkroom-rules", daemon=True).start()
-        unhealthy_after = self.settings.worker.unhealthy_after
-        self.beats.expect("main", 30)
-        self.beats.expect("runner", unhealthy_after)
-        self.beats.expect("worker", unhealthy_after)
+        self.beats.expect("main", 30)  # the runner and the worker once it is up
         self.readiness.set_phase("running")
         self.notifier.ready(status=self.status_line())
         self.watchdog.start()
@@ -292,7 +313,7 @@ class App:
             sources=sorted(self.sources),
             sinks=sorted(self.sinks),
             state_dir=str(self.settings.state_dir),
-            **self.pool.info,
+            worker="starting",
         )
 
     # -- health and status -----------------------------------------------------------
@@ -305,12 +326,23 @@ class App:
             self._last_status = now
             self.notifier.status(self.status_line())
 
+    def _held_report(self) -> dict[str, Any]:
+        """Held jobs for /readyz: how many, and the distinct reasons of the latest ones."""
+        if self.ledger is None:
+            return {"jobs": 0, "reasons": []}
+        rows, total = self.ledger.held(limit=50)
+        return {"jobs": total, "reasons": sorted({r.error or "" for r in rows})[:10]}
+
     def status_line(self) -> str:
         counts = self.ledger.counts() if self.ledger else {}
         depth = counts.get("queued", 0) + counts.get("waiting", 0)
         text = (
             f"queue {depth}, running {counts.get('running', 0)}, failed {counts.get('failed', 0)}"
         )
+        if held := counts.get("held", 0):
+            text += f", held {held} (see darkroom status)"
+        if self._worker_step is not None:
+            text = f"{self._worker_step}; {text}"
         last = (self.runner.last_error if self.runner else None) or self.rules_error
         return f"{text}; last error: {last[:200]}" if last else text
 
@@ -383,8 +415,17 @@ class App:
         self.profiles = profiles
         runner.profiles = profiles
         self.rules = rules
+        # A fixed key, model id or credit balance must take effect now: forget the start-up
+        # verdicts and check again with the new profiles (a still-broken model is held again).
+        runner.preparer.held.clear()
+        start_hosted_check(rules, profiles, runner.preparer.held, settings.models_dir)
         ledger.max_attempts = settings.jobs.max_attempts
         ledger.retry_backoff = settings.jobs.retry_backoff
+        ledger.hold_backoff = settings.jobs.hold_backoff
+        ledger.hold_backoff_max = settings.jobs.hold_backoff_max
+        if resumed := ledger.resume_held(everything=True):
+            log.info("held jobs try again after the reload", jobs=len(resumed))
+            runner.wake.set()
         if settings.webhooks != self.settings.webhooks:
             old, self.webhooks = self.webhooks, self._webhooks(settings)
             if self.webhooks is not None:
@@ -440,9 +481,9 @@ class App:
     def _schedule_periodic(self) -> None:
         """One scheduler per daemon (never a shared job store): sources' periodic work,
         maintenance, the daily digest and the source-lag gauge."""
-        from apscheduler.schedulers.background import BackgroundScheduler
+        from daemon.service.scheduling import build_scheduler
 
-        self.scheduler = BackgroundScheduler(daemon=True)
+        self.scheduler = build_scheduler()
         if not self.any_source:
             self.scheduler.add_job(
                 self._maintenance,
@@ -499,47 +540,105 @@ class App:
         log.info("daily digest written", day=str(day), files=len(written))
         return written
 
-    def _preload(self) -> None:
-        """Load the models the rules use before the first file arrives."""
+    def _start_worker(self) -> None:
+        """After READY, on the thread that then runs the runner's loop: start the worker,
+        load the models the rules use (reporting each step in the log and in systemd's
+        STATUS), then run jobs; until then they wait in the queue.
+
+        One long-lived thread on purpose: a worker asks for SIGKILL when the *thread* that
+        spawned it ends (PR_SET_PDEATHSIG), so it must not be a thread that finishes."""
+        _, runner = self._started()
+        self._progress("starting the worker")
+        try:
+            self.pool.start()
+        except Exception as exc:  # the runner's pool calls start a new one and report it
+            log.error("the worker did not start; retried with the first job", reason=str(exc))
+        if runner.stopping.is_set():
+            return
+        # Hosted models the rules use: exist for this key? (held profiles, not failed jobs)
+        start_hosted_check(
+            self.rules, self.profiles, runner.preparer.held, self.settings.models_dir
+        )
+        self._preload(runner.stopping)
+        self._progress(None)
+        # Health counts from here: a start or a load is not a wedged worker.
+        unhealthy_after = self.settings.worker.unhealthy_after
+        self.beats.beat("worker")
+        self.beats.beat("runner")
+        self.beats.expect("runner", unhealthy_after)
+        self.beats.expect("worker", unhealthy_after)
+        if not runner.stopping.is_set():
+            runner.loop()
+
+    def _progress(self, step: str | None) -> None:
+        """What the worker is doing while it gets ready (None: ready), for STATUS and logs."""
+        self._worker_step = step
+        if step is not None:
+            log.info(step)
+        self.notifier.status(self.status_line())
+
+    def _preload(self, stopping: threading.Event) -> None:
+        """Load the models the rules use before the first file needs them."""
         used = {
             p for loaded in self.rules.rules for step in loaded.rule.steps for p in step.profiles
         }
-        for name in sorted(used):
-            self.notifier.extend_timeout(self.settings.worker.job_timeout + 60)
-            self.notifier.status(f"loading model {name}")
+        for number, name in enumerate(sorted(used), 1):
+            if stopping.is_set():
+                return
+            self._progress(f"loading model {name} ({number} of {len(used)})")
+            started = time.monotonic()
             try:  # the pool's hooks count the load
                 self.pool.load(self.profiles[name].spec(self.settings.worker.device))
             except Exception as exc:  # reported again, per job, if it persists
                 log.error("cannot load model", profile=name, reason=str(exc))
+                continue
+            log.info("model loaded", profile=name, seconds=round(time.monotonic() - started, 1))
 
     def stop(self) -> None:
-        """Stop intake, let the running job finish until the deadline, keep the rest queued."""
+        """Stop intake, let the running job finish until the deadline, keep the rest queued.
+
+        Bounded: the process ends within ``worker.stop_timeout`` + ``STOP_GRACE`` s whatever
+        its sources, sinks and webhook receivers do. Sources stop on their own threads while
+        the running job drains (an S3 receiver stuck on a dead endpoint costs no extra
+        time), and every later step gets what is left of the grace.
+        """
+        log.info("stopping: no new work is taken")
+        started = time.monotonic()
+        job_deadline = started + self.settings.worker.stop_timeout
+        final_deadline = job_deadline + STOP_GRACE
         self.notifier.stopping("draining: finishing the running job")
         self.readiness.set_phase("stopping")
         self.watchdog.stop()
-        log.info("stopping: no new work is taken")
         ledger, runner = self._started()
         if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
-        for source in self.sources.values():
-            source.stop()
-        self.intake.stop()
+            self.scheduler.shutdown(wait=False)  # its jobs run on daemon threads
+        source_stops = [
+            _start_thread(source.stop, f"darkroom-stop:{name}")
+            for name, source in self.sources.items()
+        ]
+        self.intake.stop(timeout=_left(job_deadline, floor=0.5))
         runner.stopping.set()
         runner.wake.set()
-        deadline = self.settings.worker.stop_timeout
         for thread in self._threads:
-            thread.join(deadline)
+            thread.join(_left(job_deadline))
         if any(t.is_alive() for t in self._threads):
-            log.warning("running job did not finish in time; it stays queued", timeout=deadline)
-        self.pool.stop()
+            log.warning(
+                "running job did not finish in time; it stays queued",
+                timeout=self.settings.worker.stop_timeout,
+            )
+        self.pool.stop(timeout=_left(final_deadline, floor=0.5))
         for thread in self._threads:
-            thread.join(5)
+            thread.join(_left(final_deadline, floor=0.5))
+        for name, thread in zip(self.sources, source_stops, strict=True):
+            thread.join(_left(final_deadline, floor=0.1))
+            if thread.is_alive():
+                log.warning("source did not stop in time; left behind", source=name)
         if self.webhooks is not None:
-            self.webhooks.stop(timeout=10)
+            self.webhooks.stop(timeout=_left(final_deadline, floor=0.5))
         ledger.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.lock.release()
         self.stopped.set()
         self.notifier.close()
-        log.info("stopped")
+        log.info("stopped", seconds=round(time.monotonic() - started, 2))

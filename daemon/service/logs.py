@@ -8,6 +8,11 @@ APScheduler, botocore, Pillow), ``warnings.warn`` and uncaught exceptions in thr
 lines only, each with ``event``, ``level``, ``logger`` and ``timestamp``; on a terminal,
 readable lines.
 
+Under systemd (``$JOURNAL_STREAM`` names the stream we write to) every line starts with its
+syslog priority, ``<3>`` for errors, ``<4>`` warnings, ``<6>`` info, ``<7>`` debug (the
+sd-daemon(3) prefixes): journald strips it and stores it as ``PRIORITY``, so
+``journalctl -p err`` and ``-p warning`` work; ``MESSAGE`` stays the JSON event.
+
 Worker processes are *spawned* and inherit nothing configured here. :func:`configure`
 therefore leaves the resolved setup in ``$DARKROOM_LOG_SETUP`` and the worker's entry calls
 :func:`configure_worker`, which applies the same setup (or nothing, when the worker belongs
@@ -27,7 +32,17 @@ import structlog
 from structlog.typing import Processor
 
 WORKER_ENV = "DARKROOM_LOG_SETUP"
-"""``level:format:colors`` as resolved in the main process, e.g. ``info:json:0``."""
+"""``level:format:colors:fd`` as resolved in the main process, e.g. ``info:json:0:1`` (fd 1 is
+stdout, 2 stderr)."""
+
+JOURNAL_PRIORITIES: dict[int, int] = {
+    logging.CRITICAL: 2,  # crit
+    logging.ERROR: 3,  # err
+    logging.WARNING: 4,  # warning
+    logging.INFO: 6,  # info
+    logging.DEBUG: 7,  # debug
+}
+"""syslog priorities (sd-daemon(3) ``<N>`` prefixes) of the stdlib levels."""
 
 _HANDLER_NAME = "darkroom"
 
@@ -56,23 +71,70 @@ _LIBRARY_FLOORS: dict[str, int] = {
 
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Route everything this process logs to ``stream`` (stdout) as ``fmt``; remember it for
-    the workers this process spawns."""
+    the workers this process spawns. Commands whose results go to stdout pass stderr."""
     stream = stream or sys.stdout
     tty = stream.isatty()
     resolved = ("console" if tty else "json") if fmt == "auto" else fmt
     colors = resolved == "console" and tty
     _install(level, resolved, colors, stream)
-    os.environ[WORKER_ENV] = f"{level}:{resolved}:{int(colors)}"
+    fd = 2 if stream is sys.stderr or _fileno(stream) == 2 else 1
+    os.environ[WORKER_ENV] = f"{level}:{resolved}:{int(colors)}:{fd}"
 
 
 def configure_worker() -> None:
     """In a spawned worker: the setup :func:`configure` left in the environment, if any."""
     setup = os.environ.get(WORKER_ENV, "")
     parts = setup.split(":")
-    if len(parts) != 3:
+    if len(parts) == 3:  # left by an earlier version
+        parts.append("1")
+    if len(parts) != 4:
         return
-    level, fmt, colors = parts
-    _install(level, fmt, colors == "1", sys.stdout)
+    level, fmt, colors, fd = parts
+    _install(level, fmt, colors == "1", sys.stderr if fd == "2" else sys.stdout)
+
+
+def _fileno(stream: TextIO) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def writes_to_journal(stream: TextIO) -> bool:
+    """True when ``stream`` is the journal stream systemd gave this service: ``$JOURNAL_STREAM``
+    is ``<device>:<inode>`` of it (sd-daemon(3)); a service whose output systemd sends to a
+    file, or a command run by hand from a service's shell, inherits the variable but not the
+    stream, so both must match."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no real file behind it (tests, io.StringIO)
+        return False
+    return st.st_dev == int(device) and st.st_ino == int(inode)
+
+
+class JournalFormatter(logging.Formatter):
+    """Prefixes every line of ``inner``'s output with the record's syslog priority, so
+    journald files it under that priority (a multi-line traceback is several journal
+    entries, each with the right one)."""
+
+    def __init__(self, inner: logging.Formatter):
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{journal_priority(record.levelno)}>"
+        return prefix + self.inner.format(record).replace("\n", "\n" + prefix)
+
+
+def journal_priority(levelno: int) -> int:
+    """The syslog priority of a stdlib level (custom levels: the next more severe one)."""
+    for threshold in sorted(JOURNAL_PRIORITIES):
+        if levelno <= threshold:
+            return JOURNAL_PRIORITIES[threshold]
+    return JOURNAL_PRIORITIES[logging.CRITICAL]
 
 
 def _install(level: str, fmt: str, colors: bool, stream: TextIO) -> None:
@@ -97,9 +159,12 @@ def _install(level: str, fmt: str, colors: bool, stream: TextIO) -> None:
     )
     handler = logging.StreamHandler(stream)
     handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=rendering)
+    formatter: logging.Formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared, processors=rendering
     )
+    if writes_to_journal(stream):
+        formatter = JournalFormatter(formatter)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)  # configured again (tests, reload): replace, never duplicate

@@ -205,6 +205,7 @@ class Readiness:
     readiness.mark("worker", True)
     readiness.set_phase("running")        # starting | running | reloading | stopping
     ok, details = readiness.check()       # ok only when running and every part is up
+    readiness.report("held", held_jobs)   # extra details (held jobs): shown, not a failure
     """
 
     PHASES = ("starting", "running", "reloading", "stopping")
@@ -213,6 +214,13 @@ class Readiness:
         self._lock = threading.Lock()
         self.phase = "starting"
         self._parts: dict[str, tuple[bool, str | None]] = {p: (False, "not started") for p in parts}
+        self._reports: dict[str, Callable[[], Any]] = {}
+
+    def report(self, name: str, details: Callable[[], Any]) -> None:
+        """Add ``details()`` to every check under ``name`` (e.g. held jobs and their reasons):
+        an operator sees it on /readyz; it does not make the daemon unready."""
+        with self._lock:
+            self._reports[name] = details
 
     def set_phase(self, phase: str) -> None:
         if phase not in self.PHASES:
@@ -231,8 +239,15 @@ class Readiness:
                 for name, (ok, why) in self._parts.items()
             }
             phase = self.phase
+            reports = dict(self._reports)
         ok = phase == "running" and all(p["ok"] for p in parts.values())
-        return ok, {"phase": phase, "parts": parts}
+        details: dict[str, Any] = {"phase": phase, "parts": parts}
+        for name, report in reports.items():
+            try:
+                details[name] = report()
+            except Exception as exc:  # a report must never break the probe
+                details[name] = {"error": repr(exc)}
+        return ok, details
 
 
 Check = Callable[[], tuple[bool, Mapping[str, Any]]]

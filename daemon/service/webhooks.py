@@ -11,16 +11,26 @@ retries connection errors, timeouts, 408, 425, 429 and 5xx with exponential back
 (honouring ``Retry-After``); other 4xx answers are final. A delivery that fails waits in a
 retry heap, so one dead receiver does not hold up the others.
 
-Every request carries::
+Every request carries (the Standard Webhooks headers, https://www.standardwebhooks.com)::
 
     Content-Type: application/json
     User-Agent: darkroom/<version>
+    webhook-id: <the event's id>             (the same on every retry and for every URL)
+    webhook-timestamp: <unix seconds>        (the time of this attempt)
+    webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>
     X-Darkroom-Event: source.done            (the event's "type")
-    X-Darkroom-Delivery: <uuid>              (the same on every retry of one delivery)
+    X-Darkroom-Delivery: <uuid>              (one per URL, the same on every retry)
+
+so any Standard Webhooks verifier checks them (``standardwebhooks`` on PyPI, svix, ...). The
+key is the secret's bytes: ``whsec_<base64>`` secrets (what :func:`new_secret` makes and the
+verifiers expect) are base64-decoded; any other secret is used as its UTF-8 bytes, which a
+verifier accepts as ``"whsec_" + base64(secret)``. ``webhook-signature`` is absent when no
+secret is set. With ``legacy_signature=True`` (``webhooks: {legacy_signature: true}``; kept for
+one release) the old header is sent as well::
+
     X-Darkroom-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
 
-``t`` is the time of the attempt, so a receiver can refuse replays with a tolerance
-window; :func:`verify` is the check a receiver runs (docs/service.md has a copy to paste).
+:func:`verify` (standard) and :func:`verify_legacy` are the checks a receiver runs.
 
 The event (one JSON object)::
 
@@ -33,6 +43,8 @@ The event (one JSON object)::
 
 from __future__ import annotations
 
+import base64
+import binascii
 import collections
 import contextlib
 import datetime
@@ -43,6 +55,7 @@ import hmac
 import itertools
 import json
 import random
+import secrets
 import threading
 import time
 import uuid
@@ -58,32 +71,147 @@ from daemon.outputs.manifest import Manifest
 
 log = structlog.get_logger("darkroom.webhooks")
 
-__all__ = ["SIGNATURE_HEADER", "WebhookSender", "event_from_manifest", "sign", "verify"]
+__all__ = [
+    "LEGACY_SIGNATURE_HEADER",
+    "SECRET_PREFIX",
+    "WebhookSender",
+    "event_from_manifest",
+    "new_secret",
+    "redact_url",
+    "secret_key",
+    "sign",
+    "sign_legacy",
+    "signature_headers",
+    "verify",
+    "verify_legacy",
+]
 
-SIGNATURE_HEADER = "X-Darkroom-Signature"
+SECRET_PREFIX = "whsec_"
+ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER = (
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+)
+LEGACY_SIGNATURE_HEADER = "X-Darkroom-Signature"
 RETRY_STATUS = frozenset({408, 425, 429})
 EVENT_TYPES = ("source.done", "source.failed")
 
 OnFailure = Callable[[Mapping[str, Any], str, str], None]
 
 
-def sign(secret: str | bytes, body: bytes, timestamp: int) -> str:
-    """The X-Darkroom-Signature value for ``body`` sent at ``timestamp`` (unix seconds)."""
+def new_secret() -> str:
+    """A fresh ``whsec_`` secret (32 random bytes), the form Standard Webhooks verifiers take."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def secret_key(secret: str | bytes) -> bytes:
+    """The HMAC key of ``secret``: a ``whsec_<base64>`` secret decoded, any other secret's
+    UTF-8 bytes (secrets made before Standard Webhooks), bytes as they are.
+
+    Raises ValueError for a ``whsec_`` secret that is not base64 or decodes to nothing."""
+    if isinstance(secret, bytes):
+        return secret
+    if not secret.startswith(SECRET_PREFIX):
+        return secret.encode()
+    encoded = secret[len(SECRET_PREFIX) :]
+    try:
+        # Verifiers accept unpadded base64 too; extra padding is ignored.
+        key = base64.b64decode(encoded + "==", validate=False)
+        if base64.b64encode(key).rstrip(b"=") != encoded.encode("ascii").rstrip(b"="):
+            raise ValueError("not canonical base64")
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise ValueError(
+            "the webhook secret starts with 'whsec_' but the rest is not base64; "
+            'make a new one with: python3 -c "from daemon.service.webhooks import new_secret; '
+            'print(new_secret())"'
+        ) from None
+    if not key:
+        raise ValueError("the webhook secret 'whsec_' is empty; set DARKROOM_WEBHOOKS__SECRET")
+    return key
+
+
+def sign(secret: str | bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value (``v1,<base64>``) of ``body`` sent as message
+    ``msg_id`` at ``timestamp`` (unix seconds)."""
+    signed = f"{msg_id}.{int(timestamp)}.".encode() + body
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_headers(
+    secret: str | bytes | None, msg_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """The Standard Webhooks headers for one attempt (no signature without a secret)."""
+    headers = {ID_HEADER: msg_id, TIMESTAMP_HEADER: str(int(timestamp))}
+    if secret is not None:
+        headers[SIGNATURE_HEADER] = sign(secret, msg_id, timestamp, body)
+    return headers
+
+
+def verify(
+    secret: str | bytes,
+    headers: Mapping[str, str],
+    body: bytes | str,
+    tolerance: float = 300,
+    now: float | None = None,
+) -> bool:
+    """True if ``headers`` (the request's, any case) carry a Standard Webhooks signature of
+    ``body`` (the raw request bytes) by ``secret``, timestamped within ``tolerance`` seconds
+    of ``now``. Anything malformed (missing or non-ASCII headers, bad base64, several
+    signatures of which none match) is False, never an exception."""
+    try:
+        lowered = {str(k).lower(): v for k, v in headers.items()}
+        msg_id = lowered.get(ID_HEADER)
+        stamp = lowered.get(TIMESTAMP_HEADER)
+        signatures = lowered.get(SIGNATURE_HEADER)
+        if not (
+            isinstance(msg_id, str)
+            and isinstance(stamp, str)
+            and isinstance(signatures, str)
+            and msg_id.isascii()
+            and stamp.isascii()
+            and stamp.isdigit()
+            and signatures.isascii()
+        ):
+            return False
+        timestamp = int(stamp)
+        if abs((time.time() if now is None else now) - timestamp) > tolerance:
+            return False
+        raw = body.encode() if isinstance(body, str) else body
+        expected = base64.b64decode(sign(secret, msg_id, timestamp, raw).partition(",")[2])
+        for candidate in signatures.split():
+            version, _, value = candidate.partition(",")
+            if version != "v1" or not value:
+                continue
+            try:
+                given = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            if hmac.compare_digest(expected, given):
+                return True
+        return False
+    except ValueError:  # a whsec_ secret that is not base64
+        return False
+
+
+def sign_legacy(secret: str | bytes, body: bytes, timestamp: int) -> str:
+    """The X-Darkroom-Signature value (``t=<t>,v1=<hex>``) of ``body`` sent at ``timestamp``.
+    Deprecated: sent only with ``webhooks.legacy_signature``; the key is the secret's bytes."""
     key = secret.encode() if isinstance(secret, str) else secret
     digest = hmac.new(key, str(int(timestamp)).encode() + b"." + body, hashlib.sha256).hexdigest()
     return f"t={int(timestamp)},v1={digest}"
 
 
-def verify(
+def verify_legacy(
     secret: str | bytes,
     header: str | None,
     body: bytes | str,
     tolerance: float = 300,
     now: float | None = None,
 ) -> bool:
-    """True if ``header`` (X-Darkroom-Signature) signs ``body`` (the raw request bytes) with
-    ``secret`` and its timestamp is within ``tolerance`` seconds of ``now``."""
-    if not header:
+    """True if ``header`` (X-Darkroom-Signature) signs ``body`` with ``secret`` and its
+    timestamp is within ``tolerance`` seconds of ``now``. Malformed headers are False."""
+    if not isinstance(header, str) or not header.isascii():
         return False
     if isinstance(body, str):
         body = body.encode()
@@ -92,18 +220,27 @@ def verify(
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
         if name == "t":
-            try:
-                timestamp = int(value)
-            except ValueError:
+            if not value.isdigit():
                 return False
+            timestamp = int(value)
         elif name == "v1":
             candidates.append(value)
     if timestamp is None or not candidates:
         return False
     if abs((time.time() if now is None else now) - timestamp) > tolerance:
         return False
-    expected = sign(secret, body, timestamp).partition("v1=")[2]
+    expected = sign_legacy(secret, body, timestamp).partition("v1=")[2]
     return any(hmac.compare_digest(expected, c) for c in candidates)
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be logged: no user, password, query or fragment (receivers often
+    carry a token in one of them)."""
+    try:
+        parsed = httpx.URL(url)
+        return str(parsed.copy_with(userinfo=b"", query=None, fragment=None))
+    except Exception:  # noqa: BLE001 - a URL httpx cannot parse is not logged at all
+        return "<unparsable URL>"
 
 
 def event_from_manifest(
@@ -174,7 +311,9 @@ class WebhookSender:
     ``backoff`` is the first retry's delay in seconds; it doubles with each attempt (with
     ±10 % jitter) up to ``max_delay``. ``Retry-After`` is honoured up to ``max_delay``.
     ``on_failure(event, url, reason)`` runs (on the sender's thread) for every delivery
-    given up or dropped; it must not block.
+    given up or dropped; it must not block. ``legacy_signature`` also sends the old
+    X-Darkroom-Signature header (for receivers not yet moved to Standard Webhooks).
+    URLs are logged without credentials, query or fragment.
     """
 
     def __init__(
@@ -189,14 +328,20 @@ class WebhookSender:
         queue_size: int = 1000,
         on_failure: OnFailure | None = None,
         transport: httpx.BaseTransport | None = None,
+        legacy_signature: bool = False,
     ):
         self.urls = list(urls)
         for url in self.urls:
             if httpx.URL(url).scheme not in ("http", "https"):
-                raise ValueError(f"webhook URL {url!r} must start with http:// or https://")
+                raise ValueError(
+                    f"webhook URL {redact_url(url)!r} must start with http:// or https://"
+                )
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.secret = secret or None
+        if self.secret is not None:
+            secret_key(self.secret)  # a malformed whsec_ secret fails here, not per delivery
+        self.legacy_signature = legacy_signature
         if self.urls and self.secret is None:
             log.warning(
                 "webhooks are sent unsigned: set a webhook secret so receivers can verify them"
@@ -255,7 +400,7 @@ class WebhookSender:
             log.warning(
                 "webhook queue full; the oldest delivery is dropped",
                 queue_size=self.queue_size,
-                url=delivery.url,
+                url=redact_url(delivery.url),
                 event_id=delivery.event.get("id"),
             )
             self._gave_up(delivery, "dropped: the webhook queue was full", count_as="dropped")
@@ -344,7 +489,7 @@ class WebhookSender:
                     self._attempt(client, delivery)
                 except Exception:  # a bug here must not end deliveries for good
                     with contextlib.suppress(Exception):
-                        log.exception("webhook delivery crashed", url=delivery.url)
+                        log.exception("webhook delivery crashed", url=redact_url(delivery.url))
                     with contextlib.suppress(Exception):
                         self._gave_up(delivery, "internal error")
                 finally:
@@ -360,10 +505,14 @@ class WebhookSender:
             "X-Darkroom-Event": str(delivery.event.get("type", "")),
             "X-Darkroom-Delivery": delivery.delivery_id,
         }
-        if self.secret is not None:
-            headers[SIGNATURE_HEADER] = sign(self.secret, delivery.body, int(time.time()))
+        now = int(time.time())
+        # webhook-id is the event's: a receiver de-duplicates retries (and URLs) on it.
+        msg_id = str(delivery.event.get("id") or delivery.delivery_id)
+        headers.update(signature_headers(self.secret, msg_id, now, delivery.body))
+        if self.secret is not None and self.legacy_signature:
+            headers[LEGACY_SIGNATURE_HEADER] = sign_legacy(self.secret, delivery.body, now)
         bound = log.bind(
-            url=delivery.url,
+            url=redact_url(delivery.url),
             delivery=delivery.delivery_id,
             attempt=delivery.attempt,
             event_type=delivery.event.get("type"),
@@ -371,8 +520,8 @@ class WebhookSender:
         retry_after: float | None = None
         try:
             response = client.post(delivery.url, content=delivery.body, headers=headers)
-        except httpx.UnsupportedProtocol as exc:
-            self._gave_up(delivery, f"unsupported URL: {exc}")
+        except httpx.UnsupportedProtocol:
+            self._gave_up(delivery, f"unsupported URL: {redact_url(delivery.url)}")
             return
         except httpx.TransportError as exc:  # connection refused, timeouts, resets
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -405,7 +554,7 @@ class WebhookSender:
             self.failed += 1
             log.error(
                 "webhook not delivered",
-                url=delivery.url,
+                url=redact_url(delivery.url),
                 delivery=delivery.delivery_id,
                 event_id=delivery.event.get("id"),
                 reason=reason,

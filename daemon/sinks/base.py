@@ -2,8 +2,10 @@
 
 A sink writes whole objects atomically — a reader sees the old object or the new one, never a
 partial one — at paths relative to its root that were already checked by
-``daemon.rules.templates.safe_relpath``. Per plan, the manifest is written last: it is the
-commit marker that says every output it lists is in place.
+``daemon.rules.templates.safe_relpath``. Per plan, the manifest is written after the outputs,
+sheet and page: it is the commit marker that says every output it lists is in place. Shared
+objects (the manifest of a new round, the root index) are written with ``write_if``, a
+compare-and-swap on :meth:`Sink.version`, so two writers never silently undo each other.
 
 Optional hooks, each a no-op here so that callers call them directly: ``cleanup_temp`` (remove
 temp files a killed process left) and ``local_root`` (the folder on this machine, when there is
@@ -14,8 +16,11 @@ from __future__ import annotations
 
 import abc
 import builtins
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
+
+from daemon.errors import AlreadyCommitted, WriteConflict
 
 __all__ = ["Sink"]
 
@@ -52,10 +57,37 @@ class Sink(abc.ABC):
     def delete(self, path: str) -> None:
         """Remove an output (a withdrawn approval copy); missing is not an error."""
 
+    def version(self, path: str) -> str | None:
+        """A token that changes whenever the object at ``path`` does (S3: its ETag; here: the
+        sha256 of its bytes), or None when there is no object."""
+        if not self.exists(path):
+            return None
+        return '"' + hashlib.sha256(self.read(path)).hexdigest() + '"'
+
     @abc.abstractmethod
-    def write_manifest(self, path: str, data: bytes) -> str:
-        """Write the commit marker. A sink shared by several daemons refuses to replace a
-        manifest written by another (S3: IfNoneMatch) and raises AlreadyCommitted."""
+    def write_if(
+        self,
+        path: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        replacing: str | None,
+    ) -> str:
+        """Store ``data`` only if the object at ``path`` is still version ``replacing`` (from
+        :meth:`version`; None: only if there is none), atomically against other writers of
+        the sink (S3: IfMatch / IfNoneMatch; folders: a lock file). Raises WriteConflict when
+        another writer changed it first: read it again and decide again."""
+
+    def write_manifest(self, path: str, data: bytes, *, replacing: str | None = None) -> str:
+        """Write the commit marker over version ``replacing`` of the previous one (None: there
+        was none). A sink shared by several daemons raises AlreadyCommitted when another one
+        committed in between."""
+        try:
+            return self.write_if(path, data, "application/json", replacing=replacing)
+        except AlreadyCommitted:
+            raise
+        except WriteConflict as exc:
+            raise AlreadyCommitted(f"{exc}: another daemon committed this source") from None
 
     @abc.abstractmethod
     def list(self, prefix: str = "") -> builtins.list[str]:

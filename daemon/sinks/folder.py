@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import fcntl
 import os
 import tempfile
 import time
@@ -12,14 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from daemon import faults
-from daemon.errors import OutputError
+from daemon.errors import EnvironmentFault, OutputError, WriteConflict
 from daemon.rules.templates import safe_relpath
 from daemon.sinks.base import Sink
 
 if TYPE_CHECKING:
     from daemon.config.settings import FolderSinkConfig
 
-__all__ = ["FolderSink"]
+__all__ = ["LOCK_NAME", "FolderSink"]
+
+# Taken for every compare-and-swap (the root index); dot-named, so never listed or indexed.
+LOCK_NAME = ".darkroom.lock"
 
 
 class FolderSink(Sink):
@@ -39,9 +43,39 @@ class FolderSink(Sink):
     def local_root(self) -> Path:
         return self.root
 
-    def write_manifest(self, path: str, data: bytes) -> str:
-        # One daemon per state dir and per output folder: a plain atomic replace is right.
+    def write_manifest(self, path: str, data: bytes, *, replacing: str | None = None) -> str:
+        # One daemon per output folder (a folder sink is not shared between machines), and
+        # ``darkroom review`` may rewrite a manifest while a new round runs: a plain atomic
+        # replace is right here.
         return self.write(path, data, "application/json")
+
+    def write_if(
+        self,
+        path: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        replacing: str | None,
+    ) -> str:
+        """Compare-and-swap under an exclusive lock on ``.darkroom.lock`` in the sink root,
+        which every process writing this folder (daemons, ``darkroom review``) takes."""
+        lock_path = self.root / LOCK_NAME
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot lock {lock_path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = self.version(path)
+            if current != replacing:
+                raise WriteConflict(
+                    f"{self.location(path)} changed while it was being updated"
+                    f" (expected {replacing or 'none'}, found {current or 'none'})"
+                )
+            return self.write(path, data, content_type)
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def _target(self, path: str) -> Path:
         rel = safe_relpath(path)
@@ -84,8 +118,13 @@ class FolderSink(Sink):
             finally:
                 os.close(dir_fd)
         except OSError as exc:
-            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
-            raise OutputError(f"cannot write {target}: {exc.strerror}{hint}") from None
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                # Not the input's fault: the job is held and tried again once space is freed.
+                raise EnvironmentFault(
+                    f"cannot write {target}: {exc.strerror}",
+                    hint="the disk or quota is full; free space under the sink's root",
+                ) from None
+            raise OutputError(f"cannot write {target}: {exc.strerror}") from None
         return str(target)
 
     def read(self, path: str) -> bytes:

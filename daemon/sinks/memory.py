@@ -6,7 +6,7 @@ import builtins
 import threading
 from collections.abc import Mapping
 
-from daemon.errors import OutputError
+from daemon.errors import OutputError, WriteConflict
 from daemon.rules.templates import safe_relpath
 from daemon.sinks.base import Sink
 
@@ -21,6 +21,7 @@ class MemorySink(Sink):
         self.objects: dict[str, bytes] = {}
         self.writes: list[str] = []  # in commit order, to check that manifests come last
         self._lock = threading.Lock()
+        self._cas_lock = threading.Lock()
 
     def write(
         self,
@@ -35,8 +36,20 @@ class MemorySink(Sink):
             self.writes.append(rel)
         return self.location(rel)
 
-    def write_manifest(self, path: str, data: bytes) -> str:
-        return self.write(path, data, "application/json")
+    def write_if(
+        self,
+        path: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        replacing: str | None,
+    ) -> str:
+        """Compare-and-swap, like S3's conditional PutObject."""
+        with self._cas_lock:
+            current = self.version(path)
+            if current != replacing:
+                raise WriteConflict(f"{self.location(path)} changed (found {current or 'none'})")
+            return self.write(path, data, content_type)
 
     def read(self, path: str) -> bytes:
         try:

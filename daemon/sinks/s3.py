@@ -4,9 +4,12 @@
   temp-name-then-rename. Objects of ``multipart_threshold`` bytes or more (videos) go up as a
   multipart upload through boto3's transfer manager; S3 makes the object visible only when the
   upload completes, so that is atomic too.
-- ``write_manifest`` is ``PutObject(IfNoneMatch="*")``: the first daemon to commit a source
-  wins and every later one gets ``AlreadyCommitted`` (412 PreconditionFailed, or 409
-  ConditionalRequestConflict when two writes race), which the runner counts as success.
+- ``write_manifest`` is a conditional PutObject on the manifest it replaces: ``IfNoneMatch="*"``
+  for a first round, ``IfMatch=<ETag>`` (read when the previous round was archived) for a new
+  round of the same input. The first daemon to commit a round wins and every later one gets
+  ``AlreadyCommitted`` (412 PreconditionFailed, or 409 ConditionalRequestConflict when two
+  writes race), which the runner counts as success. ``write_if`` is the same
+  compare-and-swap for any object (the root index).
 - Variants, sheets and pages are plain PutObjects. With deterministic models two daemons write
   the same bytes and the last writer changes nothing; where output differs between machines
   (GPU kernels), a slower daemon can overwrite a variant *after* the winner's manifest listed
@@ -26,7 +29,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from daemon import aws
-from daemon.errors import AlreadyCommitted, OutputError
+from daemon.errors import AlreadyCommitted, OutputError, WriteConflict
 from daemon.rules.templates import safe_relpath
 from daemon.sinks.base import Sink
 
@@ -154,28 +157,61 @@ class S3Sink(Sink):
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
         return where
 
-    def write_manifest(self, path: str, data: bytes) -> str:
-        """The commit marker, written only if absent; AlreadyCommitted when another daemon won."""
+    def version(self, path: str) -> str | None:
+        """The object's ETag, or None when there is none."""
+        key = self._key(path)
+        try:
+            etag: str = self.client.head_object(Bucket=self.bucket, Key=key)["ETag"]
+        except aws._botocore_errors() as exc:
+            if aws.is_not_found(exc):
+                return None
+            raise aws.translate(
+                exc, self._where(key), action="look up", error=OutputError
+            ) from None
+        return etag
+
+    def write_if(
+        self,
+        path: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        replacing: str | None,
+    ) -> str:
+        """PutObject with IfMatch=``replacing`` (IfNoneMatch="*" when None); WriteConflict on
+        412 PreconditionFailed or 409 ConditionalRequestConflict (two writes racing)."""
         key = self._key(path)
         where = self._where(key)
+        condition = {"IfNoneMatch": "*"} if replacing is None else {"IfMatch": replacing}
+        ctype = content_type if content_type not in _GENERIC else content_type_for(path)
         try:
             self.client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=data,
-                ContentType="application/json",
-                IfNoneMatch="*",
+                Bucket=self.bucket, Key=key, Body=data, ContentType=ctype, **condition
             )
         except aws._botocore_errors() as exc:
             if (
                 aws.is_precondition_failed(exc)
                 or aws.error_code(exc) == "ConditionalRequestConflict"
+                or (replacing is not None and aws.error_code(exc) == "NoSuchKey")  # deleted
             ):
-                raise AlreadyCommitted(
-                    f"{where} exists already: another daemon committed this source"
+                raise WriteConflict(
+                    f"{where} changed while it was being updated"
+                    f" (expected {replacing or 'no object'})"
                 ) from None
             raise aws.translate(exc, where, action="write", error=OutputError) from None
         return where
+
+    def write_manifest(self, path: str, data: bytes, *, replacing: str | None = None) -> str:
+        """The commit marker, written only over the manifest it replaces (``replacing``, its
+        ETag when the previous round was archived; None: only if absent). AlreadyCommitted
+        when another daemon committed in between."""
+        try:
+            return self.write_if(path, data, "application/json", replacing=replacing)
+        except WriteConflict:
+            raise AlreadyCommitted(
+                f"{self._where(self._key(path))} exists already or changed:"
+                " another daemon committed this source"
+            ) from None
 
     def read(self, path: str) -> bytes:
         key = self._key(path)

@@ -14,6 +14,9 @@ callers call them directly:
 - ``move(key, target)``: a rule's ``on_success: move``; False means "this source cannot move".
 - ``quarantine(key, record, folder)``: put a failed input (or its reason record) aside;
   None means "nothing was put anywhere".
+- ``upload_verdict(key, sha256, truncated=...)``: whether bytes that failed to decode may be
+  an upload still in progress (:mod:`daemon.sources.uploads`); objects that appear whole
+  (S3) are always settled.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from daemon.sources.uploads import UploadVerdict
 from daemon.types import Arrival
 
 __all__ = ["Emit", "Known", "PeriodicTask", "Source"]
@@ -90,3 +94,9 @@ class Source(abc.ABC):
         ``output.quarantine`` (else the source's own default). Returns where it went, or None
         when this source keeps no quarantine. Raises InputError when it could not."""
         return None
+
+    def upload_verdict(self, key: str, sha256: str, *, truncated: bool) -> UploadVerdict:
+        """Called when the bytes ``sha256`` of ``key`` failed to decode, before they are
+        quarantined: ``waiting`` while they may still be arriving, ``changed`` when a newer
+        version replaced them. Sources whose objects appear whole say ``settled``."""
+        return UploadVerdict.settled()

@@ -123,7 +123,7 @@ def test_two_models_share_the_device_and_swap_only_under_a_budget(report: dict) 
 def test_the_oom_path_retries_with_batch_one(report: dict) -> None:
     oom = report["sections"]["sharing"]["oom"]
     assert oom["status"] == "ok", oom
-    assert oom["oom_retries"][0]["next"] == "max_batch=1"
+    assert oom["oom_retries"][0]["max_batch"] == 1  # the pool's first rung: one at a time
     failed, retried = oom["attempts"][0], oom["attempts"][-1]
     assert "out of memory" in failed["error"] and failed["options"]["max_batch"] == 8
     assert retried["error"] is None and retried["options"]["max_batch"] == 1

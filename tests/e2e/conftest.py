@@ -105,7 +105,7 @@ def daemon_factory(tmp_path: Path, model_cache: Path) -> Iterator[Callable[..., 
             rules_dir: rules
             model_cache: {model_cache}
             sources:
-              drop: {{type: folder, path: drop, quiet_period: {quiet_period}, rescan_interval: 5}}
+              drop: {{type: folder, path: drop, quiet_period: {quiet_period}, rescan_interval: 5, truncated_grace: 1}}
             sinks:
               out: {{type: folder, path: out}}
             worker: {{device: cpu, threads: 2, stop_timeout: 20}}

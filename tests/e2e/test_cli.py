@@ -109,17 +109,17 @@ def test_process_runs_a_chain_once_and_is_idempotent(tmp_path):
     first = darkroom("process", "--config", str(config), str(photo), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "done" in first.stdout and "jobs" in first.stderr  # progress bar
-    m = json.loads((tmp_path / "out" / "look" / "cat" / "manifest.json").read_text())
+    m = json.loads((tmp_path / "out" / "look" / "cat.png" / "manifest.json").read_text())
     assert [s["name"] for s in m["steps"]] == ["explore", "again"]
     assert len(m["steps"][0]["outputs"]) == 3
     # The second step ran once per output of the first: 3 inputs x 1 variant.
     again = m["steps"][1]["outputs"]
     assert [o["input"] for o in again] == [o["path"] for o in m["steps"][0]["outputs"]]
     assert all(Image.open(tmp_path / "out" / o["path"]).size == (64, 64) for o in again)
-    mtime = (tmp_path / "out" / "look" / "cat" / "manifest.json").stat().st_mtime_ns
+    mtime = (tmp_path / "out" / "look" / "cat.png" / "manifest.json").stat().st_mtime_ns
     second = darkroom("process", "--config", str(config), str(photo), cwd=tmp_path)
     assert second.returncode == 0
-    assert (tmp_path / "out" / "look" / "cat" / "manifest.json").stat().st_mtime_ns == mtime
+    assert (tmp_path / "out" / "look" / "cat.png" / "manifest.json").stat().st_mtime_ns == mtime
 
 
 def test_process_reports_a_bad_file_and_exits_nonzero(tmp_path):
@@ -137,8 +137,8 @@ def test_models_lists_profiles_and_where_their_weights_are(tmp_path, model_cache
     build_random_model("sd-tiny", model_cache)
     config = setup(tmp_path, RULE, model_cache)
     result = darkroom(
-        "models", "--config", str(config), cwd=tmp_path
-    )  # HOME=tmp_path: an empty HF cache
+        "models", "--all", "--config", str(config), cwd=tmp_path
+    )  # HOME=tmp_path: an empty HF cache; --all: the tiny twins too
     assert result.returncode == 0
     lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
     assert (
@@ -149,3 +149,4 @@ def test_models_lists_profiles_and_where_their_weights_are(tmp_path, model_cache
     assert "built on first use" in lines["tiny-svd"] or lines["tiny-svd"].rstrip().endswith("built")
     assert "hosted (GEMINI_API_KEY NOT set)" in lines["nano-banana"]
     assert "no weights needed" in lines["square-1080"]
+    assert "flux-1-dev-non-commercial-license" in lines["kontext"] and "yes" in lines["kontext"]

@@ -68,7 +68,7 @@ def test_every_task_runs_in_the_daemon(daemon_factory, tmp_path: Path) -> None:
     mask.save(drop / "room.mask.png")  # the mask first: the image's arrival plans the job
     make_image(drop / "room.png", color=(90, 140, 200))
 
-    manifest_path = out / "every-task" / "room" / "manifest.json"
+    manifest_path = out / "every-task" / "room.png" / "manifest.json"
 
     def finished() -> dict | None:
         if not manifest_path.exists():

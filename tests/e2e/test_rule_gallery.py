@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
@@ -89,10 +89,15 @@ def test_every_example_runs_end_to_end(gallery, tmp_path):
     }
 
     def manifests():
-        found = {
-            p.parent.relative_to(out).as_posix(): json.loads(p.read_text())
-            for p in out.glob("*/*/manifest.json")
-        }
+        # Keyed "rule/stem": where each rule puts its folder is its own business (the default
+        # is {rule}/{dir}/{stem}.{ext}; some examples name theirs).
+        found = {}
+        for path in out.glob("**/manifest.json"):
+            if "rounds" in path.relative_to(out).parts:
+                continue
+            manifest = json.loads(path.read_text())
+            stem = PurePosixPath(manifest["source"]["key"]).stem
+            found[f"{manifest['rule']['name']}/{stem}"] = manifest
         return found if expected <= set(found) else None
 
     found = wait_for(manifests, 600, "a manifest from every example rule")

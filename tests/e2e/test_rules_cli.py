@@ -72,7 +72,7 @@ def test_match_explains_matches_misses_and_the_plan(tmp_path):
     assert "sub/vase.png from source 'drop': png, 64x48, landscape" in out
     assert "+ look: matches" in out
     assert "prompt: vase, calm mood" in out
-    assert "look/vase/explore-0.png, look/vase/explore-1.png" in out
+    assert "look/sub/vase.png/explore-0.png, look/sub/vase.png/explore-1.png" in out
     assert "- jpegs: no — sub/vase.png matches none of include ['*.jpg']" in out
 
     small = make_image(tmp_path / "drop" / "tiny.png", (32, 32))

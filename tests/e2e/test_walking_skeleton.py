@@ -50,7 +50,8 @@ def write_slowly(src: Path, dst: Path, chunks: int = 8, pause: float = 0.3) -> N
 
 
 def manifest(out: Path, stem: str) -> dict | None:
-    path = out / "explore" / stem / "manifest.json"
+    # The default output folder is {rule}/{dir}/{stem}.{source_ext}.
+    path = next(iter(out.glob(f"explore/{stem}.*/manifest.json")), out / "missing")
     return json.loads(path.read_text()) if path.exists() else None
 
 

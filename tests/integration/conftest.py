@@ -40,7 +40,7 @@ class Harness:
             model_cache: {self.model_cache}
             rules_reload_interval: 0.2
             sources:
-              drop: {{path: drop, quiet_period: 0.2, rescan_interval: 2}}
+              drop: {{path: drop, quiet_period: 0.2, rescan_interval: 2, truncated_grace: 0.5}}
             sinks:
               out: {{path: out}}
             worker: {{device: cpu, stop_timeout: 10}}
@@ -60,11 +60,14 @@ class Harness:
             self.app.stop()
 
     def manifest(self, rule: str, stem: str, timeout: float = 20, where: str | None = None) -> dict:
+        # The default folder is {rule}/{dir}/{stem}.{source_ext}; rules here may set {rule}/{stem}.
         path = self.out / (where or f"{rule}/{stem}/manifest.json")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if path.exists():
-                return json.loads(path.read_text())
+            found = [path] if path.exists() or where else []
+            found += sorted(self.out.glob(f"{rule}/**/{stem}.*/manifest.json"))
+            if found and found[0].exists():
+                return json.loads(found[0].read_text())
             time.sleep(0.05)
         raise AssertionError(f"no manifest at {path} after {timeout} s")
 

@@ -119,10 +119,10 @@ def test_compare_step_runs_each_model_and_pick_feeds_the_next_step(harness):
     ]
     explore_paths = [o["path"] for s in m["steps"][:2] for o in s["outputs"]]
     assert explore_paths == [
-        "r/lamp/explore-stub-0.png",
-        "r/lamp/explore-stub-1.png",
-        "r/lamp/explore-stub-b-0.png",
-        "r/lamp/explore-stub-b-1.png",
+        "r/lamp.png/explore-stub-0.png",
+        "r/lamp.png/explore-stub-1.png",
+        "r/lamp.png/explore-stub-b-0.png",
+        "r/lamp.png/explore-stub-b-1.png",
     ]
     refine = m["steps"][2]["outputs"]
     assert [o["input"] for o in refine] == explore_paths[1:3]

@@ -79,14 +79,14 @@ def test_a_batched_run_gives_the_same_images_as_single_runs(harness):
     assert single.drain() == 4
     for i, c in enumerate(colors):
         for v, seed in enumerate((11, 12)):
-            path = f"r/{i}/one-{v}.png"
+            path = f"r/r/{i}.png/one-{v}.png"
             assert batched.sink.objects[path] == single.sink.objects[path]
             pixel = Image.open(__import__("io").BytesIO(batched.sink.objects[path])).getpixel(
                 (0, 0)
             )
             want = tuple((a + b) // 2 for a, b in zip(c, seed_colour(seed), strict=True))
             assert all(abs(p - w) <= 1 for p, w in zip(pixel, want, strict=True))
-        manifest = json.loads(batched.sink.objects[f"r/{i}/manifest.json"])
+        manifest = json.loads(batched.sink.objects[f"r/r/{i}.png/manifest.json"])
         assert [o["seed"] for o in manifest["steps"][0]["outputs"]] == [11, 12]
         assert manifest["status"] == "done"
 

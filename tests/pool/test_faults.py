@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from backends.base import ModelSpec, Request
+from backends.runtime import placement
 from daemon.errors import JobError, OutOfMemory
 from daemon.execution.pool import WorkerPool
 from daemon.hooks import Hooks
@@ -34,8 +35,8 @@ def test_a_worker_death_once_is_retried_and_the_job_completes_exactly_once(harne
     assert marker.exists()
     job = h.ledger.jobs()[0]
     assert job.state is JobState.DONE and job.attempts == 2
-    assert h.sink.writes.count("r/dog/one-0.png") == 1
-    assert json.loads(h.sink.objects["r/dog/manifest.json"])["status"] == "done"
+    assert h.sink.writes.count("r/r/dog.png/one-0.png") == 1
+    assert json.loads(h.sink.objects["r/r/dog.png/manifest.json"])["status"] == "done"
 
 
 def test_repeated_crashes_end_failed_after_max_attempts(harness):
@@ -84,8 +85,8 @@ def test_each_fault_once_still_completes_every_job_exactly_once(harness, tmp_pat
     # out-of-memory is retried inside the pool, without costing an attempt.
     assert max(j.attempts for j in jobs) == attempts
     for i in range(3):
-        assert h.sink.writes.count(f"r/{i}/one-0.png") == 1
-        assert json.loads(h.sink.objects[f"r/{i}/manifest.json"])["status"] == "done"
+        assert h.sink.writes.count(f"r/r/{i}.png/one-0.png") == 1
+        assert json.loads(h.sink.objects[f"r/r/{i}.png/manifest.json"])["status"] == "done"
     restarts = h.runner.pool.restarts
     assert restarts == (0 if mode == "oom" else 1)
 
@@ -117,7 +118,10 @@ def test_out_of_memory_halves_a_batch_then_each_job_completes(harness):
     assert h.runner.pool.calls == 2  # two halves, after the failed call of four
 
 
-def test_out_of_memory_on_a_single_job_retries_with_cpu_offload(tmp_path):
+def test_out_of_memory_on_a_single_job_walks_the_offload_ladder(tmp_path, monkeypatch):
+    # The pool computes the ladder (placement.oom_ladder) in this process: let it offload on
+    # this CPU-only machine, as it would on a GPU.
+    monkeypatch.setattr(placement, "OFFLOAD_ON_CPU", True)
     pool = WorkerPool("cpu", 0, tmp_path, job_timeout=20)
     pool.start()
     try:
@@ -129,10 +133,17 @@ def test_out_of_memory_on_a_single_job_retries_with_cpu_offload(tmp_path):
         )
         result = pool.run(ModelSpec("stub", "stub"), request)
         assert len(result.images) == 1 and pool.restarts == 0
-        assert any(s.option("cpu_offload") for w in pool.workers for s in w.loaded)
+        # max_batch 1 did not help; model offload (the first rung, an accepted value) did.
+        held = [s for w in pool.workers for s in w.loaded]
+        assert [s.option("cpu_offload") for s in held] == ["model"]
+        # The next job of that model starts where the last one succeeded: no new failure, so
+        # nothing is unloaded and built again on the way down the ladder.
+        loads, evictions = pool.loads, pool.evictions
+        pool.run(ModelSpec("stub", "stub"), request)
+        assert (pool.loads, pool.evictions) == (loads, evictions)
         with pytest.raises(OutOfMemory):
             pool.run(
-                ModelSpec("stub", "stub"),
+                ModelSpec("stub", "stub-2"),
                 Request([Image.new("RGB", (8, 8))], "p", [1], params={"stub_fail": "oom"}),
             )
     finally:

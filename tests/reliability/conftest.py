@@ -251,7 +251,7 @@ def darkroom(tmp_path: Path, model_cache: Path) -> Iterator[Callable[..., Daemon
             sinks:
               out: {{type: folder, path: out}}
             worker: {{device: cpu, threads: 1, stop_timeout: {stop_timeout}}}
-            jobs: {{max_attempts: {max_attempts}, retry_backoff: {retry_backoff}}}
+            jobs: {{max_attempts: {max_attempts}, retry_backoff: {retry_backoff}, hold_backoff: 0.2, hold_backoff_max: 1}}
             digest: {{enabled: false}}
             log: {{format: json}}
             """)
@@ -309,6 +309,7 @@ class Harness:
         max_attempts: int = 3,
         retry_backoff: float = 0.1,
         extra: str = "",
+        source_extra: str = "",
         sources: dict[str, Any] | None = None,
         source_factory: Callable[[Any], dict[str, Any]] | None = None,
     ) -> Any:
@@ -323,11 +324,11 @@ class Harness:
             model_cache: {self.model_cache}
             rules_reload_interval: 0.2
             sources:
-              drop: {{path: drop, quiet_period: {quiet_period}, rescan_interval: {rescan_interval}, quarantine: quarantine}}
+              drop: {{path: drop, quiet_period: {quiet_period}, rescan_interval: {rescan_interval}, quarantine: quarantine{source_extra}}}
             sinks:
               out: {{path: out}}
             worker: {{device: cpu, threads: 1, stop_timeout: 10}}
-            jobs: {{max_attempts: {max_attempts}, retry_backoff: {retry_backoff}}}
+            jobs: {{max_attempts: {max_attempts}, retry_backoff: {retry_backoff}, hold_backoff: 0.2, hold_backoff_max: 1}}
             digest: {{enabled: false}}
             """)
             + textwrap.dedent(extra)

@@ -45,7 +45,7 @@ def test_large_file_copied_slowly_is_processed_once_when_complete(harness):
     plans = harness.ledger.plans("big.png")
     assert len(plans) == 1
     assert plans[0]["sha256"] == hashlib.sha256(data).hexdigest(), "a partial file was processed"
-    check_output_set(harness.out, harness.state, "r/big", "big.png")
+    check_output_set(harness.out, harness.state, "r/big.png", "big.png")
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_temp_name_then_rename_is_processed_once_under_the_final_name(
     time.sleep(0.5)
     os.rename(harness.drop / temp, harness.drop / final)
     harness.wait(lambda: harness.settled(final), 20, f"{final} to be done")
-    check_output_set(harness.out, harness.state, f"r/{final[:-4]}", final)
+    check_output_set(harness.out, harness.state, f"r/{final}", final)
     assert harness.ledger.plans(temp) == [] and harness.ledger.seen(temp) is None
     assert len(harness.ledger.rows("SELECT * FROM plans")) == 1
 
@@ -176,6 +176,9 @@ def test_events_lost_by_the_watch_are_recovered_by_the_rescan(harness):
 
 
 BURST = 10_000
+# Seconds to wait for every plan: far above the expected few seconds, so that a loaded machine
+# fails on a lost or doubled file, never on speed.
+BURST_PATIENCE = 900
 
 
 @pytest.mark.slow
@@ -184,7 +187,11 @@ def test_burst_of_10000_small_files_each_enqueued_once_with_bounded_memory(
 ):
     """Scenario 4: 10,000 distinct small PNGs written as fast as possible. Every one gets
     exactly one plan; the main process's peak RSS stays bounded. inotify (default 16384
-    queued events, 3+ per file) may overflow: the 2 s rescan recovers what it drops."""
+    queued events, 3+ per file) may overflow: the 2 s rescan recovers what it drops.
+
+    Counts and exactly-once only: the wait is generous (a shared 2-core machine can be ten
+    times slower than a quiet one) and the speed is bench/burst_bench.py's to measure
+    (issue 16: a few seconds on a quiet machine, grouped ledger writes)."""
     daemon = darkroom(
         """\
         name: r
@@ -221,12 +228,14 @@ def test_burst_of_10000_small_files_each_enqueued_once_with_bounded_memory(
         peak[0] = max(peak[0], vm_hwm_kib(daemon.pid))
         return ledger.count("SELECT COUNT(*) FROM plans") >= BURST
 
-    wait_for(all_planned, 150, "10,000 plans in the ledger")
+    wait_for(all_planned, BURST_PATIENCE, "10,000 plans in the ledger")
     enqueue = time.monotonic() - started
     peak[0] = max(peak[0], vm_hwm_kib(daemon.pid))
     assert ledger.count("SELECT COUNT(*) FROM plans") == BURST
     assert ledger.count("SELECT COUNT(DISTINCT key) FROM plans") == BURST
     assert ledger.count("SELECT COUNT(*) FROM seen") == BURST
+    # Plans are committed before their "queued" lines are written: wait for the log too.
+    wait_for(lambda: len(daemon.events("queued")) >= BURST, 120, "a queued line per file")
     queued = [e for e in daemon.events("queued")]
     assert len(queued) == BURST and len({e["key"] for e in queued}) == BURST, (
         "a file was enqueued twice"

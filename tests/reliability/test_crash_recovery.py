@@ -25,11 +25,11 @@ output: {sink: out}
 
 
 def manifest_done(out, stem: str) -> bool:
-    return (out / "r" / stem / "manifest.json").exists()
+    return (out / "r" / f"{stem}.png" / "manifest.json").exists()
 
 
 # Every crash point the daemon has (daemon/faults.py), in pipeline order.
-FAULT_POINTS = ["after-read", "after-temp-write", "after-outputs", "after-manifest"]
+FAULT_POINTS = ["after-read", "after-temp-write", "after-outputs", "after-page", "after-manifest"]
 
 
 @pytest.mark.parametrize("point", FAULT_POINTS)
@@ -43,14 +43,17 @@ def test_kill9_at_each_stage_then_restart_converges(tmp_path, darkroom, point):
     ledger = LedgerView(tmp_path / "state")
     # Whatever the crash left: nothing is done without its outputs.
     for job in ledger.jobs("photo.png"):
-        assert job["state"] != "done" or point in ("after-manifest",), dict(job)
+        assert job["state"] != "done" or point in ("after-page", "after-manifest"), dict(job)
+    folder = tmp_path / "out" / "r" / "photo.png"
+    # The page is written before the manifest: a committed manifest always has its page.
+    assert not (folder / "manifest.json").exists() or (folder / "index.html").exists()
     if point == "after-temp-write":
         assert temp_files(tmp_path / "out"), "the crash should have left a temp file behind"
 
     daemon.start()  # no fault: converge without manual steps
     wait_for(lambda: ledger.outcome("photo.png") == "done", 30, "the plan to be done after restart")
-    check_output_set(tmp_path / "out", tmp_path / "state", "r/photo", "photo.png")
-    assert daemon.events("job done") or point == "after-manifest"
+    check_output_set(tmp_path / "out", tmp_path / "state", "r/photo.png", "photo.png")
+    assert daemon.events("job done") or point in ("after-page", "after-manifest")
     if point == "after-temp-write":
         assert daemon.events("removed temp files left by an earlier crash")
     # Effectively once: the restart did not process it a second time after it was done.
@@ -71,12 +74,12 @@ def test_kill9_mid_inference_then_restart_converges(tmp_path, darkroom):
     ledger = LedgerView(tmp_path / "state")
     jobs = ledger.jobs("photo.png")
     assert [j["state"] for j in jobs] == ["running"], [dict(j) for j in jobs]
-    assert not (tmp_path / "out" / "r" / "photo" / "manifest.json").exists()
+    assert not (tmp_path / "out" / "r" / "photo.png" / "manifest.json").exists()
 
     daemon.start()
     assert daemon.events("work that was running when the daemon stopped is queued again")
     wait_for(lambda: ledger.outcome("photo.png") == "done", 30, "the plan to be done after restart")
-    check_output_set(tmp_path / "out", tmp_path / "state", "r/photo", "photo.png")
+    check_output_set(tmp_path / "out", tmp_path / "state", "r/photo.png", "photo.png")
     [job] = ledger.jobs("photo.png")
     assert job["attempts"] == 2  # the killed attempt counts: a poison input cannot loop forever
     assert daemon.stop(30) == 0
@@ -87,6 +90,8 @@ def test_worker_exits_soon_after_the_main_process_is_killed(tmp_path, darkroom):
     more than a few seconds (it would keep a GPU busy and beside the next daemon's worker)."""
     daemon = darkroom(SLOW_RULE.replace("SLEEP", "30"))
     daemon.start()
+    # The daemon is ready before its worker has started (models load after READY).
+    wait_for(lambda: daemon.worker_pids(), 60, "the worker to start")
     [worker] = daemon.worker_pids()
     make_image(tmp_path / "drop" / "photo.png")
     wait_for(lambda: daemon.events("job started"), 20, "the job to start")
@@ -138,7 +143,7 @@ def test_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path, darkroom
     make_image(tmp_path / "drop" / "after.png")
     ledger = LedgerView(tmp_path / "state")
     wait_for(lambda: ledger.outcome("after.png") == "done", 20, "the first daemon to keep working")
-    check_output_set(tmp_path / "out", tmp_path / "state", "r/after", "after.png")
+    check_output_set(tmp_path / "out", tmp_path / "state", "r/after.png", "after.png")
     assert first.stop(30) == 0
 
 
@@ -157,7 +162,7 @@ def test_sigterm_during_a_long_job_lets_it_finish_and_exits_0(tmp_path, darkroom
     ledger = LedgerView(tmp_path / "state")
     first = daemon.events("job started")[0]["key"]
     assert ledger.outcome(first) == "done"
-    check_output_set(tmp_path / "out", tmp_path / "state", f"r/{first[:-4]}", first)
+    check_output_set(tmp_path / "out", tmp_path / "state", f"r/{first}", first)
     other = "next.png" if first == "photo.png" else "photo.png"
     assert {j["state"] for j in ledger.jobs(other)} <= {"queued"}  # left queued (or not yet seen)
     assert not temp_files(tmp_path / "out")
@@ -179,6 +184,6 @@ def test_sigterm_when_the_job_outlasts_stop_timeout_requeues_it(tmp_path, darkro
     ledger = LedgerView(tmp_path / "state")
     [job] = ledger.jobs("photo.png")
     assert job["state"] == "queued" and job["attempts"] == 0, dict(job)
-    assert not (tmp_path / "out" / "r" / "photo" / "manifest.json").exists()
+    assert not (tmp_path / "out" / "r" / "photo.png" / "manifest.json").exists()
     assert not temp_files(tmp_path / "out")
     assert took < stop_timeout + 5, f"SIGTERM took {took:.1f} s with stop_timeout {stop_timeout} s"

@@ -19,7 +19,7 @@ output: {sink: out}
 
 def prompt_of(harness, stem: str) -> str:
     path = harness.wait(
-        lambda: (p := harness.out / "r" / stem / "manifest.json").exists() and p, 20, stem
+        lambda: (p := harness.out / "r" / f"{stem}.png" / "manifest.json").exists() and p, 20, stem
     )
     return json.loads(path.read_text())["steps"][0]["prompt"]
 

@@ -9,7 +9,7 @@ import pytest
 
 from daemon import aws
 from daemon.config.settings import S3SinkConfig
-from daemon.errors import AlreadyCommitted, InputError, OutputError
+from daemon.errors import AlreadyCommitted, EnvironmentFault, InputError, OutputError
 from daemon.sinks import build_sink
 from daemon.sinks.s3 import S3Sink, content_type_for
 
@@ -102,10 +102,13 @@ def test_manifest_is_written_once(s3, bucket, sink):
 
 
 def test_write_errors_name_the_bucket_and_key(moto_endpoint):
+    # A missing bucket is the environment's fault, not the input's: the job is held.
     sink = S3Sink("x", "no-such-bucket-for-sink", endpoint_url=moto_endpoint, region="us-east-1")
-    with pytest.raises(OutputError, match="s3://no-such-bucket-for-sink/a.png.*no such bucket"):
+    with pytest.raises(
+        EnvironmentFault, match="s3://no-such-bucket-for-sink/a.png.*no such bucket"
+    ):
         sink.write("a.png", b"x", "image/png")
-    with pytest.raises(OutputError, match="s3://no-such-bucket-for-sink/m.json"):
+    with pytest.raises(EnvironmentFault, match="s3://no-such-bucket-for-sink/m.json"):
         sink.write_manifest("m.json", b"{}")
 
 
@@ -131,7 +134,7 @@ def test_translate_classifies_errors():
     down = aws.translate(
         EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), where, error=OutputError
     )
-    assert isinstance(down, OutputError) and down.retryable
+    assert isinstance(down, EnvironmentFault)  # an unreachable sink holds the job
     creds = aws.translate(NoCredentialsError(), where, action="list")
     assert "no AWS credentials" in str(creds) and "AWS_SECRET_ACCESS_KEY=" not in str(creds)
     changed = aws.translate(client_error("PreconditionFailed", 412), where)

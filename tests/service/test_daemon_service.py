@@ -118,7 +118,9 @@ def test_sigterm_lets_the_running_job_finish(daemon_factory, tmp_path):
     started = time.monotonic()
     assert daemon.stop() == 0
     assert time.monotonic() - started < 15
-    assert daemon.events("job done") and (tmp_path / "out" / "r" / "a" / "manifest.json").exists()
+    assert (
+        daemon.events("job done") and (tmp_path / "out" / "r" / "a.png" / "manifest.json").exists()
+    )
 
 
 def test_sigterm_past_the_deadline_queues_the_job_again(daemon_factory, tmp_path):
@@ -132,7 +134,7 @@ def test_sigterm_past_the_deadline_queues_the_job_again(daemon_factory, tmp_path
     assert daemon.stop() == 0
     assert time.monotonic() - started < 15
     assert daemon.events("job put back for the next start")
-    assert not (tmp_path / "out" / "r" / "a" / "manifest.json").exists()
+    assert not (tmp_path / "out" / "r" / "a.png" / "manifest.json").exists()
     (tmp_path / "rules" / "rule.yaml").write_text(
         RULE.replace("SLEEP", "0")
     )  # the same job, quick now
@@ -158,7 +160,7 @@ def test_sighup_reloads_a_valid_config_and_keeps_running_on_an_invalid_one(
     daemon.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: daemon.events("config and rules reloaded"), 15, "the reload")
     make_image(tmp_path / "drop" / "b.png")
-    manifest = tmp_path / "out" / "r" / "b" / "manifest.json"
+    manifest = tmp_path / "out" / "r" / "b.png" / "manifest.json"
     wait_for(manifest.exists, 20, "b's manifest")
     assert json.loads(manifest.read_text())["rule"]["prompt"] == "second b"
 
@@ -173,7 +175,7 @@ def test_sighup_reloads_a_valid_config_and_keeps_running_on_an_invalid_one(
     assert "not_a_key" in refused and "darkroom.yaml:" in refused
     make_image(tmp_path / "drop" / "c.png", color=(9, 9, 9))
     wait_for(
-        (tmp_path / "out" / "r" / "c" / "manifest.json").exists,
+        (tmp_path / "out" / "r" / "c.png" / "manifest.json").exists,
         20,
         "c's manifest under the old config",
     )
@@ -216,7 +218,7 @@ def test_metrics_health_and_a_signed_webhook(daemon_factory, tmp_path):
         make_image(tmp_path / "drop" / "a.png")
         wait_for(lambda: len(received) >= 2, 30, "the webhook to be retried and delivered")
         headers, body = received[-1]
-        assert verify("s3cret", headers["X-Darkroom-Signature"], body)
+        assert verify("s3cret", dict(headers), body)  # Standard Webhooks headers
         event = json.loads(body)
         assert event["type"] == "source.done" and event["rule"] == "r" and event["status"] == "done"
         metrics = urllib.request.urlopen(url + "/metrics").read().decode()

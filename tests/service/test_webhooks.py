@@ -11,7 +11,14 @@ import pytest
 
 from daemon import __version__
 from daemon.outputs.manifest import Manifest
-from daemon.service.webhooks import WebhookSender, event_from_manifest, sign, verify
+from daemon.service.webhooks import (
+    WebhookSender,
+    event_from_manifest,
+    sign,
+    sign_legacy,
+    verify,
+    verify_legacy,
+)
 
 from .conftest import closed_port
 
@@ -72,18 +79,17 @@ def test_delivery_is_signed(receiver, make_sender):
     uuid.UUID(body["id"])
     assert body["created_at"].endswith("Z")
 
-    signature = headers["x-darkroom-signature"]
-    assert signature.startswith("t=") and ",v1=" in signature
-    assert verify(SECRET, signature, request.body)
-    assert verify(SECRET.encode(), signature, request.body.decode())
-    assert not verify("another secret", signature, request.body)
-    assert not verify(SECRET, signature, request.body.replace(b"a.jpg", b"b.jpg"))  # tampered
-    t = int(signature.split(",")[0][2:])
-    assert not verify(SECRET, signature, request.body, now=t + 301)  # too old: a replay
-    assert verify(SECRET, signature, request.body, now=t + 299)
-    assert not verify(SECRET, None, request.body)
-    assert not verify(SECRET, "v1=abc", request.body)
-    assert not verify(SECRET, "t=abc,v1=abc", request.body)
+    assert headers["webhook-id"] == body["id"] and headers["webhook-signature"].startswith("v1,")
+    assert "x-darkroom-signature" not in headers  # the old header only with legacy_signature
+    assert verify(SECRET, headers, request.body)
+    assert verify(SECRET.encode(), headers, request.body.decode())
+    assert not verify("another secret", headers, request.body)
+    assert not verify(SECRET, headers, request.body.replace(b"a.jpg", b"b.jpg"))  # tampered
+    t = int(headers["webhook-timestamp"])
+    assert not verify(SECRET, headers, request.body, now=t + 301)  # too old: a replay
+    assert verify(SECRET, headers, request.body, now=t + 299)
+    assert not verify(SECRET, {}, request.body)
+    assert not verify(SECRET, {**headers, "webhook-timestamp": "abc"}, request.body)
     assert sender.flush(2) and sender.delivered == 1 and sender.failed == 0
 
 
@@ -93,10 +99,13 @@ def test_sign_matches_the_documented_recipe():
 
     body = b'{"type":"source.done"}'
     expected = hmac.new(SECRET.encode(), b"1700000000." + body, hashlib.sha256).hexdigest()
-    assert sign(SECRET, body, 1700000000) == f"t=1700000000,v1={expected}"
+    assert sign_legacy(SECRET, body, 1700000000) == f"t=1700000000,v1={expected}"
     # A receiver rotating secrets may see several v1 values; one match is enough.
     header = f"t=1700000000,v1={'0' * 64},v1={expected}"
-    assert verify(SECRET, header, body, now=1700000000)
+    assert verify_legacy(SECRET, header, body, now=1700000000)
+    assert not verify_legacy(SECRET, None, body, now=1700000000)
+    assert not verify_legacy(SECRET, "v1=abc", body, now=1700000000)
+    assert not verify_legacy(SECRET, "t=abc,v1=abc", body, now=1700000000)
 
 
 def test_retries_two_500s_then_succeeds(receiver, make_sender):
@@ -246,6 +255,7 @@ def test_unsigned_when_no_secret(receiver, make_sender):
     sender.send(EVENT)
     (request,) = receiver.wait_for(1)
     assert "X-Darkroom-Signature" not in request.headers
+    assert "webhook-signature" not in {k.lower() for k in request.headers}
 
 
 def _output(path: str | None) -> dict:
@@ -309,13 +319,15 @@ def test_the_snippet_in_the_docs_verifies_our_signatures():
         for block in re.findall(r"```python\n(.*?)```", text, re.DOTALL)
         if "def verify" in block
     ]
-    assert len(snippet.strip().splitlines()) <= 10
+    assert len(snippet.strip().splitlines()) <= 14
     namespace: dict = {}
     exec(snippet, namespace)  # noqa: S102 (our own docs)
     body = json.dumps(EVENT).encode()
-    header = sign(SECRET, body, int(time.time()))
-    assert namespace["verify"](SECRET.encode(), header, body)
-    assert not namespace["verify"](SECRET.encode(), header, body + b" ")
-    assert not namespace["verify"](
-        SECRET.encode(), sign(SECRET, body, int(time.time()) - 400), body
-    )
+    now = int(time.time())
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(now)}
+    headers["webhook-signature"] = sign(SECRET, "msg_1", now, body)
+    assert namespace["verify"](SECRET.encode(), headers, body)
+    assert not namespace["verify"](SECRET.encode(), headers, body + b" ")
+    old = {**headers, "webhook-timestamp": str(now - 400)}
+    old["webhook-signature"] = sign(SECRET, "msg_1", now - 400, body)
+    assert not namespace["verify"](SECRET.encode(), old, body)

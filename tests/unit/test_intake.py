@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,10 @@ class FakeLedger:
 
     def mark_seen(self, source, key, size, mtime_ns, sha256, status, etag=None) -> None:
         self.seen[key] = status
+
+    @contextlib.contextmanager
+    def batch(self, durable: bool = True) -> Iterator[None]:
+        yield
 
     def is_seen(self, *args: Any) -> bool:
         return False

@@ -102,11 +102,13 @@ def test_recover_requeues_running_work_and_keeps_the_attempt(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite", max_attempts=2)
     ledger.submit(plan())
     job = ledger.claim("w")
+    ledger.on_worker([job.id])  # a worker was running it (claimed-only jobs are not charged)
     ledger.close()  # the process dies here
     ledger = Ledger(tmp_path / "l.sqlite", max_attempts=2)
     assert ledger.recover() == 1
     again = ledger.claim("w")
     assert again.id == job.id and again.attempts == 2
+    ledger.on_worker([again.id])
     ledger.close()
     ledger = Ledger(tmp_path / "l.sqlite", max_attempts=2)
     ledger.recover()  # died during every attempt: ends failed instead of looping forever

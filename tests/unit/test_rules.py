@@ -54,8 +54,8 @@ def test_a_good_rule_loads_and_plans(tmp_path):
     assert plan.units[0].seeds == [7, 8]
     assert plan.units[1].input == "explore"  # default: the previous step
     assert plan.units[1].seeds == [1]
-    assert output_path(plan, plan.units[0], 1, 8) == "explore/b/explore-1.png"
-    assert plan.manifest == "explore/b/manifest.json"
+    assert output_path(plan, plan.units[0], 1, 8) == "explore/shoot/b.jpg/explore-1.png"
+    assert plan.manifest == "explore/shoot/b.jpg/manifest.json"
 
 
 def test_random_seeds_are_drawn_once_and_recorded(tmp_path):
@@ -171,14 +171,14 @@ def test_a_plan_is_typed_and_keeps_the_stored_json_shape(tmp_path):
         ReferenceFile(path=str(d / "refs" / "a.png"), sha256=hashlib.sha256(b"ref").hexdigest())
     ]
     assert plan.content != plan.sha256  # the sidecar is part of what makes the work new
-    assert output_path(plan, plan.units[1], 0, 40) == "compare/b/explore-other-0.png"
+    assert output_path(plan, plan.units[1], 0, 40) == "compare/shoot/b.jpg/explore-other-0.png"
     # The ledger stores this JSON; these keys (and the unit keys) are what older rows hold.
     stored = json.loads(plan.model_dump_json())
     assert list(stored) == [
         "rule", "digest", "sha256", "content", "sidecar", "arrival", "vars", "prompt",
         "negative_prompt", "sink", "path", "format", "quality", "keep_icc", "on_success",
         "quarantine", "daily_budget", "animated", "processed_dir", "manifest", "sheet",
-        "units", "error",
+        "units", "error", "placed",
     ]  # fmt: skip
     assert list(stored["units"][2]) == [
         "id", "name", "model", "input", "pick", "prompt", "negative_prompt", "seeds", "params",

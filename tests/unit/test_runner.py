@@ -94,19 +94,22 @@ def drain(intake, runner, limit=20):
             return
 
 
-def test_outputs_then_sheet_then_manifest_last(tmp_path):
+def test_outputs_then_sheet_then_page_then_manifest_then_index(tmp_path):
     ledger, source, sink, runner, intake = build(tmp_path, ruleset())
     source.put("cat.png", png())
     drain(intake, runner)
-    assert sink.writes[:4] == [
-        "r/cat/one-0.png",
-        "r/cat/one-1.png",
-        "r/cat/sheet.png",
-        "r/cat/manifest.json",
+    # The manifest is the commit marker: everything it names (its page too) is written first;
+    # the root index lists committed rounds only, so it comes after.
+    assert sink.writes[:6] == [
+        "r/cat.png/one-0.png",
+        "r/cat.png/one-1.png",
+        "r/cat.png/sheet.png",
+        "r/cat.png/source-preview.jpg",
+        "r/cat.png/index.html",
+        "r/cat.png/manifest.json",
     ]
-    # The review page and the root index are views, written after the commit marker.
-    assert {"r/cat/index.html", "index.json", "index.html"} <= set(sink.writes[4:])
-    manifest = json.loads(sink.objects["r/cat/manifest.json"])
+    assert {"index.json", "index.html"} == set(sink.writes[6:])
+    manifest = json.loads(sink.objects["r/cat.png/manifest.json"])
     assert manifest["status"] == "done"
     assert [o["seed"] for o in manifest["steps"][0]["outputs"]] == [3, 4]
     # Same bytes again: nothing new runs.
@@ -141,7 +144,7 @@ def test_the_source_is_read_once_per_plan(tmp_path, steps, units):
     intake_reads = source.reads["cat.png"]  # intake reads (and hashes) every arrival once
     drain(intake, runner)
     assert [j.state for j in ledger.jobs_of(ledger.plans()[0].id)] == [JobState.DONE] * units
-    manifest = json.loads(sink.objects["r/cat/manifest.json"])
+    manifest = json.loads(sink.objects["r/cat.png/manifest.json"])
     assert manifest["status"] == "done" and manifest["source"]["width"] == 64
     # Every unit, the alpha mask, the sheet, the preview and the manifest share one read
     # (before: one per unit plus one for the sheet and manifest).
@@ -160,8 +163,8 @@ def test_a_failure_once_is_retried_and_the_job_completes_exactly_once(tmp_path, 
     assert marker.exists()
     job = ledger.jobs()[0]
     assert job.state is JobState.DONE and job.attempts == 2
-    assert sink.writes.count("r/dog/one-0.png") == 1
-    assert json.loads(sink.objects["r/dog/manifest.json"])["status"] == "done"
+    assert sink.writes.count("r/dog.png/one-0.png") == 1
+    assert json.loads(sink.objects["r/dog.png/manifest.json"])["status"] == "done"
 
 
 def test_invalid_request_fails_at_once_with_the_reason(tmp_path):
@@ -171,7 +174,7 @@ def test_invalid_request_fails_at_once_with_the_reason(tmp_path):
     job = ledger.jobs()[0]
     assert job.state is JobState.FAILED and job.attempts == 1
     assert "can never succeed" in job.error
-    manifest = json.loads(sink.objects["r/x/manifest.json"])
+    manifest = json.loads(sink.objects["r/x.png/manifest.json"])
     assert manifest["status"] == "failed" and "can never succeed" in manifest["steps"][0]["error"]
     assert source.quarantined["x.png"]["reason"] == job.error
 
@@ -203,10 +206,10 @@ def test_hooks_hear_each_job_end_the_commit_and_the_plan_end(tmp_path):
     assert hooks.events == [
         ("model_loaded", "stub", "cpu"),
         ("job_ended", "r", JobState.DONE, "stub"),
-        ("plan_committed", "done", "r/cat/manifest.json"),
+        ("plan_committed", "done", "r/cat.png/manifest.json"),
         ("plan_finished", PlanState.DONE),
         ("job_ended", "r", JobState.FAILED, None),
-        ("plan_committed", "failed", "r/bad/manifest.json"),
+        ("plan_committed", "failed", "r/bad.png/manifest.json"),
         ("plan_finished", PlanState.FAILED),
     ]
 

@@ -41,7 +41,7 @@ import stat
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -56,11 +56,14 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from daemon.errors import InputError
 from daemon.rules.globs import compile_glob
+from daemon.rules.sidecars import companion_keys, image_keys
 from daemon.sources.base import Emit, Known, Source
 from daemon.sources.folder.complete import QuietPeriod
 from daemon.sources.folder.files import TEMP_SUFFIXES, FolderFiles, is_ignored
 from daemon.sources.folder.watch import JOIN_TIMEOUT, RootWatch
+from daemon.sources.uploads import UploadVerdict, UploadWatch
 from daemon.types import Arrival
 
 if TYPE_CHECKING:
@@ -85,9 +88,14 @@ class FolderSource(Source):
         rescan_interval: float = 30.0,
         poll: bool = False,
         ignore: Sequence[str] = (),
+        truncated_grace: float = 120.0,
     ) -> None:
         if quiet_period < 0:
             raise ValueError(f"source {name!r}: quiet_period must be >= 0, got {quiet_period}")
+        if truncated_grace < 0:
+            raise ValueError(
+                f"source {name!r}: truncated_grace must be >= 0, got {truncated_grace}"
+            )
         if rescan_interval <= 0:
             raise ValueError(f"source {name!r}: rescan_interval must be > 0, got {rescan_interval}")
         if isinstance(ignore, str):
@@ -109,6 +117,10 @@ class FolderSource(Source):
         self._tick = max(0.02, min(0.25, self.quiet_period / 4))
         self._files = FolderFiles(self._root_str, self.ignore)
         self._quiet = QuietPeriod(self.quiet_period)
+        self.truncated_grace = float(truncated_grace)
+        self._uploads = UploadWatch(
+            self.quiet_period, self.truncated_grace, self._files.stamp, self._files.sha256
+        )
 
         self._state_lock = threading.Lock()  # start/stop
         self._scan_lock = threading.Lock()  # one full scan at a time
@@ -141,6 +153,7 @@ class FolderSource(Source):
             rescan_interval=config.rescan_interval,
             poll=config.poll,
             ignore=config.ignore,
+            truncated_grace=config.truncated_grace,
         )
         source.quarantine_dir = config.quarantine
         return source
@@ -209,8 +222,26 @@ class FolderSource(Source):
 
     def move(self, key: str, target: str) -> bool:
         """Move a processed file (a rule's ``on_success: move``) within the root. Targets in
-        dot-folders (the default ``.processed/``) are never watched, so it is not seen again."""
+        dot-folders (the default ``.processed/``) are never watched, so it is not seen again.
+        Its sidecars and mask go with it, unless another image of the same stem still needs
+        them (``photo.jpg`` and ``photo.png`` share ``photo.txt``)."""
         self._files.move(key, target)
+        folder = target[: -len(key)] if target.endswith(key) else None
+        for companion in companion_keys(key):
+            if self._files.stamp(companion) is None:
+                continue
+            if any(self._files.stamp(image) is not None for image in image_keys(companion)):
+                log.info("sidecar kept: another image uses it", source=self.name, key=companion)
+                continue
+            moved_to = (
+                folder + companion
+                if folder is not None
+                else str(PurePosixPath(target).parent / PurePosixPath(companion).name)
+            )
+            try:
+                self._files.move(companion, moved_to)
+            except InputError as exc:
+                log.warning("cannot move sidecar with its image", key=companion, reason=str(exc))
         return True
 
     def quarantine(self, key: str, record: dict[str, Any], folder: str | None) -> str:
@@ -223,6 +254,12 @@ class FolderSource(Source):
             else (self.quarantine_dir or self.root / ".quarantine")
         )
         return self._files.quarantine(key, record, target)
+
+    def upload_verdict(self, key: str, sha256: str, *, truncated: bool) -> UploadVerdict:
+        """Bytes of ``key`` failed to decode: settled only once the file has stayed unchanged
+        for another quiet period (``truncated_grace`` when it looks cut off) and still holds
+        them; ``changed`` when a newer version is there (:mod:`daemon.sources.uploads`)."""
+        return self._uploads.verdict(key, sha256, truncated=truncated)
 
     # -- status ----------------------------------------------------------------------------------
 

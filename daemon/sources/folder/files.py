@@ -11,6 +11,7 @@ keys matching one of the source's ``ignore`` globs (daemon.rules.globs).
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import stat
@@ -19,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon.errors import InputError
+from daemon.errors import InputChanged, InputError
 from daemon.rules.globs import match_any
+from daemon.sources.uploads import FileStamp
 
 __all__ = ["TEMP_SUFFIXES", "FolderFiles", "is_ignored"]
 
@@ -75,6 +77,14 @@ class FolderFiles:
         """The file's bytes; InputError when it is gone, a directory, unreadable or a symlink."""
         path = self.path_for(key)
         where = f"{self.root}/{key}"
+        try:
+            # Looking for an image's sidecars reads four names that mostly do not exist: one
+            # lstat says so before realpath's syscall per folder level below.
+            os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise InputError(f"{where}: file vanished before it could be read", gone=True) from None
+        except OSError:
+            pass  # reported by the open below
         parent = os.path.dirname(key)
         if parent and os.path.realpath(os.path.dirname(path)) != os.path.join(
             os.path.realpath(self.root), *parent.split("/")
@@ -119,21 +129,89 @@ class FolderFiles:
         except OSError as exc:
             raise InputError(f"cannot move {source} to {target}: {exc.strerror}") from None
 
+    def stamp(self, key: str) -> FileStamp | None:
+        """Size, mtime and inode of ``key`` (None: gone or not a regular file)."""
+        try:
+            st = os.lstat(self.path_for(key))
+        except (OSError, InputError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return FileStamp(st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def sha256(self, key: str) -> str | None:
+        """The sha256 of ``key``'s bytes now (None: gone or unreadable)."""
+        try:
+            return hashlib.sha256(self.read(key)).hexdigest()
+        except InputError:
+            return None
+
     def quarantine(self, key: str, record: dict[str, Any], folder: Path) -> str:
         """Move ``key`` into ``folder`` (a timestamp added on a clash) with
-        ``<name>.reason.json`` beside it; returns where it went."""
+        ``<name>.reason.json`` beside it; returns where it went.
+
+        When ``record`` has a ``sha256`` only those bytes are moved: the file is hashed
+        through one descriptor, renamed, and the renamed file checked to be that very inode,
+        unchanged. Anything else at the name (a re-export, an upload that went on) is a new
+        version: InputChanged, and it stays where it is."""
         source = Path(self.path_for(key))
         target = folder / key
         if target.exists():
             target = target.with_name(
                 f"{target.stem}.{time.strftime('%Y%m%dT%H%M%S')}{target.suffix}"
             )
+        expected = record.get("sha256") or None
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+            held = _hashed_stamp(source) if expected else None
+            if held is not None and held[0] != expected:
+                raise InputChanged(
+                    f"{source}: not quarantined: it no longer holds the bytes that failed"
+                    " (a newer version is processed on its own)"
+                )
             if source.exists():
                 os.rename(source, target)
+                if held is not None:
+                    _check_moved(source, target, held[1])
             reason = target.with_name(target.name + ".reason.json")
             reason.write_text(json.dumps(record, indent=2))
         except OSError as exc:
             raise InputError(f"cannot quarantine {source} to {target}: {exc.strerror}") from None
         return str(target)
+
+
+def _hashed_stamp(path: Path) -> tuple[str, FileStamp] | None:
+    """(sha256, stamp) of the file at ``path``, read through one descriptor and stamped before
+    and after reading (None: no file there). A file written meanwhile gets the hash ""."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    with os.fdopen(fd, "rb") as f:
+        before = os.fstat(fd)
+        digest = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+        after = os.fstat(fd)
+    stamp = FileStamp(after.st_size, after.st_mtime_ns, after.st_ino)
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        return "", stamp
+    return digest.hexdigest(), stamp
+
+
+def _check_moved(source: Path, target: Path, hashed: FileStamp) -> None:
+    """After the rename: the moved file must be the one that was hashed, unchanged. If a
+    writer replaced or extended it between the hash and the rename, put it back (never over
+    a file that appeared at the name meanwhile) and say so."""
+    st = os.lstat(target)
+    if FileStamp(st.st_size, st.st_mtime_ns, st.st_ino) == hashed:
+        return
+    try:
+        os.link(target, source)  # fails if the name was taken meanwhile: never overwrite
+        os.unlink(target)
+    except OSError:
+        return  # the name has a newer file still; the moved one is kept with its record
+    raise InputChanged(
+        f"{source}: not quarantined: it changed while being moved (a newer version is"
+        " processed on its own)"
+    )

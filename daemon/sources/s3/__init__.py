@@ -42,7 +42,10 @@ log = structlog.get_logger("darkroom.sources")
 
 __all__ = ["S3Source", "parse_message"]
 
-_JOIN_TIMEOUT = MAX_WAIT + 10.0  # seconds per thread in stop()
+# Seconds stop() waits for the receiver (or the startup listing): a receive slice ends
+# within MAX_WAIT on a live endpoint; a thread stuck on a dead one is a daemon thread and
+# is left behind rather than holding the daemon's stop.
+_JOIN_TIMEOUT = MAX_WAIT + 2.0
 
 
 class S3Source(Source):

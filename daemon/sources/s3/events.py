@@ -21,7 +21,10 @@ Set up with ``queue_url`` (S3 → SQS, or S3 → SNS → SQS with raw delivery o
   them after the visibility timeout and, after maxReceiveCount, moves them to the queue's DLQ.
 - ``stop()`` releases the messages still held (visibility 0), so another daemon — or this one
   after a restart — gets them at once; what this daemon already queued is in its ledger, and a
-  redelivered record it knows is deleted as a duplicate.
+  redelivered record it knows is deleted as a duplicate. Stopping is bounded: the release uses
+  a one-try client with short timeouts (``aws.stop_path_client``) and gives up after
+  ``RELEASE_BUDGET`` s (an unreachable queue redelivers after the visibility timeout anyway),
+  and the receiver's client times out a read at ``MAX_WAIT + 10`` s (no receive lasts longer).
 
 The reconciliation listing (every ``reconcile_interval`` s on the app's scheduler) skips objects
 younger than ``reconcile_grace``, whose events are most likely still on their way. There is no
@@ -51,6 +54,8 @@ MAX_WAIT = 5  # seconds per receive call: stop() latency
 _EMPTY_PAUSE = 1.0  # seconds between empty receives with wait_time 0 (short polling)
 _ERROR_PAUSE = 5.0  # seconds after a failed receive
 _MAX_HOLD = 11 * 3600.0  # SQS refuses to extend a message past 12 h after its first receipt
+RELEASE_BUDGET = 5.0  # seconds stop() may spend releasing held messages
+_READ_TIMEOUT = MAX_WAIT + 10.0  # a receive answers within its slice; longer is a dead endpoint
 
 
 @dataclass
@@ -101,8 +106,17 @@ class EventMode:
                 "sqs",
                 endpoint_url=self.objects.endpoint_url,
                 region=self.objects.region or queue_region(self.queue_url),
+                read_timeout=_READ_TIMEOUT,
             )
         return self._client
+
+    def _stop_client(self) -> Any:
+        """A one-try, short-timeout SQS client for the release in ``stop()``."""
+        return aws.stop_path_client(
+            "sqs",
+            endpoint_url=self.objects.endpoint_url,
+            region=self.objects.region or queue_region(self.queue_url),
+        )
 
     @property
     def _source(self) -> str:
@@ -286,7 +300,9 @@ class EventMode:
             for pending in self.objects.pending.values():
                 pending.messages.clear()
         if held:
-            self._change_visibility(held, 0)
+            self._change_visibility(
+                held, 0, client=self._stop_client(), deadline=time.monotonic() + RELEASE_BUDGET
+            )
             log.info(
                 "unsettled queue messages released for redelivery",
                 source=self._source,
@@ -328,15 +344,33 @@ class EventMode:
             )
         self._change_visibility(due, self.visibility_timeout)
 
-    def _change_visibility(self, messages: list[tuple[str, str]], timeout: int) -> None:
+    def _change_visibility(
+        self,
+        messages: list[tuple[str, str]],
+        timeout: int,
+        *,
+        client: Any = None,
+        deadline: float | None = None,
+    ) -> None:
+        """Set the visibility of ``messages``, in batches of 10, with ``client`` (else the
+        receiver's), skipping the batches left when ``deadline`` (monotonic) has passed."""
+        sqs = client if client is not None else self.sqs
         for start in range(0, len(messages), 10):
+            if deadline is not None and time.monotonic() > deadline:
+                log.warning(
+                    "queue messages not released in time; the queue redelivers them after "
+                    "their visibility timeout",
+                    source=self._source,
+                    messages=len(messages) - start,
+                )
+                return
             batch = messages[start : start + 10]
             entries = [
                 {"Id": str(i), "ReceiptHandle": receipt, "VisibilityTimeout": timeout}
                 for i, (_, receipt) in enumerate(batch)
             ]
             try:
-                result = self.sqs.change_message_visibility_batch(
+                result = sqs.change_message_visibility_batch(
                     QueueUrl=self.queue_url, Entries=entries
                 )
                 failed = result.get("Failed", [])
