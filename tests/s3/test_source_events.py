@@ -262,6 +262,23 @@ def test_known_records_and_unknown_bodies(s3, sqs, bucket, queue, make_source, c
     assert collector.arrivals == []
 
 
+def test_events_of_another_bucket_are_never_acknowledged(s3, sqs, bucket, make_source, collector):
+    # Issue 14: a source naming the wrong bucket must not delete the queue's messages
+    # silently; they stay for the redrive policy (and the daemon says why).
+    queue = make_queue(sqs)
+    other = f"{bucket}-other"
+    s3.create_bucket(Bucket=other)
+    notify(s3, sqs, other, queue)
+    source = make_source(bucket, mode="events", queue_url=queue)
+    source.start(collector.emit, collector.known)
+    s3.put_object(Bucket=other, Key="photo.jpg", Body=b"p")
+    wait_for(lambda: queue_depth(sqs, queue) == (0, 1), what="the message received and held")
+    assert source.mode_runner._foreign_buckets == {other}
+    assert collector.arrivals == []
+    source.stop()
+    assert sum(queue_depth(sqs, queue)) == 1  # still there: not acknowledged
+
+
 def test_unreadable_object_is_released_for_redelivery(s3, sqs, bucket, make_source, collector):
     queue = make_queue(sqs, visibility=3)
     notify(s3, sqs, bucket, queue)

@@ -96,6 +96,7 @@ class EventMode:
         self.thread_name = f"darkroom-sqs:{objects.source}"
         self._held: dict[str, _Held] = {}  # guarded by objects.lock, like pending
         self._warned: set[str] = set()  # message ids of unknown bodies, logged once
+        self._foreign_buckets: set[str] = set()  # other buckets whose events arrived, logged once
         self._client: Any = None
 
     @property
@@ -192,6 +193,23 @@ class EventMode:
                 )
             return
         objects, lock = self.objects, self.objects.lock
+        foreign = {r.bucket for r in records if r.bucket != objects.bucket}
+        if records and len(foreign) == len({r.bucket for r in records}):
+            # Every record is another bucket's: most likely this source names the wrong
+            # bucket (or the notification points at the wrong queue). Never acknowledge what
+            # is not ours: the message is left to the queue's redrive policy.
+            for other in sorted(foreign - self._foreign_buckets):
+                self._foreign_buckets.add(other)
+                log.warning(
+                    "queue delivers events of another bucket; left for the queue's redrive policy",
+                    source=self._source,
+                    queue=self.queue_url,
+                    event_bucket=other,
+                    source_bucket=objects.bucket,
+                    fix="set the source's bucket to the one whose notifications feed this queue,"
+                    " or point that bucket's notification at this source's queue",
+                )
+            return
         now = time.monotonic()
         wanted: list[tuple[Record, str]] = []
         for record in records:
