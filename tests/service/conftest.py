@@ -3,6 +3,7 @@ receiver. Everything binds to loopback or to unix sockets; nothing leaves the ma
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import tempfile
@@ -86,8 +87,10 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    timeout: float = 5.0  # wait_for's default
 
-    def wait_for(self, n: int, timeout: float = 5.0) -> list[Received]:
+    def wait_for(self, n: int, timeout: float | None = None) -> list[Received]:
+        timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
@@ -97,9 +100,10 @@ class Receiver:
         raise AssertionError(f"expected {n} requests within {timeout} s, got {len(self.received)}")
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
+@contextlib.contextmanager
+def serve_receiver(timeout: float = 5.0) -> Iterator[Receiver]:
+    """A :class:`Receiver` listening on 127.0.0.1 until the block ends."""
+    state = Receiver(timeout=timeout)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -134,6 +138,12 @@ def receiver() -> Iterator[Receiver]:
     state.release.set()
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with serve_receiver() as state:
+        yield state
 
 
 def closed_port() -> int:
