@@ -60,7 +60,6 @@ class InlinePool:
         timeout: float | None = None,
         fallback: bool = True,
         cancel: Callable[[], bool] | None = None,
-        started: Callable[[], None] | None = None,
     ) -> Result:
         if cancel is not None and cancel():
             raise WorkerDied("stopping: the job was not started")
@@ -68,8 +67,6 @@ class InlinePool:
         if fallback:
             attempts += oom_fallbacks(spec, concrete_spec(spec, self.device).device)
         with self._lock:
-            if started is not None:
-                started()
             for i, attempt in enumerate(attempts):
                 try:
                     return self._run(attempt, request)

@@ -74,11 +74,8 @@ class Pool(Protocol):
         timeout: float | None = None,
         fallback: bool = True,
         cancel: Callable[[], bool] | None = None,
-        started: Callable[[], None] | None = None,
     ) -> Result:
-        """Run one request; raises the daemon's errors (JobError, WorkerDied, OutOfMemory).
-        ``started`` is called once a worker has taken the request (attempts are charged
-        from then on)."""
+        """Run one request; raises the daemon's errors (JobError, WorkerDied, OutOfMemory)."""
         ...
 
     def loaded_specs(self) -> set[ModelSpec]:
@@ -286,7 +283,6 @@ class WorkerPool:
         timeout: float | None = None,
         fallback: bool = True,
         cancel: Callable[[], bool] | None = None,
-        started: Callable[[], None] | None = None,
     ) -> Result:
         """Run one request on a worker. ``fallback``: on out-of-memory, retry with a smaller
         internal batch, then down the offload ladder (otherwise OutOfMemory reaches the

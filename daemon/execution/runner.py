@@ -22,7 +22,6 @@ its units, its sheet and its finalizer.
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -192,13 +191,10 @@ class Runner:
                     self.ledger.release(p.job.id)
                     p.log.info("job put back for the next start", reason="stopping")
                 continue
-            # Prepared jobs are already marked as started (charged if the process dies); the
-            # pool marks them again, harmlessly, when a worker takes them.
-            ids = [p.job.id for p in group]
-            started = functools.partial(self.ledger.on_worker, ids)
-            run = functools.partial(self._run_on_pool, started=started)
+            # Each job was marked as started when its preparation began (_prepare_job):
+            # a crash from here on is charged to it.
             outcomes = batching.run_batch(
-                run, group[0].spec, [p.request for p in group], self.pool.job_timeout
+                self._run_on_pool, group[0].spec, [p.request for p in group], self.pool.job_timeout
             )
             for p, outcome in zip(group, outcomes, strict=True):
                 self._settle(p, outcome)
@@ -210,7 +206,6 @@ class Runner:
         *,
         timeout: float,
         fallback: bool = True,
-        started: Callable[[], None] | None = None,
     ) -> Result:
         return self.pool.run(
             spec,
@@ -218,7 +213,6 @@ class Runner:
             timeout=timeout,
             fallback=fallback,
             cancel=self.stopping.is_set,
-            started=started,
         )
 
     # -- one job ---------------------------------------------------------------------

@@ -83,7 +83,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0,
     lease_owner TEXT,
-    on_worker_at REAL,           -- when this claim was handed to a worker (NULL: not yet)
+    on_worker_at REAL,           -- when this claim's processing began (NULL: only claimed)
     holds INTEGER NOT NULL DEFAULT 0, -- environment-fault holds in a row (the backoff's exponent)
     error TEXT,
     outputs TEXT,
@@ -645,8 +645,8 @@ class Ledger:
             )
 
     def on_worker(self, job_ids: list[str]) -> None:
-        """Note that these claimed jobs were just handed to a worker: from now on a crash
-        is charged to them (:meth:`recover`)."""
+        """Note that these claimed jobs' processing began (decoding, then the worker): from
+        now on a crash is charged to them (:meth:`recover`)."""
         if not job_ids:
             return
         marks = ",".join("?" * len(job_ids))
