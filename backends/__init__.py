@@ -23,6 +23,8 @@ from backends.base import (
 BACKENDS: dict[str, str] = {
     # explore / hires: image to image (SD, SDXL, FLUX.1-schnell; sizes up to 2048 px)
     "img2img": "backends.img2img:Img2ImgBackend",
+    # briefs without a photo: a prompt alone (SD, SDXL, FLUX.1 through AutoPipelineForText2Image)
+    "text2img": "backends.text2img:Text2ImgBackend",
     # reference: identity from several reference images
     "ip-adapter": "backends.reference:IPAdapterBackend",
     "multi-edit": "backends.reference:MultiImageEditBackend",

@@ -295,6 +295,10 @@ CARDS: dict[str, ModelCard] = {
     "explore": _SD_TURBO,
     "sdxl-turbo": _SDXL_TURBO,
     "flux-schnell": _FLUX_SCHNELL,
+    # text-to-image twins (briefs without a photo): the same weights, the same card
+    "sd-turbo-t2i": _SD_TURBO,
+    "sdxl-turbo-t2i": _SDXL_TURBO,
+    "flux-schnell-t2i": _FLUX_SCHNELL,
     "sdxl-ip-adapter": _SDXL_IP,
     "reference": _SDXL_IP,
     "qwen-edit-plus": _QWEN_EDIT,

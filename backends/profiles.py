@@ -120,6 +120,40 @@ PROFILES: dict[str, dict[str, Any]] = {
         # schnell's T5 prompt limit is 256 tokens (dev's is 512); FLUX needs sides in 16s
         options={"max_sequence_length": 256, "size_multiple": 16},
     ),
+    # -- briefs without a photo: text to image, the explore models' own weights ----------
+    # (task text2img: a rule with match: {briefs: true} runs them on *.brief.yaml/.csv rows)
+    "sd-turbo-t2i": _p(
+        "explore",
+        "text2img",
+        "stabilityai/sd-turbo",
+        "SD-Turbo from a prompt alone (briefs without a photo), 1-4 steps at 512 px",
+        vram_gb=3.4,
+        dtype="float16",
+        max_side=512,
+        defaults={"steps": 2, "guidance": 0.0},
+        options={**_FP16, "size_multiple": 8},
+    ),
+    "sdxl-turbo-t2i": _p(
+        "explore",
+        "text2img",
+        "stabilityai/sdxl-turbo",
+        "SDXL-Turbo from a prompt alone (briefs without a photo), 1-4 steps at 512 px",
+        vram_gb=8.0,
+        dtype="float16",
+        max_side=512,
+        defaults={"steps": 2, "guidance": 0.0},
+        options={**_FP16, "size_multiple": 8},
+    ),
+    "flux-schnell-t2i": _p(
+        "explore",
+        "text2img",
+        "black-forest-labs/FLUX.1-schnell",
+        "FLUX.1 [schnell] from a prompt alone (briefs without a photo), 4 steps",
+        vram_gb=34.4,
+        max_side=1024,
+        defaults={"steps": 4, "guidance": 0.0},
+        options={"max_sequence_length": 256, "size_multiple": 16},
+    ),
     # -- reference: consistent identity from several reference images -------------------
     "sdxl-ip-adapter": _p(
         "reference",
@@ -350,6 +384,40 @@ PROFILES: dict[str, dict[str, Any]] = {
         defaults={"steps": 2, "strength": 0.6, "guidance": 0.0},
         options={"size_multiple": 16},
     ),
+    # text-to-image twins of the tiny models (briefs without a photo)
+    "tiny-t2i": _p(
+        "explore",
+        "text2img",
+        "random:sd-tiny",
+        "tiny random SD text-to-image: runs anywhere",
+        vram_gb=0.01,
+        dtype="float32",
+        max_side=64,
+        defaults={"steps": 2, "guidance": 0.0},
+        options={"size_multiple": 8},
+    ),
+    "tiny-sdxl-t2i": _p(
+        "explore",
+        "text2img",
+        "random:sdxl-tiny",
+        "tiny random SDXL text-to-image",
+        vram_gb=0.01,
+        dtype="float32",
+        max_side=64,
+        defaults={"steps": 2, "guidance": 0.0},
+        options={"size_multiple": 8},
+    ),
+    "tiny-flux-t2i": _p(
+        "explore",
+        "text2img",
+        "random:flux-tiny",
+        "tiny random FLUX text-to-image",
+        vram_gb=0.01,
+        dtype="float32",
+        max_side=64,
+        defaults={"steps": 2, "guidance": 0.0},
+        options={"size_multiple": 16},
+    ),
     "tiny-ip-adapter": _p(
         "reference",
         "ip-adapter",
@@ -509,6 +577,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         max_side=1024,
         options={
             "api_key_env": "GEMINI_API_KEY",
+            "text_to_image": True,  # also takes a brief's prompt alone (no input image)
             "concurrency": 4,
             "timeout": 600,
             "max_input_images": 14,
@@ -542,6 +611,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         price_per_image=0.134,
         options={
             "api_key_env": "GEMINI_API_KEY",
+            "text_to_image": True,  # also takes a brief's prompt alone (no input image)
             "concurrency": 4,
             "timeout": 600,
             "max_input_images": 14,
@@ -572,6 +642,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         price_per_image=0.067,
         options={
             "api_key_env": "GEMINI_API_KEY",
+            "text_to_image": True,  # also takes a brief's prompt alone (no input image)
             "concurrency": 4,
             "timeout": 600,
             "max_input_images": 14,

@@ -9,6 +9,8 @@ white area — so tests can see that references and masks arrived.
 Test hooks, through params:
 
 - ``stub_sleep``: seconds to sleep in each ``run``;
+- ``stub_running``: a file path, created when ``run`` begins (before the sleep), so a test
+  knows the model call is under way rather than guessing from log timing;
 - ``stub_fail``: ``invalid`` -> InvalidRequest (from ``validate``), ``error`` -> BackendError,
   ``oom`` -> DeviceError(out_of_memory=True), ``sticky`` -> DeviceError(sticky=True),
   ``crash`` -> the process exits with status 3, ``segfault`` -> the process gets SIGSEGV;
@@ -84,6 +86,9 @@ class StubBackend:
         self.validate(request)
         self.load()
         started = time.perf_counter()
+        running = request.params.get("stub_running")
+        if running:
+            Path(str(running)).touch()
         sleep = float(request.params.get("stub_sleep", 0) or 0)
         if sleep > 0:
             time.sleep(sleep)

@@ -18,7 +18,9 @@ the IPTC digital source type), which players, ``ffprobe`` and ``exiftool`` show 
 :func:`read_mp4_tags` reads back without ffmpeg; animated WebP gets the same XMP packet as a
 still; GIF the JSON in its comment extension.
 
-This module imports neither torch nor diffusers; imageio-ffmpeg is imported only for mp4.
+This module imports neither torch nor diffusers; imageio-ffmpeg is imported only for mp4, and
+only for its ffmpeg binary: ffmpeg runs with an allow-listed environment
+(:func:`ffmpeg_environment`: PATH, HOME, LANG/LC_*, TZ, TMPDIR), never the daemon's secrets.
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import struct
+import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from backends.base import BackendMissing, InvalidRequest, Video
+from backends.base import BackendError, BackendMissing, InvalidRequest, Video
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -198,47 +202,91 @@ def _box_path(
 def _encode_mp4(frames: list[Image], fps: float, metadata: list[str] | None = None) -> bytes:
     import numpy as np
 
-    ffmpeg = _ffmpeg()
     width, height = frames[0].size
     pad_w, pad_h = width % 2, height % 2
+    rate = Fraction(fps).limit_denominator(1001)
+    raw = bytearray()
+    for frame in frames:
+        pixels = np.asarray(frame, dtype=np.uint8)
+        if pad_w or pad_h:  # yuv420p needs even sides: repeat the edge, never rescale
+            pixels = np.pad(pixels, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        raw += np.ascontiguousarray(pixels).tobytes()
     with _temp_path(".mp4") as path:
-        writer = ffmpeg.write_frames(
-            path,
-            (width + pad_w, height + pad_h),
-            fps=Fraction(fps).limit_denominator(1001),
-            codec="libx264",
-            pix_fmt_out="yuv420p",
-            quality=None,
-            macro_block_size=2,  # sides are even already: never let ffmpeg rescale
-            ffmpeg_log_level="error",
-            output_params=["-crf", str(MP4_CRF), "-movflags", "+faststart", *(metadata or [])],
+        _run_ffmpeg(
+            [
+                *("-f", "rawvideo", "-pix_fmt", "rgb24"),
+                *("-s", f"{width + pad_w}x{height + pad_h}", "-r", str(rate), "-i", "-"),
+                *("-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(MP4_CRF)),
+                *("-movflags", "+faststart", *(metadata or []), "-y", path),
+            ],
+            stdin=bytes(raw),
         )
-        writer.send(None)  # start ffmpeg
-        try:
-            for frame in frames:
-                pixels = np.asarray(frame, dtype=np.uint8)
-                if pad_w or pad_h:
-                    pixels = np.pad(pixels, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-                writer.send(np.ascontiguousarray(pixels))
-        finally:
-            writer.close()
         with open(path, "rb") as handle:
             return handle.read()
 
 
+_STREAM = re.compile(r"Stream #.*: Video: ")
+_SIZE = re.compile(r", (\d+)x(\d+)")
+_FPS = re.compile(r" (\d+(?:\.\d+)?) fps")
+_FRAMES = re.compile(r"frame=\s*(\d+)")
+
+
 def _probe_mp4(data: bytes) -> dict[str, Any]:
-    ffmpeg = _ffmpeg()
     with _temp_path(".mp4") as path:
         with open(path, "wb") as handle:
             handle.write(data)
-        reader = ffmpeg.read_frames(path)
-        meta = reader.__next__()
-        try:
-            count = sum(1 for _ in reader)
-        finally:
-            reader.close()
-    width, height = meta["size"]
-    return {"frames": count, "fps": float(meta["fps"]), "width": width, "height": height}
+        # Copying the video stream to the null muxer counts its frames without decoding them.
+        log = _run_ffmpeg(["-i", path, "-map", "0:v:0", "-c", "copy", "-f", "null", "-"], "info")
+    stream = next((line for line in log.splitlines() if _STREAM.search(line)), "")
+    size, fps, counted = _SIZE.search(stream), _FPS.search(stream), _FRAMES.findall(log)
+    if size is None or not counted:
+        raise InvalidRequest("ffmpeg found no video stream in the mp4")
+    return {
+        "frames": int(counted[-1]),
+        "fps": float(fps.group(1)) if fps else 0.0,
+        "width": int(size.group(1)),
+        "height": int(size.group(2)),
+    }
+
+
+# What ffmpeg may see of the daemon's environment: it needs to find libraries and temp space,
+# never the secrets the daemon holds (AWS keys, webhook secrets, provider API keys).
+FFMPEG_ENV_NAMES = frozenset(
+    {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH"}
+)
+FFMPEG_ENV_PREFIXES = ("LC_",)
+
+
+def ffmpeg_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``environ`` that ffmpeg is started with (an allow-list)."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in FFMPEG_ENV_NAMES or name.startswith(FFMPEG_ENV_PREFIXES)
+    }
+
+
+def _run_ffmpeg(args: list[str], level: str = "error", stdin: bytes | None = None) -> str:
+    """Run the bundled ffmpeg with ``args`` and an allow-listed environment; its log (stderr).
+
+    imageio-ffmpeg's own frame readers and writers start ffmpeg with the daemon's whole
+    environment, so only its binary is used here."""
+    exe = _ffmpeg().get_ffmpeg_exe()
+    command = [exe, "-hide_banner", "-nostdin", "-loglevel", level, *args]
+    if stdin is not None:
+        command.remove("-nostdin")  # frames arrive on stdin
+    done = subprocess.run(
+        command,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        env=ffmpeg_environment(os.environ),
+        check=False,
+    )
+    log = done.stderr.decode("utf-8", "replace")
+    if done.returncode != 0:
+        raise BackendError(f"ffmpeg failed (exit status {done.returncode}): {log.strip()[-500:]}")
+    return log
 
 
 @contextmanager

@@ -301,6 +301,7 @@ def start_py_spy(pid: int, path: Path) -> subprocess.Popen[bytes] | None:
         print("--py-spy: py-spy is not installed (.venv/bin/pip install py-spy)", file=sys.stderr)
         return None
     fmt = "raw" if path.suffix == ".txt" else "speedscope"
+    path.parent.mkdir(parents=True, exist_ok=True)  # py-spy writes nothing into a missing folder
     proc = subprocess.Popen(
         [str(exe), "record", "--pid", str(pid), "--rate", "200", "--threads", "--idle",
          "--format", fmt, "--output", str(path), "--nonblocking"],

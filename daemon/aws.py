@@ -20,6 +20,8 @@ errors inside one call are botocore's (``retries={"mode": "standard"}``).
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -190,12 +192,29 @@ def _is_transient(exc: BaseException) -> bool:
     )
 
 
+_URL = re.compile(r"""https?://[^\s"'<>]+""")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with each URL cut to scheme, host and path: botocore repeats the request URL
+    (a presigned query, a user:password endpoint) in its messages, which reach logs."""
+
+    def cut(match: re.Match[str]) -> str:
+        parts = urllib.parse.urlsplit(match.group(0))
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+    return _URL.sub(cut, text)
+
+
 def _describe(exc: BaseException) -> str:
     code = error_code(exc)
     if code:
         message = getattr(exc, "response", {}).get("Error", {}).get("Message") or ""
-        return f"{code}: {message}".rstrip(": ")
-    return str(exc) or type(exc).__name__
+        return redact_urls(f"{code}: {message}".rstrip(": "))
+    return redact_urls(str(exc) or type(exc).__name__)
 
 
 def translate(

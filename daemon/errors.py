@@ -86,8 +86,14 @@ InputFault = InputError
 
 class InputChanged(InputError):
     """The input no longer holds the bytes a plan was made for: a newer version replaced them
-    (a re-export, an upload that went on). That version is processed on its own, so these
-    bytes are never quarantined: nothing is moved and no quarantine record is written."""
+    (a re-export, an upload that went on) - or one of its companions changed. That version is
+    processed on its own, so these bytes are never quarantined: nothing is moved and no
+    quarantine record is written. A job it ends carries SUPERSEDED before its reason."""
+
+
+# How a job's recorded reason starts when an InputChanged ended it: its plan's input is not
+# put aside (the finalizer reads this; the ledger keeps reasons as text).
+SUPERSEDED = "superseded: "
 
 
 class UploadInProgress(DarkroomError):

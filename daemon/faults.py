@@ -4,7 +4,8 @@ SIGKILL itself exactly there, as ``kill -9`` would at the worst moment.
 Points: ``after-read`` (source read, before the model), ``after-temp-write`` (an output's
 temp file is written, before its rename), ``after-outputs`` (outputs committed, before the
 ledger marks the job done), ``after-page`` (sheet and page written, before the manifest),
-``after-manifest`` (manifest written, before the root index and before the plan is closed).
+``after-manifest`` (manifest written, before the root index and before the plan is closed),
+``in-decoder`` (inside an image decoder child, which then dies: an environment fault).
 Unset in production; checking it costs one dictionary lookup.
 """
 
@@ -13,7 +14,14 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("after-read", "after-temp-write", "after-outputs", "after-page", "after-manifest")
+POINTS = (
+    "after-read",
+    "after-temp-write",
+    "after-outputs",
+    "after-page",
+    "after-manifest",
+    "in-decoder",
+)
 
 
 def point(name: str) -> None:

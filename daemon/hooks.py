@@ -28,6 +28,7 @@ from daemon.types import JobState, PlanState
 
 if TYPE_CHECKING:
     from daemon.outputs.manifest import Manifest
+    from daemon.review.log import DecisionRow
     from daemon.sinks.base import Sink
 
 log = structlog.get_logger("darkroom.hooks")
@@ -58,6 +59,10 @@ class Hooks:
 
     def worker_restarted(self, device: str, reason: str) -> None:
         """A worker process was replaced after a crash, a hang or a device error."""
+
+    def variant_decided(self, sink: Sink, decision: DecisionRow) -> None:
+        """A reviewer approved, rejected, starred or noted an output (from the review server
+        or ``darkroom review``); called once per recorded decision, after it is stored."""
 
 
 class HookChain(Hooks):
@@ -112,3 +117,10 @@ class HookChain(Hooks):
                 hook.worker_restarted(device, reason)
             except Exception:
                 log.exception("hook failed", hook=type(hook).__name__, call="worker_restarted")
+
+    def variant_decided(self, sink: Sink, decision: DecisionRow) -> None:
+        for hook in self.hooks:
+            try:
+                hook.variant_decided(sink, decision)
+            except Exception:
+                log.exception("hook failed", hook=type(hook).__name__, call="variant_decided")

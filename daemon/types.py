@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_serializer
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,12 @@ class Arrival:
     size: int
     mtime_ns: int
     etag: str | None = None
+    # What brought it: "arrival" (a file came), or a reviewer's decision on an output that
+    # rules can follow ("approved", "rejected", "refine"; :mod:`daemon.review.triggers`).
+    trigger: str = "arrival"
+    # Template variables the trigger adds ({note}, {parent_rule}, ...); part of the plan's
+    # identity, so a second refine with another note is new work.
+    context: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -107,6 +113,25 @@ class ReferenceFile(_Frozen):
     sha256: str
 
 
+class CompanionFile(_Frozen):
+    """An image that goes to a unit's model with the arriving one (a rule's ``companions``):
+    read from the same source when the job runs, checked against ``sha256`` (part of the
+    plan's identity: a changed companion is new work)."""
+
+    name: str  # the rule's companion name ("scene")
+    key: str  # its key in the source, next to the arriving file
+    sha256: str
+
+
+class BriefRef(_Frozen):
+    """The brief row a plan was made from (``*.brief.yaml`` / ``*.brief.csv``): a plan
+    without a photo, whose first steps make images from the prompt alone."""
+
+    row: str  # the row's name, "row-N", or "" for a one-prompt brief
+    line: int  # where the row starts in the brief
+    prompt: str  # the row's prompt, as written
+
+
 class Unit(_Frozen):
     """One model run of a plan (one ledger job)."""
 
@@ -124,6 +149,20 @@ class Unit(_Frozen):
     references: list[ReferenceFile] = Field(default_factory=list)
     mask: str | None = None
     video_format: str = "mp4"
+    # A prompt variation's short id ("p1", "calm-summer"); None for a step without them.
+    # Stored only when set, so plans without variations keep the shape older rows have.
+    variation: str | None = None
+    # Companion images this unit's model gets with its input (stored only when there are some).
+    companions: list[CompanionFile] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _without_unset_variation(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("variation") is None:
+            data.pop("variation", None)
+        if isinstance(data, dict) and not data.get("companions", True):
+            data.pop("companions", None)
+        return data
 
 
 class Placement(_Frozen):
@@ -175,6 +214,15 @@ class Plan(_Frozen):
     error: str | None = None
     # Set by the ledger when the requested output folder is owned by another asset.
     placed: Placement | None = None
+    # A brief's row (no photo): stored only when set, so other plans keep their shape.
+    brief: BriefRef | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_brief(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("brief", False) is None:
+            data.pop("brief", None)
+        return data
 
     def unit_at(self, index: int) -> Unit:
         return self.units[index]

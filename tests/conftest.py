@@ -7,7 +7,9 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -39,3 +41,21 @@ def make_image(
 
 # The real-daemon fixture, for every folder that runs `darkroom run` as a subprocess.
 from tests.e2e.conftest import daemon_factory  # noqa: E402,F401
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Chromium through selenium (see tests/browser.py); skips without chromium."""
+    from tests.browser import CHROMIUM, chromium
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium chromium-driver)")
+    yield from chromium(tmp_path_factory.mktemp("chromium-profile"))
+
+
+@pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx (and a browser) honour *_PROXY variables: none may carry a loopback request."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)

@@ -19,7 +19,8 @@ Keys travel only in request headers — never in messages, logs or ``Result.info
 
 Spec options every hosted profile understands (the provider modules document theirs):
 
-- ``base_url``         the API root (tests and proxies point it elsewhere);
+- ``base_url``         the API root (tests and proxies point it elsewhere): https, or plain
+                       http to a loopback address only; no user, query or fragment;
 - ``api_key_env``      environment variable holding the key (GEMINI_API_KEY, ...);
 - ``credential``       file name under ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential``),
                        default: the same name as ``api_key_env``;
@@ -109,7 +110,7 @@ class Options:
 
         timeout = number("timeout", 120.0, 0.001)
         return cls(
-            base_url=str(spec.option("base_url", base_url)).rstrip("/"),
+            base_url=trusted_base_url(str(spec.option("base_url", base_url)).rstrip("/")),
             timeout=timeout,
             connect_timeout=min(timeout, number("connect_timeout", 10.0, 0.001)),
             retries=int(number("retries", 4, 0)),
@@ -118,6 +119,62 @@ class Options:
             max_wait=number("max_wait", 120.0, 0),
             concurrency=int(number("concurrency", 4, 1)),
         )
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost`` or a loopback address: traffic that never leaves this machine."""
+    import ipaddress
+
+    if not host:
+        return False
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, for messages: never a user, password, path or
+    query (a signed delivery URL carries its signature there)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparsable URL>"
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{'[' + host + ']' if ':' in host else host}{port}"
+
+
+def trusted_base_url(url: str) -> str:
+    """``url`` if an API key may be sent there: https, or plain http to this machine (a
+    test fake, a local proxy); no user, password, query or fragment. Else ConfigurationFault
+    (the key would cross the network in clear text, or the URL hides something)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigurationFault(
+            f"profile option base_url {origin(url)} is not a valid URL"
+        ) from None
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ConfigurationFault(
+            f"profile option base_url {origin(url)}: put no user, password, query or fragment "
+            "in it (keys go in api_key_env or a credential, see docs/hosted.md)"
+        )
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return url
+    raise ConfigurationFault(
+        f"profile option base_url {origin(url)} must be https:// (plain http only to "
+        "localhost/127.0.0.1): the API key would otherwise cross the network in clear text"
+    )
 
 
 def api_key(spec: ModelSpec, provider: str, default_env: str) -> str:
@@ -443,9 +500,12 @@ def split(
     )
 
 
-def check_request(request: Request, provider: str, *, max_images: int) -> None:
-    """What every hosted backend needs: inputs, seeds, a prompt, no mask, not too many images."""
-    if not request.images:
+def check_request(
+    request: Request, provider: str, *, max_images: int, prompt_only: bool = False
+) -> None:
+    """What every hosted backend needs: inputs, seeds, a prompt, no mask, not too many images.
+    ``prompt_only``: the model also makes images from the prompt alone (a brief's row)."""
+    if not request.images and not prompt_only:
         raise InvalidRequest(f"{provider} needs at least one input image")
     if not request.seeds:
         raise InvalidRequest(f"{provider} needs at least one seed (one output per seed)")
@@ -456,7 +516,7 @@ def check_request(request: Request, provider: str, *, max_images: int) -> None:
             f"{provider} takes no mask: describe the area in the prompt, "
             "or use a local inpaint profile (sdxl-inpaint, flux-fill)"
         )
-    if 1 + len(request.references) > max_images:
+    if len(request.images[:1]) + len(request.references) > max_images:
         raise InvalidRequest(
             f"{provider} takes at most {max_images} images per request (the input plus "
             f"{max_images - 1} references); this step has {len(request.references)} references: "

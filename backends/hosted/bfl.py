@@ -9,7 +9,8 @@ is downloaded without the key. When the POST answer has no ``polling_url`` (webh
 ``{base_url}/get_result?id=...`` is polled.
 
 The key goes only where BFL documents it: a ``polling_url`` is trusted when it has the same
-scheme, host and port as ``base_url``, or is ``https`` on a host listed in the profile option
+scheme, host and port as ``base_url`` (itself https, or http only on loopback for tests and
+local proxies), or is ``https`` on a host listed in the profile option
 ``polling_hosts`` (default ``POLLING_HOSTS``: BFL's global and regional API hosts). Anything
 else — another domain, a look-alike such as ``api.bfl.ai.evil.example`` or
 ``evil-bfl.ai``, plain http — is refused before the key is sent.
@@ -178,7 +179,7 @@ class BFLKontextBackend(hosted.HostedBackend):
         poll = submitted.get("polling_url") or f"{self.options.base_url}/get_result?id={task_id}"
         if not self.trusted(poll):
             raise OutcomeUnknown(
-                f"{PROVIDER}: polling_url {urlsplit(poll).scheme}://{urlsplit(poll).netloc} is not "
+                f"{PROVIDER}: polling_url {hosted.origin(poll)} is not "
                 f"the configured API host nor a documented BFL host; the key is not sent there "
                 f"(task {task_id} was submitted: check base_url, or add the host to the profile "
                 "option polling_hosts if BFL documents it)",
@@ -257,10 +258,19 @@ class BFLKontextBackend(hosted.HostedBackend):
             self._sleep(interval)
 
     def trusted(self, url: str) -> bool:
-        """Same origin as ``base_url``, or https on a documented BFL host (exact match)."""
-        base, other = urlsplit(self.options.base_url), urlsplit(url)
-        if (other.scheme, other.hostname, other.port) == (base.scheme, base.hostname, base.port):
-            return True
+        """Same origin as ``base_url`` (https, or http on loopback: see
+        :func:`backends.hosted.trusted_base_url`), or https on a documented BFL host (exact
+        match); never a URL with a user or password in it."""
+        base = urlsplit(self.options.base_url)
+        try:
+            other = urlsplit(url)
+            other_port = other.port
+        except ValueError:
+            return False
+        if other.username is not None or other.password is not None:
+            return False
+        if (other.scheme, other.hostname, other_port) == (base.scheme, base.hostname, base.port):
+            return other.scheme == "https" or hosted.is_loopback_host(other.hostname)
         hosts = [str(h).lower() for h in self.spec.option("polling_hosts", POLLING_HOSTS)]
         return (
             other.scheme == "https"

@@ -75,7 +75,9 @@ class GeminiImageBackend(hosted.HostedBackend):
 
     def validate(self, request: Request) -> None:
         limit = int(self.spec.option("max_input_images", 14))
-        hosted.check_request(request, PROVIDER, max_images=limit)
+        # Gemini makes images from text alone too: a brief's row sends the prompt (and its
+        # references) without an input image.
+        hosted.check_request(request, PROVIDER, max_images=limit, prompt_only=True)
         size = request.params.get("size")
         sizes = list(self.spec.option("image_sizes", []))
         if size is not None and size not in sizes:
@@ -100,8 +102,10 @@ class GeminiImageBackend(hosted.HostedBackend):
         fmt = self.spec.option("upload_format", "jpeg")
         references = [_image_part(r, fmt) for r in request.references]
         jobs = []
-        for i, image in enumerate(request.images):
-            parts = [{"text": request.prompt}, _image_part(image, fmt), *references]
+        # A prompt-only request (a brief) is one "input" without an image part.
+        inputs = [[_image_part(image, fmt)] for image in request.images] or [[]]
+        for i, image_parts in enumerate(inputs):
+            parts = [{"text": request.prompt}, *image_parts, *references]
             for seed in request.seeds:
                 jobs.append(lambda parts=parts, seed=seed, i=i: self._one(parts, seed, i, request))
         key = f"{PROVIDER}:{self.options.base_url}:{self.spec.model}"

@@ -22,19 +22,36 @@ HELP: dict[str, tuple[str, str]] = {
     ),
     "check": (
         "Validate the config and every rule file and report every problem at once, each with "
-        "file:line:col and a hint; exit 1 if there is any. --json prints them as a list of "
-        "{file, line, column, key, message, hint, severity}.",
+        "file:line:col and a hint; exit 1 if there is any. Offline, it also checks that the "
+        "weights (or hosted API keys) of every profile the rules use are here, pick ranges, "
+        "mask and watermark files, webhook URL schemes and folders. Warnings do not change "
+        "the exit status. --json prints them as a list of {file, line, column, key, message, "
+        "hint, severity}; --live also runs the checks of 'doctor'.",
         "darkroom check --config darkroom.yaml\ndarkroom check --json | jq -r '.[].text'",
     ),
     "doctor": (
-        "Check the environment the config needs (GPU, disk, tools, buckets, queues, "
-        "credentials, webhook endpoints): one line each with ok, warn or fail and a fix.",
-        "darkroom doctor --config /etc/darkroom/darkroom.yaml",
+        "Check the environment the config needs (GPU and torch build, disk space, ffmpeg and "
+        "Ghostscript, AWS credentials, buckets readable and writable, SQS queues and their "
+        "bucket notifications, webhook endpoints): one line each with ok, warn or fail and a "
+        "fix. Exit 0 when all are ok, 1 on a warning, 2 on a failure. --json for scripts; "
+        "--ping-webhooks POSTs a signed doctor.ping event instead of a HEAD request.",
+        "darkroom doctor --config /etc/darkroom/darkroom.yaml\n"
+        "darkroom doctor --json | jq -r '.[] | select(.status != \"ok\") | .fix'",
     ),
     "models": (
         "List the model profiles the rules can name, grouped by role, with where their weights "
         "are (or whether a hosted model's API key is set). --json for scripts.",
         "darkroom models\ndarkroom models --all --json | jq '.[].profile'",
+    ),
+    "models pull": (
+        "Download the weights of profiles into the Hugging Face cache the daemon loads from "
+        "(HF_HOME), before their first job: only the files the profile's pipeline reads (its "
+        "components, the fp16 files where the profile uses them), with the total size first "
+        "and progress. The one command that goes online: it refuses while HF_HUB_OFFLINE=1. "
+        "Gated models (kontext, flux-fill, svd) need HF_TOKEN and their licence accepted.",
+        "darkroom models pull sd-turbo sdxl-turbo\n"
+        "HF_TOKEN=hf_... darkroom models pull kontext\n"
+        "darkroom models pull --all-used --config /etc/darkroom/darkroom.yaml",
     ),
     "process": (
         "Process files once, through the same pipeline as the daemon, and exit: 0 when every "
@@ -86,6 +103,29 @@ HELP: dict[str, tuple[str, str]] = {
     "review reject": (
         "Reject variants: record the decision and remove an earlier approval copy.",
         "darkroom review reject out/product-lifestyle/a 1 --note 'wrong colour'",
+    ),
+    "review star": (
+        "Star variants: a shortlist mark shown on the page, kept apart from approval.",
+        "darkroom review star out/product-lifestyle/a explore-0",
+    ),
+    "review unstar": (
+        "Remove the star from variants.",
+        "darkroom review unstar out/product-lifestyle/a explore-0",
+    ),
+    "review note": (
+        "Attach a note to variants (shown on the page, sent with the webhook).",
+        "darkroom review note out/product-lifestyle/a explore-1 --note 'try warmer light'",
+    ),
+    "review refine": (
+        "Start another round on a variant: the rule runs again on it (or the rule its refine: "
+        "names), its prompt extended by the note. Needs the daemon (it runs the round).",
+        "darkroom review refine out/product-lifestyle/a explore-1 --note 'warmer light'",
+    ),
+    "serve": (
+        "Serve the sinks' review pages over HTTP with approve, reject, star and note buttons "
+        f"{CONFIG}. Loopback unless review.allow_remote and review.token are set; decisions "
+        "go into the manifests and the ledger, where the daemon announces them.",
+        "darkroom serve --config darkroom.yaml --port 8765",
     ),
     "match": (
         "Explain which rules take a file and why the others don't, with the rendered prompts, "

@@ -1,11 +1,9 @@
-"""The ``darkroom`` command line: its parser, and the run, check, process and models commands.
+"""The ``darkroom`` command line: its parser, and the run and process commands.
 
     darkroom run      [--config PATH]             the daemon, in the foreground
-    darkroom check    [--config PATH]             validate config and rules; every error at once
     darkroom process  FILE... [--rule NAME]        one-shot through the same pipeline
-    darkroom models   [--all] [--json]            the model profiles: licence, gating, price
-    (+ status, jobs ls, retry, cancel: daemon.cli.ops; match, rules schema, reprocess:
-     daemon.cli.rules; inspect, review: daemon.cli.review)
+    (+ check, doctor: daemon.cli.check; models, models pull: daemon.cli.models; status, jobs ls, retry, cancel: daemon.cli.ops;
+     match, rules schema, reprocess: daemon.cli.rules; inspect, review: daemon.cli.review)
 
 The config file is ``--config``, else ``$DARKROOM_CONFIG``, else ``./darkroom.yaml`` if it
 exists (otherwise defaults and environment only).
@@ -26,10 +24,7 @@ from daemon import __version__
 from daemon.errors import ConfigError, DarkroomError
 
 if TYPE_CHECKING:
-    from daemon.config.profiles import Profile
     from daemon.config.settings import Settings
-    from daemon.errors import Problem
-    from daemon.rules.match import RuleSet
 
 
 def _config_path(arg: str | None) -> Path | None:
@@ -100,63 +95,6 @@ def _exit_without_stragglers() -> None:
     os._exit(0)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    from daemon.config.profiles import resolve_profiles
-    from daemon.config.settings import load_settings
-    from daemon.rules.load import load_rules
-    from daemon.service.app import config_problems
-
-    problems = []
-    try:
-        settings = load_settings(_config_path(args.config))
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-        settings = None
-    rules = None
-    if settings is not None:
-        try:
-            rules = load_rules(settings.rules_dir)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-        try:
-            profiles = resolve_profiles(settings)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-            profiles = None
-        if rules is not None and profiles is not None:
-            problems.extend(config_problems(settings, rules, profiles))
-    if getattr(args, "json", False):
-        return _print_check_json(problems, rules)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if problems:
-        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
-        return 1
-    assert settings is not None and rules is not None  # else there were problems
-    from daemon.rules.load import output_collisions
-
-    for warning in output_collisions(rules):
-        print(f"warning: {warning}", file=sys.stderr)
-    print(
-        f"ok: {len(rules)} rule(s) in {settings.rules_dir}, "
-        f"{len(settings.sources)} source(s), {len(settings.sinks)} sink(s)"
-    )
-    return 0
-
-
-def _print_check_json(problems: list[Problem], rules: RuleSet | None) -> int:
-    """``check --json``: every problem (and, when there is none, every warning) as a list."""
-    from daemon.cli.output import print_json, problem_record
-
-    records = [{**problem_record(p), "severity": "error"} for p in problems]
-    if not problems and rules is not None:
-        from daemon.rules.load import output_collisions
-
-        records += [{**problem_record(w), "severity": "warning"} for w in output_collisions(rules)]
-    print_json(records)
-    return 1 if problems else 0
-
-
 def cmd_process(args: argparse.Namespace) -> int:
     from daemon.cli.progress import Progress
     from daemon.service.app import App
@@ -171,8 +109,15 @@ def cmd_process(args: argparse.Namespace) -> int:
     if missing:
         print(f"not a file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    files = FilesSource(paths)
-    app = App(settings, sources={files.name: files}, any_source=True)
+    # A file inside a watched folder gets the key and source the daemon would give it, so
+    # folder-based rules, {dir} and {folder} work as they do in `darkroom run`.
+    watched = {
+        name: Path(source.path).resolve()
+        for name, source in settings.sources.items()
+        if source.type == "folder"
+    }
+    files = FilesSource(paths, roots=watched)
+    app = App(settings, sources=dict.fromkeys(files.source_names, files), any_source=True)
     if args.rule and args.rule not in app.rules.by_name:
         print(
             f"unknown rule {args.rule!r}; rules: {', '.join(sorted(app.rules.by_name))}",
@@ -192,6 +137,11 @@ def cmd_process(args: argparse.Namespace) -> int:
             plan_ids += app.intake.handle(arrival) or []
         if not plan_ids:
             print("no rule matches these files (use --rule NAME to choose one)", file=sys.stderr)
+            for arrival in files.arrivals():
+                for verdict in app.rules.verdicts(arrival, any_source=True, shallow=True):
+                    if not verdict.matched:
+                        why = "; ".join(verdict.reasons)
+                        print(f"  {arrival.key} [{verdict.rule}]: {why}", file=sys.stderr)
             return 1
         while True:
             states = [ledger.plan(pid).state for pid in plan_ids]
@@ -216,118 +166,6 @@ def cmd_process(args: argparse.Namespace) -> int:
         app.stop()
 
 
-def weights_status(profile: Profile, models_dir: Path) -> str:
-    """Where a profile's weights are, without loading them (and without torch)."""
-    import os
-
-    model = profile.model
-    if profile.provider:
-        env = profile.options.get("api_key_env")
-        return (
-            f"hosted ({env} {'set' if env and os.environ.get(env) else 'NOT set'})"
-            if env
-            else "hosted"
-        )
-    if profile.task in ("rendition", "stub"):
-        return "no weights needed"
-    if model.startswith("random:"):
-        from backends import random_models
-
-        name = model.split(":", 1)[1]
-        try:
-            built = models_dir / "random" / f"{name}-{random_models.config_digest(name)}"
-        except Exception:
-            return "unknown random config"
-        return "built" if built.is_dir() else "built on first use (offline)"
-    if Path(model).expanduser().is_dir():
-        return "local directory"
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(model, "model_index.json", revision=profile.revision)
-    return (
-        "in HF cache"
-        if isinstance(found, str)
-        else "MISSING: download into HF_HOME or use a local path"
-    )
-
-
-# Roles whose profiles are for tests and benchmarks: listed only with --all.
-HIDDEN_ROLES = ("benchmark", "test")
-
-
-def hidden_profile(profile: Profile) -> bool:
-    """Tiny random-weight twins, benchmarks and the stub: not for a user's rules."""
-    return profile.role in HIDDEN_ROLES or profile.model.startswith("random:")
-
-
-def model_row(profile: Profile, models_dir: Path) -> dict[str, object]:
-    """What ``darkroom models`` says about one profile (``--json`` prints these)."""
-    from backends import cards
-
-    card = cards.card(profile.name)
-    price = profile.price_per_image
-    return {
-        "profile": profile.name,
-        "role": profile.role,
-        "task": profile.task,
-        "model": profile.model,
-        "vram_gb": profile.vram_gb,
-        "licence": card.licence if card else None,
-        "licence_url": card.licence_url if card else None,
-        "commercial": card.commercial if card else None,
-        "gated": card.gated if card else None,
-        "provider": profile.provider,
-        "price_per_image": price,
-        "weights": weights_status(profile, models_dir),
-    }
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from daemon.config.profiles import resolve_profiles
-
-    settings = _settings(args)
-    profiles = resolve_profiles(settings)
-    shown = [p for p in profiles.values() if args.all or not hidden_profile(p)]
-    shown.sort(key=lambda p: (p.role, p.name))
-    rows = [model_row(p, settings.models_dir) for p in shown]
-    if args.json:
-        from daemon.cli.output import print_json
-
-        print_json(rows)
-        return 0
-    header = ("PROFILE", "TASK", "MODEL", "VRAM GB", "LICENCE", "GATED", "PRICE", "WEIGHTS")
-    table: list[tuple[str, ...] | str] = []
-    role = None
-    for row in rows:
-        if row["role"] != role:
-            role = row["role"]
-            table.append(f"{role}:")
-        vram, price, gated = row["vram_gb"], row["price_per_image"], row["gated"]
-        table.append(
-            (
-                f"  {row['profile']}",
-                str(row["task"]),
-                str(row["model"]),
-                "" if not vram else f"{vram:g}",
-                str(row["licence"] or ("provider terms" if row["provider"] else "")),
-                "" if gated is None else ("yes: HF_TOKEN" if gated else "no"),
-                "" if price is None else f"${price:.3f}/image",
-                str(row["weights"]),
-            )
-        )
-    lines = [header] + [r for r in table if isinstance(r, tuple)]
-    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
-    for item in [header, *table]:
-        if isinstance(item, str):
-            print(item)
-            continue
-        print("  ".join(c.ljust(w) for c, w in zip(item, widths, strict=True)).rstrip())
-    if not args.all:
-        hidden = len(profiles) - len(shown)
-        print(f"({hidden} test and benchmark profiles hidden: --all shows them)")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="darkroom", description="Run image models on a stream of files."
@@ -336,8 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func, text in (
         ("run", cmd_run, "run the daemon in the foreground"),
-        ("check", cmd_check, "validate the config and rules"),
-        ("models", cmd_models, "list model profiles"),
         ("process", cmd_process, "process files once through the same pipeline"),
     ):
         p = sub.add_parser(name, help=text)
@@ -345,21 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
             "--config", "-c", help="config file (default: $DARKROOM_CONFIG or ./darkroom.yaml)"
         )
         p.set_defaults(func=func)
-        if name == "models":
-            p.add_argument(
-                "--all", action="store_true", help="also the tiny, benchmark and test profiles"
-            )
-            p.add_argument("--json", action="store_true", help="one JSON object per profile")
-        if name == "check":
-            p.add_argument("--json", action="store_true", help="the problems as a JSON list")
         if name == "process":
             p.add_argument("files", nargs="+", metavar="FILE")
             p.add_argument("--rule", help="use this rule instead of matching")
     # Review commands (inspect, review approve|reject) live in their own module.
+    from daemon.cli import check as cli_check
+    from daemon.cli import models as cli_models
     from daemon.cli import ops as cli_ops
     from daemon.cli import review as cli_review
     from daemon.cli import rules as cli_rules
 
+    cli_check.register(sub)  # check, doctor
+    cli_models.register(sub)  # models, models pull
     cli_ops.register(sub)
     cli_review.register(sub)
     cli_rules.register(sub)
@@ -370,8 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stdout = sys.stdout
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout = stdout
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)  # --help and usage errors print too
+        if args.command != "run":  # `run` logs to stdout; results elsewhere quote names
+            from daemon.cli.output import Printable
+
+            sys.stdout = Printable(sys.stdout)
         status: int = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here when the output fit in the buffer
         return status

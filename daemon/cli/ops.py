@@ -1,7 +1,9 @@
 """Operator commands against the ledger of a running or stopped daemon.
 
-    darkroom status                     every state: queued, running, held and failed with
-                                        reasons, quarantined, active and adopted plans
+    darkroom status [--json] [--limit N]
+                                        every state: queued, running, held and failed with
+                                        reasons, quarantined, active and adopted plans; each
+                                        source and sink as the running daemon last saw it
     darkroom jobs ls [--state S] [--rule R] [--limit N]
     darkroom retry JOB... | --failed | --held | --quarantined
                                         run failed or held jobs again (a new round when a
@@ -20,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from daemon.cli.output import say_truncated
 from daemon.queue.ledger import Ledger
 from daemon.types import JobState
 
@@ -29,6 +32,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "status", help="show the queue: depth, running, failed with reasons, per rule"
     )
     p.add_argument("--config", "-c")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument(
+        "--limit", type=int, default=50, help="rows per list (held, quarantined, failed)"
+    )
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("jobs", help="list jobs")
@@ -64,11 +71,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_cancel)
 
 
-def _ledger(args: argparse.Namespace) -> Ledger | None:
+def _ledger(args: argparse.Namespace, state_dir: Path | None = None) -> Ledger | None:
     from daemon.cli.main import _settings
 
-    settings = _settings(args)
-    path = settings.state_dir / "ledger.sqlite"
+    path = (state_dir or _settings(args).state_dir) / "ledger.sqlite"
     if not path.exists():
         print(f"no ledger at {path}: the daemon has not run with this config yet")
         return None
@@ -76,7 +82,22 @@ def _ledger(args: argparse.Namespace) -> Ledger | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    ledger = _ledger(args)
+    from daemon.cli.main import _settings
+    from daemon.cli.status import print_parts, status_document
+
+    settings = _settings(args)
+    if getattr(args, "json", False):
+        from daemon.cli.output import print_json
+
+        document = status_document(settings.state_dir, args_limit(args))
+        print_json(document)
+        for name in ("held", "quarantined", "failed"):
+            listing = document[name]
+            total = listing["total"]
+            say_truncated(len(listing["items"]), total, name)
+        return 0
+    print_parts(settings.state_dir)
+    ledger = _ledger(args, settings.state_dir)
     if ledger is None:
         return 0
     counts = ledger.counts()
@@ -126,15 +147,15 @@ def args_limit(args: argparse.Namespace) -> int:
 
 
 def _showing(shown: int, total: int) -> str:
-    """' (showing N of M)' when a list was cut short, else ''."""
-    return f" (showing {shown} of {total})" if total > shown else ""
+    """' (showing N of M; --limit M shows all)' when a list was cut short, else ''."""
+    return f" (showing {shown} of {total}; --limit {total} shows all)" if total > shown else ""
 
 
 def cmd_jobs_ls(args: argparse.Namespace) -> int:
     ledger = _ledger(args)
     if ledger is None:
         return 0
-    from daemon.cli.output import iso_time, print_json, say_truncated
+    from daemon.cli.output import iso_time, print_json
 
     as_json = bool(getattr(args, "json", False))
     rows = ledger.jobs(state=args.state, rule=args.rule, limit=args.limit + 1)

@@ -12,6 +12,9 @@ The conventions every command follows (``--json`` included):
   ``showing N of M (use --limit)``. Nothing is ever dropped silently.
 - A closed pipe (``darkroom inspect x | head``) ends the command quietly with status 141
   (128 + SIGPIPE, as a C tool killed by the signal reports): see ``daemon.cli.main.main``.
+- Names come from uploaders: on stdout, control characters (an escape sequence that clears
+  the screen or retitles the terminal, a newline that breaks a table row) and bidi overrides
+  are printed escaped (``\x1b``, ``\u202e``) - :class:`Printable`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,30 @@ from typing import Any
 
 from daemon.errors import Problem
 
-__all__ = ["iso_time", "print_json", "problem_record", "say_truncated"]
+__all__ = ["Printable", "iso_time", "print_json", "problem_record", "say_truncated"]
+
+# C0 controls but newline and tab, DEL, C1 controls, and the bidi embeddings, overrides and
+# isolates that make a name read differently from what it is.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class Printable:
+    """A text stream that writes control characters escaped (see the module docstring)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(_UNPRINTABLE.sub(_escape, text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding ...
+        return getattr(self._stream, name)
 
 
 def print_json(value: Any) -> None:

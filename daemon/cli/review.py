@@ -5,45 +5,43 @@
         container metadata) as JSON, its IPTC ``digital_source_type`` included;
         exit 1 with "no Darkroom provenance in FILE" when there is none.
 
-    darkroom review approve|reject TARGET VARIANT... [--note TEXT] [--by NAME] [--config F]
+    darkroom review approve|reject|star|unstar|note TARGET VARIANT... [--note TEXT] [--by NAME]
+                                                                      [--config F]
         TARGET is a manifest.json or the folder holding it. VARIANT is an output path as written
         in the manifest, its file name (with or without extension), or a short name such as
         ``explore-0`` (``explore-sd-turbo-0`` when a compare step makes that name ambiguous).
 
-How the sink is found. Without ``--config`` the sink is a folder sink whose root is the nearest
-folder above TARGET from which the manifest's output paths resolve (an ``index.json`` there
-also marks it). With ``--config``, TARGET is either ``SINK:path/in/sink/manifest.json`` (any
-sink type, S3 included) or a local path inside one of the configured folder sinks.
+    darkroom serve [--config F] [--host H] [--port N]
+        the review server (:mod:`daemon.review.server`) over the configured sinks, without the
+        daemon; ``review.enabled: true`` runs the same server inside ``darkroom run``.
 
-What it does: the decision is recorded in the manifest's ``decisions`` (rewritten atomically
-through the sink's ``write``), an approved variant is copied to ``approved/<rule>/<stem>/<file>``
-in the same sink (a rejection removes such a copy), and the page and root index are republished.
+How the sink is found. Without ``--config`` (and no darkroom.yaml here) the sink is a folder
+sink whose root is the nearest folder above TARGET from which the manifest's output paths
+resolve (an ``index.json`` there also marks it). With a config, TARGET is either
+``SINK:path/in/sink/manifest.json`` (any sink type, S3 included) or a local path inside one of
+the configured folder sinks, and the decision is also recorded in the ledger, where the
+daemon announces it (webhooks, ``on: approved`` rules) - at once if it runs, else when it
+starts.
+
+What it does: see :mod:`daemon.review.decisions` - the manifest's ``decisions``, the approval
+copy in ``approved/<output path>``, and the republished page and index.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import getpass
 import json
-import mimetypes
-import posixpath
 import sys
-from pathlib import Path, PurePosixPath
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from daemon.errors import DarkroomError
-from daemon.outputs.manifest import (
-    Decision,
-    Manifest,
-    ManifestError,
-    manifest_bytes,
-    parse_manifest,
-)
+from daemon.outputs.manifest import Manifest
+from daemon.review.decisions import Action, ReviewError, decide, load_manifest
 from daemon.sinks.base import Sink
 
-
-class ReviewError(DarkroomError):
-    """A review command could not do what it was asked (the message says why)."""
+if TYPE_CHECKING:
+    from daemon.config.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,19 +50,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_inspect)
 
-    review = sub.add_parser("review", help="approve or reject variants of a source")
+    review = sub.add_parser("review", help="approve, reject, star or note variants of a source")
     actions = review.add_subparsers(dest="action", required=True)
     for action, text in (
-        ("approve", "approve variants (copies them to approved/)"),
-        ("reject", "reject variants (removes an earlier approval copy)"),
+        (Action.APPROVE, "approve variants (copies them to approved/)"),
+        (Action.REJECT, "reject variants (removes an earlier approval copy)"),
+        (Action.STAR, "star variants (a shortlist mark, kept apart from approval)"),
+        (Action.UNSTAR, "remove the star from variants"),
+        (Action.NOTE, "attach a note to variants (--note TEXT)"),
+        (Action.REFINE, "run another round on variants, the prompt extended by --note TEXT"),
     ):
-        a = actions.add_parser(action, help=text)
+        a = actions.add_parser(action.value, help=text)
         a.add_argument("target", metavar="MANIFEST_OR_SOURCE_DIR")
         a.add_argument("variants", nargs="+", metavar="VARIANT")
         a.add_argument("--note", default=None, help="a note stored with the decision")
         a.add_argument("--by", default=None, help="who decided (default: the login name)")
         a.add_argument("--config", "-c", help="config file: find the sink among its sinks")
-        a.set_defaults(func=cmd_review, decision="approved" if action == "approve" else "rejected")
+        a.set_defaults(func=cmd_review, decision=action)
+
+    serve = sub.add_parser("serve", help="serve the review pages with approve/reject buttons")
+    serve.add_argument("--config", "-c")
+    serve.add_argument("--host", default=None, help="override review.host")
+    serve.add_argument("--port", type=int, default=None, help="override review.port")
+    serve.set_defaults(func=cmd_serve)
 
 
 # --------------------------------------------------------------------------- inspect
@@ -116,145 +124,92 @@ def _folder_root(manifest_file: Path, manifest: Manifest) -> Path:
     return folder
 
 
-def _open_sink(args: argparse.Namespace) -> tuple[Sink, str]:
-    """(sink, manifest path inside it) for the command's TARGET."""
+def _open_sink(args: argparse.Namespace) -> tuple[Sink, str, Settings | None]:
+    """(sink, manifest path inside it, the settings that named the sink) for TARGET."""
+    from daemon.cli.main import _config_path
     from daemon.sinks.folder import FolderSink
 
-    if args.config:
-        from daemon.cli.main import _config_path
+    config = _config_path(args.config)
+    if config is not None:
         from daemon.config.settings import load_settings
         from daemon.service.app import build_sinks
 
-        sinks = build_sinks(load_settings(_config_path(args.config)))
+        settings = load_settings(config)
+        sinks = build_sinks(settings)
         name, sep, rest = args.target.partition(":")
         if sep and name in sinks:
-            return sinks[name], rest
+            return sinks[name], rest, settings
         target = _manifest_file(Path(args.target)).resolve()
         for sink in sinks.values():
             root = sink.local_root()
             if root is not None and target.is_relative_to(root.resolve()):
-                return sink, target.relative_to(root.resolve()).as_posix()
-        raise ReviewError(
-            f"{args.target} is not inside a configured folder sink; use SINK:path/to/manifest.json "
-            f"(sinks: {', '.join(sorted(sinks)) or 'none'})"
-        )
+                return sink, target.relative_to(root.resolve()).as_posix(), settings
+        if args.config:
+            raise ReviewError(
+                f"{args.target} is not inside a configured folder sink; use "
+                f"SINK:path/to/manifest.json (sinks: {', '.join(sorted(sinks)) or 'none'})"
+            )
     manifest_file = _manifest_file(Path(args.target))
-    manifest = _load(manifest_file.read_bytes(), str(manifest_file))
+    manifest = load_manifest(manifest_file.read_bytes(), str(manifest_file))
     root = _folder_root(manifest_file, manifest)
-    return FolderSink("review", root), manifest_file.resolve().relative_to(root).as_posix()
-
-
-def _load(data: bytes, where: str) -> Manifest:
-    try:
-        return parse_manifest(data)
-    except ManifestError as exc:
-        raise ReviewError(f"{where} is {exc}") from None
-
-
-def resolve_variant(manifest: Manifest, wanted: str, where: str) -> str:
-    """The output path in ``manifest`` that ``wanted`` names (see the module docstring)."""
-    from daemon.outputs.page import short_names
-
-    names = short_names(manifest)
-    matches = []
-    for step, o in manifest.outputs():
-        if not o.path or o.path not in names:
-            continue
-        name, model = o.step or step.name, o.model or step.model
-        base = posixpath.basename(o.path)
-        forms = {
-            o.path,
-            base,
-            PurePosixPath(base).stem,
-            names[o.path],
-            f"{name}-{o.variant}",
-            f"{name}-{model}-{o.variant}",
-        }
-        if wanted in forms and o.path not in matches:
-            matches.append(o.path)
-    if len(matches) == 1:
-        return matches[0]
-    listing = ", ".join(names.values()) or "none"
-    if matches:
-        raise ReviewError(f"variant {wanted!r} is ambiguous in {where}; variants: {listing}")
-    raise ReviewError(f"no variant {wanted!r} in {where}; variants: {listing}")
-
-
-def approved_path(manifest: Manifest, output_path: str, manifest_path: str) -> str:
-    """``approved/<rule>/<stem>/<file>`` for an output of this manifest."""
-    rule = manifest.rule.name or "unknown-rule"
-    key = manifest.source.key or ""
-    stem = PurePosixPath(key).stem or PurePosixPath(manifest_path).parent.name or "source"
-    return posixpath.join("approved", rule, stem, posixpath.basename(output_path))
-
-
-def decide(
-    sink: Sink,
-    manifest_path: str,
-    variants: list[str],
-    decision: str,
-    *,
-    note: str | None = None,
-    by: str | None = None,
-) -> list[tuple[str, str]]:
-    """Record ``decision`` ("approved"/"rejected") for ``variants`` of the manifest at
-    ``manifest_path`` in ``sink``; copy/remove approval copies; republish the page.
-
-    Returns ``[(output path, approved copy path)]``. Raises ReviewError naming what was wrong;
-    nothing is written unless every variant resolves.
-    """
-    from daemon.outputs.page import publish
-
-    if decision not in ("approved", "rejected"):
-        raise ValueError(f"decision must be 'approved' or 'rejected', not {decision!r}")
-    where = sink.location(manifest_path)
-    if not sink.exists(manifest_path):
-        raise ReviewError(f"no manifest at {where}")
-    manifest = _load(sink.read(manifest_path), where)
-    paths = [resolve_variant(manifest, v, where) for v in variants]
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    who = by or _login()
-    decided: dict[str, Decision] = {}
-    done = []
-    for path in dict.fromkeys(paths):
-        copy = approved_path(manifest, path, manifest_path)
-        if decision == "approved":
-            sink.write(copy, sink.read(path), _content_type(path))
-        elif sink.exists(copy):
-            sink.delete(copy)
-        # A note is written only when given, as earlier daemons did.
-        fields = {"note": note} if note else {}
-        decided[path] = Decision(decision=decision, at=now, by=who, **fields)
-        done.append((path, copy))
-    manifest = manifest.with_decisions(decided)
-    # A plain write, not write_manifest: replacing our own commit marker is intended here.
-    sink.write(manifest_path, manifest_bytes(manifest), "application/json")
-    publish(sink, manifest, manifest_path=manifest_path)
-    return done
-
-
-def _content_type(path: str) -> str:
-    return mimetypes.guess_type(path)[0] or "application/octet-stream"
-
-
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
+    path = manifest_file.resolve().relative_to(root).as_posix()
+    return FolderSink("review", root), path, None
 
 
 def cmd_review(args: argparse.Namespace) -> int:
+    action: Action = args.decision
     try:
-        sink, manifest_path = _open_sink(args)
-        done = decide(sink, manifest_path, args.variants, args.decision, note=args.note, by=args.by)
+        sink, manifest_path, settings = _open_sink(args)
+        done = decide(sink, manifest_path, args.variants, action, note=args.note, by=args.by)
     except ReviewError as exc:
         print(f"darkroom: {exc}", file=sys.stderr)
         return 1
     from daemon.outputs.paths import page_path_for
 
-    for path, copy in done:
-        tail = f" -> {sink.location(copy)}" if args.decision == "approved" else ""
-        print(f"{args.decision}: {path}{tail}")
+    if settings is not None:
+        # The daemon announces it from the ledger (webhooks, on: approved rules).
+        from daemon.review.log import DecisionLog
+
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        log = DecisionLog(settings.state_dir / "ledger.sqlite")
+        try:
+            log.record(sink.name, done)
+        finally:
+            log.close()
+    for d in done:
+        tail = f" -> {sink.location(d.approved_copy)}" if d.approved_copy else ""
+        print(f"{d.action.event.removeprefix('variant.')}: {d.output_path}{tail}")
     print(f"page: {sink.location(page_path_for(manifest_path))}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from daemon.cli.main import _settings
+    from daemon.review.log import DecisionLog
+    from daemon.review.server import ReviewServer
+    from daemon.service.app import build_sinks
+
+    settings = _settings(args)
+    config = settings.review
+    changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if changes:
+        from daemon.config.settings import ReviewConfig
+
+        config = ReviewConfig.model_validate({**config.model_dump(), **changes})
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    log = DecisionLog(settings.state_dir / "ledger.sqlite")
+    server = ReviewServer(build_sinks(settings), config, on_decided=log.record)
+    server.start()
+    print(f"review server: {server.url}  (Ctrl-C to stop)", flush=True)
+    stop = threading.Event()
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        log.close()
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import hashlib
 import json
 import sys
@@ -86,8 +87,11 @@ def _context(
 
 def cmd_match(args: argparse.Namespace) -> int:
     from daemon.intake.facts import image_facts
+    from daemon.rules.briefs import brief_plans
+    from daemon.rules.metadata import read_metadata
     from daemon.rules.plan import output_path, plan_for
     from daemon.rules.references import reference_files
+    from daemon.rules.schema import is_brief
     from daemon.types import Arrival
 
     settings, rules, sources, profiles = _context(args)
@@ -145,17 +149,28 @@ def cmd_match(args: argparse.Namespace) -> int:
         references = reference_files(
             rule, settings.rules_dir, settings.reference_dirs, hashed=False
         )
-        plan = plan_for(
-            rule,
-            arrival,
-            hashlib.sha256(data).hexdigest(),
-            facts=facts,
-            sidecar=sidecar,
-            references=references,
+        # A brief plans one round per row; a photo's companions are looked for beside it.
+        found = _companions_next_to(rule, arrival, path)
+        plans = (
+            brief_plans([rule], arrival, data, functools.partial(_same, references))
+            if is_brief(key)
+            else [
+                plan_for(
+                    rule,
+                    arrival,
+                    hashlib.sha256(data).hexdigest(),
+                    facts=facts,
+                    sidecar=sidecar,
+                    references=references,
+                    metadata=read_metadata(data) if rule.uses_metadata else None,
+                    companions=found.files if found else None,
+                )
+            ]
         )
+        plan = plans[0]
         fixed = {s.name for s in rule.steps if s.seed is not None or s.seeds is not None}
         steps = []
-        for unit in plan.units:
+        for plan, unit in ((p, u) for p in plans for u in p.units):
             profile = profiles.get(unit.model)
             video = profile is not None and profile.task in ("svd", "ltx-i2v", "wan-i2v")
             steps.append(
@@ -173,10 +188,14 @@ def cmd_match(args: argparse.Namespace) -> int:
                         output_path(plan, unit, v, s, video=video) for v, s in enumerate(unit.seeds)
                     ],
                     "outputs_per_input": unit.input != "source",
+                    **({"row": plan.brief.row} if plan.brief else {}),
+                    **({"companions": [c.key for c in unit.companions]} if unit.companions else {}),
                 }
             )
+        if found is not None and found.missing:
+            entry["waits_for"] = list(found.missing)
         entry.update(
-            would_fail=plan.error or None,
+            would_fail="; ".join(dict.fromkeys(p.error for p in plans if p.error)) or None,
             steps=steps,
             manifest=str(plan.manifest),
             sheet=str(plan.sheet) if plan.sheet else None,
@@ -211,6 +230,8 @@ def _print_match(report: dict[str, Any]) -> None:
         print(f"  + {entry['rule']}: matches")
         if entry["would_fail"]:
             print(f"      would fail: {entry['would_fail']}")
+        for missing in entry.get("waits_for", []):
+            print(f"      waits: {missing}")
         for step in entry["steps"]:
             seeds = str(step["seeds"])
             if step["seeds_random"]:
@@ -220,6 +241,10 @@ def _print_match(report: dict[str, Any]) -> None:
                 f" · input {step['input']} · seeds {seeds}"
             )
             print(f"        prompt: {step['prompt']}")
+            if step.get("row") is not None:
+                print(f"        brief row: {step['row'] or '(the whole brief)'}")
+            for companion in step.get("companions", []):
+                print(f"        with companion: {companion}")
             for ref in step["references"]:
                 print(f"        reference: {ref}")
             if step["mask"]:
@@ -229,6 +254,27 @@ def _print_match(report: dict[str, Any]) -> None:
         print(f"      manifest: {entry['manifest']} · sheet: {entry['sheet']}")
     if not any(entry["matches"] for entry in report["rules"]):
         print("no rule matches: the daemon would ignore this file")
+
+
+def _same(value: Any, _rule: Any) -> Any:
+    return value
+
+
+def _companions_next_to(rule: Any, arrival: Any, path: Path) -> Any:
+    """The rule's companions of the file at ``path`` (None when the rule has none)."""
+    from daemon.rules import companions
+
+    if not rule.companions:
+        return None
+    folder = arrival.key.rpartition("/")[0]
+    prefix = folder + "/" if folder else ""
+    names = [prefix + p.name for p in path.parent.iterdir() if p.is_file()]
+
+    def read(key: str) -> bytes | None:
+        file = path.parent / key[len(prefix) :]
+        return file.read_bytes() if key.startswith(prefix) and file.is_file() else None
+
+    return companions.find(rule, arrival, names, read)
 
 
 def _sidecar_next_to(path: Path, key: str) -> Sidecar | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -24,8 +25,10 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import EnvSettingsSource
 
 from daemon.config import yamlfile
 from daemon.errors import ConfigError, Problem
@@ -53,6 +56,37 @@ class FolderSourceConfig(_Strict):
     # Seconds a file that fails to decode because it looks cut off (an interrupted or paused
     # upload: rsync --partial, a slow writer) stays in place unchanged before it is quarantined.
     truncated_grace: float = Field(120.0, ge=0)
+    # on_success: move puts inputs here; default: <path>/.processed (never watched). Like
+    # quarantine, best outside the watched folder, where uploaders cannot plant anything.
+    processed: Path | None = None
+
+    @model_validator(mode="after")
+    def _daemon_folders(self) -> FolderSourceConfig:
+        # The daemon creates these itself and refuses them at run time when they are a
+        # symlink or another user's (daemon.safefs); say so at check time too.
+        root = os.path.abspath(self.path)
+        for key in ("quarantine", "processed"):
+            folder = getattr(self, key)
+            if folder is None:
+                continue
+            text = os.path.abspath(folder)
+            if os.path.islink(text):
+                raise ValueError(
+                    f"{key}: {folder} is a symlink; the daemon refuses to write through one."
+                    f" Name the real folder (or a new one: the daemon creates it)"
+                )
+            if text == root:
+                raise ValueError(f"{key}: {folder} is the watched folder itself")
+            inside = os.path.relpath(text, root)
+            if not inside.startswith("..") and not any(
+                part.startswith(".") for part in inside.split(os.sep)
+            ):
+                raise ValueError(
+                    f"{key}: {folder} is inside the watched folder and would be watched"
+                    " (its files would arrive again). Put it outside the watched folder"
+                    " (recommended) or in a dot-folder such as .quarantine"
+                )
+        return self
 
     def where(self) -> str:
         return f"{self.path.resolve()}/"
@@ -66,6 +100,33 @@ class S3Endpoint(_Strict):
     prefix: str = ""
     endpoint_url: str | None = None
     region: str | None = None
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _plain_endpoint(cls, value: str | None) -> str | None:
+        # botocore repeats the endpoint in its errors, which reach logs and manifests: a
+        # user, password or token in it would be published (docs/security.md).
+        from urllib.parse import urlsplit
+
+        if value is None:
+            return value
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            raise ValueError("endpoint_url is not a valid URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "endpoint_url must be http(s)://host[:port], e.g. http://127.0.0.1:9000"
+            )
+        hidden = parts.username, parts.password
+        if hidden != (None, None) or parts.query or parts.fragment:
+            shown = f"{parts.scheme}://{parts.hostname}{f':{port}' if port else ''}{parts.path}"
+            raise ValueError(
+                f"endpoint_url {shown}: remove the user, password, query or fragment; "
+                "credentials come from boto3's standard chain (docs/s3.md), never the URL"
+            )
+        return value
 
     def where(self) -> str:
         # Prefixes are folders (the S3 source and sink add the "/"), so compare them as such.
@@ -98,6 +159,16 @@ class S3SourceConfig(S3Endpoint):
     @classmethod
     def _queue(cls, value: str | None) -> str | None:
         return value or None
+
+    @model_validator(mode="after")
+    def _events_need_a_queue(self) -> S3SourceConfig:
+        # Without it `run` would start and fail on the first receive (issue 20).
+        if self.mode == "events" and not self.queue_url:
+            raise ValueError(
+                "mode: events needs queue_url: the URL of the SQS queue that receives this"
+                " bucket's ObjectCreated notifications (docs/s3.md), or use mode: poll"
+            )
+        return self
 
 
 def _kind(value: Any) -> str:
@@ -254,12 +325,97 @@ class DigestConfig(_Strict):
     at: str = Field("00:05", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # local time, HH:MM
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or "localhost") can only be reached from this machine."""
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
 class MetricsConfig(_Strict):
     """Prometheus metrics, /healthz and /readyz over HTTP (loopback unless you say so)."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)  # 0 = any free port
+    # A host other than loopback serves job counts and source names to the network: only
+    # with this set (and a warning at start).
+    allow_remote: bool = False
+    # Seconds an idle or slow connection may hold a server thread; at most
+    # max_connections are served at once, the rest answered 503 at once.
+    timeout: float = Field(5.0, gt=0, le=300)
+    max_connections: int = Field(16, ge=1, le=1024)
+    # Seconds between checks that each source and sink can be reached (status, /readyz,
+    # STATUS and darkroom_source_up read them).
+    check_interval: float = Field(15.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> MetricsConfig:
+        if not self.allow_remote and not _is_loopback(self.host):
+            raise ValueError(
+                f"metrics.host {self.host!r} is not a loopback address: the endpoints would "
+                "be reachable from the network. Use 127.0.0.1 (and a reverse proxy or "
+                "ssh -L), or set metrics.allow_remote: true to serve it on purpose"
+            )
+        return self
+
+
+class ReviewConfig(_Strict):
+    """The review server: the sinks' pages over HTTP, with approve/reject/star/note buttons."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)  # 0 = any free port
+    # Anyone who can reach the server can decide: off loopback only with a token (HTTP basic
+    # auth, any user name, the token as password; the user name is recorded as "by") and
+    # allow_remote set on purpose. Put TLS in front of it (a reverse proxy) on a LAN.
+    token: SecretStr | None = None
+    allow_remote: bool = False
+    timeout: float = Field(10.0, gt=0, le=300)
+    max_connections: int = Field(32, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> ReviewConfig:
+        if not _is_loopback(self.host):
+            if not self.allow_remote:
+                raise ValueError(
+                    f"review.host {self.host!r} is not a loopback address: anyone on the "
+                    "network could approve and reject. Use 127.0.0.1 (and ssh -L), or set "
+                    "review.allow_remote: true and review.token"
+                )
+            if self.token is None:
+                raise ValueError(
+                    "review.allow_remote needs review.token: reviewers then log in with any "
+                    "user name and the token as password"
+                )
+        return self
+
+
+def _webhook_url(value: str) -> str:
+    """http(s)://host only: anything else (file://, ftp://, a bare host) cannot be POSTed to
+    and would fail every delivery; the URL is not echoed (it may carry a token)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        scheme = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        raise ValueError(
+            f"webhook URLs must be http:// or https:// with a host, not {scheme};"
+            " e.g. https://hooks.example.com/darkroom"
+        )
+    return value
+
+
+WebhookUrl = Annotated[str, AfterValidator(_webhook_url)]
 
 
 class WebhooksConfig(_Strict):
@@ -267,7 +423,7 @@ class WebhooksConfig(_Strict):
     Webhooks (see docs/service.md). The secret belongs in the environment:
     DARKROOM_WEBHOOKS__SECRET, best a ``whsec_<base64>`` one."""
 
-    urls: list[str] = []
+    urls: list[WebhookUrl] = []
     secret: SecretStr | None = None
     timeout: float = Field(10.0, gt=0)
     max_attempts: int = Field(5, ge=1, le=20)
@@ -293,9 +449,71 @@ class MaintenanceConfig(_Strict):
     prune_interval: float = Field(6 * 3600.0, gt=0)  # seconds between prunes
 
 
+class LimitsConfig(_Strict):
+    """What one input may cost (docs/security.md): a file over a limit is an input fault,
+    refused with a reason that names the limit, before it costs memory or time."""
+
+    max_input_bytes: int = Field(200_000_000, gt=0)  # an input image, checked before reading
+    max_sidecar_bytes: int = Field(64 * 1024, gt=0)  # a .txt/.json/.yaml sidecar
+    max_prompt_chars: int = Field(4000, gt=0)  # a sidecar's prompt, negative prompt or var
+    # The decode limit: width x height of any image decoded (inputs, masks, references),
+    # in every process that decodes. Pillow's own default is 89.5 MP.
+    max_pixels: int = Field(100_000_000, gt=0)
+
+
+class C2paConfig(_Strict):
+    """C2PA Content Credentials on every output image (docs/rules.md, C2PA section): a
+    PEM certificate chain (signing certificate first) and its PEM private key. Needs the
+    optional c2pa-python package (pip install 'darkroom[c2pa]')."""
+
+    cert: Path
+    key: Path  # a secret: mode 0600, or a systemd credential (docs/security.md)
+    alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = "es256"
+    # An RFC 3161 timestamp authority: signing then needs the network. None: offline.
+    timestamp_url: str | None = None
+
+
+class OutputsConfig(_Strict):
+    """What every output carries beyond its provenance record."""
+
+    c2pa: C2paConfig | None = None
+
+
 class LogConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+
+
+class CredentialsSource(EnvSettingsSource):
+    """``DARKROOM_*`` settings from files in ``$CREDENTIALS_DIRECTORY`` (systemd
+    ``LoadCredential=DARKROOM_WEBHOOKS__SECRET:/etc/darkroom/credentials/webhook``): a file
+    named like the environment variable holds its value, so a secret never sits in the
+    environment, where every child process and /proc/<pid>/environ would see it. The
+    environment still wins; the YAML file comes after both."""
+
+    def _load_env_vars(self) -> dict[str, str | None]:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory or not os.path.isdir(directory):
+            return {}
+        found: dict[str, str | None] = {}
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            if not entry.name.upper().startswith(ENV_PREFIX) or not entry.is_file():
+                continue
+            try:
+                with open(entry.path, encoding="utf-8") as handle:
+                    value = handle.read().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(
+                    [
+                        Problem(
+                            f"credential {entry.path}",
+                            f"cannot read it: {getattr(exc, 'strerror', None) or exc}",
+                            "check the LoadCredential= line of the unit (docs/security.md)",
+                        )
+                    ]
+                ) from None
+            found[entry.name if self.case_sensitive else entry.name.lower()] = value
+        return found
 
 
 class Settings(BaseSettings):
@@ -316,8 +534,11 @@ class Settings(BaseSettings):
     log: LogConfig = LogConfig()
     digest: DigestConfig = DigestConfig()
     metrics: MetricsConfig = MetricsConfig()
+    review: ReviewConfig = ReviewConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    limits: LimitsConfig = LimitsConfig()
+    outputs: OutputsConfig = OutputsConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -329,7 +550,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives as init kwargs; listing env first gives it precedence.
-        return (env_settings, init_settings)
+        # systemd LoadCredential= files come after the environment (docs/security.md).
+        return (env_settings, CredentialsSource(settings_cls), init_settings)
 
     @property
     def models_dir(self) -> Path:
@@ -349,20 +571,46 @@ def _absolutize(data: dict[str, Any], base: Path) -> dict[str, Any]:
     for key in _PATH_KEYS:
         if key in out:
             out[key] = fix(out[key])
+    c2pa = out.get("outputs", {}).get("c2pa") if isinstance(out.get("outputs"), dict) else None
+    if isinstance(c2pa, dict):  # the signing certificate and key, relative to the file
+        out["outputs"] = {
+            **out["outputs"],
+            "c2pa": {**c2pa, **{k: fix(c2pa[k]) for k in ("cert", "key") if k in c2pa}},
+        }
     if isinstance(out.get("reference_dirs"), dict):
         out["reference_dirs"] = {name: fix(path) for name, path in out["reference_dirs"].items()}
+    if isinstance(out.get("profiles"), dict):  # a profile's watermark logo, next to the file
+        out["profiles"] = {
+            name: _with_fixed_watermark(cfg, fix) for name, cfg in out["profiles"].items()
+        }
     for group in ("sources", "sinks"):
         entries = out.get(group)
         if isinstance(entries, dict):
             out[group] = {
                 name: (
-                    {**cfg, **{k: fix(cfg[k]) for k in ("path", "quarantine") if k in cfg}}
+                    {
+                        **cfg,
+                        **{k: fix(cfg[k]) for k in ("path", "quarantine", "processed") if k in cfg},
+                    }
                     if isinstance(cfg, dict)
                     else cfg
                 )
                 for name, cfg in entries.items()
             }
     return out
+
+
+def _with_fixed_watermark(cfg: Any, fix: Any) -> Any:
+    """A profile's ``defaults``/``options`` watermark made relative to the config file (never
+    the daemon's working directory, which a unit file does not pin)."""
+    if not isinstance(cfg, dict):
+        return cfg
+    fixed = dict(cfg)
+    for section in ("defaults", "options"):
+        values = fixed.get(section)
+        if isinstance(values, dict) and isinstance(values.get("watermark"), str):
+            fixed[section] = {**values, "watermark": fix(values["watermark"])}
+    return fixed
 
 
 def _known_keys() -> set[str]:
@@ -381,6 +629,9 @@ def _known_keys() -> set[str]:
         MetricsConfig,
         WebhooksConfig,
         MaintenanceConfig,
+        LimitsConfig,
+        C2paConfig,
+        OutputsConfig,
     ):
         keys.update(model.model_fields)
     return keys
@@ -388,7 +639,12 @@ def _known_keys() -> set[str]:
 
 def _env_var_for(loc: tuple[str | int, ...]) -> str | None:
     name = ENV_PREFIX + "__".join(str(p) for p in loc).upper()
-    return name if name in {k.upper() for k in os.environ} else None
+    if name in {k.upper() for k in os.environ}:
+        return name
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")  # CredentialsSource's files
+    if credentials and os.path.isfile(os.path.join(credentials, name)):
+        return f"{name} (credential {os.path.join(credentials, name)})"
+    return None
 
 
 def load_settings(config: Path | None) -> Settings:

@@ -8,6 +8,7 @@ PyYAML's safe loader gives plain data; its composer gives nodes with marks. We k
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,29 @@ def _walk(node: yaml.Node, loc: Loc, positions: Positions) -> None:
             _walk(item, (*loc, index), positions)
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false. YAML 1.1 also reads on, off, yes
+    and no as booleans, which turns a rule's ``on: approved`` into ``True: approved`` and a
+    Norwegian ``no`` into False."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
 def loads(text: str, file: str) -> tuple[Any, Positions]:
     """Parse ``text``; syntax errors become a ConfigError located at file:line:col."""
     positions = Positions(file)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Yaml12Loader)
+        data = yaml.load(text, Loader=_Yaml12Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
@@ -134,3 +152,58 @@ def validation_problems(
 
 def _is_tag(part: str | int) -> bool:
     return isinstance(part, str) and ("[" in part or "-" in part and part.startswith("function"))
+
+
+# -- untrusted YAML (sidecars) -------------------------------------------------------------
+
+
+class UntrustedYAMLError(ValueError):
+    """Untrusted YAML broke a rule of :func:`safe_loads`: an anchor or alias, too many nodes,
+    too deep. The message says which, and where (line:col)."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing anchors and aliases (``&a`` / ``*a``: a 400-byte
+    "billion laughs" file expands to gigabytes in ``safe_load``) and counting nodes and depth
+    as the document is composed, so a hostile file fails before it costs memory or time."""
+
+    max_nodes = 0
+    max_depth = 0
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        where = f"line {event.start_mark.line + 1}, column {event.start_mark.column + 1}"
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise UntrustedYAMLError(
+                f"anchors and aliases (&name, *name) are not allowed ({where}); write the value out"
+            )
+        self._nodes += 1
+        if self._nodes > self.max_nodes:
+            raise UntrustedYAMLError(f"more than {self.max_nodes} values ({where})")
+        self._depth += 1
+        try:
+            if self._depth > self.max_depth:
+                raise UntrustedYAMLError(f"nested deeper than {self.max_depth} levels ({where})")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def safe_loads(text: str, *, max_nodes: int, max_depth: int) -> Any:
+    """Parse untrusted YAML (a sidecar an uploader wrote) into plain data: no anchors or
+    aliases, at most ``max_nodes`` values nested at most ``max_depth`` deep, and none of the
+    position walk that rule files get. Raises UntrustedYAMLError for those, and
+    ``yaml.YAMLError`` for invalid YAML."""
+    loader_class = type(
+        "_Bounded", (_BoundedLoader,), {"max_nodes": max_nodes, "max_depth": max_depth}
+    )
+    loader = loader_class(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()

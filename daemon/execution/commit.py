@@ -19,6 +19,7 @@ from daemon.errors import JobError
 from daemon.execution.prepare import Prepared
 from daemon.outputs import imaging
 from daemon.outputs import provenance as provenance_format
+from daemon.outputs.c2pa import ContentCredentials
 from daemon.outputs.sheet_tiles import TILES
 from daemon.rules.plan import output_path
 from daemon.sinks.base import Sink
@@ -31,10 +32,17 @@ VIDEO_CONTENT_TYPES = {"mp4": "video/mp4", "webp": "image/webp", "gif": "image/g
 REPORTED = ("cost", "provider", "request_id", "seed_honoured")
 
 
-def commit_outputs(p: Prepared, result: Result, sink: Sink) -> list[OutputRecord]:
-    """Encode and write every output of one job; returns the output records."""
+def commit_outputs(
+    p: Prepared,
+    result: Result,
+    sink: Sink,
+    *,
+    credentials: ContentCredentials | None = None,
+) -> list[OutputRecord]:
+    """Encode and write every output of one job; returns the output records. With
+    ``credentials`` each image is signed with a C2PA manifest before its hash is taken."""
     plan, unit, profile = p.plan, p.unit, p.profile
-    inputs = len(p.request.images)
+    inputs = len(p.labels)  # one per input image; a brief's prompt-only unit has one, no image
     expected = inputs * len(unit.seeds)
     if len(result.images) != expected:
         raise JobError(
@@ -86,6 +94,8 @@ def commit_outputs(p: Prepared, result: Result, sink: Sink) -> list[OutputRecord
                     quality=plan.quality,
                     icc_profile=p.icc if plan.keep_icc else None,
                 )
+                if credentials is not None:
+                    data = credentials.sign(data, content_type, record, title=path)
                 sink.write(path, data, content_type, metadata=metadata)
                 # The sheet's tile, without reading the output back.
                 TILES.remember(sink.name, path, image, p.icc if plan.keep_icc else None)
@@ -100,6 +110,9 @@ def _provenance(p: Prepared, revision: str | None, fields: dict[str, Any]) -> di
     plan, unit = p.plan, p.unit
     # Every chain starts from the arriving photo, so an earlier step's output is a composite.
     input_type = None if unit.input == "source" else provenance_format.COMPOSITE_WITH_AI
+    if plan.brief is not None and unit.input != "source":
+        # A brief has no photo: its whole chain is made from text.
+        input_type = provenance_format.TRAINED_ALGORITHMIC_MEDIA
     source_type = provenance_format.digital_source_type(
         p.profile.task, from_image=bool(p.request.images), input_type=input_type
     )

@@ -31,10 +31,11 @@ from PIL import Image
 
 from daemon import __version__, faults
 from daemon.config.profiles import Profile
-from daemon.errors import AlreadyCommitted, DarkroomError, InputChanged
-from daemon.execution.source_cache import SourceCache
+from daemon.errors import SUPERSEDED, AlreadyCommitted, DarkroomError, InputChanged
+from daemon.execution.source_cache import DecodedSource, SourceCache
 from daemon.hooks import Hooks
 from daemon.outputs import sheet
+from daemon.outputs.board import update_board, write_thumbs
 from daemon.outputs.index import index_entry, update_index
 from daemon.outputs.manifest import (
     Manifest,
@@ -44,6 +45,7 @@ from daemon.outputs.manifest import (
     parse_manifest,
 )
 from daemon.outputs.page import write_page
+from daemon.outputs.reference_thumbs import with_reference_thumbs
 from daemon.outputs.sheet_tiles import TILES
 from daemon.queue.ledger import JobRow, Ledger
 from daemon.sinks.base import Sink
@@ -146,7 +148,9 @@ class Finalizer:
         plan = plan_row.plan
         sink = self.sinks[plan.sink]
         status = plan_status(jobs)
-        source_image = self._source_thumbnail(plan_id, plan)
+        decoded = self._decoded_source(plan_id, plan)
+        # The picture the views use (maybe reduced); the manifest records the real size.
+        source_image = decoded.rgb if decoded is not None else None
         profiles = self.profiles()
         manifest = build_manifest(
             plan,
@@ -156,10 +160,14 @@ class Finalizer:
             model_id=lambda name: profiles[name].model if name in profiles else None,
             rounds=plan_row.rounds,
             created_at=plan_row.created_at,
-            source_size=source_image.size if source_image is not None else None,
+            source_size=decoded.source_size if decoded is not None else None,
             darkroom_version=__version__,
         )
+        # Small copies of the references, in the asset's folder: the sheet and page show them.
+        manifest = with_reference_thumbs(sink, plan, manifest)
         manifest = self._write_sheet(plan_id, plan, manifest, sink, source_image)
+        # The board's pictures, from the sheet's tiles (no second decode); views, like the page.
+        write_thumbs(sink, manifest, lambda path: _open_for_sheet(path, sink, source_image))
         try:  # before the manifest: a committed manifest always has its page beside it
             write_page(sink, manifest, manifest_path=plan.manifest, source_image=source_image)
         except Exception:  # the page is a view too: never fail the plan for it
@@ -172,6 +180,10 @@ class Finalizer:
                 update_index(sink, index_entry(committed, manifest_path=plan.manifest))
             except Exception:
                 log.exception("root index update failed", plan=plan_id)
+            try:
+                update_board(sink, committed, plan.manifest)
+            except Exception:
+                log.exception("board update failed", plan=plan_id)
             if wrote:
                 self.hooks.plan_committed(sink, committed, plan.manifest)
         self.ledger.finish_plan(plan_id, status)
@@ -248,9 +260,9 @@ class Finalizer:
             return manifest.without_sheet(str(exc))
         return manifest
 
-    def _source_thumbnail(self, plan_id: str, plan: Plan) -> Image.Image | None:
+    def _decoded_source(self, plan_id: str, plan: Plan) -> DecodedSource | None:
         try:
-            return self.source_cache.get(plan_id, plan).rgb
+            return self.source_cache.get(plan_id, plan)
         except DarkroomError:
             return None
 
@@ -275,6 +287,11 @@ class Finalizer:
         wants the same file (its plan is running or succeeded)."""
         arrival = plan.arrival
         if self.ledger.others_want(plan_id, arrival.source, arrival.key, plan.sha256):
+            return
+        if any(j.error and j.error.startswith(SUPERSEDED) for j in jobs):
+            # Its input (or a companion) changed: the new version is planned on its own and
+            # these bytes are not bad; nothing is put aside.
+            log.info("not quarantined: a newer version is planned", key=arrival.key)
             return
         reasons = [
             {"step": j.unit_id, "error": j.error, "attempts": j.attempts} for j in jobs if j.error
@@ -307,12 +324,15 @@ class Finalizer:
                 )
                 return
             except DarkroomError as exc:
+                # The quarantine folder is refused (a symlink, another user's) or failing:
+                # the input stays where it is; its record says so (docs/security.md).
                 log.warning("cannot quarantine", key=arrival.key, reason=str(exc))
+                record["reason"] = f"{record['reason']} (kept in place: {exc})"
         self.ledger.record_quarantine(
             arrival.source, arrival.key, plan.sha256, record["reason"], location
         )
         log.warning(
-            "input quarantined",
+            "input quarantined" if location else "input failed; kept in place",
             source=arrival.source,
             key=arrival.key,
             rule=plan.rule,

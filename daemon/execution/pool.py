@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -135,6 +135,7 @@ class WorkerPool:
         recycle_after_jobs: int | None = None,
         recycle_rss_gb: float | None = None,
         affinity_wait: float = 2.0,
+        allow_env: Collection[str] = (),
     ):
         self.job_timeout = job_timeout
         self.devices = device_list.resolve([device] if isinstance(device, str) else list(device))
@@ -146,6 +147,7 @@ class WorkerPool:
                 cache_dir,
                 memory_budget_gb=memory_budget_gb,
                 on_model_event=self._model_event,
+                allow_env=allow_env,
             )
             for d in self.devices
         ]

@@ -10,6 +10,7 @@ with a rule budget is checked against the day's spend here, before anything is p
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,14 @@ from PIL import Image, ImageOps
 from backends.base import ModelSpec, Request
 from backends.sizes import fit_size, size_rule
 from daemon.config.profiles import Profile
-from daemon.errors import BudgetReached, DarkroomError, EnvironmentFault, InputError, JobError
+from daemon.errors import (
+    BudgetReached,
+    DarkroomError,
+    EnvironmentFault,
+    InputChanged,
+    InputError,
+    JobError,
+)
 from daemon.execution.source_cache import SourceCache
 from daemon.outputs import imaging
 from daemon.queue.ledger import JobRow, Ledger
@@ -81,14 +89,17 @@ class Preparer:
         params = {**profile.defaults, **unit.params}
         params.pop("batch", None)  # the dispatcher's switch, not the model's
         sized = [_size(image, unit, profile, params) for image in images]
+        if not sized:  # a brief's row: no photo; the size comes from the row, step or profile
+            params = {**params, **_canvas(unit, profile, params)}
         request = Request(
             images=sized,
             prompt=unit.prompt,
             seeds=list(unit.seeds),
             negative_prompt=unit.negative_prompt,
             params=params,
-            references=_references(unit, profile),
-            mask=self._mask(job, plan, unit, sized[0].size),
+            # Companions first (the images that arrived with the photo), then references.
+            references=self._companions(plan, unit, profile) + _references(unit, profile),
+            mask=self._mask(job, plan, unit, sized[0].size) if sized else None,
         )
         if profile.hosted and plan.daily_budget is not None:
             self._check_budget(plan, profile, len(sized) * len(unit.seeds))
@@ -108,8 +119,11 @@ class Preparer:
     def _inputs(
         self, job: JobRow, plan: Plan, unit: Unit
     ) -> tuple[list[str], list[Image.Image], bytes | None]:
-        source = self.source_cache.get(job.plan_id, plan)
-        if unit.input == "source":
+        if plan.brief is not None and unit.input == "source":
+            return ["brief"], [], None  # a brief has no photo: its steps start from the prompt
+        # A brief's later steps have no photo either: no source to read, no colour profile.
+        source = self.source_cache.get(job.plan_id, plan) if plan.brief is None else None
+        if unit.input == "source" and source is not None:
             return ["source"], [source.rgb], source.icc
         outputs = self._earlier_outputs(job, unit)
         sink = self.sinks[plan.sink]
@@ -117,7 +131,7 @@ class Preparer:
         for output in outputs:
             assert output.path is not None  # refused outputs were left out
             images.append(imaging.to_rgb(imaging.decode(sink.read(output.path), output.path)))
-        return [o.path for o in outputs if o.path], images, source.icc
+        return [o.path for o in outputs if o.path], images, source.icc if source else None
 
     def _earlier_outputs(self, job: JobRow, unit: Unit) -> list[OutputRecord]:
         """The outputs of the rule step this unit takes, as its ``pick`` selects them."""
@@ -167,14 +181,40 @@ class Preparer:
                 ) from None
             mask = imaging.decode(data, sidecar).convert("L")
         else:
+            # Planning found it inside the rules folder (or a reference folder) and stored
+            # its full path; a relative one (a plan from before) would be read from the
+            # working directory, so it is refused with the same words as a missing file.
+            if not Path(kind).is_absolute():
+                raise InputError(
+                    f"mask {kind!r} is not a file in the rules folder (a plan from an older"
+                    " version: `darkroom reprocess --rule` plans it again)"
+                )
             try:
                 mask = imaging.decode(Path(kind).read_bytes(), kind).convert("L")
-            except OSError as exc:
-                raise InputError(f"mask {kind}: {exc.strerror}") from None
+            except OSError:
+                raise InputError(f"mask {kind!r} is not a file in the rules folder") from None
         if mask.size == size:
             return mask
         # Covered like the input it belongs to (same centre crop); NEAREST keeps it black/white.
         return ImageOps.fit(mask, size, Image.Resampling.NEAREST)
+
+    def _companions(self, plan: Plan, unit: Unit, profile: Profile) -> list[Image.Image]:
+        """The unit's companion images, read from the plan's source and checked against the
+        hashes it was planned with (a changed companion is planned again on its own)."""
+        images = []
+        source = self.sources.get(plan.arrival.source)
+        for companion in unit.companions:
+            if source is None:
+                raise InputError(f"source {plan.arrival.source!r} is no longer configured")
+            data = source.read(companion.key)
+            if hashlib.sha256(data).hexdigest() != companion.sha256:
+                raise InputChanged(
+                    f"companion {companion.name!r} ({companion.key}) changed since"
+                    f" {plan.arrival.key} was planned; its new version plans the photo again"
+                )
+            image = imaging.to_rgb(imaging.decode(data, companion.key))
+            images.append(_fitted(image, profile))
+        return images
 
     def _check_budget(self, plan: Plan, profile: Profile, outputs: int) -> None:
         """A rule's daily budget stops hosted calls (local models cost nothing): the job
@@ -235,6 +275,22 @@ def _size(
     if (width, height) == image.size:
         return image
     return imaging.cover(image, width, height)
+
+
+def _canvas(unit: Unit, profile: Profile, params: Mapping[str, Any]) -> dict[str, int]:
+    """The output size of a unit without an input image (a brief's row): the row's or step's
+    ``size`` (WxH, or an aspect ratio of the profile's ``max_side``), else a square of it."""
+    side = unit.max_side or profile.max_side or 1024
+    width, height = fitted_size(side, side, unit, profile, params)  # honours width/height
+    return {"width": width, "height": height}
+
+
+def _fitted(image: Image.Image, profile: Profile) -> Image.Image:
+    """An extra image (companion) fitted like an input, at the model's own multiple."""
+    width, height = fit_size(
+        image.width, image.height, size_rule(profile.task, profile.options), profile.max_side
+    )
+    return image if image.size == (width, height) else imaging.cover(image, width, height)
 
 
 def _references(unit: Unit, profile: Profile) -> list[Image.Image]:

@@ -33,9 +33,11 @@ from backends.base import ModelSpec, Request, Result
 from daemon import faults
 from daemon.config.profiles import Profile
 from daemon.errors import (
+    SUPERSEDED,
     BudgetReached,
     DarkroomError,
     EnvironmentFault,
+    InputChanged,
     JobError,
     UploadInProgress,
     WorkerDied,
@@ -47,6 +49,7 @@ from daemon.execution.pool import Pool
 from daemon.execution.prepare import BoundLog, Prepared, Preparer
 from daemon.execution.source_cache import SourceCache
 from daemon.hooks import HookChain, Hooks
+from daemon.outputs.c2pa import ContentCredentials
 from daemon.queue.dispatch import Dispatcher, FairShare
 from daemon.queue.ledger import JobRow, Ledger
 from daemon.sinks.base import Sink
@@ -84,8 +87,10 @@ class Runner:
         priorities: Mapping[str, float] | None = None,
         in_flight: int | None = None,
         source_cache_size: int | None = None,
+        credentials: ContentCredentials | None = None,
     ):
         self.ledger = ledger
+        self.credentials = credentials  # C2PA signing of outputs, when configured
         self.sources = sources
         self.sinks = sinks
         self.pool = pool
@@ -269,7 +274,9 @@ class Runner:
             self._settle_error(p.job, p.plan, p.log, outcome)
             return
         try:
-            outputs = commit_outputs(p, outcome, self.sinks[p.plan.sink])
+            outputs = commit_outputs(
+                p, outcome, self.sinks[p.plan.sink], credentials=self.credentials
+            )
         except Exception as exc:
             self._settle_error(p.job, p.plan, p.log, exc)
             return
@@ -310,6 +317,8 @@ class Runner:
                 bound.info("job put back for the next start", reason=str(exc))
                 return
             self._failed(job, bound, str(exc), retryable=True)
+        elif isinstance(exc, InputChanged):  # a newer version (of it or a companion) runs
+            self._failed(job, bound, SUPERSEDED + str(exc), retryable=False)
         elif isinstance(exc, DarkroomError):
             self._failed(job, bound, str(exc), retryable=exc.retryable)
         else:  # a bug must cost one job, never the daemon

@@ -9,6 +9,10 @@ plans are held (least recently used out), so a backlog of big images never piles
 memory — an evicted plan is simply read again.
 
 Reads are not cached when they fail: the next use tries again and reports its own error.
+
+The decode itself runs in a child process when the app gives the cache a decoder
+(:class:`~daemon.execution.decoder.ProcessDecoder`), and comes back reduced to what the plan
+needs: the main process never holds a near-limit image's full pixels.
 """
 
 from __future__ import annotations
@@ -17,27 +21,39 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
-
-from PIL import Image
+from typing import Protocol
 
 from daemon import faults
 from daemon.errors import InputChanged, InputError, UploadInProgress
-from daemon.outputs import imaging
+from daemon.execution.decoder import WORKING_SIDE, DecodedSource, decode_source
+from daemon.rules.schema import parse_size
 from daemon.sources.base import Source
 from daemon.sources.uploads import looks_truncated
 from daemon.types import Plan
 
-__all__ = ["DecodedSource", "SourceCache", "decode_checked", "read_source"]
+__all__ = ["DecodedSource", "Decoder", "SourceCache", "decode_checked", "read_source"]
 
 
-@dataclass(frozen=True)
-class DecodedSource:
-    """A plan's source image. Shared between threads: use it, never modify it in place."""
+class Decoder(Protocol):
+    """Where a source's bytes are decoded (:class:`~daemon.execution.decoder.ProcessDecoder`)."""
 
-    image: Image.Image  # as decoded: its mode, alpha and colour profile intact
-    rgb: Image.Image  # upright RGB: what models and the sheet see
-    icc: bytes | None  # the colour profile the outputs carry
+    def decode(
+        self, data: bytes, name: str, *, animated: str = ..., working_side: int = ...
+    ) -> DecodedSource: ...
+
+
+class _InlineDecoder:
+    """Decodes in this process (tests and tools that build a runner without the app)."""
+
+    def decode(
+        self,
+        data: bytes,
+        name: str,
+        *,
+        animated: str = "first_frame",
+        working_side: int = WORKING_SIDE,
+    ) -> DecodedSource:
+        return decode_source(data, name, animated=animated, working_side=working_side)
 
 
 def read_source(sources: Mapping[str, Source], plan: Plan) -> bytes:
@@ -54,14 +70,37 @@ def read_source(sources: Mapping[str, Source], plan: Plan) -> bytes:
     return data
 
 
-def decode_checked(sources: Mapping[str, Source], plan: Plan, data: bytes) -> Image.Image:
+def working_side(plan: Plan) -> int:
+    """The longest side the plan's units may need of its source: the working size, or more
+    when a step asks for a larger ``size`` or ``max_side``."""
+    side = WORKING_SIDE
+    for unit in plan.units:
+        side = max(side, unit.max_side or 0)
+        for wanted in (unit.params.get("width"), unit.params.get("height")):
+            if isinstance(wanted, int):
+                side = max(side, wanted)
+        if unit.size:
+            try:
+                w, h = parse_size(unit.size)
+            except ValueError:
+                continue
+            if isinstance(w, int) and isinstance(h, int):
+                side = max(side, w, h)
+    return side
+
+
+def decode_checked(
+    sources: Mapping[str, Source], plan: Plan, data: bytes, decoder: Decoder | None = None
+) -> DecodedSource:
     """Decode the plan's source; when that fails, ask the source whether the file may still
     be arriving before the failure counts as the file's (:mod:`daemon.sources.uploads`):
     UploadInProgress while it may, InputChanged when a newer version replaced it, else the
     decode error itself (the input is quarantined)."""
     arrival = plan.arrival
     try:
-        return imaging.decode(data, arrival.key, animated=plan.animated)
+        return (decoder or _InlineDecoder()).decode(
+            data, arrival.key, animated=plan.animated, working_side=working_side(plan)
+        )
     except InputError as exc:
         source = sources.get(arrival.source)
         if source is None:
@@ -85,9 +124,12 @@ def decode_checked(sources: Mapping[str, Source], plan: Plan, data: bytes) -> Im
 class SourceCache:
     """The decoded sources of the plans in flight, by plan id, at most ``capacity`` of them."""
 
-    def __init__(self, sources: Mapping[str, Source], capacity: int = 8):
+    def __init__(
+        self, sources: Mapping[str, Source], capacity: int = 8, decoder: Decoder | None = None
+    ):
         self.sources = sources
         self.capacity = capacity
+        self.decoder: Decoder = decoder or _InlineDecoder()
         self._entries: OrderedDict[str, DecodedSource] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}  # one read per plan, even when raced
@@ -132,7 +174,6 @@ class SourceCache:
         data = read_source(self.sources, plan)
         with self._lock:
             self.reads += 1
-        image = decode_checked(self.sources, plan, data)
+        decoded = decode_checked(self.sources, plan, data, self.decoder)
         faults.point("after-read")
-        icc = imaging.output_icc(image, plan.arrival.key)
-        return DecodedSource(image=image, rgb=imaging.to_rgb(image), icc=icc)
+        return decoded

@@ -5,15 +5,23 @@ time. The messages and replies are the plain tuples :mod:`daemon.execution.worke
 documents; this module turns a reply into a value or the daemon's own error
 (:class:`~daemon.errors.WorkerDied`, :class:`~daemon.errors.OutOfMemory`,
 :class:`~daemon.errors.JobError`) and keeps the worker's own account of what it holds.
+
+A worker runs model code (and unpickles what model files contain), so it is started with an
+allow-listed environment (:func:`worker_environment`): locale, paths, the GPU, Hugging Face,
+torch and thread settings, proxies and CA bundles, and provider API keys (``*_API_KEY`` plus
+the names a profile asks for) -- never the daemon's AWS credentials or webhook secret.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +38,84 @@ log = structlog.get_logger("darkroom.pool")
 # Hugging Face cache, a gated repo without HF_TOKEN) are the machine's fault, not the input's:
 # the job is held until an operator installs or downloads what the message names.
 HELD_KINDS = frozenset({"BackendMissing", "ModelUnavailable"})
+
+# The environment a worker is started with: what model code, CUDA and the hosted clients read.
+WORKER_ENV_NAMES = frozenset(
+    {
+        *("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "NO_COLOR"),
+        *("TMPDIR", "TEMP", "TMP", "VIRTUAL_ENV", "LD_LIBRARY_PATH"),
+        # systemd: LoadCredential= files (hosted keys), the journal stream (log priorities)
+        *("CREDENTIALS_DIRECTORY", "JOURNAL_STREAM"),
+        # the daemon's own: the worker's log setup, the reliability suite's crash points
+        *("DARKROOM_LOG_SETUP", "DARKROOM_FAULT"),
+        # downloads (Hugging Face, hosted APIs) behind a proxy or a private CA
+        *("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"),
+        *("http_proxy", "https_proxy", "no_proxy", "all_proxy"),
+        *("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"),
+        "BFL_WEBHOOK_SECRET",  # sent to BFL with a webhook-mode task (backends.hosted.bfl)
+    }
+)
+WORKER_ENV_PREFIXES = (
+    *("LC_", "XDG_", "PYTHON", "COV_CORE_"),
+    *("CUDA_", "NVIDIA_", "NCCL_", "ROCM_", "HIP_", "HSA_"),
+    *("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "DIFFUSERS_", "TOKENIZERS_"),
+    *("TORCH_", "TORCHINDUCTOR_", "PYTORCH_", "TRITON_", "OMP_", "KMP_", "MKL_", "OPENBLAS_"),
+    "DARKROOM_GPU_CHECK_",  # bench/gpu_check.py's instrumentation of the worker (no secrets)
+)
+WORKER_ENV_SUFFIXES = ("_API_KEY",)  # a hosted model's key (GEMINI_API_KEY, BFL_API_KEY, ...)
+
+
+def worker_environment(environ: Mapping[str, str], allow: Collection[str] = ()) -> dict[str, str]:
+    """The variables of ``environ`` a worker process is started with; ``allow`` adds names
+    (a profile's ``api_key_env`` or ``webhook_secret_env`` that the patterns miss)."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in WORKER_ENV_NAMES
+        or name in allow
+        or name.startswith(WORKER_ENV_PREFIXES)
+        or name.endswith(WORKER_ENV_SUFFIXES)
+    }
+
+
+_spawning = threading.local()  # the names the current thread's next spawn leaves out
+_wrap_lock = threading.Lock()
+
+
+@contextmanager
+def _spawned_without(names: Sequence[str]) -> Iterator[None]:
+    """Spawned processes this thread starts inside the block do not inherit ``names``.
+
+    multiprocessing's spawn has no ``env=``: the child gets the whole environment. Its one
+    exec seam (``multiprocessing.util.spawnv_passfds``) is wrapped, once, to exec through
+    ``env -u NAME ...``, which drops the names and execs the interpreter in the same process
+    (same pid, same inherited pipes). The names are per thread, so other threads' spawns and
+    the daemon's own ``os.environ`` are untouched; no value ever appears on a command line.
+    """
+    from multiprocessing import util
+
+    with _wrap_lock:
+        if not getattr(util.spawnv_passfds, "darkroom_env_filter", False):
+            original: Any = util.spawnv_passfds
+
+            def spawnv_passfds(path: Any, args: Sequence[Any], passfds: Sequence[int]) -> int:
+                drop = getattr(_spawning, "names", None)
+                tool = shutil.which("env", path="/usr/bin:/bin")
+                if not drop or tool is None:
+                    return int(original(path, args, passfds))
+                unset = [part for name in drop for part in ("-u", name)]
+                command = [tool, *unset, os.fsdecode(path), *args[1:]]
+                return int(original(os.fsencode(tool), command, passfds))
+
+            spawnv_passfds.darkroom_env_filter = True  # type: ignore[attr-defined]
+            setattr(util, "spawnv_passfds", spawnv_passfds)  # noqa: B010 - typeshed says bytes
+    if names and shutil.which("env", path="/usr/bin:/bin") is None:
+        log.warning("no env(1) in /usr/bin or /bin: the worker inherits the whole environment")
+    _spawning.names = list(names)
+    try:
+        yield
+    finally:
+        _spawning.names = None
 
 
 def backend_failure(kind: str, message: str) -> DarkroomError:
@@ -70,7 +156,8 @@ class Worker:
     """One worker process and the pipe to it. Not thread-safe: the pool lends it to one caller.
 
     ``on_model_event`` hears every load and eviction the worker reports (the pool turns them
-    into hooks and counts)."""
+    into hooks and counts). ``allow_env`` names variables the worker may inherit beyond
+    :func:`worker_environment`'s allow-list."""
 
     def __init__(
         self,
@@ -80,8 +167,10 @@ class Worker:
         start_timeout: float = 120.0,
         memory_budget_gb: float | None = None,
         on_model_event: Callable[[Worker, ModelEvent], None] | None = None,
+        allow_env: Collection[str] = (),
     ):
         self.device = device
+        self.allow_env = frozenset(allow_env)
         self.threads = threads
         self.cache_dir = cache_dir
         self.start_timeout = start_timeout
@@ -117,7 +206,9 @@ class Worker:
             name="darkroom-worker",
             daemon=True,
         )
-        self.process.start()
+        allowed = worker_environment(os.environ, self.allow_env)
+        with _spawned_without([name for name in os.environ if name not in allowed]):
+            self.process.start()
         child.close()
         self.loaded, self.jobs_run, self.rss = set(), 0, 0
         self.placements = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ from PIL import Image
 from daemon.errors import DarkroomError
 from daemon.outputs import openers
 from daemon.rules.match import ImageFacts
-from daemon.rules.sidecars import Sidecar, mask_key, sidecar_keys
+from daemon.rules.sidecars import DEFAULT_LIMITS, Sidecar, SidecarLimits, mask_key, sidecar_keys
 
 if TYPE_CHECKING:
     from daemon.sources.base import Source
@@ -37,6 +38,11 @@ FILE_TYPES = {
 }
 _EXIF_ORIENTATION = 0x0112
 _QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def _maybe(key: str) -> bool:
+    """Without a listing every candidate name may exist: each is read to find out."""
+    return True
 
 
 @dataclass(frozen=True)
@@ -58,9 +64,16 @@ class InputFacts:
         return self.sidecar is not None or self.sidecar_error is not None
 
 
-def examine(source: Source, key: str, data: bytes) -> InputFacts:
-    """Hash ``data`` (the bytes of ``key``), read its header and its sidecar, if any."""
-    sidecar, sidecar_error = read_sidecar(source, key)
+def examine(
+    source: Source,
+    key: str,
+    data: bytes,
+    limits: SidecarLimits = DEFAULT_LIMITS,
+    exists: Callable[[str], bool] = _maybe,
+) -> InputFacts:
+    """Hash ``data`` (the bytes of ``key``), read its header and its sidecar, if any.
+    ``exists``: False for keys known not to exist (a folder listing), which are not read."""
+    sidecar, sidecar_error = read_sidecar(source, key, limits, exists)
     return InputFacts(hashlib.sha256(data).hexdigest(), image_facts(data), sidecar, sidecar_error)
 
 
@@ -83,26 +96,35 @@ def image_facts(data: bytes) -> ImageFacts | None:
         return None
 
 
-def read_sidecar(source: Source, key: str) -> tuple[Sidecar | None, str | None]:
+def read_sidecar(
+    source: Source,
+    key: str,
+    limits: SidecarLimits = DEFAULT_LIMITS,
+    exists: Callable[[str], bool] = _maybe,
+) -> tuple[Sidecar | None, str | None]:
     """The sidecar of the image ``key``, if one exists; a broken one comes back with its
     ``fault`` and as an error message for its plans (the first candidate that exists
     decides)."""
     for candidate in sidecar_keys(key):
+        if not exists(candidate):
+            continue
         try:
             data = source.read(candidate)
         except DarkroomError:
             continue
         try:
-            return Sidecar.parse(candidate, data), None
+            return Sidecar.parse(candidate, data, limits), None
         except Exception as exc:  # any parse failure is the sidecar's fault, recorded
             fault = str(exc) if isinstance(exc, DarkroomError) else f"{candidate}: {exc!r}"
             return Sidecar.broken(candidate, data, fault), fault
     return None, None
 
 
-def mask_sha256(source: Source, key: str) -> str | None:
+def mask_sha256(source: Source, key: str, exists: Callable[[str], bool] = _maybe) -> str | None:
     """The hash of the image ``key``'s mask (``photo.mask.png``), None when there is none:
     part of the content identity, so that a new mask makes the image new work."""
+    if not exists(mask_key(key)):
+        return None
     try:
         return hashlib.sha256(source.read(mask_key(key))).hexdigest()
     except DarkroomError:

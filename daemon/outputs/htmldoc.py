@@ -1,8 +1,10 @@
 """The HTML shell that the review page and the root index share: styles, lightbox, escaping.
 
-Pages are self-contained: inline CSS and a few lines of JS (a lightbox), no external
-resources. Everything taken from a manifest goes through :func:`escape`: prompts, keys and
-errors are user text.
+Pages are self-contained: inline CSS and a few lines of JS, no external resources. The script
+is a lightbox that shows a picture as large as the window allows (a 120 px output is scaled
+up, pixel-sharp: never smaller than its thumbnail on the page), and swaps in the URL of an
+``<img data-fallback=URL>`` whose picture does not load. Everything taken from a manifest goes
+through :func:`escape`: prompts, keys and errors are user text.
 """
 
 from __future__ import annotations
@@ -66,20 +68,41 @@ figure.approved{outline:3px solid var(--ok)}figure.rejected{opacity:.6}
 .rounds li{margin:2px 0}
 #lightbox{position:fixed;inset:0;background:rgba(0,0,0,.88);display:none;align-items:center;justify-content:center;cursor:zoom-out;z-index:10}
 #lightbox.open{display:flex}
-#lightbox img{max-width:96vw;max-height:92vh}
+#lightbox img{max-width:96vw;max-height:92vh;background:#c8c8c6}
+#lightbox img.pixelated{image-rendering:pixelated}
 #lightbox p{position:absolute;bottom:8px;left:0;right:0;text-align:center;color:#eee;margin:0}
 table.index{border-collapse:collapse;width:100%}
 table.index td,table.index th{border-bottom:1px solid var(--line);padding:6px 8px;text-align:left;vertical-align:top}
 table.index img{max-width:240px;max-height:140px;display:block}
+.origin{margin:2px 0;font-size:12px}
+p.from{margin:2px 0 4px}
+p.from img{width:28px;height:28px;object-fit:cover;vertical-align:middle;margin-right:4px;border:1px solid var(--line)}
+.references{display:flex;gap:8px;align-items:flex-start;margin:6px 0;font-size:12px}
+.references ul{display:flex;flex-wrap:wrap;gap:8px;margin:0;padding:0;list-style:none}
+.references li{width:96px;overflow-wrap:anywhere}
+.references img,.references .noref{display:block;width:96px;height:96px;object-fit:contain;background:#c8c8c6;border:1px solid var(--line)}
 """
 
 _JS = """
 (function(){
+  function fallback(i){ var f=i.getAttribute('data-fallback');
+    if(f&&i.getAttribute('src')!==f){ i.src=f; } }
+  document.querySelectorAll('img[data-fallback]').forEach(function(i){
+    i.addEventListener('error',function(){ fallback(i); });
+    if(i.complete&&!i.naturalWidth&&i.getAttribute('src')) fallback(i);
+  });
   var box=document.getElementById('lightbox'); if(!box) return;
   var img=box.querySelector('img'), cap=box.querySelector('p');
+  img.addEventListener('load',function(){
+    var w=img.naturalWidth, h=img.naturalHeight; if(!w||!h) return;
+    var s=Math.min(window.innerWidth*0.96/w, window.innerHeight*0.92/h);
+    if(s>1){ img.style.width=Math.floor(w*s)+'px'; img.style.height=Math.floor(h*s)+'px'; }
+    else { img.style.width=''; img.style.height=''; }
+    img.classList.toggle('pixelated', s>=2);
+  });
   document.addEventListener('click',function(ev){
     var a=ev.target.closest ? ev.target.closest('a.zoom') : null;
-    if(a){ev.preventDefault(); img.src=a.getAttribute('href'); img.alt=a.dataset.caption||'';
+    if(a){ev.preventDefault(); img.style.width=''; img.style.height=''; img.src=a.getAttribute('href'); img.alt=a.dataset.caption||'';
       cap.textContent=a.dataset.caption||''; box.classList.add('open'); return;}
     if(box.classList.contains('open') && box.contains(ev.target)){box.classList.remove('open'); img.removeAttribute('src');}
   });

@@ -1,4 +1,8 @@
-"""Decoding inputs and encoding outputs (main process; the device never waits on it).
+"""Decoding inputs and encoding outputs (the device never waits on it).
+
+Plan sources are decoded in a child process (:mod:`daemon.execution.decoder`); masks,
+references and the daemon's own outputs here. The decode limit (``limits.max_pixels``) is set
+with :func:`set_max_pixels` in every process that decodes.
 
 Inputs: every format Pillow reads, plus HEIC/HEIF (pillow-heif, registered on first decode by
 :mod:`.openers`) and AVIF (Pillow's own). Deep images are scaled by their real bit depth
@@ -17,17 +21,32 @@ from daemon.errors import EnvironmentFault, InputError
 from daemon.outputs import colour, depth, openers
 from daemon.outputs import provenance as provenance_format
 
-# Pillow refuses images above 2x this and only warns above it: we refuse above it, so a
-# decompression bomb is an input error, not a 2 GB allocation.
+# The decode limit (limits.max_pixels). Pillow refuses images above 2x its own limit and only
+# warns above it: we refuse above it, so a decompression bomb is an input error, not a 2 GB
+# allocation.
 MAX_PIXELS = 100_000_000
+
+
+def set_max_pixels(pixels: int) -> None:
+    """Set the decode limit for this process: ours and Pillow's (its default is 89.5 MP)."""
+    global MAX_PIXELS
+    MAX_PIXELS = pixels
+    Image.MAX_IMAGE_PIXELS = pixels
+
+
+set_max_pixels(MAX_PIXELS)  # one number from import on, not Pillow's 89.5 MP
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
-def decode(data: bytes, name: str, *, animated: str = "first_frame") -> Image.Image:
+def decode(
+    data: bytes, name: str, *, animated: str = "first_frame", reduce: int = 1
+) -> Image.Image:
     """Fully decode ``data``; anything short of a complete, sane image is an InputError.
-    An animated GIF/WebP/PNG gives its first frame, or is refused with ``animated="reject"``."""
+    An animated GIF/WebP/PNG gives its first frame, or is refused with ``animated="reject"``.
+    ``reduce``: the caller wants the image this many times smaller; a JPEG is then decoded
+    at 1/2, 1/4 or 1/8 scale (never below 1/reduce): a fraction of the time and memory."""
     if not data:
         raise InputError(f"{name}: the file is empty (0 bytes)")
     openers.register()
@@ -38,18 +57,23 @@ def decode(data: bytes, name: str, *, animated: str = "first_frame") -> Image.Im
             if image.width * image.height > MAX_PIXELS:
                 raise InputError(
                     f"{name}: {image.width}x{image.height} is {image.width * image.height / 1e6:.0f} MP, "
-                    f"over the {MAX_PIXELS / 1e6:.0f} MP limit"
+                    f"over the {_mp(MAX_PIXELS)} MP decode limit (limits.max_pixels)"
                 )
             if animated == "reject" and getattr(image, "is_animated", False):
                 raise InputError(
                     f"{name}: an animated image ({getattr(image, 'n_frames', '?')} frames), and the rule's "
                     "match.animated is 'reject'"
                 )
+            if reduce > 1 and image.format in ("JPEG", "MPO"):
+                image.draft(image.mode, (image.width // reduce, image.height // reduce))
             image.load()  # verify() accepts truncated JPEGs; a full load does not
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"{name}: refused as a decompression bomb ({exc})") from None
+        raise InputError(
+            f"{name}: refused as a decompression bomb, over the {_mp(MAX_PIXELS)} MP decode"
+            f" limit (limits.max_pixels) ({exc})"
+        ) from None
     except Image.UnidentifiedImageError:
         if openers.heif_missing(data):  # a HEIC the daemon cannot read yet: not the file's fault
             raise EnvironmentFault(
@@ -74,6 +98,10 @@ def decode(data: bytes, name: str, *, animated: str = "first_frame") -> Image.Im
             f"{name}: cannot decode image: {type(exc).__name__}: {exc}", retryable=True
         ) from None
     return _with_depth(image, data, name)
+
+
+def _mp(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f}".removesuffix(".0")
 
 
 _DEEP_SINGLE_BAND = ("I;16", "I;16L", "I;16B", "I;16N", "I")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import posixpath
 import random
 import threading
 import time
@@ -25,6 +26,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.errors import WriteConflict
+from daemon.outputs.board import thumb_path_for
 from daemon.outputs.captions import cost_text, is_video
 from daemon.outputs.htmldoc import escape, page_document
 from daemon.outputs.manifest import Manifest, parse_manifest
@@ -190,18 +192,41 @@ def _write_page(sink: Sink, attempts: int = 20) -> None:
             return
 
 
+def _shown_key(e: IndexEntry) -> str:
+    """How a row names its source: the key under its source ("shoots/a.jpg"). An entry written
+    without a key holds the server's path or URI instead: its file name only, never the path."""
+    key = str(e.key or "")
+    if key.startswith("/") or "://" in key or (len(key) > 2 and key[1:3] in (":\\", ":/")):
+        return posixpath.basename(key.replace("\\", "/")) or "?"
+    return key or "?"
+
+
+def _picture(e: IndexEntry) -> str:
+    """A small picture of the source's first output: its board thumbnail (a few KB), falling
+    back to the sheet where there is none (sinks written before boards, clips). A root index
+    with hundreds of sources then loads KB per row, not a whole sheet."""
+    sheet = rel(e.sheet, INDEX_HTML) if e.sheet else None
+    first = e.thumbs[0] if e.thumbs else None
+    thumb = rel(thumb_path_for(first), INDEX_HTML) if first else None
+    if thumb is None and sheet is None:
+        return '<span class="muted">no picture</span>'
+    # htmldoc's script swaps in data-fallback when the thumbnail does not load.
+    fallback = f' data-fallback="{escape(sheet)}"' if thumb and sheet else ""
+    return (
+        f'<img class="thumb" src="{escape(thumb or sheet)}"{fallback} '
+        f'alt="{escape(_shown_key(e))}" loading="lazy">'
+    )
+
+
 def _row(e: IndexEntry) -> str:
     link = rel(e.page, INDEX_HTML) if e.page else None
-    thumb = (
-        f'<img src="{escape(rel(e.sheet, INDEX_HTML))}" alt="sheet of {escape(e.key)}" loading="lazy">'
-        if e.sheet
-        else '<span class="muted">no sheet</span>'
-    )
+    shown = _shown_key(e)
+    thumb = _picture(e)
     if link:
         thumb = f'<a href="{escape(link)}">{thumb}</a>'
-        key = f'<a href="{escape(link)}">{escape(e.key)}</a>'
+        key = f'<a href="{escape(link)}">{escape(shown)}</a>'
     else:
-        key = escape(e.key)
+        key = escape(shown)
     counts = [f"{e.variants} variants"]
     if e.failed:
         counts.append(f"{e.failed} failed")
@@ -220,27 +245,43 @@ def _row(e: IndexEntry) -> str:
     )
 
 
-def render_index(entries: Sequence[IndexEntry], *, title: str = "Darkroom review") -> str:
-    """The output root's index page: sources grouped by rule, newest first, with their sheets.
+INDEX_ROWS_PER_RULE = 50  # the newest; the rule's board has them all
 
-    Links are relative to the root.
+
+def render_index(entries: Sequence[IndexEntry], *, title: str = "Darkroom review") -> str:
+    """The output root's index page: per rule, a link to its board and its newest sources.
+
+    Links are relative to the root. A source several rules took is one source, several runs.
     """
+    from daemon.outputs.board import board_dir_for
+
     by_rule: dict[str, list[IndexEntry]] = {}
     for entry in entries:
         by_rule.setdefault(entry.rule or "(no rule)", []).append(entry)
     sections = []
     for rule in sorted(by_rule):
         items = sorted(by_rule[rule], key=lambda e: (e.created_at or "", str(e.key)), reverse=True)
-        rows = "".join(_row(e) for e in items)
+        rows = "".join(_row(e) for e in items[:INDEX_ROWS_PER_RULE])
+        board = rel(f"{board_dir_for(rule)}/index.html", INDEX_HTML)
+        hidden = len(items) - INDEX_ROWS_PER_RULE
+        rest = (
+            f'<p class="muted">and {hidden} older on <a href="{escape(board)}">the board</a></p>'
+            if hidden > 0
+            else ""
+        )
         sections.append(
-            f'<section class="step" id="rule-{escape(rule)}"><h2>{escape(rule)} <span class="muted">· {len(items)} sources</span></h2>'
-            '<table class="index"><thead><tr><th>sheet</th><th>source</th><th>date</th><th>status</th><th>variants</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table></section>"
+            f'<section class="step" id="rule-{escape(rule)}"><h2>{escape(rule)} '
+            f'<span class="muted">· {len(items)} sources · <a href="{escape(board)}">board</a>'
+            "</span></h2>"
+            '<table class="index"><thead><tr><th>picture</th><th>source</th><th>date</th><th>status</th><th>variants</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>{rest}</section>"
         )
     if not sections:
         sections.append('<p class="muted">Nothing processed yet.</p>')
+    sources = len({(e.key, e.source_sha256) for e in entries})
+    runs = f"{len(entries)} runs · " if len(entries) != sources else ""
     body = (
-        f'<header><h1>{escape(title)}</h1><p class="muted">{len(entries)} sources · '
+        f'<header><h1>{escape(title)}</h1><p class="muted">{sources} sources · {runs}'
         f"{len(by_rule)} rules</p></header><main>{''.join(sections)}</main>"
     )
     return page_document(title, body)

@@ -66,6 +66,22 @@ class ManifestSidecar(_Record):
     sha256: str
 
 
+class ManifestBrief(_Record):
+    """The brief row a round was made from (a brief has no photo)."""
+
+    row: str = ""
+    line: int | None = None
+    prompt: str | None = None
+
+
+class ManifestCompanion(_Record):
+    """An image that went to the step's model with the arriving one."""
+
+    name: str | None = None
+    key: str | None = None
+    sha256: str | None = None
+
+
 class ManifestSource(_Record):
     """The input the round was made from: the arrival, its hash, its pixel size."""
 
@@ -78,6 +94,7 @@ class ManifestSource(_Record):
     sidecar: ManifestSidecar | None = None
     width: int | None = None
     height: int | None = None
+    brief: ManifestBrief | None = None  # written only for a brief's row
 
     @property
     def label(self) -> str:
@@ -103,6 +120,9 @@ class StepRecord(_Record):
     seeds: list[int] = Field(default_factory=list)
     references: list[str] = Field(default_factory=list)
     mask: str | None = None
+    # Written only when the step took companions (several inputs for one output).
+    companions: list[ManifestCompanion] = Field(default_factory=list)
+    variation: str | None = None  # a prompt variation's id ("p1", "calm-summer")
     state: str | None = None  # a JobState value; kept as text so an unknown one still parses
     error: str | None = None
     attempts: int = 0
@@ -145,12 +165,41 @@ class ManifestPlacement(_Record):
 
 
 class Decision(_Record):
-    """A reviewer's verdict on one output, recorded by ``darkroom review``."""
+    """A reviewer's verdict on one output, recorded by ``darkroom review`` or the review server.
 
-    decision: str  # "approved" or "rejected"
+    Only the fields a reviewer set are written (a star alone leaves ``decision`` out)."""
+
+    decision: str | None = None  # "approved" or "rejected"; None: not decided (yet)
     at: str | None = None
     by: str | None = None
     note: str | None = None
+    starred: bool | None = None
+
+
+class Follows(_Record):
+    """What a decision-started plan follows: the decided output and the decision."""
+
+    trigger: str  # approved, rejected or refine
+    manifest: str  # the parent's manifest (same sink)
+    output: str  # the decided output: this plan's input
+    rule: str | None = None  # the parent's rule
+    note: str | None = None
+    by: str | None = None
+    round: int = 1  # refine rounds count from the first run (1)
+
+
+class FollowUp(_Record):
+    """A plan a decision on one of this manifest's outputs started (listed on its page)."""
+
+    rule: str
+    trigger: str
+    manifest: str
+    page: str
+    output: str  # which of this manifest's outputs it followed
+    note: str | None = None
+    round: int = 1
+    outputs: list[str] = Field(default_factory=list)
+    status: str | None = None
 
 
 class Manifest(_Record):
@@ -169,6 +218,14 @@ class Manifest(_Record):
     sheet_error: str | None = None
     decisions: dict[str, Decision] = Field(default_factory=dict)
     placed: ManifestPlacement | None = None  # written only when the plan was placed elsewhere
+    # Review follow-ups, written only when there are some: what this plan follows (a
+    # decision on another output), and what decisions on its outputs started.
+    follows: Follows | None = None
+    follow_ups: list[FollowUp] = Field(default_factory=list)
+    # A step reference's path (as in steps[].references) -> the sink path of its small copy
+    # in this folder (refs/<sha>.webp): pages and sheets show references from the sink, never
+    # from the server's rules folder. Written only when a step had references.
+    reference_thumbs: dict[str, str] = Field(default_factory=dict)
     # Not written by the runner; shown on the page when a file carries them.
     version: int | str | None = None
     previous: Any = None
@@ -195,7 +252,8 @@ class Manifest(_Record):
         return {
             str(path): d
             for path, d in value.items()
-            if isinstance(d, Decision) or (isinstance(d, Mapping) and d.get("decision"))
+            if isinstance(d, Decision)
+            or (isinstance(d, Mapping) and any(d.get(k) for k in ("decision", "starred", "note")))
         }
 
     # -- views -----------------------------------------------------------------------
@@ -228,6 +286,11 @@ class Manifest(_Record):
         """This manifest after the sheet failed to render: no sheet, and why."""
         return self.model_copy(update={"sheet": None, "sheet_error": error})
 
+    def with_follow_up(self, entry: FollowUp) -> Manifest:
+        """This manifest listing ``entry`` (replacing an earlier one for the same plan)."""
+        kept = [f for f in self.follow_ups if f.manifest != entry.manifest]
+        return self.model_copy(update={"follow_ups": [*kept, entry]})
+
     def with_decisions(self, decisions: Mapping[str, Decision]) -> Manifest:
         """This manifest with ``decisions`` recorded (replacing earlier ones for the same paths)."""
         return self.model_copy(update={"decisions": {**self.decisions, **decisions}})
@@ -255,7 +318,7 @@ class UnitOutcome(Protocol):
 
 def step_record(unit: Unit, outcome: UnitOutcome, *, model_id: str | None) -> StepRecord:
     """The manifest's record of one unit: what it was asked to do and how it ended."""
-    return StepRecord(
+    record = StepRecord(
         name=unit.name,
         model=unit.model,
         model_id=model_id,
@@ -269,7 +332,19 @@ def step_record(unit: Unit, outcome: UnitOutcome, *, model_id: str | None) -> St
         attempts=outcome.attempts,
         seconds=outcome.seconds,
         outputs=list(outcome.outputs),
+        # Written only for a prompt variation: other manifests keep their shape.
+        **_only_when_set(variation=unit.variation),
     )
+    if unit.companions:  # written only when the step took companions
+        companions = [ManifestCompanion(**c.model_dump()) for c in unit.companions]
+        record = record.model_copy(update={"companions": companions})
+        record.model_fields_set.add("companions")
+    return record
+
+
+def _only_when_set(**values: Any) -> dict[str, Any]:
+    """Keyword arguments for the values that are set (the others stay out of the file)."""
+    return {k: v for k, v in values.items() if v}
 
 
 def build_manifest(
@@ -320,9 +395,39 @@ def build_manifest(
         rounds=list(rounds),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created_at)),
     )
+    if plan.brief is not None:  # written only for a brief's row (no photo)
+        source = manifest.source.model_copy(
+            update={"brief": ManifestBrief(**plan.brief.model_dump())}
+        )
+        source.model_fields_set.add("brief")
+        manifest = manifest.model_copy(update={"source": source})
+    follows = _follows(plan)
+    if follows is not None:  # written only for a plan a decision started
+        manifest = manifest.model_copy(update={"follows": follows})
     if plan.placed is None:
         return manifest  # "placed" is written only when it says something
     return manifest.model_copy(update={"placed": ManifestPlacement(**plan.placed.model_dump())})
+
+
+def _follows(plan: Plan) -> Follows | None:
+    """What a decision-started plan follows, from the decision's variables (see
+    :mod:`daemon.review.triggers`)."""
+    v = plan.vars
+    if not v.get("parent_manifest") or not v.get("decision"):
+        return None
+    try:
+        round_ = int(v.get("round") or 1)
+    except ValueError:
+        round_ = 1
+    return Follows(
+        trigger=str(v["decision"]),
+        manifest=str(v["parent_manifest"]),
+        output=str(v.get("parent_output") or plan.arrival.key),
+        rule=str(v.get("parent_rule") or "") or None,
+        note=str(v.get("note") or "") or None,
+        by=str(v.get("decided_by") or "") or None,
+        round=round_,
+    )
 
 
 # --------------------------------------------------------------------------- the file

@@ -27,6 +27,7 @@ from PIL import Image
 from daemon.outputs.captions import (
     clip_text,
     cost_text,
+    hide_paths,
     is_video,
     params_text,
     seconds_text,
@@ -34,6 +35,15 @@ from daemon.outputs.captions import (
 from daemon.outputs.htmldoc import definition_list, escape, page_document
 from daemon.outputs.index import INDEX_HTML, INDEX_JSON, index_entry, update_index
 from daemon.outputs.manifest import Decision, Manifest, StepRecord
+from daemon.outputs.page_followups import follow_ups_section, follows_banner
+from daemon.outputs.page_origin import (
+    compute_seconds,
+    input_line,
+    prompt_origin,
+    references_strip,
+    source_name,
+)
+from daemon.outputs.page_review import REVIEW_CSS, REVIEW_JS, controls
 from daemon.outputs.paths import page_path_for, preview_path_for, rel
 from daemon.outputs.thumbnails import fit_image
 from daemon.sinks.base import Sink
@@ -94,11 +104,17 @@ def _groups(steps: Sequence[StepRecord]) -> list[list[StepRecord]]:
 
 
 def _badge(decision: Decision | None) -> str:
-    if decision is None or decision.decision not in ("approved", "rejected"):
+    if decision is None:
         return ""
+    star = '<span class="badge starred" title="starred">★</span>' if decision.starred else ""
+    if decision.decision not in ("approved", "rejected"):
+        return star
     who = " ".join(x for x in (f"by {decision.by}" if decision.by else "", decision.at or "") if x)
     note = f" — {decision.note}" if decision.note else ""
-    return f'<span class="badge {decision.decision}" title="{escape(who + note)}">{escape(decision.decision)}</span>'
+    return (
+        f'<span class="badge {decision.decision}" title="{escape(who + note)}">'
+        f"{escape(decision.decision)}</span>{star}"
+    )
 
 
 class _PageContext:
@@ -120,7 +136,7 @@ def _figure(out: OutputRecord, step: StepRecord, page: _PageContext) -> str:
     decision = page.manifest.decision_for(path)
     badge = _badge(decision)
     if out.error or not path:
-        reason = out.error or "no output file recorded"
+        reason = hide_paths(out.error or "no output file recorded")
         facts = definition_list(
             [("model", model), ("seed", out.seed), ("attempt time", seconds_text(out.seconds))]
         )
@@ -159,15 +175,20 @@ def _figure(out: OutputRecord, step: StepRecord, page: _PageContext) -> str:
         ("cost", cost_text(out.cost)),
         ("provider", out.provider),
         ("request", out.request_id),
-        ("input", out.input),
+        ("variation", step.variation),
+        # Names only: the page never shows where the rules folder is on the server.
+        ("references", ", ".join(posixpath.basename(r) for r in step.references)),
         ("params", params_text(out.params)),
     ]
     if decision is not None and decision.note:
         pairs.append(("note", decision.note))
-    cls = f' class="{decision.decision}"' if badge and decision is not None else ""
+    decided = decision is not None and decision.decision in ("approved", "rejected")
+    cls = f' class="{decision.decision}"' if decided and decision is not None else ""
     return (
         f'<figure{cls} id="{escape(name)}"><div class="media">{media}{badge}</div>'
-        f'<figcaption><strong><a href="{escape(href)}">{escape(name)}</a></strong>{definition_list(pairs)}</figcaption></figure>'
+        f'<figcaption><strong><a href="{escape(href)}">{escape(name)}</a></strong>'
+        f"{input_line(out, page.names, page.link)}{definition_list(pairs)}"
+        f"{controls(path, decision)}</figcaption></figure>"
     )
 
 
@@ -196,8 +217,15 @@ def _step_row(step: StepRecord, page: _PageContext, show_prompt: bool) -> str:
         bits.append(
             f'<p class="prompt"><span class="muted">prompt:</span> {escape(step.prompt)}</p>'
         )
+    if step.prompt and step.prompt != (page.manifest.rule.prompt or ""):
+        origin = prompt_origin(page.manifest, step)
+        bits.append(f'<p class="origin muted">prompt from: {escape(origin)}</p>')
+    bits.append(references_strip(step, page.manifest, page.link))
+    if step.companions:  # several inputs: the images that went in with the arriving one
+        names = ", ".join(posixpath.basename(c.key or "?") for c in step.companions)
+        bits.append(f'<p class="companions muted">with: {escape(names)}</p>')
     if step.error:
-        bits.append(f'<p class="error">{escape(step.error)}</p>')
+        bits.append(f'<p class="error">{escape(hide_paths(step.error))}</p>')
     figures = [_figure(o, step, page) for o in step.outputs]
     if not figures and state not in ("failed",):
         figures.append(f'<figure class="pending"><div class="media">{escape(state)}</div></figure>')
@@ -276,7 +304,7 @@ def render_page(
     page = _PageContext(manifest, page_path)
     rule, source = manifest.rule, manifest.source
     rule_name = rule.name or "(no rule)"
-    key = source.label
+    key = source_name(source)  # the key, never the server's path (source.uri)
     meta = [f"status: {manifest.status or '?'}"]
     if source.width and source.height:
         meta.append(f"{source.width}×{source.height} px")
@@ -286,6 +314,8 @@ def render_page(
         meta.append(f"version {manifest.version}")
     if (cost := cost_text(manifest.total_cost())) is not None:
         meta.append(f"{cost} est.")
+    if (compute := seconds_text(compute_seconds(manifest.steps))) is not None:
+        meta.append(f"{compute} of model time")
     if manifest.darkroom_version:
         meta.append(f"darkroom {manifest.darkroom_version}")
     links = [f'<a href="{escape(page.link(INDEX_HTML))}">all sources</a>']
@@ -322,6 +352,7 @@ def render_page(
     if rule.prompt:
         prompts.append(
             f'<p class="prompt"><span class="muted">prompt:</span> {escape(rule.prompt)}</p>'
+            f'<p class="origin muted">prompt from: {escape(prompt_origin(manifest))}</p>'
         )
     if rule.negative_prompt:
         prompts.append(
@@ -332,10 +363,15 @@ def render_page(
         f"<div>{''.join(prompts)}{source_info}</div></div>"
     )
     if manifest.sheet_error:
-        top += f'<p class="error">review sheet failed: {escape(manifest.sheet_error)}</p>'
+        failed = escape(hide_paths(manifest.sheet_error))
+        top += f'<p class="error">review sheet failed: {failed}</p>'
 
     groups = [_group(g, page) for g in _groups(manifest.steps)]
-    body = header + "<main>" + top + "".join(groups) + _rounds(page) + "</main>"
+    main = f'<main data-manifest="{escape(manifest_path)}">' if manifest_path else "<main>"
+    trail = follows_banner(manifest, page.link)
+    followed = follow_ups_section(manifest, page.link)
+    body = header + main + trail + top + "".join(groups) + followed + _rounds(page) + "</main>"
+    body += f"<style>{REVIEW_CSS}</style><script>{REVIEW_JS}</script>"
     return page_document(f"{rule_name} · {key}", body)
 
 
@@ -372,8 +408,11 @@ def publish(
     ``source_image`` (a PIL image or the source's bytes) is stored once as a preview; later
     calls without it reuse the stored one. Safe to call repeatedly.
     """
+    from daemon.outputs.board import update_board
+
     published = write_page(sink, manifest, manifest_path=manifest_path, source_image=source_image)
     update_index(sink, index_entry(manifest, manifest_path=manifest_path))
+    update_board(sink, manifest, manifest_path)
     return published
 
 

@@ -20,6 +20,9 @@ Where it goes:
   AlgorithmicMedia`` for one a model made from a photo (img2img, edit, inpaint, references).
 - **GIF** (animated outputs): Pillow writes no XMP there, so the JSON goes in the comment
   extension. Videos (mp4) carry the record in their container metadata (backends.video_io).
+- **C2PA** (optional, ``outputs.c2pa``): a signed Content Credentials manifest declaring the
+  same digital source type, added after encoding (:mod:`daemon.outputs.c2pa`); :func:`read`
+  summarises it under ``c2pa``.
 
 ``info`` is the dict the runner builds (flat keys: prompt, negative_prompt, model, model_id,
 model_revision, profile, seed, steps, strength, guidance, darkroom_version, source_sha256, rule,
@@ -229,7 +232,8 @@ def _loads(text: Any) -> dict[str, Any] | None:
 
 def read(data: bytes) -> dict[str, Any] | None:
     """The provenance record embedded in an image or video file's bytes, or None if there is
-    none (an mp4's comes from its container metadata).
+    none (an mp4's comes from its container metadata). An image signed with C2PA Content
+    Credentials (``outputs.c2pa``) also gets a ``c2pa`` key: :func:`daemon.outputs.c2pa.summary`.
 
     Unreadable or non-image data also gives None: callers decide what that means.
     """
@@ -250,6 +254,12 @@ def read(data: bytes) -> dict[str, Any] | None:
         found = _from_xmp(info.get("xmp") or info.get(PNG_XMP))
     if found is None:  # outputs written before XMP: JSON in EXIF ImageDescription
         found = _loads(exif.get(_EXIF_IMAGE_DESCRIPTION))
+    if found is not None:
+        from daemon.outputs import c2pa
+
+        signed = c2pa.summary(data)  # None (and no import) for a file without a manifest
+        if signed is not None:
+            found["c2pa"] = signed
     return found
 
 

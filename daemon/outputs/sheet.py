@@ -40,7 +40,6 @@ machine: the decode threads and the encode run at a lower scheduling priority
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -49,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 from PIL import Image, ImageDraw
 
+from daemon.outputs import sheet_png
 from daemon.outputs.manifest import Manifest
 from daemon.outputs.sheet_layout import SOURCE, Metrics, layout_sheet, reason_lines
 from daemon.outputs.text import Box, TextLine, clean_text, font
@@ -89,9 +89,9 @@ FILM_HOLE = (236, 236, 230)
 TILE = 256
 # How much nicer than the daemon the sheet threads run (Linux applies nice per thread).
 NICENESS = 10
-# zlib level of the sheet PNG: 1 writes a 64-tile sheet of photos in a fraction of level
-# 6's time for a file about a fifth larger (bench/sheet_bench.py); a sheet is viewed, not kept.
-SHEET_PNG_LEVEL = 1
+# zlib level of the sheet PNG (daemon.outputs.sheet_png): 1 writes a 64-tile sheet of photos
+# in a fraction of level 6's time for about the same size (bench/sheet_bench.py).
+SHEET_PNG_LEVEL = sheet_png.LEVEL
 
 
 def _lower_priority() -> None:
@@ -104,15 +104,11 @@ def _lower_priority() -> None:
 
 
 def encode_sheet(image: Image.Image) -> bytes:
-    """The sheet as PNG bytes, encoded on a lower-priority thread."""
-
-    def encode() -> bytes:
-        buffer = io.BytesIO()
-        image.save(buffer, "PNG", compress_level=SHEET_PNG_LEVEL)
-        return buffer.getvalue()
-
+    """The sheet as PNG bytes (:mod:`daemon.outputs.sheet_png`: one filter, strips
+    deflated in parallel), on a lower-priority thread (the strip threads it starts inherit
+    its priority: Linux threads take their creator's nice value)."""
     with ThreadPoolExecutor(1, "darkroom-sheet-encode", initializer=_lower_priority) as pool:
-        return pool.submit(encode).result()
+        return pool.submit(sheet_png.encode_png, image).result()
 
 
 def _load_tiles(

@@ -1,25 +1,31 @@
 """Text laid out in pixel boxes: the font, measuring, wrapping, ellipsizing and placing lines.
 
-The review sheet and the daily digest draw with these. Every measure is the font's own ink box
-(``getbbox``), so a layout can be checked without looking at pixels.
+The review sheet and the daily digest draw with these, in the bundled font (:data:`FONT_FILE`).
+Every measure is the font's own ink box (``getbbox``), so a layout can be checked without
+looking at pixels.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import structlog
 from PIL import ImageFont, features
 
 __all__ = [
     "ELLIPSIS",
+    "FONT_FILE",
     "AnyFont",
     "Box",
     "TextLine",
     "clean_text",
+    "drawable",
     "font",
     "line_height",
     "place_lines",
@@ -27,6 +33,8 @@ __all__ = [
 ]
 
 ELLIPSIS = "…"
+
+log = structlog.get_logger("darkroom.sheet")
 
 
 @dataclass(frozen=True)
@@ -82,12 +90,40 @@ class TextLine:
 AnyFont = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
+# Bundled with the package (see fonts/README.md for its source and licence): Latin with its
+# accents, Greek, Cyrillic, CJK, kana and Hangul. Pillow's own default font has ASCII only, and
+# draws every other letter of a file name or prompt as a box.
+FONT_FILE = Path(__file__).with_name("fonts") / "WenQuanYiMicroHei.ttf"
+
+
+@functools.lru_cache(maxsize=1)
+def _font_bytes() -> bytes | None:
+    """The bundled font file, read once per process (None, logged, when it cannot be read)."""
+    try:
+        return FONT_FILE.read_bytes()
+    except OSError as exc:
+        log.warning(
+            "sheet font missing: letters beyond ASCII will draw as boxes",
+            font=str(FONT_FILE),
+            reason=str(exc),
+            fix="reinstall darkroom (the font is package data)",
+        )
+        return None
+
+
 @functools.lru_cache(maxsize=32)
 def font(size: int) -> AnyFont:
-    """Pillow's bundled scalable font at ``size`` px, or the bitmap default without FreeType."""
-    if features.check("freetype2"):
-        return ImageFont.load_default(size=size)
-    return ImageFont.load_default_imagefont()
+    """The bundled font at ``size`` px; Pillow's default when it is missing, the bitmap
+    default without FreeType."""
+    if not features.check("freetype2"):
+        return ImageFont.load_default_imagefont()
+    data = _font_bytes()
+    if data is not None:
+        try:
+            return ImageFont.truetype(io.BytesIO(data), size)
+        except OSError as exc:
+            log.warning("sheet font unreadable", font=str(FONT_FILE), reason=str(exc))
+    return ImageFont.load_default(size=size)
 
 
 def _size_of(f: AnyFont, fallback: int) -> int:
@@ -103,11 +139,52 @@ def line_height(size: int) -> int:
     return int(f.getbbox("ÁÉgjy|")[3]) + 3
 
 
+# A code point no font draws: what the sheet font's .notdef box looks like.
+_NO_GLYPH = "\U000f0000"
+
+
+def _ink(f: ImageFont.FreeTypeFont, text: str) -> tuple[tuple[int, int], bytes]:
+    mask = f.getmask(text)
+    return mask.size, bytes(mask)
+
+
+@functools.lru_cache(maxsize=1)
+def _plain_font() -> AnyFont:
+    """The sheet font without text shaping: one glyph per code point, as the font has it
+    (shaping would move a lone mark and make its box look unlike the font's box)."""
+    data = _font_bytes()
+    if data is None or not features.check("freetype2"):
+        return font(32)
+    return ImageFont.truetype(io.BytesIO(data), 32, layout_engine=ImageFont.Layout.BASIC)
+
+
+@functools.lru_cache(maxsize=4096)
+def drawable(char: str) -> bool:
+    """Whether the sheet font has a glyph for ``char`` (else it draws its .notdef box)."""
+    f = _plain_font()
+    if not isinstance(f, ImageFont.FreeTypeFont):
+        return char.isascii()
+    return _ink(f, char) != _ink(f, _NO_GLYPH)
+
+
 def clean_text(text: Any) -> str:
-    """One line of printable text: control characters and newlines become spaces."""
+    """One line of printable text: control characters and newlines become spaces.
+
+    Combining marks that would draw outside the line are dropped: one the font has no glyph
+    for (its box would be stacked above the letter) and every mark after the first on a
+    letter ("Zalgo" text). After NFC, accented letters are single code points and keep theirs.
+    """
     s = unicodedata.normalize("NFC", "" if text is None else str(text))
-    s = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in s)
-    return " ".join(s.split())
+    kept: list[str] = []
+    for c in s:
+        category = unicodedata.category(c)
+        if category in ("Cc", "Cf", "Zl", "Zp"):
+            kept.append(" ")
+            continue
+        on_a_letter = bool(kept) and unicodedata.category(kept[-1])[0] != "M"
+        if category[0] != "M" or (on_a_letter and drawable(c)):
+            kept.append(c)
+    return " ".join("".join(kept).split())
 
 
 def _fits(f: AnyFont, text: str, width: int) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from daemon.rules import globs
-from daemon.rules.schema import Match, Rule
+from daemon.rules.schema import Match, Rule, is_brief
 from daemon.types import Arrival
 
 if TYPE_CHECKING:  # load.py builds RuleSets, so it imports this module, not the reverse
@@ -52,6 +52,8 @@ def judge(
     """Whether ``rule`` takes ``arrival``, with every reason it does not. ``shallow``
     checks only what needs no read: source and globs."""
     m = rule.match
+    if arrival.trigger != "arrival" or rule.on != "arrival":
+        return _judge_decision(rule, arrival)
     why: list[str] = []
     if not any_source and arrival.source not in m.source_names:
         why.append(f"source {arrival.source!r} is not one of {m.source_names}")
@@ -59,6 +61,11 @@ def judge(
         why.append(f"{arrival.key} matches none of include {m.include}")
     if m.exclude and globs.match_any(m.exclude, arrival.key):
         why.append(f"{arrival.key} matches exclude {m.exclude}")
+    # Briefs (*.brief.yaml/.csv, no photo) go only to rules with match.briefs: true.
+    if m.briefs and not is_brief(arrival.key):
+        why.append(f"{arrival.key} is not a brief (*.brief.yaml, *.brief.csv); match.briefs")
+    elif is_brief(arrival.key) and not m.briefs:
+        why.append(f"{arrival.key} is a brief; only rules with match.briefs: true take briefs")
     if shallow:
         return Verdict(rule.name, not why, why)
     if m.sidecar == "required" and not has_sidecar:
@@ -69,6 +76,26 @@ def judge(
         else:
             why += _image_reasons(m, facts)
     return Verdict(rule.name, not why, why)
+
+
+def _judge_decision(rule: Rule, arrival: Arrival) -> Verdict:
+    """A reviewer's decision on an output (:mod:`daemon.review.triggers`): an ``on:
+    approved``/``rejected`` rule takes it when it follows the output's rule (``after``); a
+    refine round goes to the one rule the trigger names. A file arrival is for ``on:
+    arrival`` rules only."""
+    context = dict(arrival.context)
+    if arrival.trigger == "refine":
+        wanted = context.get("refine_rule")
+        ok = rule.name == wanted
+        return Verdict(rule.name, ok, [] if ok else [f"the refine round is for {wanted!r}"])
+    if rule.on != arrival.trigger:
+        return Verdict(rule.name, False, [f"runs on {rule.on}, not on {arrival.trigger}"])
+    parent = context.get("parent_rule", "")
+    if rule.after and parent not in rule.after:
+        return Verdict(rule.name, False, [f"follows {rule.after}, not {parent!r}"])
+    if parent == rule.name:  # its own outputs would start it again, without end
+        return Verdict(rule.name, False, ["does not follow its own outputs"])
+    return Verdict(rule.name, True, [])
 
 
 def _image_reasons(m: Match, facts: ImageFacts) -> list[str]:

@@ -1,5 +1,12 @@
 """Sidecars: per-file values next to an image (``photo.txt``, ``photo.json``, ``photo.yaml``)
 and its mask (``photo.mask.png``) -- their names and how a sidecar file is parsed.
+
+A sidecar is written by whoever can write the drop folder, so it is parsed as untrusted:
+at most ``limits.max_sidecar_bytes`` bytes, YAML without anchors or aliases (a 400-byte alias
+bomb expands to gigabytes) and without the position walk rule files get, at most
+:data:`MAX_NODES` values nested at most :data:`MAX_DEPTH` deep, and prompts of at most
+``limits.max_prompt_chars`` characters. Each cap exceeded is an InputError naming the file,
+the cap and the setting that raises it.
 """
 
 from __future__ import annotations
@@ -10,9 +17,38 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
+import yaml
+
 from daemon.config import yamlfile
-from daemon.errors import ConfigError, InputError
+from daemon.errors import InputError
 from daemon.types import SidecarRef
+
+# Values (mapping keys count too) and nesting levels a JSON/YAML sidecar may have. A sidecar
+# holds a prompt, a few numbers and a flat ``vars`` mapping: these are far above any real one
+# and far below what costs memory or time.
+MAX_NODES = 2000
+MAX_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class SidecarLimits:
+    """The caps a sidecar must fit (the ``limits`` section of the config)."""
+
+    max_bytes: int = 64 * 1024  # limits.max_sidecar_bytes
+    max_prompt_chars: int = 4000  # limits.max_prompt_chars
+    max_nodes: int = MAX_NODES
+    max_depth: int = MAX_DEPTH
+
+    def check_size(self, key: str, size: int) -> None:
+        """InputError when a sidecar of ``size`` bytes is over the cap (before reading it)."""
+        if size > self.max_bytes:
+            raise InputError(
+                f"{key}: sidecar is {size} bytes, over the {self.max_bytes}-byte limit for"
+                " sidecars; shorten it, or raise limits.max_sidecar_bytes in the config"
+            )
+
+
+DEFAULT_LIMITS = SidecarLimits()
 
 
 @dataclass
@@ -46,11 +82,13 @@ class Sidecar:
         return cls(key, hashlib.sha256(data).hexdigest(), fault=fault)
 
     @classmethod
-    def parse(cls, key: str, data: bytes) -> Sidecar:
+    def parse(cls, key: str, data: bytes, limits: SidecarLimits = DEFAULT_LIMITS) -> Sidecar:
         """Parse a sidecar's bytes; a broken one raises InputError saying what is wrong --
-        whatever the parser met (deep nesting, wrong types), never another exception."""
+        whatever the parser met (deep nesting, wrong types, a cap exceeded), never another
+        exception."""
         try:
-            return cls._parse(key, data)
+            limits.check_size(key, len(data))
+            return cls._parse(key, data, limits)
         except InputError:
             raise
         except RecursionError:
@@ -61,7 +99,7 @@ class Sidecar:
             ) from None
 
     @classmethod
-    def _parse(cls, key: str, data: bytes) -> Sidecar:
+    def _parse(cls, key: str, data: bytes, limits: SidecarLimits) -> Sidecar:
         sha = hashlib.sha256(data).hexdigest()
         try:
             text = data.decode("utf-8-sig")  # a BOM from a Windows editor is not text
@@ -71,12 +109,10 @@ class Sidecar:
             ) from None
         if key.lower().endswith(".txt"):
             # Plain text, exactly as written: "Summer sale {50% off}" is not a template.
+            _check_prompt(key, "text", text.strip(), limits)
             return cls(key, sha, prompt=text.strip(), text=text.strip())
         kind = "JSON" if key.lower().endswith(".json") else "YAML"
-        try:
-            values = json.loads(text) if kind == "JSON" else yamlfile.loads(text, key)[0]
-        except (ValueError, ConfigError) as exc:
-            raise InputError(f"{key}: sidecar is not valid {kind}: {exc}") from None
+        values = _load_values(key, kind, text, limits)
         if values is None:
             values = {}
         if not isinstance(values, dict):
@@ -94,12 +130,17 @@ class Sidecar:
                     f"{key}: sidecar {label} must be text, not {_kind(value)}"
                     f' (quote it: {label}: "...")'
                 )
+            if value is not None:
+                _check_prompt(key, label, value, limits)
         variables = values.get("vars") or {}
         if not isinstance(variables, dict) or not all(
             isinstance(k, str) and isinstance(v, (str, int, float)) and not isinstance(v, bool)
             for k, v in variables.items()
         ):
             raise InputError(f"{key}: sidecar vars must be a mapping of names to text or numbers")
+        for name, value in variables.items():
+            if isinstance(value, str):  # a variable is rendered into the prompt
+                _check_prompt(key, f"vars.{name}", value, limits)
         seed, steps = values.get("seed"), values.get("steps")
         for label, number in (("seed", seed), ("steps", steps)):
             if number is not None and (
@@ -114,6 +155,47 @@ class Sidecar:
             negative_prompt=values.get("negative_prompt"),
             seed=seed,
             steps=steps,
+        )
+
+
+def _load_values(key: str, kind: str, text: str, limits: SidecarLimits) -> Any:
+    """A JSON/YAML sidecar's values, within the node and depth caps (no YAML aliases)."""
+    try:
+        if kind == "JSON":
+            values = json.loads(text)
+            _check_shape(values, limits)
+            return values
+        return yamlfile.safe_loads(text, max_nodes=limits.max_nodes, max_depth=limits.max_depth)
+    except yamlfile.UntrustedYAMLError as exc:
+        raise InputError(f"{key}: sidecar refused: {exc}") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        raise InputError(f"{key}: sidecar is not valid {kind}: {exc}") from None
+
+
+def _check_shape(values: Any, limits: SidecarLimits) -> None:
+    """The node and depth caps for parsed JSON (YAML is checked while it is composed)."""
+    nodes = 0
+    pending: list[tuple[Any, int]] = [(values, 1)]
+    while pending:
+        value, level = pending.pop()
+        nodes += 1
+        if nodes > limits.max_nodes:
+            raise yamlfile.UntrustedYAMLError(f"more than {limits.max_nodes} values")
+        if level > limits.max_depth:
+            raise yamlfile.UntrustedYAMLError(f"nested deeper than {limits.max_depth} levels")
+        if isinstance(value, dict):
+            nodes += len(value)  # the keys
+            pending += [(v, level + 1) for v in value.values()]
+        elif isinstance(value, list):
+            pending += [(v, level + 1) for v in value]
+
+
+def _check_prompt(key: str, label: str, value: str, limits: SidecarLimits) -> None:
+    if len(value) > limits.max_prompt_chars:
+        raise InputError(
+            f"{key}: sidecar {label} is {len(value)} characters, over the"
+            f" {limits.max_prompt_chars}-character limit for prompts; shorten it, or raise"
+            " limits.max_prompt_chars in the config"
         )
 
 

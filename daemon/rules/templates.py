@@ -3,7 +3,10 @@
 Only plain names are allowed: no attribute or index access (``{x.__class__}``,
 ``{x[0]}``), no conversions (``{x!r}``) and no format specs (``{x:>999}``), so a rule
 file can never run code or read anything but the documented variables. ``{{`` and
-``}}`` are literal braces.
+``}}`` are literal braces. The one dotted form is ``{meta.caption}``: the image metadata
+fields (:mod:`daemon.rules.metadata`), looked up as the flat key ``"meta.caption"`` — never
+as an attribute. Rendering is one pass: a value is inserted as text and never read as a
+template, so a file name or a caption holding ``{stem}`` stays ``{stem}``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import PurePosixPath
 from daemon.errors import OutputError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_META = re.compile(r"^meta\.[a-z][a-z_]*$")  # {meta.caption}: a flat key, not an attribute
 
 
 class TemplateError(ValueError):
@@ -35,7 +39,7 @@ def fields(template: str) -> list[str]:
     for _literal, name, spec, conversion in parsed:
         if name is None:
             continue
-        if not _NAME.match(name):
+        if not (_NAME.match(name) or _META.match(name)):
             raise TemplateError(
                 f"{{{name}}} is not allowed: only plain variable names like {{stem}} "
                 "(no attribute access, indexing or expressions)"

@@ -9,6 +9,13 @@ is left stays queued in the ledger for the next start.
 Observers are wired here and nowhere else: metrics, settlement and webhooks each implement
 :class:`daemon.hooks.Hooks`, and one :class:`~daemon.hooks.HookChain` of them is given to
 the runner and the worker pool.
+
+Each concern the root wires lives in its own module: :mod:`~daemon.service.checks` (config
+cross-checks, sources and sinks), :mod:`~daemon.service.hooks_wiring` (webhooks, decision
+announcing), :mod:`~daemon.service.worker_start` (pool, worker start, preloads),
+:mod:`~daemon.service.periodic` (scheduler jobs), :mod:`~daemon.service.reload` (SIGHUP and
+rules-folder reloads), :mod:`~daemon.service.metrics_wiring` (the /metrics server) and
+:mod:`~daemon.service.status` (STATUS line, held report).
 """
 
 from __future__ import annotations
@@ -22,40 +29,45 @@ from typing import Any
 
 import structlog
 
-from backends.base import ModelSpec
-from daemon.config.profiles import Profile, resolve_profiles
+from daemon.config.profiles import resolve_profiles
 from daemon.config.settings import Settings
-from daemon.errors import ConfigError, Problem
-from daemon.execution.pool import WorkerPool
+from daemon.errors import ConfigError
+from daemon.execution.decoder import ProcessDecoder
 from daemon.execution.runner import Runner
-from daemon.hooks import HookChain, Hooks
+from daemon.hooks import HookChain
 from daemon.intake.intake import Intake
 from daemon.intake.settlement import Settlement
-from daemon.outputs.manifest import Manifest
-from daemon.outputs.paths import page_path_for
+from daemon.outputs import imaging
+from daemon.outputs.c2pa import ContentCredentials
 from daemon.queue.ledger import Ledger
-from daemon.rules.load import cross_check, load_rules, rule_files
-from daemon.rules.match import RuleSet
-from daemon.rules.sizes import size_problems
-from daemon.service.hosted_check import start_hosted_check
-from daemon.service.metrics import Metrics, MetricsServer, Readiness
+from daemon.review.log import DecisionLog
+from daemon.review.server import ReviewServer
+from daemon.review.triggers import DecisionTriggers, FollowUps
+from daemon.rules.load import load_rules
+from daemon.service import periodic
+from daemon.service import reload as reloading
+from daemon.service.checks import build_sinks, build_sources, config_problems
+from daemon.service.health import PartHealth, PartState
+from daemon.service.hooks_wiring import DecisionAnnouncer, WebhookHooks, build_webhook_sender
+from daemon.service.metrics import Metrics, Readiness
+from daemon.service.metrics_wiring import build_metrics_server, start_metrics_server
 from daemon.service.notify import Heartbeats, Notifier, Watchdog
+from daemon.service.probes import build_probes
 from daemon.service.state_lock import StateLock
-from daemon.service.webhooks import WebhookSender, event_from_manifest
-from daemon.sinks import build_sink
-from daemon.sinks.base import Sink
-from daemon.sources import build_source
+from daemon.service.status import held_report, status_line
+from daemon.service.webhooks import WebhookSender
+from daemon.service.worker_start import WorkerStart, build_pool
 from daemon.sources.base import Source
+from daemon.sources.decided import DecidedOutputs
+
+# Re-exported: the CLI, `darkroom check` and tests import these from here.
+__all__ = ["STOP_GRACE", "App", "build_sinks", "build_sources", "config_problems"]
 
 log = structlog.get_logger("darkroom.app")
 
 
 # Seconds beyond worker.stop_timeout that stopping may take: workers, sources, webhooks.
 STOP_GRACE = 5.0
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 def _left(deadline: float, floor: float = 0.0) -> float:
@@ -69,84 +81,9 @@ def _start_thread(target: Callable[[], None], name: str) -> threading.Thread:
     return thread
 
 
-def config_problems(
-    settings: Settings, rules: RuleSet, profiles: dict[str, Profile]
-) -> list[Problem]:
-    """Problems that only show with config and rules together (``darkroom check``)."""
-    problems = cross_check(
-        rules,
-        set(settings.sources),
-        set(settings.sinks),
-        set(profiles),
-        settings.reference_dirs,
-        settings.rules_dir,
-    )
-    problems += size_problems(rules, profiles)  # explicit sizes the step's model refuses
-    for sink_name, sink in settings.sinks.items():
-        for source_name, source in settings.sources.items():
-            out, watched = sink.where(), source.where()
-            # Locations end in "/" (folders) or are bucket prefixes: overlap is a prefix test.
-            if out.startswith(watched) or watched.startswith(out):
-                problems.append(
-                    Problem(
-                        f"config: sinks.{sink_name}",
-                        f"{out} overlaps the watched location of source {source_name!r} ({watched}); "
-                        "outputs would be picked up as new inputs — write them somewhere else",
-                    )
-                )
-    if not rules.rules:
-        problems.append(Problem(str(settings.rules_dir), "no rule files (*.yaml) found"))
-    return problems
-
-
-def build_sources(settings: Settings) -> dict[str, Source]:
-    return {name: build_source(name, cfg) for name, cfg in settings.sources.items()}
-
-
-def build_sinks(settings: Settings) -> dict[str, Sink]:
-    return {name: build_sink(name, cfg) for name, cfg in settings.sinks.items()}
-
-
-def profile_label(spec: ModelSpec, profiles: dict[str, Profile], device: str) -> str:
-    """The profile a worker's model came from, for metrics: the profile whose spec it is,
-    else one loading the same model (the pool's out-of-memory retries change options),
-    else the model itself."""
-    for name, profile in profiles.items():
-        if profile.spec(device) == spec:
-            return name
-    for name, profile in profiles.items():
-        if (profile.task, profile.model, profile.revision) == (
-            spec.task,
-            spec.model,
-            spec.revision,
-        ):
-            return name
-    return spec.model
-
-
-class WebhookHooks(Hooks):
-    """Sends the webhook event of each committed manifest (to whichever sender is current:
-    a reload may replace it)."""
-
-    def __init__(self, sender: Callable[[], WebhookSender | None]):
-        self.sender = sender
-
-    def plan_committed(self, sink: Sink, manifest: Manifest, manifest_path: str) -> None:
-        sender = self.sender()
-        if sender is None:
-            return
-        sender.send(
-            event_from_manifest(
-                manifest,
-                manifest_url=sink.location(manifest_path),
-                sheet_url=sink.location(manifest.sheet) if manifest.sheet else None,
-                page_url=sink.location(page_path_for(manifest_path)),
-                output_url=sink.location,
-            )
-        )
-
-
 class App:
+    """The daemon: every part built from the settings, started and stopped in order."""
+
     def __init__(
         self,
         settings: Settings,
@@ -165,130 +102,78 @@ class App:
         self.lock = StateLock(settings.state_dir)
         self.sources = build_sources(settings) if sources is None else sources
         self.sinks = build_sinks(settings)
+        if not any_source:
+            # Outputs a reviewer decided on, read back for the rules that follow decisions.
+            for sink in self.sinks.values():
+                decided = DecidedOutputs(sink)
+                self.sources[decided.name] = decided
         self.ledger: Ledger | None = None
         # Health: systemd's watchdog, /healthz and /readyz all read these.
         self.notifier = Notifier.from_env(unset=True)  # before workers spawn: they must not notify
         self.beats = Heartbeats()
         self.readiness = Readiness(("sources", "rules", "worker"))
-        self.readiness.report("held", self._held_report)
+        self.readiness.report("held", lambda: held_report(self.ledger))
+        # Can each source and sink be reached? Checked on the scheduler; a failing one makes
+        # /readyz false and shows in STATUS, `darkroom status` and darkroom_{source,sink}_up.
+        self.health = PartHealth(
+            {}
+            if any_source
+            else build_probes(
+                {n: c for n, c in settings.sources.items() if n in self.sources}, settings.sinks
+            ),
+            on_change=self._part_changed,
+        )
         self.metrics = Metrics(
-            job_counts=lambda: self.ledger.counts_by_rule() if self.ledger else {}
+            job_counts=lambda: self.ledger.counts_by_rule() if self.ledger else {},
+            ledger=lambda: self.ledger,
+            sources=lambda: sorted(self.sources),
+            health=self.health.states,
         )
         self.watchdog = Watchdog(self.notifier, self.notifier.watchdog_interval, self.beats.check)
-        m = settings.metrics
-        self.metrics_server = (
-            MetricsServer(
-                m.host, m.port, self.metrics, health=self.beats.check, ready=self.readiness.check
-            )
-            if m.enabled and not any_source
-            else None
+        self.metrics_server = build_metrics_server(
+            settings, self.metrics, self.beats, self.readiness, any_source=any_source
         )
-        self.webhooks = self._webhooks(settings)
+        self.webhooks: WebhookSender | None = build_webhook_sender(
+            settings, self.metrics.webhook_failed, any_source=any_source
+        )
         # Settlement joins the chain at start (it needs the ledger); hooks are called only
         # once the runner and the pool run.
         self.hooks = HookChain([self.metrics, WebhookHooks(lambda: self.webhooks)])
-        w = settings.worker
-        self.pool = WorkerPool(
-            w.device_list,
-            w.threads,
-            settings.models_dir,
-            w.job_timeout,
-            hooks=self.hooks,
-            profile_of=lambda spec: profile_label(spec, self.profiles, self.settings.worker.device),
-            on_alive=lambda: self.beats.beat("worker"),
-            cpu_threads=w.cpu_worker_threads,
-            memory_budget_gb=w.memory_budget_gb,
-            recycle_after_jobs=w.recycle_after_jobs,
-            recycle_rss_gb=w.recycle_rss_gb,
-        )
+        self.pool = build_pool(settings, lambda: self.profiles, self.hooks, self.beats)
         self.stopped = threading.Event()
         self.scheduler: Any = None
+        # Review decisions: the log (an outbox in the ledger), its announcer and the server,
+        # made at start.
+        self.decisions: DecisionLog | None = None
+        self.announcer: DecisionAnnouncer | None = None
+        self.review_server: ReviewServer | None = None
         self.rules_error: str | None = None
         self.runner: Runner | None = None
+        self.worker_start: WorkerStart | None = None  # made at start, run after READY
         self._last_status = 0.0
         self._threads: list[threading.Thread] = []
-        self._worker_step: str | None = None  # set while the worker starts and loads models
-
-    def _webhooks(self, settings: Settings) -> WebhookSender | None:
-        w = settings.webhooks
-        if not w.urls or self.any_source:
-            return None
-        return WebhookSender(
-            w.urls,
-            w.secret.get_secret_value() if w.secret else None,
-            timeout=w.timeout,
-            max_attempts=w.max_attempts,
-            backoff=w.backoff,
-            queue_size=w.queue_size,
-            on_failure=self.metrics.webhook_failed,
-            legacy_signature=w.legacy_signature,
-        )
 
     def start(self) -> None:
+        """State lock -> credentials -> metrics -> ledger -> runner -> intake -> sources ->
+        READY; the worker starts after READY, on the runner's thread."""
         self.lock.acquire()
+        try:
+            self.credentials = self._content_credentials()
+        except BaseException:
+            self.lock.release()
+            raise
         if self.metrics_server is not None:
             try:
-                self.metrics_server.start()
-                log.info("metrics listening", url=self.metrics_server.url)
-            except OSError as exc:
+                start_metrics_server(self.metrics_server, self.settings)
+            except ConfigError:
                 self.lock.release()
-                m = self.settings.metrics
-                raise ConfigError(
-                    f"metrics: cannot listen on {m.host}:{m.port}: {exc.strerror}; "
-                    "choose another metrics.port"
-                ) from None
-        self.ledger = Ledger(
-            self.settings.state_dir / "ledger.sqlite",
-            max_attempts=self.settings.jobs.max_attempts,
-            retry_backoff=self.settings.jobs.retry_backoff,
-            hold_backoff=self.settings.jobs.hold_backoff,
-            hold_backoff_max=self.settings.jobs.hold_backoff_max,
-        )
-        for sink in self.sinks.values():
-            if removed := sink.cleanup_temp():
-                log.info(
-                    "removed temp files left by an earlier crash", sink=sink.name, files=removed
-                )
-        requeued = self.ledger.recover()
-        if requeued:
-            log.warning(
-                "work that was running when the daemon stopped is queued again", jobs=requeued
-            )
-        ledger = self.ledger
-        self.settlement = Settlement(
-            self.sources, lambda pid: ledger.plan(pid).state, ledger.plan_states
-        )
-        self.hooks.add(self.settlement)
-        self.runner = Runner(
-            self.ledger,
-            self.sources,
-            self.sinks,
-            self.pool,
-            self.profiles,
-            self.settings.worker.device,
-            hooks=self.hooks,
-            tick=lambda: self.beats.beat("runner"),
-            ping_interval=self.settings.worker.ping_interval,
-            max_batch=self.settings.worker.max_batch,
-            max_wait_ms=self.settings.worker.max_wait_ms,
-            priorities=self.settings.worker.priorities,
-        )
-        # Per plan, errors logged and backed off: no single plan can keep the daemon down.
-        self.runner.finalize_ended()
+                raise
+        ledger = self._open_state()
+        runner = self._build_runner(ledger)
         self.readiness.mark("rules", True)
         if self.webhooks is not None:
             self.webhooks.start()
-        self.intake = Intake(
-            self.ledger,
-            lambda: self.rules,
-            self.sources,
-            self.runner.wake.set,
-            any_source=self.any_source,
-            settlement=self.settlement,
-            rules_dir=self.settings.rules_dir,
-            reference_dirs=self.settings.reference_dirs,
-        )
-        self.intake.start()
+        self._start_intake(ledger, runner)
         # READY does not wait for the worker: its start (torch, diffusers) and the model
         # loads take tens of seconds, while intake only needs the ledger. Jobs queue up
         # meanwhile; the runner starts once the worker is up, and a job whose model is
@@ -296,13 +181,20 @@ class App:
         # Ready means "takes files", as READY=1 does: /readyz agrees with systemd; STATUS
         # and the log say what the worker is doing meanwhile.
         self.readiness.mark("worker", True)
-        self._threads.append(_start_thread(self._start_worker, "darkroom-runner"))
+        self.worker_start = WorkerStart(
+            self.pool,
+            runner,
+            self.beats,
+            settings=lambda: self.settings,
+            rules=lambda: self.rules,
+            profiles=lambda: self.profiles,
+            on_progress=self._publish_status,
+        )
+        self._threads.append(_start_thread(self.worker_start.run, "darkroom-runner"))
         for source in self.sources.values():
             source.start(self.intake.emit, self.intake.known_for(source.name))
         self.readiness.mark("sources", True)
-        self._schedule_periodic()
-        if self.settings.rules_reload_interval > 0 and not self.any_source:
-            threading.Thread(target=self._watch_rules, name="darkroom-rules", daemon=True).start()
+        self._start_periodic(ledger)
         self.beats.expect("main", 30)  # the runner and the worker once it is up
         self.readiness.set_phase("running")
         self.notifier.ready(status=self.status_line())
@@ -316,6 +208,115 @@ class App:
             worker="starting",
         )
 
+    def _open_state(self) -> Ledger:
+        """The ledger, a crash's leftovers cleaned, the decision log (and the review server
+        that writes it), and running work queued again."""
+        self.ledger = Ledger(
+            self.settings.state_dir / "ledger.sqlite",
+            max_attempts=self.settings.jobs.max_attempts,
+            retry_backoff=self.settings.jobs.retry_backoff,
+            hold_backoff=self.settings.jobs.hold_backoff,
+            hold_backoff_max=self.settings.jobs.hold_backoff_max,
+        )
+        for sink in self.sinks.values():
+            if removed := sink.cleanup_temp():
+                log.info(
+                    "removed temp files left by an earlier crash", sink=sink.name, files=removed
+                )
+        self.decisions = DecisionLog(self.settings.state_dir / "ledger.sqlite")
+        self.announcer = DecisionAnnouncer(self.decisions, self.sinks, self.hooks)
+        if self.settings.review.enabled and not self.any_source:
+            self.review_server = ReviewServer(
+                self.sinks, self.settings.review, on_decided=self.announcer.record
+            )
+            self.review_server.start()
+        requeued = self.ledger.recover()
+        if requeued:
+            log.warning(
+                "work that was running when the daemon stopped is queued again", jobs=requeued
+            )
+        return self.ledger
+
+    def _build_runner(self, ledger: Ledger) -> Runner:
+        """Settlement, the runner and its decoder; plans that ended before a crash finalized."""
+        self.settlement = Settlement(
+            self.sources, lambda pid: ledger.plan(pid).state, ledger.plan_states
+        )
+        self.hooks.add(self.settlement)
+        self.runner = Runner(
+            ledger,
+            self.sources,
+            self.sinks,
+            self.pool,
+            self.profiles,
+            self.settings.worker.device,
+            hooks=self.hooks,
+            tick=lambda: self.beats.beat("runner"),
+            ping_interval=self.settings.worker.ping_interval,
+            max_batch=self.settings.worker.max_batch,
+            max_wait_ms=self.settings.worker.max_wait_ms,
+            priorities=self.settings.worker.priorities,
+            credentials=self.credentials,
+        )
+        # Sources are decoded in child processes and come back reduced to what the plans
+        # need: the main process stays small whatever arrives. The decode limit is one
+        # number in every process that decodes (issue 15).
+        imaging.set_max_pixels(self.settings.limits.max_pixels)
+        self.decoder = ProcessDecoder(self.settings.limits.max_pixels)
+        self.runner.source_cache.decoder = self.decoder
+        self.decoder.warm()
+        # Per plan, errors logged and backed off: no single plan can keep the daemon down.
+        self.runner.finalize_ended()
+        return self.runner
+
+    def _start_intake(self, ledger: Ledger, runner: Runner) -> None:
+        """Intake, and the hooks through which decisions start follow-up rules."""
+        self.intake = intake = Intake(
+            ledger,
+            lambda: self.rules,
+            self.sources,
+            runner.wake.set,
+            any_source=self.any_source,
+            settlement=self.settlement,
+            rules_dir=self.settings.rules_dir,
+            reference_dirs=self.settings.reference_dirs,
+            limits=self.settings.limits,
+        )
+        intake.start()
+        # Decisions start follow-up rules (on: approved, refine) and link their outputs.
+        self.hooks.add(DecisionTriggers(intake.emit, lambda: self.rules))
+        self.hooks.add(FollowUps(self.sinks))
+
+    def _start_periodic(self, ledger: Ledger) -> None:
+        """The scheduler's jobs, and the rules folder's watcher."""
+        assert self.announcer is not None  # made by _open_state()
+        self.scheduler = periodic.start_scheduler(
+            lambda: self.settings,
+            ledger=ledger,
+            sources=self.sources,
+            sinks=self.sinks,
+            metrics=self.metrics,
+            health=self.health,
+            announce_decisions=self.announcer.announce,
+            any_source=self.any_source,
+        )
+        if self.settings.rules_reload_interval > 0 and not self.any_source:
+            threading.Thread(
+                target=lambda: reloading.watch_rules(
+                    lambda: self.settings, self.stopped, self.reload_rules
+                ),
+                name="darkroom-rules",
+                daemon=True,
+            ).start()
+
+    def _content_credentials(self) -> ContentCredentials | None:
+        """The C2PA signer of ``outputs.c2pa``, proven to sign before READY (a wrong key or
+        an expired certificate stops the start with the file and the fix)."""
+        c = self.settings.outputs.c2pa
+        if c is None:
+            return None
+        return ContentCredentials.load(c.cert, c.key, c.alg, c.timestamp_url)
+
     # -- health and status -----------------------------------------------------------
 
     def heartbeat(self) -> None:
@@ -326,50 +327,32 @@ class App:
             self._last_status = now
             self.notifier.status(self.status_line())
 
-    def _held_report(self) -> dict[str, Any]:
-        """Held jobs for /readyz: how many, and the distinct reasons of the latest ones."""
-        if self.ledger is None:
-            return {"jobs": 0, "reasons": []}
-        rows, total = self.ledger.held(limit=50)
-        return {"jobs": total, "reasons": sorted({r.error or "" for r in rows})[:10]}
+    def _part_changed(self, state: PartState) -> None:
+        """A source or sink started failing or recovered: /readyz and STATUS say so now."""
+        self.readiness.mark(state.part, bool(state.ok), state.error, since=state.since)
+        self._publish_status()
+
+    def _publish_status(self) -> None:
+        """Send systemd the current status line."""
+        self.notifier.status(self.status_line())
 
     def status_line(self) -> str:
-        counts = self.ledger.counts() if self.ledger else {}
-        depth = counts.get("queued", 0) + counts.get("waiting", 0)
-        text = (
-            f"queue {depth}, running {counts.get('running', 0)}, failed {counts.get('failed', 0)}"
+        return status_line(
+            self.ledger.counts() if self.ledger else {},
+            worker_step=self.worker_start.step if self.worker_start else None,
+            failing=self.health.failing(),
+            last_error=(self.runner.last_error if self.runner else None) or self.rules_error,
         )
-        if held := counts.get("held", 0):
-            text += f", held {held} (see darkroom status)"
-        if self._worker_step is not None:
-            text = f"{self._worker_step}; {text}"
-        last = (self.runner.last_error if self.runner else None) or self.rules_error
-        return f"{text}; last error: {last[:200]}" if last else text
 
-    def _started(self) -> tuple[Ledger, Runner]:
+    def started_parts(self) -> tuple[Ledger, Runner]:
         """The ledger and the runner, which exist from :meth:`start` on."""
         if self.ledger is None or self.runner is None:
             raise RuntimeError("the daemon is not started")
         return self.ledger, self.runner
 
-    def _source_lag(self) -> None:
-        ledger, _ = self._started()
-        oldest = ledger.oldest_active_by_source()
-        now = time.time()
-        for name in self.sources:
-            self.metrics.set_source_lag(name, now - oldest[name] if name in oldest else 0.0)
-
-    def _maintenance(self) -> None:
-        days = self.settings.maintenance.retention_days
-        ledger, _ = self._started()
-        removed = ledger.prune(time.time() - days * 86400)
-        orphans = sum(sink.cleanup_temp(older_than=3600) for sink in self.sinks.values())
-        log.info(
-            "maintenance",
-            ledger_rows_pruned=removed,
-            temp_files_removed=orphans,
-            retention_days=days,
-        )
+    def daily_digest(self, day: datetime.date | None = None) -> list[str]:
+        """Yesterday's (or ``day``'s) index sheets, one per rule, in every sink."""
+        return periodic.daily_digest(self.sinks, day)
 
     # -- reloading ---------------------------------------------------------------------
 
@@ -379,8 +362,9 @@ class App:
         directory are built at start: changes to them are reported and need a restart."""
         self.notifier.reloading()
         self.readiness.set_phase("reloading")
+        ok = False  # an unexpected error is reported as a refused reload, never hidden
         try:
-            ok = self._reload_config()
+            ok = reloading.reload_config(self)
         finally:
             self.readiness.set_phase("running")
             self.notifier.ready(
@@ -388,211 +372,11 @@ class App:
             )
         return ok
 
-    def _reload_config(self) -> bool:
-        from daemon.config.settings import load_settings
-
-        try:
-            settings = load_settings(self.config_path) if self.config_path else self.settings
-            profiles = resolve_profiles(settings)
-            rules = load_rules(settings.rules_dir)
-            problems = config_problems(settings, rules, profiles)
-            if problems:
-                raise ConfigError(problems)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("reload refused; the running config and rules stay", problem=str(problem))
-            self.rules_error = str(exc)
-            return False
-        fixed = [
-            key
-            for key in ("state_dir", "sources", "sinks", "worker", "model_cache", "metrics")
-            if getattr(settings, key) != getattr(self.settings, key)
-        ]
-        if fixed:
-            log.warning("these settings changed but apply only after a restart", keys=fixed)
-        # Swap what can change live, each in one assignment.
-        ledger, runner = self._started()
-        self.profiles = profiles
-        runner.profiles = profiles
-        self.rules = rules
-        # A fixed key, model id or credit balance must take effect now: forget the start-up
-        # verdicts and check again with the new profiles (a still-broken model is held again).
-        runner.preparer.held.clear()
-        start_hosted_check(rules, profiles, runner.preparer.held, settings.models_dir)
-        ledger.max_attempts = settings.jobs.max_attempts
-        ledger.retry_backoff = settings.jobs.retry_backoff
-        ledger.hold_backoff = settings.jobs.hold_backoff
-        ledger.hold_backoff_max = settings.jobs.hold_backoff_max
-        if resumed := ledger.resume_held(everything=True):
-            log.info("held jobs try again after the reload", jobs=len(resumed))
-            runner.wake.set()
-        if settings.webhooks != self.settings.webhooks:
-            old, self.webhooks = self.webhooks, self._webhooks(settings)
-            if self.webhooks is not None:
-                self.webhooks.start()
-            if old is not None:
-                old.stop(timeout=5)
-        self.settings = settings.model_copy(update={k: getattr(self.settings, k) for k in fixed})
-        self.rules_error = None
-        log.info("config and rules reloaded", rules=len(rules), names=sorted(rules.by_name))
-        return True
-
     def reload_rules(self) -> bool:
-        """Swap in the rules directory's current rules if they are valid; otherwise keep the
-        running ones and log every problem with file and line. Returns whether it swapped."""
-        try:
-            rules = load_rules(self.settings.rules_dir)
-            problems = config_problems(self.settings, rules, self.profiles)
-            if problems:
-                raise ConfigError(problems)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error(
-                    "rules not reloaded; the previous rules keep running", problem=str(problem)
-                )
-            self.rules_error = str(exc)
-            return False
-        self.rules = rules  # one assignment: intake sees the old set or the new one, never a mix
-        self.rules_error = None
-        log.info("rules reloaded", rules=len(rules), names=sorted(rules.by_name))
-        return True
+        """Swap in the rules folder's rules if valid (see :func:`daemon.service.reload.reload_rules`)."""
+        return reloading.reload_rules(self)
 
-    def _watch_rules(self) -> None:
-        """Poll the rules directory (cheap: a stat per file) and reload on any change."""
-
-        def snapshot() -> tuple[tuple[str, int, int], ...]:
-            files = rule_files(self.settings.rules_dir)
-            out = []
-            for path in files:
-                try:
-                    st = path.stat()
-                except OSError:
-                    continue
-                out.append((path.name, st.st_mtime_ns, st.st_size))
-            return tuple(out)
-
-        last = snapshot()
-        while not self.stopped.wait(self.settings.rules_reload_interval):
-            current = snapshot()
-            if current != last:
-                last = current
-                self.reload_rules()
-
-    def _schedule_periodic(self) -> None:
-        """One scheduler per daemon (never a shared job store): sources' periodic work,
-        maintenance, the daily digest and the source-lag gauge."""
-        from daemon.service.scheduling import build_scheduler
-
-        self.scheduler = build_scheduler()
-        if not self.any_source:
-            self.scheduler.add_job(
-                self._maintenance,
-                "interval",
-                seconds=self.settings.maintenance.prune_interval,
-                id="maintenance",
-                max_instances=1,
-                coalesce=True,
-            )
-            self.scheduler.add_job(
-                self._source_lag,
-                "interval",
-                seconds=15,
-                id="source-lag",
-                max_instances=1,
-                coalesce=True,
-                next_run_time=_now(),
-            )
-        if self.settings.digest.enabled and not self.any_source:
-            hour, minute = map(int, self.settings.digest.at.split(":"))
-            self.scheduler.add_job(
-                self.daily_digest,
-                "cron",
-                hour=hour,
-                minute=minute,
-                id="digest",
-                max_instances=1,
-                coalesce=True,
-            )
-        for source in self.sources.values():
-            for task in source.periodic():
-                self.scheduler.add_job(
-                    task.function,
-                    "interval",
-                    seconds=task.interval_s,
-                    id=f"{source.name}:{task.name}",
-                    max_instances=1,
-                    coalesce=True,
-                    next_run_time=_now(),
-                )
-        self.scheduler.start()
-
-    def daily_digest(self, day: datetime.date | None = None) -> list[str]:
-        """Yesterday's (or ``day``'s) index sheets, one per rule, in every sink."""
-        from daemon.outputs.digest import build_digest
-
-        day = day or datetime.date.today() - datetime.timedelta(days=1)
-        written = []
-        for sink in self.sinks.values():
-            try:
-                written += build_digest(sink, day)
-            except Exception:  # a digest is a view: log and carry on
-                log.exception("daily digest failed", sink=sink.name, day=str(day))
-        log.info("daily digest written", day=str(day), files=len(written))
-        return written
-
-    def _start_worker(self) -> None:
-        """After READY, on the thread that then runs the runner's loop: start the worker,
-        load the models the rules use (reporting each step in the log and in systemd's
-        STATUS), then run jobs; until then they wait in the queue.
-
-        One long-lived thread on purpose: a worker asks for SIGKILL when the *thread* that
-        spawned it ends (PR_SET_PDEATHSIG), so it must not be a thread that finishes."""
-        _, runner = self._started()
-        self._progress("starting the worker")
-        try:
-            self.pool.start()
-        except Exception as exc:  # the runner's pool calls start a new one and report it
-            log.error("the worker did not start; retried with the first job", reason=str(exc))
-        if runner.stopping.is_set():
-            return
-        # Hosted models the rules use: exist for this key? (held profiles, not failed jobs)
-        start_hosted_check(
-            self.rules, self.profiles, runner.preparer.held, self.settings.models_dir
-        )
-        self._preload(runner.stopping)
-        self._progress(None)
-        # Health counts from here: a start or a load is not a wedged worker.
-        unhealthy_after = self.settings.worker.unhealthy_after
-        self.beats.beat("worker")
-        self.beats.beat("runner")
-        self.beats.expect("runner", unhealthy_after)
-        self.beats.expect("worker", unhealthy_after)
-        if not runner.stopping.is_set():
-            runner.loop()
-
-    def _progress(self, step: str | None) -> None:
-        """What the worker is doing while it gets ready (None: ready), for STATUS and logs."""
-        self._worker_step = step
-        if step is not None:
-            log.info(step)
-        self.notifier.status(self.status_line())
-
-    def _preload(self, stopping: threading.Event) -> None:
-        """Load the models the rules use before the first file needs them."""
-        used = {
-            p for loaded in self.rules.rules for step in loaded.rule.steps for p in step.profiles
-        }
-        for number, name in enumerate(sorted(used), 1):
-            if stopping.is_set():
-                return
-            self._progress(f"loading model {name} ({number} of {len(used)})")
-            started = time.monotonic()
-            try:  # the pool's hooks count the load
-                self.pool.load(self.profiles[name].spec(self.settings.worker.device))
-            except Exception as exc:  # reported again, per job, if it persists
-                log.error("cannot load model", profile=name, reason=str(exc))
-                continue
-            log.info("model loaded", profile=name, seconds=round(time.monotonic() - started, 1))
+    # -- stopping ----------------------------------------------------------------------
 
     def stop(self) -> None:
         """Stop intake, let the running job finish until the deadline, keep the rest queued.
@@ -609,7 +393,7 @@ class App:
         self.notifier.stopping("draining: finishing the running job")
         self.readiness.set_phase("stopping")
         self.watchdog.stop()
-        ledger, runner = self._started()
+        ledger, runner = self.started_parts()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)  # its jobs run on daemon threads
         source_stops = [
@@ -627,6 +411,7 @@ class App:
                 timeout=self.settings.worker.stop_timeout,
             )
         self.pool.stop(timeout=_left(final_deadline, floor=0.5))
+        self.decoder.close()
         for thread in self._threads:
             thread.join(_left(final_deadline, floor=0.5))
         for name, thread in zip(self.sources, source_stops, strict=True):
@@ -635,6 +420,10 @@ class App:
                 log.warning("source did not stop in time; left behind", source=name)
         if self.webhooks is not None:
             self.webhooks.stop(timeout=_left(final_deadline, floor=0.5))
+        if self.review_server is not None:
+            self.review_server.stop()
+        if self.decisions is not None:
+            self.decisions.close()
         ledger.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()

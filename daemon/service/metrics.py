@@ -1,4 +1,4 @@
-"""Prometheus metrics and the health endpoints, on a small local HTTP server.
+"""Prometheus metrics and the readiness state the health endpoints serve.
 
     metrics = Metrics(job_counts=ledger.counts_by_rule)   # scraped live from the ledger
     server = MetricsServer("127.0.0.1", 9464, metrics, health=beats.check, ready=readiness.check)
@@ -15,30 +15,40 @@ daemons in one test process, or a library that registers its own metrics, never 
 ``health`` and ``ready`` return ``(ok, details)``; the endpoints answer 200 or 503 with
 ``{"ok": bool, "details": ...}`` as JSON. /healthz is "restart me if this stays false"
 (the same test the systemd watchdog uses); /readyz is "send me work": false while
-starting, reloading or stopping (:class:`Readiness` keeps that state).
+starting, reloading or stopping, or while a source or sink cannot be reached
+(:class:`Readiness` keeps that state).
+
+With ``ledger`` and ``health`` the scrape also reads, at scrape time: hosted spend per rule
+and provider, quarantined and held inputs per source (from the ledger), and whether each
+source and sink can be reached, its failed checks and the seconds since it last worked
+(:class:`daemon.service.health.PartHealth`).
+
+The HTTP server itself (loopback, timeouts, a connection cap) is
+:mod:`daemon.service.endpoints`; ``MetricsServer`` is importable from here too.
 """
 
 from __future__ import annotations
 
-import json
-import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
 
 from daemon import __version__
 from daemon.hooks import Hooks
 from daemon.types import JobState
 
+if TYPE_CHECKING:
+    from daemon.service.health import PartState
+
 log = structlog.get_logger("darkroom.metrics")
 
-__all__ = ["STEP_BUCKETS", "Metrics", "MetricsServer", "Readiness"]
+__all__ = ["STEP_BUCKETS", "Check", "Metrics", "MetricsServer", "Readiness"]
 
 # Seconds per model call: sub-second turbo models up to minutes of video.
 STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -51,6 +61,105 @@ QUEUED_STATES = ("waiting", "queued")
 
 # {rule: {state: n}} (Ledger.counts_by_rule), {(state, rule): n}, or {state: n} (no rule label).
 JobCounts = Mapping[str, Mapping[str, int]] | Mapping[tuple[str, str], int] | Mapping[str, int]
+
+
+class LedgerReadings(Protocol):
+    """The ledger's read-only queries a scrape uses (daemon.queue.ledger.Ledger has them)."""
+
+    def spend_by_provider(self, since: float = 0.0) -> dict[tuple[str, str], float]: ...
+    def quarantined_by_source(self) -> dict[str, int]: ...
+    def held_inputs_by_source(self) -> dict[str, int]: ...
+
+
+class _InputsCollector:
+    """Spend per rule and provider, quarantined and held inputs per source: from the ledger."""
+
+    def __init__(
+        self, ledger: Callable[[], LedgerReadings | None], sources: Callable[[], list[str]]
+    ):
+        self.ledger = ledger
+        self.sources = sources
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        spend = CounterMetricFamily(
+            "darkroom_hosted_spend_usd",
+            "Estimated hosted-model spend (USD) of committed jobs, by rule and provider "
+            "(ledger rows are pruned after maintenance.retention_days).",
+            labels=["rule", "provider"],
+        )
+        quarantined = GaugeMetricFamily(
+            "darkroom_inputs_quarantined",
+            "Inputs quarantined (bad bytes, with a reason), by source; 'darkroom requeue' clears.",
+            labels=["source"],
+        )
+        held = GaugeMetricFamily(
+            "darkroom_inputs_held",
+            "Inputs with a job held by an environment fault (see darkroom status), by source.",
+            labels=["source"],
+        )
+        ledger = self.ledger()
+        if ledger is None:
+            return []
+        try:
+            by_provider = ledger.spend_by_provider()
+            in_quarantine = ledger.quarantined_by_source()
+            on_hold = ledger.held_inputs_by_source()
+        except Exception as exc:  # noqa: BLE001 -- a scrape must not fail because the ledger is closed
+            log.debug("ledger readings unavailable", reason=str(exc))
+            return []
+        for (rule, provider), usd in sorted(by_provider.items()):
+            spend.add_metric([rule, provider], usd)
+        names = sorted({*self.sources(), *in_quarantine, *on_hold})
+        for name in names:
+            quarantined.add_metric([name], in_quarantine.get(name, 0))
+            held.add_metric([name], on_hold.get(name, 0))
+        return [spend, quarantined, held]
+
+
+class _HealthCollector:
+    """Whether each source and sink can be reached, its failed checks, seconds since it worked."""
+
+    def __init__(self, states: Callable[[], list[PartState]], now: Callable[[], float]):
+        self.states = states
+        self.now = now
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        families: list[Any] = []
+        now = self.now()
+        states = self.states()
+        for kind in ("source", "sink"):
+            up = GaugeMetricFamily(
+                f"darkroom_{kind}_up",
+                f"1 when the {kind}'s latest check passed, 0 when it failed (see darkroom status).",
+                labels=[kind],
+            )
+            errors = CounterMetricFamily(
+                f"darkroom_{kind}_errors",
+                f"Failed checks of the {kind} since the daemon started.",
+                labels=[kind],
+            )
+            since_ok = GaugeMetricFamily(
+                f"darkroom_{kind}_seconds_since_ok",
+                f"Seconds since the {kind} last passed a check (grows while it fails).",
+                labels=[kind],
+            )
+            for state in states:
+                if state.kind != kind:
+                    continue
+                errors.add_metric([state.name], state.failures)
+                if state.ok is None:
+                    continue  # not checked yet: no verdict to export
+                up.add_metric([state.name], 1 if state.ok else 0)
+                last = state.last_ok_at if state.last_ok_at is not None else state.since
+                since_ok.add_metric([state.name], max(0.0, now - (last or now)))
+            families += [up, errors, since_ok]
+        return families
 
 
 class _LedgerCollector:
@@ -103,6 +212,11 @@ class Metrics(Hooks):
         self,
         job_counts: Callable[[], JobCounts] | None = None,
         registry: CollectorRegistry | None = None,
+        *,
+        ledger: Callable[[], LedgerReadings | None] | None = None,
+        sources: Callable[[], list[str]] = list,
+        health: Callable[[], list[PartState]] | None = None,
+        clock: Callable[[], float] = time.time,
     ):
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -155,6 +269,10 @@ class Metrics(Hooks):
         self.webhook_failures.inc(0)
         if job_counts is not None:
             self.registry.register(_LedgerCollector(job_counts))
+        if ledger is not None:
+            self.registry.register(_InputsCollector(ledger, sources))
+        if health is not None:
+            self.registry.register(_HealthCollector(health, clock))
 
     # -- hooks: what the runner and the pool report ---------------------------------
 
@@ -215,6 +333,7 @@ class Readiness:
         self.phase = "starting"
         self._parts: dict[str, tuple[bool, str | None]] = {p: (False, "not started") for p in parts}
         self._reports: dict[str, Callable[[], Any]] = {}
+        self._since: dict[str, float] = {}
 
     def report(self, name: str, details: Callable[[], Any]) -> None:
         """Add ``details()`` to every check under ``name`` (e.g. held jobs and their reasons):
@@ -228,16 +347,26 @@ class Readiness:
         with self._lock:
             self.phase = phase
 
-    def mark(self, part: str, ok: bool, reason: str | None = None) -> None:
+    def mark(
+        self, part: str, ok: bool, reason: str | None = None, since: float | None = None
+    ) -> None:
+        """``since``: when the part started failing (unix time), shown on /readyz."""
         with self._lock:
             self._parts[part] = (ok, None if ok else (reason or "down"))
+            if ok:
+                self._since.pop(part, None)
+            elif since is not None:
+                self._since[part] = since
 
     def check(self) -> tuple[bool, dict[str, Any]]:
         with self._lock:
-            parts = {
+            parts: dict[str, dict[str, Any]] = {
                 name: ({"ok": True} if ok else {"ok": False, "reason": why})
                 for name, (ok, why) in self._parts.items()
             }
+            for name, since in self._since.items():
+                if name in parts:
+                    parts[name]["since"] = _iso(since)
             phase = self.phase
             reports = dict(self._reports)
         ok = phase == "running" and all(p["ok"] for p in parts.values())
@@ -250,121 +379,9 @@ class Readiness:
         return ok, details
 
 
-Check = Callable[[], tuple[bool, Mapping[str, Any]]]
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class MetricsServer:
-    """/metrics, /healthz and /readyz on ``host:port`` in a daemon thread.
-
-    ``host`` defaults to loopback: put a reverse proxy or an SSH tunnel in front rather than
-    exposing it. ``port=0`` picks a free port; read it from :attr:`port` after
-    :meth:`start`.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        metrics: Metrics,
-        health: Check | None = None,
-        ready: Check | None = None,
-    ):
-        self.host, self.requested_port = host, port
-        self.metrics = metrics
-        self.health = health or (lambda: (True, {}))
-        self.ready = ready or (lambda: (True, {}))
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the metrics server is not started")
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def start(self) -> None:
-        """Bind and serve. An address in use raises OSError: the caller reports it."""
-        if self._server is not None:
-            return
-        server_cls = _Server6 if ":" in self.host else _Server
-        self._server = server_cls((self.host, self.requested_port), self._handler())
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="darkroom-metrics",
-            daemon=True,
-        )
-        self._thread.start()
-        log.info(
-            "metrics and health endpoints", url=self.url, paths=["/metrics", "/healthz", "/readyz"]
-        )
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-        self._server = self._thread = None
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            server_version = f"darkroom/{__version__}"
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    try:
-                        body = owner.metrics.exposition()
-                    except Exception as exc:
-                        log.exception("metrics scrape failed")
-                        self._send(
-                            500, "text/plain; charset=utf-8", f"scrape failed: {exc}\n".encode()
-                        )
-                        return
-                    self._send(200, CONTENT_TYPE_LATEST, body)
-                elif path in ("/healthz", "/readyz"):
-                    check = owner.health if path == "/healthz" else owner.ready
-                    try:
-                        ok, details = check()
-                    except Exception as exc:  # noqa: BLE001
-                        ok, details = False, {"error": f"{type(exc).__name__}: {exc}"}
-                    body = json.dumps({"ok": bool(ok), "details": details}, default=str).encode()
-                    self._send(200 if ok else 503, "application/json", body)
-                elif path == "/":
-                    self._send(
-                        200, "text/plain; charset=utf-8", b"darkroom: /metrics /healthz /readyz\n"
-                    )
-                else:
-                    self._send(404, "text/plain; charset=utf-8", b"not found\n")
-
-            def _send(self, code: int, content_type: str, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("http", request=format % args)
-
-        return Handler
+# The server lives in its own module; imported here for callers of the old name.
+from daemon.service.endpoints import Check, MetricsServer  # noqa: E402

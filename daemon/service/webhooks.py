@@ -68,6 +68,7 @@ import structlog
 
 from daemon import __version__
 from daemon.outputs.manifest import Manifest
+from daemon.review.log import DecisionRow
 
 log = structlog.get_logger("darkroom.webhooks")
 
@@ -171,6 +172,7 @@ def verify(
             and msg_id.isascii()
             and stamp.isascii()
             and stamp.isdigit()
+            and len(stamp) <= 12  # a float minus a 400-digit int overflows
             and signatures.isascii()
         ):
             return False
@@ -220,7 +222,7 @@ def verify_legacy(
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
         if name == "t":
-            if not value.isdigit():
+            if not value.isdigit() or len(value) > 12:  # see verify()
                 return False
             timestamp = int(value)
         elif name == "v1":
@@ -268,6 +270,34 @@ def event_from_manifest(
         "outputs": [output_url(str(o.path)) for o in manifest.written()],
         "manifest": manifest_url,
         "sheet": sheet_url,
+        "page": page_url,
+    }
+
+
+def event_from_decision(
+    decision: DecisionRow,
+    *,
+    output_url: str,
+    manifest_url: str,
+    page_url: str,
+    approved_url: str | None = None,
+) -> dict[str, Any]:
+    """The webhook event for a reviewer's decision: ``variant.approved``, ``.rejected``,
+    ``.starred``, ``.unstarred`` or ``.noted``. Its id is the decision's, so a redelivery
+    after a restart is recognisable as the same message."""
+    return {
+        "type": decision.action.event,
+        "id": f"decision-{decision.id}-{decision.at}",
+        "created_at": decision.at,
+        "source": {"key": decision.source_key},
+        "rule": decision.rule,
+        "output": output_url,
+        "decision": decision.decision,
+        "starred": decision.starred,
+        "note": decision.note,
+        "by": decision.by,
+        "approved_copy": approved_url,
+        "manifest": manifest_url,
         "page": page_url,
     }
 

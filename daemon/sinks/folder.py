@@ -1,4 +1,11 @@
-"""A folder sink: temp file + fsync + rename, so no partial output is ever visible."""
+"""A folder sink: temp file + fsync + rename, so no partial output is ever visible.
+
+Below the configured root nothing is looked up by path: every write, read and delete walks
+from the root's descriptor without following symlinks (:mod:`daemon.safefs`), so a symlinked
+folder inside the sink is refused (the job is held with the path and the fix) instead of
+carrying a write elsewhere. Files are created ``0o666`` and folders ``0o777`` and left to
+the process umask.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import builtins
 import errno
 import fcntl
 import os
-import tempfile
+import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +22,7 @@ from typing import TYPE_CHECKING
 from daemon import faults
 from daemon.errors import EnvironmentFault, OutputError, WriteConflict
 from daemon.rules.templates import safe_relpath
+from daemon.safefs import FILE_MODE, Folder, UnsafeFolder
 from daemon.sinks.base import Sink
 
 if TYPE_CHECKING:
@@ -61,8 +69,15 @@ class FolderSink(Sink):
         which every process writing this folder (daemons, ``darkroom review``) takes."""
         lock_path = self.root / LOCK_NAME
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            with Folder.anchor(self.root, create=True) as root:
+                # O_NOFOLLOW: a planted symlink at the lock's name must not create or truncate
+                # a file elsewhere.
+                fd = os.open(
+                    LOCK_NAME,
+                    os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    FILE_MODE,
+                    dir_fd=root.fd,
+                )
         except OSError as exc:
             raise OutputError(f"cannot lock {lock_path}: {exc.strerror}") from None
         try:
@@ -77,15 +92,12 @@ class FolderSink(Sink):
         finally:
             os.close(fd)  # closing releases the lock
 
-    def _target(self, path: str) -> Path:
-        rel = safe_relpath(path)
-        target = self.root / rel
-        # A symlinked folder inside the sink must not carry writes outside it either.
-        root = self.root.resolve()
-        parent = target.parent.resolve() if target.parent.exists() else target.parent
-        if target.parent.exists() and not parent.is_relative_to(root):
-            raise OutputError(f"output path {path!r} resolves outside the sink root {root}")
-        return target
+    def _folder(self, parts: builtins.list[str], *, create: bool) -> Folder:
+        """The folder holding an output, reached from the root without following a symlink:
+        a symlinked folder inside the sink never carries a write (or a read) outside it,
+        whether the folders below it exist yet or not."""
+        with Folder.anchor(self.root, create=create) as root:
+            return root.descend(parts, create=create)
 
     def write(
         self,
@@ -94,29 +106,14 @@ class FolderSink(Sink):
         content_type: str = "application/octet-stream",
         metadata: Mapping[str, str] | None = None,
     ) -> str:
-        target = self._target(path)
+        parts = safe_relpath(path).split("/")
+        target = self.root.joinpath(*parts)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # Dot-prefixed so that anything watching the output folder ignores it.
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{target.name[:200]}.", suffix=".tmp", dir=target.parent
-            )
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                faults.point("after-temp-write")
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            with self._folder(parts[:-1], create=True) as folder:
+                # Created 0o666 and left to the umask (UMask=0027 -> 0640): never chmod'ed.
+                folder.write_atomic(
+                    parts[-1], data, before_rename=lambda: faults.point("after-temp-write")
+                )
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 # Not the input's fault: the job is held and tried again once space is freed.
@@ -128,10 +125,18 @@ class FolderSink(Sink):
         return str(target)
 
     def read(self, path: str) -> bytes:
-        target = self._target(path)
+        parts = safe_relpath(path).split("/")
+        target = self.root.joinpath(*parts)
         try:
-            return target.read_bytes()
+            with self._folder(parts[:-1], create=False) as folder:
+                fd = folder.open_read(parts[-1])
+            with os.fdopen(fd, "rb") as fh:
+                return fh.read()
+        except UnsafeFolder as exc:
+            raise OutputError(f"cannot read {target}: {exc}") from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OutputError(f"cannot read {target}: it is a symlink") from None
             raise OutputError(f"cannot read {target}: {exc.strerror}") from None
 
     def cleanup_temp(self, older_than: float = 0.0) -> int:
@@ -142,34 +147,57 @@ class FolderSink(Sink):
         if not self.root.exists():
             return 0
         cutoff = time.time() - older_than
-        for path in self.root.rglob(".*.tmp"):
-            try:
-                if older_than and path.stat().st_mtime > cutoff:
+        with Folder.anchor(self.root) as root:
+            for folder, name, _ in root.walk_files():
+                if not (name.startswith(".") and name.endswith(".tmp")):
                     continue
-                path.unlink()
-                removed += 1
-            except OSError:
-                pass
+                try:
+                    st = folder.lstat(name)
+                    if st is None or (older_than and st.st_mtime > cutoff):
+                        continue
+                    os.unlink(name, dir_fd=folder.fd)
+                    removed += 1
+                except OSError:
+                    pass
         return removed
 
     def delete(self, path: str) -> None:
+        parts = safe_relpath(path).split("/")
         try:
-            self._target(path).unlink(missing_ok=True)
+            with self._folder(parts[:-1], create=False) as folder:
+                os.unlink(parts[-1], dir_fd=folder.fd)
+        except FileNotFoundError:
+            return
+        except UnsafeFolder as exc:
+            raise OutputError(f"cannot delete {self.location(path)}: {exc}") from None
         except OSError as exc:
+            if exc.errno == errno.ENOTDIR:
+                return  # a parent is a file: there is no such output
             raise OutputError(f"cannot delete {self.location(path)}: {exc.strerror}") from None
 
     def list(self, prefix: str = "") -> builtins.list[str]:
-        base = self.root / prefix if prefix else self.root
-        if not base.exists():
+        parts = safe_relpath(prefix).split("/") if prefix.strip("/") else []
+        base = "/".join(parts) + "/" if parts else ""
+        try:
+            folder = self._folder(parts, create=False)
+        except (OSError, UnsafeFolder):
             return []
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
-        )
+        with folder:
+            return sorted(
+                base + rel
+                for _, _, rel in folder.walk_files()
+                if not rel.rpartition("/")[2].startswith(".")
+            )
 
     def exists(self, path: str) -> bool:
-        return self._target(path).is_file()
+        """Whether a regular file is there, reached without following a symlink."""
+        parts = safe_relpath(path).split("/")
+        try:
+            with self._folder(parts[:-1], create=False) as folder:
+                st = folder.lstat(parts[-1])
+        except (OSError, UnsafeFolder):
+            return False
+        return st is not None and stat.S_ISREG(st.st_mode)
 
     def location(self, path: str) -> str:
         return str(self.root / safe_relpath(path))

@@ -57,7 +57,8 @@ def test_every_example_passes_check():
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert "ok: 6 rule(s)" in result.stdout
+    examples = len(list((REPO / "rules" / "examples").glob("*.yaml")))
+    assert f"ok: {examples} rule(s)" in result.stdout  # every example was loaded and checked
     for rule in (REPO / "rules" / "examples").glob("*.yaml"):
         first = rule.read_text().splitlines()[0]
         assert first.startswith("# For:"), f"{rule.name} should start by saying who it is for"
@@ -78,6 +79,12 @@ def test_every_example_runs_end_to_end(gallery, tmp_path):
     make_image(drop / "edits" / "window.png", color=(90, 90, 200))
     make_image(drop / "stills" / "beach.png", color=(230, 200, 120))
     make_image(drop / "compare" / "bottle.png", color=(30, 30, 30))
+    (drop / "briefs").mkdir()
+    (drop / "briefs" / "spring.brief.csv").write_text(
+        "name,prompt,size,count\noil,olive oil on a terrace,16:9,1\n"
+    )
+    make_image(drop / "scenes" / "mug.scene.png", color=(20, 160, 40))
+    make_image(drop / "scenes" / "mug.png", color=(240, 240, 240))
 
     expected = {
         "solo-explore/dragon",
@@ -86,6 +93,8 @@ def test_every_example_runs_end_to_end(gallery, tmp_path):
         "designer-edit/window",
         "story-animate/beach",
         "compare/bottle",
+        "brief-drafts/spring.brief",
+        "product-in-scene/mug",
     }
 
     def manifests():
@@ -144,4 +153,12 @@ def test_every_example_runs_end_to_end(gallery, tmp_path):
     assert all(len(s["outputs"]) == 4 for s in compare)
     sheet = Image.open(out / found["compare/bottle"]["sheet"])
     assert sheet.width > sheet.height
+    brief = found["brief-drafts/spring.brief"]
+    assert (
+        brief["source"]["brief"]["row"] == "oil" and len(outputs("brief-drafts/spring.brief")) == 2
+    )
+    draft = Image.open(out / outputs("brief-drafts/spring.brief", "draft")[0]["path"])
+    assert draft.width > draft.height  # the row's 16:9
+    scene = found["product-in-scene/mug"]["steps"][0]
+    assert [c["key"] for c in scene["companions"]] == ["scenes/mug.scene.png"]
     assert gallery.stop() == 0

@@ -13,6 +13,7 @@ import pytest
 
 from daemon.config.settings import load_settings
 from daemon.service.app import App
+from tests import waiting
 
 
 class Harness:
@@ -74,13 +75,7 @@ class Harness:
     def wait(
         self, predicate: Callable[[], object], timeout: float = 20, what: str = "condition"
     ) -> object:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
+        return waiting.wait_for(predicate, timeout, what)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import PurePosixPath
 
 import numpy as np
 from PIL import Image, ImageCms
@@ -383,3 +384,39 @@ def test_hostile_names_stay_inside_the_sink(harness):
         assert json.loads(manifest.read_text())["status"] == "done"
     assert all(p.resolve().is_relative_to(harness.out.resolve()) for p in harness.out.rglob("*"))
     assert (harness.out / "r" / "deep" / "line_break").is_dir()
+
+
+def test_the_mood_matrix_example_runs_per_product_references_and_every_mood(harness):
+    import shutil
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "rules" / "examples"
+    shutil.copy(examples / "mood-matrix.yaml", harness.rules_dir)
+    shutil.copytree(examples / "refs" / "products", harness.rules_dir / "refs" / "products")
+    harness.start(
+        """\
+        profiles:
+          sdxl-ip-adapter: {task: stub, model: stub, max_side: 64}
+          sd-turbo: {task: stub, model: stub, max_side: 64}
+        """
+    )
+    make_image(harness.drop / "moods" / "oak-chair" / "hero.jpg")
+    m = harness.manifest("mood-matrix", "hero")
+    assert m["status"] == "done", [(s["name"], s["error"]) for s in m["steps"]]
+    explore = [s for s in m["steps"] if s["name"] == "explore"]
+    assert [s["variation"] for s in explore] == [
+        "calm-summer",
+        "calm-winter",
+        "bold-summer",
+        "bold-winter",
+    ]
+    assert explore[3]["prompt"] == "oak-chair product photo, bold mood, winter light"
+    assert all(s["references"][0].endswith("refs/products/oak-chair/front.png") for s in explore)
+    names = sorted(PurePosixPath(s["outputs"][0]["path"]).name for s in m["steps"])
+    assert names == [
+        "explore-bold-summer-0.png",
+        "explore-bold-winter-0.png",
+        "explore-calm-summer-0.png",
+        "explore-calm-winter-0.png",
+        "refine-0.png",
+    ]

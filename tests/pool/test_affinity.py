@@ -93,30 +93,39 @@ def test_an_idle_worker_with_the_model_is_chosen_over_an_empty_one(tmp_path):
 
 def test_two_cpu_workers_run_two_jobs_at_once(tmp_path):
     import threading
-    import time
 
-    pool = WorkerPool(["cpu", "cpu"], 0, tmp_path, job_timeout=20)
+    from tests.e2e.conftest import wait_for
+
+    pool = WorkerPool(["cpu", "cpu"], 0, tmp_path, job_timeout=60)
     pool.start()
     try:
         spec = ModelSpec("stub", "stub")
         pool.load(spec)
         assert pool.loads == 2  # preloaded on each device
-        started = time.monotonic()
+        markers = [tmp_path / f"running-{i}" for i in range(2)]
         threads = [
             threading.Thread(
                 target=pool.run,
                 args=(
                     spec,
-                    Request([Image.new("RGB", (8, 8))], "p", [1], params={"stub_sleep": 1.0}),
+                    Request(
+                        [Image.new("RGB", (8, 8))],
+                        "p",
+                        [1],
+                        params={"stub_sleep": 8.0, "stub_running": str(marker)},
+                    ),
                 ),
             )
-            for _ in range(2)
+            for marker in markers
         ]
         for t in threads:
             t.start()
+        # Both calls under way at once: run one after the other, the second would only
+        # begin once the first (8 s) had ended.
+        wait_for(lambda: all(m.exists() for m in markers), 60, "both jobs to be on a worker")
+        assert all(t.is_alive() for t in threads)
         for t in threads:
             t.join()
-        assert time.monotonic() - started < 1.8
         assert pool.calls == 2 and pool.loads == 2
         assert len({w.info["pid"] for w in pool.workers}) == 2
     finally:

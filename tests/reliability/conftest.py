@@ -11,13 +11,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import waiting
 from tests.e2e.conftest import Daemon as _E2EDaemon
 from tests.e2e.conftest import wait_for
 
@@ -348,13 +348,7 @@ class Harness:
     def wait(
         self, predicate: Callable[[], object], timeout: float = 20, what: str = "condition"
     ) -> object:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        return waiting.wait_for(predicate, timeout, what)
 
     def outcome(self, key: str) -> str | None:
         return self.ledger.outcome(key)

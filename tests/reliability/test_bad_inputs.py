@@ -9,7 +9,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 import zlib
 
 import pytest
@@ -72,18 +71,20 @@ def test_bad_inputs_are_quarantined_with_a_reason_and_the_daemon_keeps_going(har
     # uploads in progress, tests/trust/test_uploads.py); here they are simply bad.
     harness.start(max_attempts=3, source_extra=", truncated_grace: 0.5")
     (harness.drop / "x.jpg").mkdir()  # a directory with an image's name is not an input
-    started = time.monotonic()
     for name, (data, _) in BAD.items():
         (harness.drop / name).write_bytes(data)
     make_image(harness.drop / "good.png")
 
+    # Generous for a busy machine; how fast is bench/ business, not a test's.
+    # Ended, and quarantined (the plan ends just before its input is put aside).
     harness.wait(
-        lambda: all(harness.settled(k) for k in [*BAD, "good.png"]),
-        30,
+        lambda: (
+            all(harness.settled(k) for k in [*BAD, "good.png"])
+            and set(BAD) <= {row["key"] for row in harness.ledger.quarantine()}
+        ),
+        120,
         "every input to end: " + str({k: harness.outcome(k) for k in [*BAD, "good.png"]}),
     )
-    took = time.monotonic() - started
-    assert took < 15, f"bad inputs took {took:.1f} s to settle"
     assert harness.outcome("good.png") == "done"
     assert harness.app.runner.stopping.is_set() is False
 

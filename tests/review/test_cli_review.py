@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from daemon.cli import review as cli_review
 from daemon.outputs import page as review_page
+from daemon.review import decisions as review_decisions
 
 from .conftest import as_manifest
 
@@ -116,8 +116,8 @@ def test_short_names_prefer_step_and_variant() -> None:
         "r/s/e-a-0.png": "explore-0",
         "r/s/r-b-0.png": "refine-0",
     }
-    assert cli_review.resolve_variant(manifest, "refine-0", "m") == "r/s/r-b-0.png"
-    assert cli_review.resolve_variant(manifest, "e-a-0", "m") == "r/s/e-a-0.png"
+    assert review_decisions.resolve_variant(manifest, "refine-0", "m") == "r/s/r-b-0.png"
+    assert review_decisions.resolve_variant(manifest, "e-a-0", "m") == "r/s/e-a-0.png"
 
 
 @pytest.mark.slow  # runs the darkroom CLI as a subprocess

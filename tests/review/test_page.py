@@ -109,7 +109,7 @@ def test_page_escapes_user_text(review_sink: Any) -> None:
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
     parsed = parse(text)
     assert EVIL_PROMPT in "".join(parsed.text)  # shown as text, once for the page
-    assert len(parsed.scripts) == 1  # ours: the lightbox
+    assert len(parsed.scripts) == 2  # ours: the lightbox and the review controls
     assert "CUDA out of memory <while> decoding" in "".join(parsed.text)
     assert "input explore had no outputs" in "".join(parsed.text)
 
@@ -194,9 +194,12 @@ def test_index_json_update_is_idempotent(review_sink: Any) -> None:
         "product-lifestyle/lamp/index.html" in hrefs
         and "product-lifestyle/chair/index.html" in hrefs
     )
-    # every local target that exists: the lamp's sheet thumbnail, both pages
+    # every local target that exists: the lamp's small picture (the sheet if it is missing)
     assert sink.exists("product-lifestyle/lamp/sheet.png")
-    assert "product-lifestyle/lamp/sheet.png" in [url for t, n, url in parsed.refs if t == "img"]
+    assert "product-lifestyle/lamp/thumbs/explore-sd-turbo-0.webp" in [
+        url for t, n, url in parsed.refs if t == "img"
+    ]
+    assert 'data-fallback="product-lifestyle/lamp/sheet.png"' in index
 
 
 @pytest.mark.parametrize("corrupt", [b"{not json", b"[1, 2]", b'{"entries": [{"no": "manifest"}]}'])

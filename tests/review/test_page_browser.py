@@ -6,20 +6,19 @@ Skipped only when /usr/bin/chromium is missing (CI installs it: .ci/run). Needs 
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
+import io
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from daemon.outputs import page as review_page
+from daemon.outputs.board import write_thumbs
+from tests.browser import ARTIFACTS, CHROMIUM
 
 from .conftest import as_manifest
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -36,46 +35,13 @@ Promise.all(imgs.map(i => i.complete ? 0 : new Promise(r => { i.onload = i.onerr
   .then(() => done(imgs.map(i => [i.getAttribute('src'), i.naturalWidth])));"""
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')"
-    )
-    from selenium.webdriver.chrome.service import Service
-
-    if not CHROMEDRIVER.exists():
-        pytest.fail(
-            f"{CHROMIUM} exists but {CHROMEDRIVER} does not: apt-get install chromium-driver"
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1600",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager fetch anything
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-
-
 def test_page_renders_in_chromium(browser: Any, review_sink: Any, source_picture: Any) -> None:
     sink, manifest, manifest_path = review_sink
     manifest["decisions"] = {
         "product-lifestyle/lamp/explore-sd-turbo-0.png": {"decision": "approved", "by": "ann"}
     }
+    # The board's pictures, as the finalizer writes them: the root index shows these.
+    write_thumbs(sink, as_manifest(manifest), lambda path: Image.open(io.BytesIO(sink.read(path))))
     written = review_page.publish(
         sink, as_manifest(manifest), manifest_path=manifest_path, source_image=source_picture
     )
@@ -114,3 +80,68 @@ def test_page_renders_in_chromium(browser: Any, review_sink: Any, source_picture
     images = browser.execute_async_script(LOAD_ALL)
     assert images and all(width for _, width in images), images
     assert [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"] == []
+
+
+def wait_until(browser: Any, script: str, what: str, timeout: float = 30) -> Any:
+    """Run ``script`` until it returns something truthy (generous: CI is a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = browser.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def open_page(browser: Any, review_sink: Any, change: Callable[[dict], None] | None = None) -> Any:
+    sink, manifest, manifest_path = review_sink
+    if change is not None:
+        change(manifest)
+    written = review_page.publish(sink, as_manifest(manifest), manifest_path=manifest_path)
+    browser.get((sink.root / written.page).as_uri())
+    return sink
+
+
+def test_a_small_output_is_enlarged_in_the_lightbox_never_shrunk(
+    browser: Any, review_sink: Any
+) -> None:
+    open_page(browser, review_sink)  # its outputs are 96x72 px
+    thumb = browser.execute_script(
+        "const r = document.querySelector('figure a.zoom img').getBoundingClientRect();"
+        "return [r.width, r.height];"
+    )
+    browser.find_element("css selector", "figure a.zoom").click()
+    shown = wait_until(
+        browser,
+        "const i = document.querySelector('#lightbox.open img');"
+        "if (!i || !i.complete || !i.naturalWidth || !i.style.width) return null;"
+        "const r = i.getBoundingClientRect();"
+        "return [r.width, r.height, i.naturalWidth, i.classList.contains('pixelated')];",
+        "the enlarged picture",
+    )
+    width, height, natural, pixelated = shown
+    assert natural == 96
+    # As large as the window allows (1400x1600 here), so larger than on the page ...
+    assert width >= thumb[0] and width >= 4 * natural, (shown, thumb)
+    assert abs(width / height - 96 / 72) < 0.02  # ... in its own shape ...
+    assert pixelated  # ... with its pixels kept sharp, not blurred
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "review-lightbox.png"))
+    browser.find_element("id", "lightbox").click()
+
+
+def test_the_root_index_falls_back_to_the_sheet_without_a_thumbnail(
+    browser: Any, review_sink: Any
+) -> None:
+    sink = open_page(browser, review_sink)  # no board thumbnails written for it
+    browser.get((sink.root / "index.html").as_uri())
+    browser.execute_script(
+        "document.querySelectorAll('img[loading=lazy]').forEach(i => { i.loading = 'eager'; })"
+    )
+    src = wait_until(
+        browser,
+        "const i = document.querySelector('table.index img');"
+        "return i && i.complete && i.naturalWidth ? i.getAttribute('src') : null;",
+        "the index row's picture",
+    )
+    assert src == "product-lifestyle/lamp/sheet.png"

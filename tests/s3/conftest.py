@@ -13,13 +13,14 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
+from tests import waiting
 
 _FAKE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -147,13 +148,7 @@ def queue_depth(sqs: Any, queue_url: str) -> tuple[int, int]:
 def wait_for(
     predicate: Callable[[], object], timeout: float = 10.0, what: str = "a condition"
 ) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return waiting.wait_for(predicate, timeout, what)
 
 
 @dataclass

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import waiting
+
 
 class NotifySocket:
     """What systemd listens on: a unix datagram socket. ``address`` is NOTIFY_SOCKET's value."""
@@ -91,13 +93,15 @@ class Receiver:
 
     def wait_for(self, n: int, timeout: float | None = None) -> list[Received]:
         timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def arrived() -> list[Received] | None:
             with self.lock:
-                if len(self.received) >= n:
-                    return list(self.received)
-            time.sleep(0.01)
-        raise AssertionError(f"expected {n} requests within {timeout} s, got {len(self.received)}")
+                return list(self.received) if len(self.received) >= n else None
+
+        got = waiting.eventually(arrived, timeout, interval=0.01)
+        if not got:
+            raise AssertionError(f"expected {n} requests, got {len(self.received)}")
+        return got  # type: ignore[return-value]
 
 
 @contextlib.contextmanager

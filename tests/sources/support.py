@@ -10,6 +10,7 @@ from pathlib import Path
 
 from daemon.sources.folder import FolderSource
 from daemon.types import Arrival
+from tests import waiting
 
 QUIET = 0.3  # quiet period used by most tests
 
@@ -17,14 +18,9 @@ QUIET = 0.3  # quiet period used by most tests
 def eventually(
     predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02
 ) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+    """Poll ``predicate`` until it is true or ``timeout`` seconds (x the tests' PATIENCE)
+    have passed."""
+    return bool(waiting.eventually(predicate, timeout, interval))
 
 
 class Recorder:

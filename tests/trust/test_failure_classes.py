@@ -105,7 +105,7 @@ def test_held_jobs_back_off_capped_and_resume_by_themselves(tmp_path):
 def test_disk_full_at_the_sink_holds_the_job(tmp_path, monkeypatch):
     sink = FolderSink("out", tmp_path / "out")
 
-    def full(*_: Any) -> None:
+    def full(*_: Any, **__: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("daemon.sinks.folder.os.replace", full)

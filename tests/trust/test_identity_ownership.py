@@ -342,8 +342,10 @@ def test_two_folder_sinks_on_one_root_keep_every_index_entry(tmp_path, monkeypat
     _race([FolderSink("out", tmp_path), FolderSink("out", tmp_path)], per_writer=60)
     entries = load_index(FolderSink("out", tmp_path), rebuild=False)
     assert len(entries) == 120
+    # The page shows each rule's newest rows and says how many more its board has.
     html = (tmp_path / "index.html").read_text()
-    assert html.count("<tr><td>") == 120
+    assert html.count("<tr><td>") == index_module.INDEX_ROWS_PER_RULE
+    assert f"and {120 - index_module.INDEX_ROWS_PER_RULE} older on" in html
 
 
 def test_two_s3_sinks_on_one_prefix_keep_every_index_entry(

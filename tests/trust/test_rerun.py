@@ -75,15 +75,16 @@ def test_status_counts_every_state_and_says_when_it_truncates(tmp_path, monkeypa
     for jid in ids[55:57]:
         ledger.hold(jid, "no API key for 'flash'")
     ledger.release(ids[57])
-    monkeypatch.setattr(ops, "_ledger", lambda args: ledger)
+    monkeypatch.setattr(ops, "_ledger", lambda args, state_dir=None: ledger)
+    monkeypatch.chdir(tmp_path)  # no darkroom.yaml here: the default settings
 
-    assert ops.cmd_status(argparse.Namespace()) == 0
+    assert ops.cmd_status(argparse.Namespace(config=None)) == 0
     out = capsys.readouterr().out
     for word in ("queued 1", "running 2", "held 2", "failed 55", "done 0", "waiting 0"):
         assert word in out
     assert "plans: active 60" in out  # none finalized yet
     assert "no API key for 'flash'" in out
-    assert "failed (showing 50 of 55):" in out
+    assert "failed (showing 50 of 55; --limit 55 shows all):" in out
 
     args: Any = argparse.Namespace(state=None, rule=None, limit=10)
     assert ops.cmd_jobs_ls(args) == 0

@@ -100,15 +100,25 @@ def test_outputs_then_sheet_then_page_then_manifest_then_index(tmp_path):
     drain(intake, runner)
     # The manifest is the commit marker: everything it names (its page too) is written first;
     # the root index lists committed rounds only, so it comes after.
-    assert sink.writes[:6] == [
+    assert sink.writes[:8] == [
         "r/cat.png/one-0.png",
         "r/cat.png/one-1.png",
         "r/cat.png/sheet.png",
+        "r/cat.png/thumbs/one-0.webp",  # the board's pictures, from the sheet's tiles
+        "r/cat.png/thumbs/one-1.webp",
         "r/cat.png/source-preview.jpg",
         "r/cat.png/index.html",
         "r/cat.png/manifest.json",
     ]
-    assert {"index.json", "index.html"} == set(sink.writes[6:])
+    # After the commit: the root index, then the rule's board.
+    assert set(sink.writes[8:]) == {
+        "index.json",
+        "index.html",
+        "boards/r/chunks/000000.js",
+        "boards/r/slots.json",
+        "boards/r/board.js",
+        "boards/r/index.html",
+    }
     manifest = json.loads(sink.objects["r/cat.png/manifest.json"])
     assert manifest["status"] == "done"
     assert [o["seed"] for o in manifest["steps"][0]["outputs"]] == [3, 4]

@@ -56,11 +56,12 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from daemon.errors import InputError
+from daemon.errors import DarkroomError, InputError
 from daemon.rules.globs import compile_glob
 from daemon.rules.sidecars import companion_keys, image_keys
+from daemon.safefs import UnsafeFolder
 from daemon.sources.base import Emit, Known, Source
-from daemon.sources.folder.complete import QuietPeriod
+from daemon.sources.folder.complete import DirStamps, QuietPeriod
 from daemon.sources.folder.files import TEMP_SUFFIXES, FolderFiles, is_ignored
 from daemon.sources.folder.watch import JOIN_TIMEOUT, RootWatch
 from daemon.sources.uploads import UploadVerdict, UploadWatch
@@ -71,13 +72,22 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("darkroom.sources")
 
-__all__ = ["TEMP_SUFFIXES", "FolderSource", "is_ignored"]
+__all__ = ["DEFAULT_PROCESSED", "DEFAULT_QUARANTINE", "TEMP_SUFFIXES", "FolderSource", "is_ignored"]
+
+# Inside the root unless the config names folders elsewhere (recommended: docs/security.md).
+DEFAULT_QUARANTINE = ".quarantine"
+DEFAULT_PROCESSED = ".processed"
+_REFUSED = {
+    "quarantine": "failed inputs stay where they are until it is fixed",
+    "processed": "on_success: move leaves inputs where they are until it is fixed",
+}
 
 
 class FolderSource(Source):
     """Emits complete, non-temporary regular files under ``root`` (see the module docstring)."""
 
     quarantine_dir: Path | None = None  # else .quarantine/ inside the root (never watched)
+    processed_dir: Path | None = None  # else .processed/ inside the root (never watched)
 
     def __init__(
         self,
@@ -117,6 +127,7 @@ class FolderSource(Source):
         self._tick = max(0.02, min(0.25, self.quiet_period / 4))
         self._files = FolderFiles(self._root_str, self.ignore)
         self._quiet = QuietPeriod(self.quiet_period)
+        self._dir_stamps = DirStamps()  # rescans skip stats in folders whose names are unchanged
         self.truncated_grace = float(truncated_grace)
         self._uploads = UploadWatch(
             self.quiet_period, self.truncated_grace, self._files.stamp, self._files.sha256
@@ -156,6 +167,7 @@ class FolderSource(Source):
             truncated_grace=config.truncated_grace,
         )
         source.quarantine_dir = config.quarantine
+        source.processed_dir = getattr(config, "processed", None)
         return source
 
     # -- Source ----------------------------------------------------------------------------------
@@ -170,6 +182,7 @@ class FolderSource(Source):
             self._stopping = threading.Event()
             self._wake_rescan = threading.Event()
             self._watch.check()
+            self._prepare_folders()
             self._threads = [
                 threading.Thread(
                     target=self._gate_loop, name=f"darkroom-gate:{self.name}", daemon=True
@@ -182,20 +195,25 @@ class FolderSource(Source):
                 thread.start()
             self._wake_rescan.set()  # startup scan: files that arrived while we were down
 
-    def scan(self) -> None:
+    def scan(self, *, periodic: bool = False) -> None:
         """Walk the whole tree once, synchronously, and gate every new or changed file.
 
         Candidates found are emitted by the gate thread once they have been quiet for
-        ``quiet_period``, not by this call.
+        ``quiet_period``, not by this call. ``periodic`` (the rescan thread's timer): in
+        folders whose names did not change only new files are stat'ed, except on every
+        few passes (:class:`~daemon.sources.folder.complete.DirStamps`).
         """
         if self._known is None:
             raise RuntimeError(f"source {self.name!r}: scan() before start()")
         with self._scan_lock:
             started = time.monotonic()
             seen: set[str] = set()
-            complete = self._scan_tree(self._root_str, "", seen)
+            listed: set[str] = set()
+            full = self._dir_stamps.next_pass_is_full() or not periodic
+            complete = self._scan_tree(self._root_str, "", seen, full=full, listed=listed)
             if complete and not self._stopping.is_set():
                 self._quiet.forget_gone(seen, started)
+                self._dir_stamps.keep_only(listed)
 
     def stop(self) -> None:
         """Stop the observer and threads (joins are bounded); pending candidates are dropped."""
@@ -221,12 +239,17 @@ class FolderSource(Source):
         return self._files.read(key)
 
     def move(self, key: str, target: str) -> bool:
-        """Move a processed file (a rule's ``on_success: move``) within the root. Targets in
-        dot-folders (the default ``.processed/``) are never watched, so it is not seen again.
-        Its sidecars and mask go with it, unless another image of the same stem still needs
-        them (``photo.jpg`` and ``photo.png`` share ``photo.txt``)."""
-        self._files.move(key, target)
-        folder = target[: -len(key)] if target.endswith(key) else None
+        """Move a processed file (a rule's ``on_success: move``; ``target`` is
+        ``<processed_dir>/<key>``). The default ``.processed`` means the source's processed
+        folder (``processed:`` in its config, else ``.processed/`` in the root); another
+        ``processed_dir`` is relative to the root. The folder is the daemon's own (created
+        by it, refused when a symlink or another user's: UnsafeFolder, the file stays) and
+        dot-folders are never watched, so the file is not seen again. Its sidecars and mask
+        go with it, unless another image of the same stem still needs them (``photo.jpg``
+        and ``photo.png`` share ``photo.txt``)."""
+        folder, moved_key = self._processed_target(key, target)
+        self._files.move(key, folder, moved_key)
+        kept_layout = moved_key == key
         for companion in companion_keys(key):
             if self._files.stamp(companion) is None:
                 continue
@@ -234,26 +257,73 @@ class FolderSource(Source):
                 log.info("sidecar kept: another image uses it", source=self.name, key=companion)
                 continue
             moved_to = (
-                folder + companion
-                if folder is not None
-                else str(PurePosixPath(target).parent / PurePosixPath(companion).name)
-            )
+                companion
+                if kept_layout
+                else str(PurePosixPath(moved_key).parent / PurePosixPath(companion).name)
+            ).removeprefix("./")
             try:
-                self._files.move(companion, moved_to)
-            except InputError as exc:
+                self._files.move(companion, folder, moved_to)
+            except DarkroomError as exc:
                 log.warning("cannot move sidecar with its image", key=companion, reason=str(exc))
         return True
+
+    def _processed_target(self, key: str, target: str) -> tuple[Path | str, str]:
+        """(the daemon-owned folder, the key inside it) for a move to ``target``."""
+        if target.endswith("/" + key):
+            folder, moved_key = target[: -len(key) - 1].strip("/"), key
+        else:
+            head, _, moved_key = target.rpartition("/")
+            folder = head.strip("/")
+        if not folder or folder == ".":
+            raise InputError(
+                f"{self.root}/{key}: cannot move it to {target!r}: processed_dir must name a"
+                " folder (the default is .processed)"
+            )
+        if folder == DEFAULT_PROCESSED:
+            return self.processed_dir or DEFAULT_PROCESSED, moved_key
+        return folder, moved_key
 
     def quarantine(self, key: str, record: dict[str, Any], folder: str | None) -> str:
         """Move a failed input out of the way, with ``<name>.reason.json`` beside it.
         ``folder`` (a rule's output.quarantine) is relative to the root; the default is the
-        source's quarantine folder, else ``.quarantine/`` inside the root (never watched)."""
-        target = (
-            Path(self._files.path_for(folder.strip("/")))
-            if folder
-            else (self.quarantine_dir or self.root / ".quarantine")
+        source's quarantine folder, else ``.quarantine/`` inside the root (never watched).
+        The folder is the daemon's own: a symlink or another user's folder there is refused
+        (UnsafeFolder, an environment fault) and the input stays where it is."""
+        target: Path | str = (
+            folder.strip("/") if folder else (self.quarantine_dir or DEFAULT_QUARANTINE)
         )
         return self._files.quarantine(key, record, target)
+
+    def _prepare_folders(self) -> None:
+        """Create the quarantine and processed folders now, as the daemon's own, so nobody
+        else can create them first; say loudly when an existing one is refused (each use
+        checks again, so fixing it needs no restart)."""
+        if not self.root.is_dir():
+            return  # created on first use, once the root is there (RootWatch waits for it)
+        for role, folder in (
+            ("quarantine", self.quarantine_dir or DEFAULT_QUARANTINE),
+            ("processed", self.processed_dir or DEFAULT_PROCESSED),
+        ):
+            try:
+                self._files.owned(folder).close()
+            except UnsafeFolder as exc:
+                log.error(
+                    "folder refused",
+                    source=self.name,
+                    role=role,
+                    path=exc.path,
+                    reason=str(exc),
+                    consequence=_REFUSED[role],
+                )
+            except (OSError, InputError) as exc:
+                log.error(
+                    "cannot create folder",
+                    source=self.name,
+                    role=role,
+                    path=str(folder),
+                    reason=getattr(exc, "strerror", None) or str(exc),
+                    consequence=_REFUSED[role],
+                )
 
     def upload_verdict(self, key: str, sha256: str, *, truncated: bool) -> UploadVerdict:
         """Bytes of ``key`` failed to decode: settled only once the file has stayed unchanged
@@ -352,27 +422,67 @@ class FolderSource(Source):
 
     # -- scanning --------------------------------------------------------------------------------
 
+    def folder_names(self, folder: str) -> frozenset[str] | None:
+        """The names directly in ``folder`` (a key prefix; "" is the root), or None when it
+        cannot be listed. Intake lists an image's folder once for a burst instead of probing
+        each possible sidecar name (:mod:`daemon.intake.listing`); what it then reads goes
+        through :meth:`read` and its checks."""
+        try:
+            path = self._files.path_for(folder) if folder else self._root_str
+            return frozenset(os.listdir(path))  # names only: no stat per entry
+        except (OSError, InputError):
+            return None
+
     def _rescan_loop(self) -> None:
         stopping, wake = self._stopping, self._wake_rescan
         while True:
-            wake.wait(self.rescan_interval)
+            woken = wake.wait(self.rescan_interval)
             if stopping.is_set():
                 return
+            if not woken:
+                self._wait_while_gating()
             wake.clear()
             try:
-                self.scan()
+                self.scan(periodic=not woken)
             except Exception:
                 log.exception("folder rescan failed", source=self.name)
 
-    def _scan_tree(self, top: str, prefix: str, seen: set[str] | None) -> bool:
+    def _wait_while_gating(self) -> None:
+        """A periodic rescan waits, for at most another interval, while the gate has
+        candidates: events are arriving, so the watch works, and a rescan in the middle of
+        a burst would stat every file already handled while intake needs the CPU. Startup,
+        a restarted watch and scan() do not wait."""
+        deadline = time.monotonic() + self.rescan_interval
+        while self._quiet.pending_count() and time.monotonic() < deadline:
+            if self._stopping.wait(self._tick) or self._wake_rescan.is_set():
+                return
+
+    def _scan_tree(
+        self,
+        top: str,
+        prefix: str,
+        seen: set[str] | None,
+        *,
+        full: bool = True,
+        listed: set[str] | None = None,
+    ) -> bool:
         """Gate every new file under ``top`` (whose keys start with ``prefix``), not following
-        symlinks. Returns False when some directory could not be listed (or we are stopping)."""
+        symlinks. Returns False when some directory could not be listed (or we are stopping).
+        ``full=False``: files already pending or handled in a folder whose names did not
+        change since it was last listed are not stat'ed (``listed`` collects the folders)."""
         complete = True
+        pending = self._quiet.is_pending
         stack = [(top, prefix)]
         while stack:
             if self._stopping.is_set():
                 return False
             directory, dir_prefix = stack.pop()
+            if listed is not None:
+                listed.add(directory)
+                same_names = self._dir_stamps.unchanged(directory) and not full
+                skip = self._quiet.is_settled if same_names else pending
+            else:
+                skip = pending
             try:
                 with os.scandir(directory) as entries:
                     found = list(entries)
@@ -401,6 +511,10 @@ class FolderSource(Source):
                         stack.append((entry.path, key + "/"))
                         continue
                     if not entry.is_file(follow_symlinks=False) or is_ignored(key, self.ignore):
+                        continue
+                    if skip(key):  # pending: the gate stats it anyway (a burst: most files)
+                        if seen is not None:
+                            seen.add(key)
                         continue
                     st = entry.stat(follow_symlinks=False)
                 except OSError:

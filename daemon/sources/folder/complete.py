@@ -20,7 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Candidate", "QuietPeriod", "Ready"]
+__all__ = ["Candidate", "DirStamps", "QuietPeriod", "Ready"]
+
+# A periodic rescan stats every file (to see in-place changes whose events were lost) one
+# time in this many; the others stat only files in folders whose listing changed.
+FULL_RESCAN_EVERY = 5
 
 
 @dataclass
@@ -102,8 +106,14 @@ class QuietPeriod:
 
     def complete(self) -> list[Ready]:
         """Look at every candidate once; return those quiet for ``quiet_period`` seconds."""
+        now = time.monotonic()
         with self._lock:
-            candidates = list(self._pending.items())
+            # Only candidates whose quiet period may be over are looked at: a younger one's
+            # stat could only restart its period, and the stat taken once it is due catches
+            # any change as well (a burst of 10,000 is a stat each, not one per tick each).
+            candidates = [
+                (key, c) for key, c in self._pending.items() if now - c.since >= self.quiet_period
+            ]
         ready: list[Ready] = []
         for key, candidate in candidates:
             try:
@@ -138,6 +148,17 @@ class QuietPeriod:
             for key in gone:
                 del self._handled[key]
 
+    def is_settled(self, key: str) -> bool:
+        """Whether ``key`` is pending or was found complete (read without the lock, as
+        ``is_pending``)."""
+        return key in self._pending or key in self._handled
+
+    def is_pending(self, key: str) -> bool:
+        """Whether ``key`` waits for its quiet period (read without the lock: one dict
+        lookup, asked for every file of a rescan; a stale answer is corrected by the gate's
+        own stat or by the next rescan)."""
+        return key in self._pending
+
     def pending_count(self) -> int:
         with self._lock:
             return len(self._pending)
@@ -152,3 +173,42 @@ class QuietPeriod:
     def _is_handled(self, key: str, size: int, mtime_ns: int) -> bool:
         handled = self._handled.get(key)
         return handled is not None and handled[:2] == (size, mtime_ns)
+
+
+class DirStamps:
+    """The (mtime_ns, inode) of each folder when a rescan last listed it.
+
+    A folder's mtime changes whenever a name in it is added, removed or renamed, not when a
+    file in it is rewritten in place. So a periodic rescan that finds a folder's stamp
+    unchanged skips the stat of its files that are already pending or handled (new names
+    cannot be there), except on every ``FULL_RESCAN_EVERY``-th pass, which stats them all:
+    a file rewritten in place while its events were lost is found within that many rescan
+    intervals; anything added to a folder, at the next rescan. Used by one scan at a time.
+    """
+
+    def __init__(self) -> None:
+        self._stamps: dict[str, tuple[int, int]] = {}
+        self.passes = 0
+
+    def next_pass_is_full(self) -> bool:
+        full = self.passes % FULL_RESCAN_EVERY == 0
+        self.passes += 1
+        return full
+
+    def unchanged(self, directory: str) -> bool:
+        """Whether ``directory`` has the stamp it had when last listed; records the stamp
+        taken now (before the listing that follows: a name added meanwhile changes it)."""
+        try:
+            st = os.stat(directory, follow_symlinks=False)
+        except OSError:
+            self._stamps.pop(directory, None)
+            return False
+        stamp = (st.st_mtime_ns, st.st_ino)
+        before = self._stamps.get(directory)
+        self._stamps[directory] = stamp
+        return before == stamp
+
+    def keep_only(self, directories: set[str]) -> None:
+        """After a complete rescan: forget folders that are gone (memory stays bounded)."""
+        for directory in [d for d in self._stamps if d not in directories]:
+            del self._stamps[directory]

@@ -1,6 +1,12 @@
 """A watched folder's files by key: which names are never inputs, and reading, moving and
 quarantining a file without following symlinks out of the folder.
 
+Every path below the root is walked from the root's descriptor (:mod:`daemon.safefs`), so a
+symlink planted anywhere on the way is refused, never followed. Quarantine and processed
+folders are the daemon's own: created by it (never group- or other-writable), refused when
+they are a symlink or belong to another user (``UnsafeFolder``, an environment fault: the
+input stays where it is).
+
 Never candidates: directories; names ending in ``.part``, ``.tmp``, ``.crdownload``,
 ``.filepart``, ``.partial``, ``.download`` (any case); any path component starting with ``.``
 (dot-files and dot-dirs, which covers rsync's ``.name.jpg.AbC123`` temp files and the default
@@ -22,6 +28,7 @@ from typing import Any
 
 from daemon.errors import InputChanged, InputError
 from daemon.rules.globs import match_any
+from daemon.safefs import Folder, UnsafeFolder
 from daemon.sources.uploads import FileStamp
 
 __all__ = ["TEMP_SUFFIXES", "FolderFiles", "is_ignored"]
@@ -74,25 +81,15 @@ class FolderFiles:
         return os.path.join(self.root, *parts)
 
     def read(self, key: str) -> bytes:
-        """The file's bytes; InputError when it is gone, a directory, unreadable or a symlink."""
-        path = self.path_for(key)
+        """The file's bytes; InputError when it is gone, a directory, unreadable or a symlink
+        (or inside a symlinked folder): the path is walked from the root's descriptor."""
+        self.path_for(key)  # validates the key
         where = f"{self.root}/{key}"
+        parts = key.split("/")
         try:
-            # Looking for an image's sidecars reads four names that mostly do not exist: one
-            # lstat says so before realpath's syscall per folder level below.
-            os.lstat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            raise InputError(f"{where}: file vanished before it could be read", gone=True) from None
-        except OSError:
-            pass  # reported by the open below
-        parent = os.path.dirname(key)
-        if parent and os.path.realpath(os.path.dirname(path)) != os.path.join(
-            os.path.realpath(self.root), *parent.split("/")
-        ):
-            raise InputError(f"{where}: is inside a symlinked folder; {_SYMLINK_HINT}")
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(path, flags)
+            folder = self._parent(parts)
+            with folder:
+                fd = folder.open_read(parts[-1])
         except (FileNotFoundError, NotADirectoryError):
             raise InputError(f"{where}: file vanished before it could be read", gone=True) from None
         except IsADirectoryError:
@@ -102,32 +99,68 @@ class FolderFiles:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise InputError(f"{where}: is a symlink; {_SYMLINK_HINT}") from None
+            if exc.errno == errno.EINVAL:
+                raise InputError(f"{where}: is not a regular file") from None
             raise InputError(f"{where}: could not be read: {exc.strerror}") from None
-        try:
-            mode = os.fstat(fd).st_mode
-        except OSError:
-            os.close(fd)
-            raise
-        if not stat.S_ISREG(mode):
-            os.close(fd)
-            what = "is a directory" if stat.S_ISDIR(mode) else "is not a regular file"
-            raise InputError(f"{where}: {what}")
         with os.fdopen(fd, "rb") as f:
             try:
                 return f.read()
             except OSError as exc:
                 raise InputError(f"{where}: could not be read: {exc.strerror}") from None
 
-    def move(self, key: str, target_key: str) -> None:
-        """Rename ``key`` to ``target_key`` (never over an existing file)."""
-        source, target = Path(self.path_for(key)), Path(self.path_for(target_key))
+    def _parent(self, parts: list[str]) -> Folder:
+        """The folder holding the file ``parts``, walked from the root without following a
+        symlink (InputError when one is in the way: inputs never live behind symlinks)."""
+        with Folder.anchor(self.root) as root:
+            try:
+                return root.descend(parts[:-1])
+            except UnsafeFolder:
+                raise InputError(
+                    f"{self.root}/{'/'.join(parts)}: is inside a symlinked folder; {_SYMLINK_HINT}"
+                ) from None
+
+    def owned(self, folder: Path | str) -> Folder:
+        """Open, creating it when missing, a folder only the daemon writes (quarantine,
+        processed): an absolute path (the source's config) or a path relative to the root (a
+        rule's). Inside the root it is reached from the root's descriptor; the folder itself
+        must not be a symlink and must belong to the daemon's user, else UnsafeFolder."""
+        text = os.fspath(folder)
+        if os.path.isabs(text):
+            text = os.path.abspath(text)
+            if not text.startswith(self._prefix):
+                return Folder.owned_anchor(text)
+            text = text[len(self._prefix) :]
+        self.path_for(text)  # no '..', no absolute, no empty segment
+        parts = text.split("/")
+        with Folder.anchor(self.root) as root, root.descend(parts[:-1], create=True) as above:
+            return above.child(parts[-1], create=True, owned=True)
+
+    def move(self, key: str, folder: Path | str, target_key: str) -> str:
+        """Rename ``key`` to ``target_key`` inside the daemon-owned ``folder`` (see
+        :meth:`owned`), never over an existing file and never through a symlink; returns
+        where it went. UnsafeFolder when ``folder`` is refused; InputError otherwise."""
+        self.path_for(target_key)
+        parts, target_parts = key.split("/"), target_key.split("/")
+        self.path_for(key)
+        shown = f"{os.fspath(folder)}/{target_key}"
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                raise InputError(f"{target} exists already; not overwriting it")
-            os.rename(source, target)
+            with (
+                self._parent(parts) as source,
+                self.owned(folder) as base,
+                base.descend(target_parts[:-1], create=True, owned=True) as target,
+            ):
+                shown = os.path.join(target.path, target_parts[-1])
+                st = source.lstat(parts[-1])
+                if st is None:
+                    raise InputError(f"{self.root}/{key}: file vanished before it could be moved")
+                if not stat.S_ISREG(st.st_mode):
+                    raise InputError(f"{self.root}/{key}: is not a regular file; not moving it")
+                source.move_to(parts[-1], target, target_parts[-1])
+        except FileExistsError:
+            raise InputError(f"{shown} exists already; not overwriting it") from None
         except OSError as exc:
-            raise InputError(f"cannot move {source} to {target}: {exc.strerror}") from None
+            raise InputError(f"cannot move {self.root}/{key} to {shown}: {exc.strerror}") from None
+        return shown
 
     def stamp(self, key: str) -> FileStamp | None:
         """Size, mtime and inode of ``key`` (None: gone or not a regular file)."""
@@ -146,45 +179,76 @@ class FolderFiles:
         except InputError:
             return None
 
-    def quarantine(self, key: str, record: dict[str, Any], folder: Path) -> str:
-        """Move ``key`` into ``folder`` (a timestamp added on a clash) with
-        ``<name>.reason.json`` beside it; returns where it went.
+    def quarantine(self, key: str, record: dict[str, Any], folder: Path | str) -> str:
+        """Move ``key`` into the daemon-owned ``folder`` (see :meth:`owned`; a timestamp
+        added on a clash) with ``<name>.reason.json`` beside it; returns where it went.
+        UnsafeFolder (nothing moved or written) when the folder is a symlink or another
+        user's.
 
         When ``record`` has a ``sha256`` only those bytes are moved: the file is hashed
         through one descriptor, renamed, and the renamed file checked to be that very inode,
         unchanged. Anything else at the name (a re-export, an upload that went on) is a new
         version: InputChanged, and it stays where it is."""
-        source = Path(self.path_for(key))
-        target = folder / key
-        if target.exists():
-            target = target.with_name(
-                f"{target.stem}.{time.strftime('%Y%m%dT%H%M%S')}{target.suffix}"
-            )
+        self.path_for(key)
+        parts = key.split("/")
+        name = parts[-1]
+        source_path = f"{self.root}/{key}"
+        shown = f"{os.fspath(folder)}/{key}"
         expected = record.get("sha256") or None
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            held = _hashed_stamp(source) if expected else None
-            if held is not None and held[0] != expected:
-                raise InputChanged(
-                    f"{source}: not quarantined: it no longer holds the bytes that failed"
-                    " (a newer version is processed on its own)"
+            with (
+                self._parent(parts) as source,
+                self.owned(folder) as base,
+                base.descend(parts[:-1], create=True, owned=True) as target,
+            ):
+                shown = os.path.join(target.path, name)
+                held = _hashed_stamp(source, name) if expected else None
+                if held is not None and held[0] != expected:
+                    raise InputChanged(
+                        f"{source_path}: not quarantined: it no longer holds the bytes that"
+                        " failed (a newer version is processed on its own)"
+                    )
+                target_name = _free_name(target, name)
+                if source.lstat(name) is not None:
+                    while True:
+                        try:
+                            source.move_to(name, target, target_name)
+                            break
+                        except FileExistsError:  # taken meanwhile: never overwrite
+                            target_name = _free_name(target, name, stamped=True)
+                    if held is not None:
+                        _check_moved(source, name, target, target_name, held[1], source_path)
+                shown = os.path.join(target.path, target_name)
+                target.write_atomic(
+                    target_name + ".reason.json", json.dumps(record, indent=2).encode()
                 )
-            if source.exists():
-                os.rename(source, target)
-                if held is not None:
-                    _check_moved(source, target, held[1])
-            reason = target.with_name(target.name + ".reason.json")
-            reason.write_text(json.dumps(record, indent=2))
         except OSError as exc:
-            raise InputError(f"cannot quarantine {source} to {target}: {exc.strerror}") from None
-        return str(target)
+            raise InputError(
+                f"cannot quarantine {source_path} to {shown}: {exc.strerror}"
+            ) from None
+        return shown
 
 
-def _hashed_stamp(path: Path) -> tuple[str, FileStamp] | None:
-    """(sha256, stamp) of the file at ``path``, read through one descriptor and stamped before
-    and after reading (None: no file there). A file written meanwhile gets the hash ""."""
+def _free_name(folder: Folder, name: str, *, stamped: bool = False) -> str:
+    """``name``, or ``stem.YYYYmmddTHHMMSS[-N].suffix`` when something is there already."""
+    if not stamped and folder.lstat(name) is None:
+        return name
+    stem, dot, suffix = name.rpartition(".") if "." in name[1:] else (name, "", "")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for n in range(1, 10_000):
+        tail = stamp if n == 1 else f"{stamp}-{n}"
+        candidate = f"{stem}.{tail}{dot}{suffix}" if dot else f"{name}.{tail}"
+        if folder.lstat(candidate) is None:
+            return candidate
+    raise FileExistsError(errno.EEXIST, "no free name in the quarantine folder", name)
+
+
+def _hashed_stamp(folder: Folder, name: str) -> tuple[str, FileStamp] | None:
+    """(sha256, stamp) of the file ``name``, read through one no-follow descriptor and
+    stamped before and after reading (None: no file there). A file written meanwhile gets
+    the hash ""."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        fd = folder.open_read(name)
     except (FileNotFoundError, NotADirectoryError):
         return None
     with os.fdopen(fd, "rb") as f:
@@ -199,19 +263,24 @@ def _hashed_stamp(path: Path) -> tuple[str, FileStamp] | None:
     return digest.hexdigest(), stamp
 
 
-def _check_moved(source: Path, target: Path, hashed: FileStamp) -> None:
+def _check_moved(
+    source: Folder, name: str, target: Folder, target_name: str, hashed: FileStamp, shown: str
+) -> None:
     """After the rename: the moved file must be the one that was hashed, unchanged. If a
     writer replaced or extended it between the hash and the rename, put it back (never over
     a file that appeared at the name meanwhile) and say so."""
-    st = os.lstat(target)
-    if FileStamp(st.st_size, st.st_mtime_ns, st.st_ino) == hashed:
+    st = target.lstat(target_name)
+    if st is None or FileStamp(st.st_size, st.st_mtime_ns, st.st_ino) == hashed:
         return
     try:
-        os.link(target, source)  # fails if the name was taken meanwhile: never overwrite
-        os.unlink(target)
+        # link() fails if the name was taken meanwhile: never overwrite.
+        os.link(
+            target_name, name, src_dir_fd=target.fd, dst_dir_fd=source.fd, follow_symlinks=False
+        )
+        os.unlink(target_name, dir_fd=target.fd)
     except OSError:
         return  # the name has a newer file still; the moved one is kept with its record
     raise InputChanged(
-        f"{source}: not quarantined: it changed while being moved (a newer version is"
+        f"{shown}: not quarantined: it changed while being moved (a newer version is"
         " processed on its own)"
     )

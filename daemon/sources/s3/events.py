@@ -97,6 +97,7 @@ class EventMode:
         self._held: dict[str, _Held] = {}  # guarded by objects.lock, like pending
         self._warned: set[str] = set()  # message ids of unknown bodies, logged once
         self._foreign_buckets: set[str] = set()  # other buckets whose events arrived, logged once
+        self._last_receive_error: str | None = None  # logged at warning once per kind
         self._client: Any = None
 
     @property
@@ -164,13 +165,22 @@ class EventMode:
                 if not messages and slice_ == 0:
                     stopping.wait(_EMPTY_PAUSE)
             except Exception as exc:
-                log.warning(
+                # Once per kind of failure at warning level; while it lasts, the health
+                # checks report it (status, /readyz, STATUS) and this stays at debug.
+                reason = self._reason(exc, "receive from")
+                report = log.warning if reason != self._last_receive_error else log.debug
+                self._last_receive_error = reason
+                report(
                     "receiving from the queue failed; trying again",
                     source=self._source,
                     queue=self.queue_url,
-                    reason=self._reason(exc, "receive from"),
+                    reason=reason,
                 )
                 stopping.wait(_ERROR_PAUSE)
+                continue
+            if self._last_receive_error is not None:
+                log.info("receiving from the queue works again", source=self._source)
+                self._last_receive_error = None
 
     def _handle_message(self, message: dict[str, Any]) -> None:
         message_id, receipt = message["MessageId"], message["ReceiptHandle"]

@@ -1,0 +1,28 @@
+"""Issue 20: a person watching the daemon start is never left more than ~10 s without a
+line while the worker starts or a model loads (imports and loads take tens of seconds)."""
+
+from __future__ import annotations
+
+import pytest
+from structlog.testing import capture_logs
+
+from daemon.service import worker_start
+from tests.waiting import wait_for
+
+
+def test_a_long_step_says_it_is_still_working(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_start, "TICK_S", 0.02)
+    with capture_logs() as logs:
+        with worker_start._still("loading model tiny"):
+            wait_for(
+                lambda: sum(e["event"] == "still loading model tiny" for e in logs) >= 2,
+                10,
+                "two 'still' lines",
+            )
+        count = sum(e["event"] == "still loading model tiny" for e in logs)
+    assert all("seconds" in e for e in logs if e["event"] == "still loading model tiny")
+    # Once the step is over, the lines stop.
+    import time
+
+    time.sleep(0.2)
+    assert sum(e["event"] == "still loading model tiny" for e in logs) <= count + 1
