@@ -98,7 +98,7 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	@touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.test-installed
-	$(call phase,installing the dev tools (ruff mypy pre-commit: ~60 MB),$(PIP) install $(PIP_INSTALL) -e '.[test,dev]')
+	$(call phase,installing the dev tools (ruff mypy pre-commit: ~60 MB),$(PIP) install $(PIP_INSTALL) -e '.[test$(comma)dev]')
 	@touch $@
 
 # The example's model is `tiny`, random weights built offline into <state_dir>/models: built
