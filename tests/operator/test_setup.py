@@ -167,3 +167,34 @@ def test_a_python_without_venv_support_is_told_to_install_python3_venv(tmp_path:
     assert result.returncode != 0
     assert "sudo apt install python3-venv" in result.stdout
     assert not (tmp_path / "venv").exists()
+
+
+def test_every_setup_recipe_is_valid_shell(tmp_path: Path) -> None:
+    """A bare comma inside $(call phase,...) splits the command (the dev tools' install once
+    read '.[test' and broke `make lint` on a clean clone): every line make would run for a
+    fresh demo, test and lint set-up must parse as shell."""
+    venv = tmp_path / "venv"
+    result = make(
+        "-n",
+        "demo",
+        f"{venv}/.test-installed",
+        f"{venv}/.dev-installed",
+        path_first=fake_nvidia_smi(tmp_path / "bin", gpu=False),
+        VENV=str(venv),
+    )
+    assert result.returncode == 0, result.stderr
+    # One command per recipe line; a line ending in a backslash continues on the next.
+    text = result.stdout.replace("\\\n", "\n")
+    commands, pending = [], ""
+    for line in result.stdout.splitlines():
+        pending += line + "\n"
+        if not line.endswith("\\"):
+            commands.append(pending)
+            pending = ""
+    # The phases' commands (a sub-make's own output is printed among them under -n).
+    lines = [c for c in commands if "still working" in c]
+    assert len(lines) >= 5
+    assert "'.[test,dev]'" in text  # the dev extras, whole
+    for line in lines:
+        check = subprocess.run(["sh", "-n", "-c", line], capture_output=True, text=True)
+        assert check.returncode == 0, (line, check.stderr)
