@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from daemon.types import Plan
 from tests.service.conftest import Receiver, serve_receiver
 
 
@@ -17,3 +19,32 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
         monkeypatch.delenv(name.lower(), raising=False)
     with serve_receiver(timeout=30.0) as state:
         yield state
+
+
+def plan(key: str) -> Plan:
+    """A one-unit plan of rule "r" for ``key``, to seed a ledger directly."""
+    sha = uuid.uuid4().hex * 2
+    return Plan.model_validate(
+        {
+            "sha256": sha,
+            "content": sha,
+            "rule": "r",
+            "digest": "d1",
+            "arrival": {"source": "drop", "key": key, "uri": f"/nowhere/{key}", "size": 1},
+            "prompt": "p",
+            "sink": "out",
+            "path": "{rule}/{stem}/{step}-{variant}.{ext}",
+            "manifest": f"r/{key}/manifest.json",
+            "sheet": f"r/{key}/sheet.png",
+            "units": [
+                {
+                    "id": "one",
+                    "name": "one",
+                    "model": "stub",
+                    "input": "source",
+                    "prompt": "p",
+                    "seeds": [1],
+                }
+            ],
+        }
+    )

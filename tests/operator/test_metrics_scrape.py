@@ -19,8 +19,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.queue.ledger import Ledger
-from daemon.types import OutputRecord, Plan, PlanState
+from daemon.types import OutputRecord, PlanState
 from tests.e2e.conftest import Daemon, wait_for
+from tests.operator.conftest import plan
 from tests.s3.conftest import moto_endpoint, s3  # noqa: F401 -- fixtures
 
 pytestmark = pytest.mark.slow
@@ -33,34 +34,6 @@ steps:
   - {name: one, model: stub, variants: 1, seed: 1}
 output: {sink: out}
 """
-
-
-def plan(key: str) -> Plan:
-    sha = uuid.uuid4().hex * 2
-    return Plan.model_validate(
-        {
-            "sha256": sha,
-            "content": sha,
-            "rule": "r",
-            "digest": "d1",
-            "arrival": {"source": "drop", "key": key, "uri": f"/nowhere/{key}", "size": 1},
-            "prompt": "p",
-            "sink": "out",
-            "path": "{rule}/{stem}/{step}-{variant}.{ext}",
-            "manifest": f"r/{key}/manifest.json",
-            "sheet": f"r/{key}/sheet.png",
-            "units": [
-                {
-                    "id": "one",
-                    "name": "one",
-                    "model": "stub",
-                    "input": "source",
-                    "prompt": "p",
-                    "seeds": [1],
-                }
-            ],
-        }
-    )
 
 
 def seed(state_dir: Path) -> None:

@@ -10,40 +10,11 @@ import json
 import subprocess
 import sys
 import textwrap
-import uuid
 from pathlib import Path
 
 from daemon.queue.ledger import Ledger
-from daemon.types import Plan
 from tests.e2e.conftest import REPO
-
-
-def plan(key: str) -> Plan:
-    sha = uuid.uuid4().hex * 2
-    return Plan.model_validate(
-        {
-            "sha256": sha,
-            "content": sha,
-            "rule": "r",
-            "digest": "d1",
-            "arrival": {"source": "drop", "key": key, "uri": f"/nowhere/{key}", "size": 1},
-            "prompt": "p",
-            "sink": "out",
-            "path": "{rule}/{stem}/{step}-{variant}.{ext}",
-            "manifest": f"r/{key}/manifest.json",
-            "sheet": f"r/{key}/sheet.png",
-            "units": [
-                {
-                    "id": "one",
-                    "name": "one",
-                    "model": "stub",
-                    "input": "source",
-                    "prompt": "p",
-                    "seeds": [1],
-                }
-            ],
-        }
-    )
+from tests.operator.conftest import plan
 
 
 def setup(tmp_path: Path) -> Path:
