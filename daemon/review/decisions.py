@@ -17,6 +17,7 @@ import enum
 import getpass
 import mimetypes
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -38,6 +39,7 @@ __all__ = [
     "decide",
     "load_manifest",
     "resolve_variant",
+    "rewrite_manifest",
 ]
 
 NOTE_MAX_CHARS = 2000  # a note is a sentence or two, shown on pages and sent in webhooks
@@ -184,25 +186,22 @@ def decide(
             sink.write(copy, sink.read(path), _content_type(path))
         elif action is Action.REJECT and sink.exists(copy):
             sink.delete(copy)
-    for _ in range(attempts):
-        version = sink.version(manifest_path)
-        if version is None:
-            raise ReviewError(f"{where} was removed while the decision was written")
-        manifest = load_manifest(sink.read(manifest_path), where)
-        recorded = {
-            path: _apply(manifest.decision_for(path), action, note, at, who) for path in paths
-        }
-        updated = manifest.with_decisions(recorded)
-        try:
-            # Conditional: a round committed (or a decision made) since the read is kept.
-            sink.write_if(
-                manifest_path, manifest_bytes(updated), "application/json", replacing=version
-            )
-        except WriteConflict:
-            continue
-        break
-    else:
-        raise ReviewError(f"{where} kept changing while the decision was written; try again")
+    recorded: dict[str, Decision] = {}
+
+    def record(manifest: Manifest) -> Manifest:
+        recorded.clear()  # applied to the latest manifest, again after a conflict
+        for path in paths:
+            recorded[path] = _apply(manifest.decision_for(path), action, note, at, who)
+        return manifest.with_decisions(recorded)
+
+    try:
+        updated = rewrite_manifest(sink, manifest_path, record, where=where, attempts=attempts)
+    except WriteConflict:
+        raise ReviewError(
+            f"{where} kept changing while the decision was written; try again"
+        ) from None
+    if updated is None:
+        raise ReviewError(f"{where} was removed while the decision was written")
     publish(sink, updated, manifest_path=manifest_path)
     return [
         Decided(
@@ -216,6 +215,33 @@ def decide(
         )
         for path in paths
     ]
+
+
+def rewrite_manifest(
+    sink: Sink,
+    manifest_path: str,
+    change: Callable[[Manifest], Manifest],
+    *,
+    where: str,
+    attempts: int = 20,
+) -> Manifest | None:
+    """Read the manifest at ``manifest_path``, ``change`` it and write it back only if nobody
+    wrote it meanwhile (a round committed, another reviewer), from the top again when
+    someone did. Returns what was written; None when there is no manifest; WriteConflict
+    when other writers won ``attempts`` times in a row."""
+    for _ in range(attempts):
+        version = sink.version(manifest_path)
+        if version is None:
+            return None
+        updated = change(load_manifest(sink.read(manifest_path), where))
+        try:
+            sink.write_if(
+                manifest_path, manifest_bytes(updated), "application/json", replacing=version
+            )
+        except WriteConflict:
+            continue
+        return updated
+    raise WriteConflict(f"{where}: {attempts} other writers changed it first")
 
 
 def _content_type(path: str) -> str:

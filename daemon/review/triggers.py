@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from daemon.hooks import Hooks
-from daemon.outputs.manifest import FollowUp, Manifest, manifest_bytes
+from daemon.outputs.manifest import FollowUp, Manifest
 from daemon.outputs.paths import page_path_for
-from daemon.review.decisions import Action, load_manifest
+from daemon.review.decisions import Action, load_manifest, rewrite_manifest
 from daemon.review.log import DecisionRow
 from daemon.rules.match import RuleSet
 from daemon.sinks.base import Sink
@@ -135,18 +135,16 @@ class FollowUps(Hooks):
             outputs=[str(o.path) for o in manifest.written()],
             status=manifest.status,
         )
-        for _ in range(self.attempts):
-            version = sink.version(follows.manifest)
-            if version is None:
-                return  # the parent is gone: nothing to link from
-            parent = load_manifest(sink.read(follows.manifest), follows.manifest)
-            updated = parent.with_follow_up(entry)
-            try:
-                sink.write_if(
-                    follows.manifest, manifest_bytes(updated), "application/json", replacing=version
-                )
-            except WriteConflict:
-                continue
-            publish(sink, updated, manifest_path=follows.manifest)
+        try:
+            updated = rewrite_manifest(
+                sink,
+                follows.manifest,
+                lambda parent: parent.with_follow_up(entry),
+                where=follows.manifest,
+                attempts=self.attempts,
+            )
+        except WriteConflict:
+            log.warning("could not link a follow-up from its parent", parent=follows.manifest)
             return
-        log.warning("could not link a follow-up from its parent", parent=follows.manifest)
+        if updated is not None:  # else the parent is gone: nothing to link from
+            publish(sink, updated, manifest_path=follows.manifest)
