@@ -14,6 +14,9 @@ read-only) until N plans exist and reports:
 - ``write_s``:   first file written -> last file written (this process, not the daemon);
 - ``planned_s``: last file written -> N plans in the ledger (the figure the issue's goal is
                  about: <= 5 s for 10,000 files), and ``per_file_ms`` = planned_s / N;
+- ``cpu_ms_per_file``: the daemon's CPU time (user + system, all threads) from the first
+                write until all are planned, per file: steadier than wall time on a shared
+                machine (the stub jobs the runner finishes meanwhile are in it);
 - ``rss_mib``:   the daemon's main-process peak RSS (``VmHWM`` from /proc; goal <= 300 MB);
 - exactly-once: after a settle period (a rescan and a quiet period more) N plans, N distinct
                 keys, N ``seen`` rows and N ``queued`` log lines for N distinct keys.
@@ -58,7 +61,7 @@ RULE = """\
 name: burst
 match: {{source: drop}}
 prompt: "{{stem}}"
-steps: [{{name: one, model: {profile}, seeds: [1]}}]
+steps: [{{name: one, model: {profile}, seeds: [1]{params}}}]
 output: {{sink: out}}
 """
 
@@ -95,10 +98,14 @@ def write_config(
     rescan: float,
     threads: int = 1,
     metrics: bool = False,
+    job_seconds: float = 0.0,
 ) -> Path:
     for name in ("drop", "rules", "out"):
         (work / name).mkdir(parents=True, exist_ok=True)
-    (work / "rules" / "burst.yaml").write_text(RULE.format(profile=profile))
+    # The stub's run sleeps this long: the pace of a real model, so the runner finishes
+    # (and writes sheets and pages for) jobs at that pace instead of as fast as it can.
+    params = f", params: {{stub_sleep: {job_seconds}}}" if job_seconds > 0 else ""
+    (work / "rules" / "burst.yaml").write_text(RULE.format(profile=profile, params=params))
     config = work / "darkroom.yaml"
     config.write_text(
         textwrap.dedent(f"""\
@@ -225,6 +232,17 @@ def vm_hwm_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` (all its threads) has used, 0 once it is gone: on a
+    shared machine, the daemon's own work per file is steadier than wall time."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def count(ledger: Path, sql: str) -> int:
     """One number from the ledger opened read-only; 0 before the tables exist."""
     if not ledger.exists():
@@ -295,7 +313,7 @@ def make_payloads(n: int, formats: list[str]) -> list[tuple[str, bytes]]:
     return out
 
 
-def start_py_spy(pid: int, path: Path) -> subprocess.Popen[bytes] | None:
+def start_py_spy(pid: int, path: Path, idle: bool = True) -> subprocess.Popen[bytes] | None:
     exe = Path(sys.executable).parent / "py-spy"
     if not exe.exists():
         print("--py-spy: py-spy is not installed (.venv/bin/pip install py-spy)", file=sys.stderr)
@@ -303,7 +321,8 @@ def start_py_spy(pid: int, path: Path) -> subprocess.Popen[bytes] | None:
     fmt = "raw" if path.suffix == ".txt" else "speedscope"
     path.parent.mkdir(parents=True, exist_ok=True)  # py-spy writes nothing into a missing folder
     proc = subprocess.Popen(
-        [str(exe), "record", "--pid", str(pid), "--rate", "200", "--threads", "--idle",
+        [str(exe), "record", "--pid", str(pid), "--rate", "200", "--threads",
+         *(["--idle"] if idle else []),
          "--format", fmt, "--output", str(path), "--nonblocking"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -315,7 +334,13 @@ def start_py_spy(pid: int, path: Path) -> subprocess.Popen[bytes] | None:
 def one_run(args: argparse.Namespace, payloads: list[tuple[str, bytes]], spy: Path | None) -> dict:
     n = len(payloads)
     work = Path(tempfile.mkdtemp(prefix="darkroom-burst-"))
-    config = write_config(work, profile=args.profile, quiet=args.quiet, rescan=args.rescan)
+    config = write_config(
+        work,
+        profile=args.profile,
+        quiet=args.quiet,
+        rescan=args.rescan,
+        job_seconds=args.job_seconds,
+    )
     daemon = Daemon(work, config, tree_env(args.tree))
     ledger = work / "state" / "ledger.sqlite"
     result: dict[str, Any] = {"work": str(work)}
@@ -325,11 +350,12 @@ def one_run(args: argparse.Namespace, payloads: list[tuple[str, bytes]], spy: Pa
         result["ready_s"] = round(daemon.wait_ready(args.ready_timeout), 3)
         rss_idle = vm_hwm_kib(daemon.pid)
         if spy is not None:
-            spy_proc = start_py_spy(daemon.pid, spy)
+            spy_proc = start_py_spy(daemon.pid, spy, idle=not args.py_spy_oncpu)
         drop = work / "drop"
         folders = [drop / f"d{d}" for d in range(args.dirs)]
         for folder in folders:
             folder.mkdir()
+        cpu_first = cpu_seconds(daemon.pid)
         first = time.monotonic()
         for i, (ext, data) in enumerate(payloads):
             (folders[i % len(folders)] / f"img{i:05d}.{ext}").write_bytes(data)
@@ -348,6 +374,7 @@ def one_run(args: argparse.Namespace, payloads: list[tuple[str, bytes]], spy: Pa
                 raise RuntimeError(f"{planned}/{n} planned after {args.timeout:.0f} s")
             time.sleep(0.05)
         done_at = time.monotonic()
+        cpu = cpu_seconds(daemon.pid) - cpu_first
         if spy_proc is not None:
             spy_proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             try:
@@ -372,6 +399,8 @@ def one_run(args: argparse.Namespace, payloads: list[tuple[str, bytes]], spy: Pa
             planned_s=round(done_at - last, 3),
             planned_from_first_s=round(done_at - first, 3),
             per_file_ms=round((done_at - last) / n * 1000, 3),
+            cpu_s=round(cpu, 2),
+            cpu_ms_per_file=round(cpu / n * 1000, 3),
             rss_idle_mib=round(rss_idle / 1024, 1),
             rss_mib=round(peak / 1024, 1),
             jobs_done=count(ledger, "SELECT COUNT(*) FROM jobs WHERE state='done'"),
@@ -395,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=10_000, help="files per burst")
     parser.add_argument("--runs", type=int, default=3, help="bursts (fresh daemon each); medians")
     parser.add_argument("--profile", default="stub", help="the rule's model profile (stub: none)")
+    parser.add_argument("--job-seconds", type=float, default=0.0,
+                        help="each stub job takes this long (0: at once); e.g. 0.2, a fast GPU "
+                             "model's pace, so the runner's sheets and pages of finished jobs "
+                             "do not compete with intake more than they would")  # fmt: skip
     parser.add_argument("--quiet", type=float, default=0.5, help="folder quiet period, s")
     parser.add_argument("--rescan", type=float, default=2.0, help="folder rescan interval, s")
     parser.add_argument("--dirs", type=int, default=10, help="subfolders the files spread over")
@@ -405,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="wait after the last plan before the exactly-once check "
                              "(default: rescan + quiet + 1 s)")  # fmt: skip
     parser.add_argument("--py-spy", type=Path, default=None, help="profile the first burst here")
+    parser.add_argument("--py-spy-oncpu", action="store_true",
+                        help="sample only threads on a CPU (where the CPU goes, not the waits)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temp folders")
     parser.add_argument("--tree", type=Path, default=None,
                         help="run daemon/ and backends/ from this source tree instead")  # fmt: skip
@@ -432,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     summary = {
         key: median([run[key] for run in runs])
-        for key in ("write_s", "planned_s", "planned_from_first_s", "per_file_ms", "rss_mib",
+        for key in ("write_s", "planned_s", "planned_from_first_s", "per_file_ms", "cpu_ms_per_file",
+                    "rss_mib",
                     "rss_idle_mib", "ready_s")
     }  # fmt: skip
     summary["exactly_once"] = all(run["exactly_once"] for run in runs)
@@ -452,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             "files": args.files,
             "runs": args.runs,
             "profile": args.profile,
+            "job_seconds": args.job_seconds,
             "quiet_s": args.quiet,
             "rescan_s": args.rescan,
             "dirs": args.dirs,
@@ -470,11 +507,11 @@ def main(argv: list[str] | None = None) -> int:
         "tree": str(args.tree) if args.tree else str(REPO),
     }
     header = f"{'files':>6} {'runs':>4} {'write s':>8} {'planned s':>10} {'ms/file':>8} " \
-             f"{'rss MiB':>8} {'idle MiB':>9} {'ready s':>8} {'once':>5}"  # fmt: skip
+             f"{'cpu ms/file':>11} {'rss MiB':>8} {'idle MiB':>9} {'ready s':>8} {'once':>5}"  # fmt: skip
     print(header)
     print(
         f"{args.files:>6} {args.runs:>4} {summary['write_s']:>8} {summary['planned_s']:>10} "
-        f"{summary['per_file_ms']:>8} {summary['rss_mib']:>8} {summary['rss_idle_mib']:>9} "
+        f"{summary['per_file_ms']:>8} {summary['cpu_ms_per_file']:>11} {summary['rss_mib']:>8} {summary['rss_idle_mib']:>9} "
         f"{summary['ready_s']:>8} {str(summary['exactly_once']):>5}"
     )
     print(

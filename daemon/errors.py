@@ -44,6 +44,9 @@ class Problem:
     where: str
     message: str
     hint: str | None = None
+    # A file the rule names does not exist yet: the user may still add it, so the daemon
+    # sets such a rule aside and accepts it once the file is there (daemon/service/reload.py).
+    missing_file: bool = False
 
     def __str__(self) -> str:
         text = f"{self.where}: {self.message}"

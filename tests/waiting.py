@@ -3,6 +3,11 @@
 A test names how long a condition may reasonably take on a quiet machine; CI is a busy 2-core
 box, so every limit is multiplied by PATIENCE (``DARKROOM_TEST_PATIENCE``, default 3). A
 passing test never waits longer than its condition takes: only a failing one pays the margin.
+
+A negative check ("nothing more happened") waits for a barrier that proves the code under test
+has looked (a later file handled, a scan counter grown, the ``seen`` row written, a thread
+ended), then asserts: a fixed sleep only proves that time passed (tests/sources/support.py's
+``settle`` and ``rescans`` for a folder source).
 """
 
 from __future__ import annotations

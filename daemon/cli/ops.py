@@ -83,7 +83,7 @@ def _ledger(args: argparse.Namespace, state_dir: Path | None = None) -> Ledger |
 
 def cmd_status(args: argparse.Namespace) -> int:
     from daemon.cli.main import _settings
-    from daemon.cli.status import print_parts, status_document
+    from daemon.cli.status import print_ignored, print_parts, status_document
 
     settings = _settings(args)
     if getattr(args, "json", False):
@@ -91,7 +91,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         document = status_document(settings.state_dir, args_limit(args))
         print_json(document)
-        for name in ("held", "quarantined", "failed"):
+        for name in ("held", "quarantined", "failed", "ignored"):
             listing = document[name]
             total = listing["total"]
             say_truncated(len(listing["items"]), total, name)
@@ -139,6 +139,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(
             f"  {job.id[:12]}  {plan.key} [{job.rule}/{job.unit_id}] after {job.attempts} attempt(s): {job.error}"
         )
+    print_ignored(ledger, args_limit(args))
     return 0
 
 

@@ -5,23 +5,22 @@
         container metadata) as JSON, its IPTC ``digital_source_type`` included;
         exit 1 with "no Darkroom provenance in FILE" when there is none.
 
-    darkroom review approve|reject|star|unstar|note TARGET VARIANT... [--note TEXT] [--by NAME]
-                                                                      [--config F]
-        TARGET is a manifest.json or the folder holding it. VARIANT is an output path as written
-        in the manifest, its file name (with or without extension), or a short name such as
-        ``explore-0`` (``explore-sd-turbo-0`` when a compare step makes that name ambiguous).
+    darkroom review approve|reject|star|unstar|note|refine TARGET [VARIANT...] [--note TEXT]
+                                                             [--by NAME] [--config F]
+        TARGET names the source (its output folder or manifest.json) or one of its outputs: a
+        local path, an ``s3://bucket/key`` URL or ``SINK:path`` (see
+        :mod:`daemon.cli.review_target`). VARIANT is an output path as written in the manifest,
+        its file name (with or without extension), or a short name such as ``explore-0``
+        (``explore-sd-turbo-0`` when a compare step makes that name ambiguous); none when
+        TARGET is the output itself.
 
     darkroom serve [--config F] [--host H] [--port N]
         the review server (:mod:`daemon.review.server`) over the configured sinks, without the
         daemon; ``review.enabled: true`` runs the same server inside ``darkroom run``.
 
-How the sink is found. Without ``--config`` (and no darkroom.yaml here) the sink is a folder
-sink whose root is the nearest folder above TARGET from which the manifest's output paths
-resolve (an ``index.json`` there also marks it). With a config, TARGET is either
-``SINK:path/in/sink/manifest.json`` (any sink type, S3 included) or a local path inside one of
-the configured folder sinks, and the decision is also recorded in the ledger, where the
-daemon announces it (webhooks, ``on: approved`` rules) - at once if it runs, else when it
-starts.
+How the sink is found: :mod:`daemon.cli.review_target`. With a config (``--config``, or
+darkroom.yaml here) the decision is also recorded in the ledger, where the daemon announces it
+(webhooks, ``on: approved`` rules) - at once if it runs, else when it starts.
 
 What it does: see :mod:`daemon.review.decisions` - the manifest's ``decisions``, the approval
 copy in ``approved/<output path>``, and the republished page and index.
@@ -34,14 +33,9 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from daemon.outputs.manifest import Manifest
+from daemon.cli.review_target import ReviewTarget, resolve_target
 from daemon.review.decisions import Action, ReviewError, decide, load_manifest
-from daemon.sinks.base import Sink
-
-if TYPE_CHECKING:
-    from daemon.config.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,8 +55,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         (Action.REFINE, "run another round on variants, the prompt extended by --note TEXT"),
     ):
         a = actions.add_parser(action.value, help=text)
-        a.add_argument("target", metavar="MANIFEST_OR_SOURCE_DIR")
-        a.add_argument("variants", nargs="+", metavar="VARIANT")
+        a.add_argument(
+            "target",
+            metavar="TARGET",
+            help="the source's output folder, manifest.json or one of its outputs: a local path,"
+            " an s3://bucket/key URL or SINK:path (the last two with --config)",
+        )
+        a.add_argument(
+            "variants",
+            nargs="*",
+            metavar="VARIANT",
+            help="short name, file name or path of a variant (none: TARGET is the output)",
+        )
         a.add_argument("--note", default=None, help="a note stored with the decision")
         a.add_argument("--by", default=None, help="who decided (default: the login name)")
         a.add_argument("--config", "-c", help="config file: find the sink among its sinks")
@@ -98,69 +102,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- review
 
 
-def _manifest_file(target: Path) -> Path:
-    if target.is_dir():
-        candidate = target / "manifest.json"
-        if candidate.is_file():
-            return candidate
-        found = sorted(target.glob("*manifest.json"))
-        if len(found) == 1:
-            return found[0]
-        raise ReviewError(f"no manifest.json in {target}")
-    if not target.is_file():
-        raise ReviewError(f"{target}: no such manifest or folder")
-    return target
-
-
-def _folder_root(manifest_file: Path, manifest: Manifest) -> Path:
-    """The sink root: the nearest ancestor from which the manifest's own paths resolve."""
-    paths = [str(o.path) for o in manifest.written()]
-    if manifest.sheet:
-        paths.append(manifest.sheet)
-    folder = manifest_file.resolve().parent
-    for root in [folder, *folder.parents]:
-        if any((root / p).is_file() for p in paths) or (root / "index.json").is_file():
-            return root
-    return folder
-
-
-def _open_sink(args: argparse.Namespace) -> tuple[Sink, str, Settings | None]:
-    """(sink, manifest path inside it, the settings that named the sink) for TARGET."""
-    from daemon.cli.main import _config_path
-    from daemon.sinks.folder import FolderSink
-
-    config = _config_path(args.config)
-    if config is not None:
-        from daemon.config.settings import load_settings
-        from daemon.service.app import build_sinks
-
-        settings = load_settings(config)
-        sinks = build_sinks(settings)
-        name, sep, rest = args.target.partition(":")
-        if sep and name in sinks:
-            return sinks[name], rest, settings
-        target = _manifest_file(Path(args.target)).resolve()
-        for sink in sinks.values():
-            root = sink.local_root()
-            if root is not None and target.is_relative_to(root.resolve()):
-                return sink, target.relative_to(root.resolve()).as_posix(), settings
-        if args.config:
-            raise ReviewError(
-                f"{args.target} is not inside a configured folder sink; use "
-                f"SINK:path/to/manifest.json (sinks: {', '.join(sorted(sinks)) or 'none'})"
-            )
-    manifest_file = _manifest_file(Path(args.target))
-    manifest = load_manifest(manifest_file.read_bytes(), str(manifest_file))
-    root = _folder_root(manifest_file, manifest)
-    path = manifest_file.resolve().relative_to(root).as_posix()
-    return FolderSink("review", root), path, None
-
-
 def cmd_review(args: argparse.Namespace) -> int:
+    from daemon.cli.main import _config_path
+
     action: Action = args.decision
     try:
-        sink, manifest_path, settings = _open_sink(args)
-        done = decide(sink, manifest_path, args.variants, action, note=args.note, by=args.by)
+        target = resolve_target(
+            args.target, _config_path(args.config), explicit_config=bool(args.config)
+        )
+        sink, manifest_path, settings = target.sink, target.manifest_path, target.settings
+        variants = args.variants or _named_output(target)
+        done = decide(sink, manifest_path, variants, action, note=args.note, by=args.by)
     except ReviewError as exc:
         print(f"darkroom: {exc}", file=sys.stderr)
         return 1
@@ -181,6 +133,22 @@ def cmd_review(args: argparse.Namespace) -> int:
         print(f"{d.action.event.removeprefix('variant.')}: {d.output_path}{tail}")
     print(f"page: {sink.location(page_path_for(manifest_path))}")
     return 0
+
+
+def _named_output(target: ReviewTarget) -> list[str]:
+    """The variant TARGET itself names (an output's path or URL), when no VARIANT is given."""
+    from daemon.outputs.page import short_names
+
+    where = target.sink.location(target.manifest_path)
+    manifest = load_manifest(target.sink.read(target.manifest_path), where)
+    outputs = {str(o.path) for o in manifest.written()}
+    if target.output_path in outputs:
+        return [target.output_path]
+    listing = ", ".join(short_names(manifest).values()) or "none"
+    raise ReviewError(
+        f"name the variants to decide on after the target (or give one output's own path or "
+        f"URL as the target); variants of {where}: {listing}"
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

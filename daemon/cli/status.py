@@ -2,8 +2,12 @@
 
 The running daemon checks every source and sink and writes the verdicts to
 ``<state_dir>/health.json`` (daemon.service.health); this module reads that report and the
-ledger, and renders them for a person (:func:`print_parts`) or a script
-(:func:`status_document`, one JSON object).
+ledger, and renders them for a person (:func:`print_parts`, :func:`print_ignored`) or a
+script (:func:`status_document`, one JSON object).
+
+Ignored inputs are the files intake saw and no rule took (``seen`` rows with an
+``ignored: <reason>`` outcome); names that are never inputs at all (dot-files, ``*.part``
+and other temp names, ``~$`` lock files, a source's ``ignore`` globs) never reach the ledger.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from typing import Any
 
 from daemon.cli.output import iso_time
 from daemon.queue.ledger import Ledger
+from daemon.queue.queries import IgnoredInput
 from daemon.service.health import HealthReport, PartState, read_report
 from daemon.types import JobState
 
-__all__ = ["part_record", "print_parts", "status_document"]
+__all__ = ["ignored_record", "part_record", "print_ignored", "print_parts", "status_document"]
 
 SPEND_DAYS = 7
 
@@ -84,6 +89,32 @@ def part_record(state: PartState) -> dict[str, Any]:
     }
 
 
+def ignored_record(item: IgnoredInput) -> dict[str, Any]:
+    """One ignored input in ``status --json``."""
+    return {
+        "source": item.source,
+        "key": item.key,
+        "size": item.size,
+        "reason": item.reason,
+        "at": iso_time(item.at),
+    }
+
+
+def print_ignored(ledger: Ledger, limit: int) -> None:
+    """How many inputs no rule took, and the latest ones with intake's reason."""
+    items, total = ledger.ignored(limit=limit)
+    if not total:
+        return
+    cut = (
+        f"; showing {len(items)} of {total}, --limit {total} shows all"
+        if total > len(items)
+        else ""
+    )
+    print(f"ignored {total} (no rule took them; 'darkroom match FILE' says why{cut}):")
+    for item in items:
+        print(f"  {item.source}:{item.key} ({_clock(item.at)}): {item.reason}")
+
+
 def _daemon_record(report: HealthReport | None) -> dict[str, Any]:
     if report is None:
         return {"running": None, "pid": None, "reported_at": None, "check_interval": None}
@@ -127,6 +158,7 @@ def status_document(state_dir: Path, limit: int) -> dict[str, Any]:
         "held": {"total": 0, "items": []},
         "quarantined": {"total": 0, "items": []},
         "failed": {"total": 0, "items": []},
+        "ignored": {"total": 0, "items": []},
     }
     path = state_dir / "ledger.sqlite"
     if not path.exists():
@@ -167,6 +199,11 @@ def status_document(state_dir: Path, limit: int) -> dict[str, Any]:
         document["failed"] = {
             "total": counts.get("failed", 0),
             "items": [_job_record(ledger, job) for job in failed],
+        }
+        ignored, ignored_total = ledger.ignored(limit=limit)
+        document["ignored"] = {
+            "total": ignored_total,
+            "items": [ignored_record(item) for item in ignored],
         }
     finally:
         ledger.close()

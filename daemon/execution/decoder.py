@@ -46,6 +46,8 @@ WORKING_SIDE = 2048
 TASKS_PER_CHILD = 8
 # Children decoding at once: the pipelines that prepare jobs in parallel.
 CHILDREN = 2
+# Seconds the daemon's stop waits for a decode in progress before the children are ended.
+CLOSE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -222,10 +224,37 @@ class ProcessDecoder:
             except OSError:
                 pass
 
-    def close(self) -> None:
-        """Stop the children (at the daemon's stop)."""
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Stop the children (at the daemon's stop), waiting at most ``timeout`` seconds for a
+        decode in progress before the children are terminated.
+
+        Waiting matters: the pool's call and result queues hold semaphores that are released
+        only once its manager thread has ended; a pool merely told to stop left that thread
+        running, the daemon then exited without it, and multiprocessing's resource tracker
+        warned of "leaked semaphore objects" at every stop."""
         with self._lock:
             self._closed = True
             executor, self._executor = self._executor, None
         if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+            _shut_down(executor, timeout)
+
+
+def _shut_down(executor: ProcessPoolExecutor, timeout: float) -> None:
+    """Stop ``executor`` and wait, bounded, for its manager thread to end (which releases the
+    pool's queues and their semaphores): children still decoding after ``timeout`` seconds
+    are terminated, which ends the thread too."""
+    # Taken before shutdown(), which forgets them when not asked to wait.
+    manager = getattr(executor, "_executor_manager_thread", None)
+    children = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    if manager is None:
+        return
+    manager.join(timeout)
+    if not manager.is_alive():
+        return
+    for child in children:
+        if child.is_alive():
+            child.terminate()
+    manager.join(timeout)
+    if manager.is_alive():
+        log.warning("image decoder did not stop in time; left behind", seconds=timeout)

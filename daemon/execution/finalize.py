@@ -2,18 +2,22 @@
 
 In order: the review sheet, the source preview and review page (views: their failure never
 fails the plan), then the manifest — the commit marker, built by
-:func:`daemon.outputs.manifest.build_manifest` — then the root index, then the ledger closes
+:func:`daemon.outputs.manifest_build.build_manifest` — then the root index, then the ledger closes
 the plan. A crash anywhere before the ledger closes it leaves the plan active, and the next
 start finalizes it again: a manifest already committed is kept and its publish finished. A plan that
 succeeded may move its source (``on_success: move``); one that failed quarantines it,
 unless another rule still wants the same file. The hooks hear of the commit (webhooks) and
 of the plan's end (settlement, metrics).
 
-Rounds: when the plan's folder already holds another plan's outputs (an edited sidecar, a
-new version of the file), those are copied under ``rounds/N/`` before the first unit runs,
-so a re-run keeps what came before; the manifest lists the earlier rounds. The version of
-the manifest found then is noted in the ledger, and the new manifest is written only over
-that version (S3: IfMatch; IfNoneMatch when there was none).
+Rounds (:mod:`.rounds`): when the plan's folder already holds another plan's outputs (an
+edited sidecar, a new version of the file), those are copied under ``rounds/N/`` before the
+first unit runs (or at finalize, for a plan that failed before any unit ran), so a re-run
+keeps what came before; the manifest lists the earlier rounds. The version of the manifest
+found then is noted in the ledger, and the new manifest is written only over that version
+(S3: IfMatch; IfNoneMatch when there was none). Once it is committed, done or failed, the
+earlier round's files it does not list leave the top level (their copies checked first), so
+the folder shows what its manifest says. A plan superseded before it wrote anything (its
+input replaced by a newer version) commits nothing: the newer version's round follows.
 
 Several daemons may share a sink: a plan whose manifest another daemon committed is adopted,
 not run again, and a manifest write that loses the race keeps the other daemon's manifest.
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from pathlib import PurePosixPath
 from typing import Any
 
 import structlog
@@ -32,22 +35,19 @@ from PIL import Image
 from daemon import __version__, faults
 from daemon.config.profiles import Profile
 from daemon.errors import SUPERSEDED, AlreadyCommitted, DarkroomError, InputChanged
+from daemon.execution.rounds import keep_round, retire_round
 from daemon.execution.source_cache import DecodedSource, SourceCache
 from daemon.hooks import Hooks
 from daemon.outputs import sheet
 from daemon.outputs.board import update_board, write_thumbs
 from daemon.outputs.index import index_entry, update_index
-from daemon.outputs.manifest import (
-    Manifest,
-    RoundSummary,
-    build_manifest,
-    manifest_bytes,
-    parse_manifest,
-)
+from daemon.outputs.manifest import Manifest, manifest_bytes, parse_manifest
+from daemon.outputs.manifest_build import build_manifest
 from daemon.outputs.page import write_page
 from daemon.outputs.reference_thumbs import with_reference_thumbs
 from daemon.outputs.sheet_tiles import TILES
 from daemon.queue.ledger import JobRow, Ledger
+from daemon.queue.rows import PlanRow
 from daemon.sinks.base import Sink
 from daemon.sources.base import Source
 from daemon.types import JobState, Plan, PlanState
@@ -111,33 +111,19 @@ class Finalizer:
         if version is None:
             return
         try:
-            old = parse_manifest(sink.read(plan.manifest))
+            old_bytes = sink.read(plan.manifest)
+            old = parse_manifest(old_bytes)
         except DarkroomError:
             return
         if old.plan_id is None or (old.plan_id == plan_id and not rerun):
             return
-        number = len(old.rounds) + 1
-        base = str(PurePosixPath(plan.manifest).parent)
-        moved: dict[str, str] = {}
-        for path in [*old.files(), old.sheet]:
-            if not path or not sink.exists(path):
-                continue
-            target = f"{base}/rounds/{number}/{PurePosixPath(path).name}"
-            sink.write(target, sink.read(path), "application/octet-stream")
-            moved[path] = target
-        summary = RoundSummary(
-            round=number,
-            prompt=old.rule.prompt,
-            created_at=old.created_at,
-            sheet=moved.get(old.sheet) if old.sheet else None,
-            outputs=list(moved.values()),
-        )
+        summary = keep_round(sink, plan.manifest, old, old_bytes)
         self.ledger.note_round(plan_id, [*old.rounds, summary])
         log.info(
             "earlier outputs kept as a previous round",
             rule=plan.rule,
             key=plan.arrival.key,
-            round=number,
+            round=summary.round,
         )
 
     # -- after the last unit -------------------------------------------------------------
@@ -148,6 +134,17 @@ class Finalizer:
         plan = plan_row.plan
         sink = self.sinks[plan.sink]
         status = plan_status(jobs)
+        if status is PlanState.FAILED and _superseded(jobs):
+            # Its bytes were replaced before anything was written: the newer version is planned
+            # on its own and commits the next round. Writing this one would replace the
+            # committed round with a record of bytes that are gone (and could win the race
+            # against the newer version's manifest). Its record is the ledger's.
+            return self._close(plan_id, plan_row, jobs, status)
+        if not self.ledger.prior_manifest(plan_id)[0]:
+            # No unit ran (the plan failed at submission): its round still replaces the
+            # committed one, which is kept under rounds/N/ as before any other new round.
+            self.archive_previous_round(plan_id, plan)
+            plan_row = self.ledger.plan(plan_id)
         decoded = self._decoded_source(plan_id, plan)
         # The picture the views use (maybe reduced); the manifest records the real size.
         source_image = decoded.rgb if decoded is not None else None
@@ -176,6 +173,9 @@ class Finalizer:
         committed, wrote = self._commit_manifest(plan_id, plan, manifest, sink)
         faults.point("after-manifest")
         if committed is not None:
+            # The top level now matches this manifest: the earlier round's files that it
+            # does not list are left only under rounds/N/ (also after a failed round).
+            retire_round(sink, committed, plan.manifest)
             try:  # after the manifest: the index lists committed rounds only
                 update_index(sink, index_entry(committed, manifest_path=plan.manifest))
             except Exception:
@@ -186,6 +186,14 @@ class Finalizer:
                 log.exception("board update failed", plan=plan_id)
             if wrote:
                 self.hooks.plan_committed(sink, committed, plan.manifest)
+        return self._close(plan_id, plan_row, jobs, status)
+
+    def _close(
+        self, plan_id: str, plan_row: PlanRow, jobs: list[JobRow], status: PlanState
+    ) -> PlanState:
+        """Close the plan in the ledger, then settle its source (move or quarantine)."""
+        plan = plan_row.plan
+        sink = self.sinks[plan.sink]
         self.ledger.finish_plan(plan_id, status)
         self.source_cache.drop(plan_id)
         if status in (PlanState.DONE, PlanState.PARTIAL):
@@ -271,7 +279,11 @@ class Finalizer:
         source = self.sources.get(arrival.source)
         target = f"{plan.processed_dir.strip('/')}/{arrival.key}"
         try:
-            moved = source is not None and source.move(arrival.key, target)
+            moved = source is not None and source.move(arrival.key, target, sha256=plan.sha256)
+        except InputChanged as exc:
+            # Saved over while it ran: that version is processed (and moved) on its own.
+            log.info("not moved: a newer version is at its name", key=arrival.key, reason=str(exc))
+            return
         except DarkroomError as exc:
             log.warning("cannot move source after success", key=arrival.key, reason=str(exc))
             return
@@ -288,7 +300,7 @@ class Finalizer:
         arrival = plan.arrival
         if self.ledger.others_want(plan_id, arrival.source, arrival.key, plan.sha256):
             return
-        if any(j.error and j.error.startswith(SUPERSEDED) for j in jobs):
+        if _superseded(jobs):
             # Its input (or a companion) changed: the new version is planned on its own and
             # these bytes are not bad; nothing is put aside.
             log.info("not quarantined: a newer version is planned", key=arrival.key)
@@ -339,6 +351,11 @@ class Finalizer:
             reason=record["reason"],
             location=location,
         )
+
+
+def _superseded(jobs: list[JobRow]) -> bool:
+    """Whether a newer version of the input (or a companion) ended one of these jobs."""
+    return any(j.error and j.error.startswith(SUPERSEDED) for j in jobs)
 
 
 def _open_for_sheet(path: str, sink: Sink, source_image: Image.Image | None) -> Image.Image:

@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from PIL import Image, ImageOps
@@ -23,12 +23,12 @@ from backends.sizes import fit_size, size_rule
 from daemon.config.profiles import Profile
 from daemon.errors import (
     BudgetReached,
-    DarkroomError,
     EnvironmentFault,
     InputChanged,
     InputError,
     JobError,
 )
+from daemon.execution.missing_files import MissingFile, MissingFiles, newer_plan_exists
 from daemon.execution.source_cache import SourceCache
 from daemon.outputs import imaging
 from daemon.queue.ledger import JobRow, Ledger
@@ -42,6 +42,9 @@ __all__ = ["Prepared", "Preparer"]
 
 # structlog's bound logger (its lazy proxy type is not public API).
 BoundLog = Any
+
+# How the reason of a job held for a missing mask starts (its resume looks for it).
+WAITING_FOR_MASK = "waiting for the mask: "
 
 
 @dataclass
@@ -79,6 +82,8 @@ class Preparer:
         # Profile name -> why its jobs are held (a hosted model that failed its start-up
         # check: daemon.service.hosted_check). Written from that check's thread.
         self.held: dict[str, str] = {}
+        # Jobs held for a mask that is not there: queued again once it is (periodic check).
+        self.missing = MissingFiles()
 
     def prepare(self, job: JobRow, plan: Plan, profile: Profile, log: BoundLog) -> Prepared:
         held = self.held.get(profile.name)
@@ -172,31 +177,64 @@ class Preparer:
             # Transparent pixels are the ones to change: the mask is white where alpha is 0.
             mask = Image.eval(source.convert("RGBA").getchannel("A"), lambda a: 255 - a)
         elif kind == "sidecar":
-            sidecar = mask_key(key)
-            try:
-                data = self.sources[plan.arrival.source].read(sidecar)
-            except DarkroomError:
-                raise InputError(
-                    f"the step's mask is 'sidecar' but {sidecar} does not exist next to {key}"
-                ) from None
-            mask = imaging.decode(data, sidecar).convert("L")
+            mask = self._sidecar_mask(job, plan)
         else:
-            # Planning found it inside the rules folder (or a reference folder) and stored
-            # its full path; a relative one (a plan from before) would be read from the
-            # working directory, so it is refused with the same words as a missing file.
-            if not Path(kind).is_absolute():
-                raise InputError(
-                    f"mask {kind!r} is not a file in the rules folder (a plan from an older"
-                    " version: `darkroom reprocess --rule` plans it again)"
-                )
-            try:
-                mask = imaging.decode(Path(kind).read_bytes(), kind).convert("L")
-            except OSError:
-                raise InputError(f"mask {kind!r} is not a file in the rules folder") from None
+            mask = self._file_mask(job, kind)
         if mask.size == size:
             return mask
         # Covered like the input it belongs to (same centre crop); NEAREST keeps it black/white.
         return ImageOps.fit(mask, size, Image.Resampling.NEAREST)
+
+    def _sidecar_mask(self, job: JobRow, plan: Plan) -> Image.Image:
+        """The photo's ``.mask.png``. Not there: the job is held until it is (the user can
+        add it; the input stays). There but undecodable: the input's fault (InputError)."""
+        key = plan.arrival.key
+        sidecar = mask_key(key)
+        try:
+            data = self.sources[plan.arrival.source].read(sidecar)
+        except InputError:
+            self.missing.note(
+                MissingFile(job.id, job.plan_id, asset=(plan.arrival.source, key, plan.rule))
+            )
+            raise EnvironmentFault(
+                f"{WAITING_FOR_MASK}the step's mask is 'sidecar' but {sidecar} does not exist"
+                f" next to {key} (source {plan.arrival.source!r})",
+                hint=f"add {PurePosixPath(sidecar).name} beside the photo (white where it may"
+                " change): the job resumes once it arrives",
+            ) from None
+        if job.error and job.error.startswith(WAITING_FOR_MASK):
+            # Held for this mask, which has come since: its arrival planned the photo again
+            # with it (the mask is part of the content), and that plan runs instead.
+            waited = MissingFile(job.id, job.plan_id, asset=(plan.arrival.source, key, plan.rule))
+            if newer_plan_exists(self.ledger, waited):
+                raise InputChanged(
+                    f"{sidecar} arrived after {key} was planned; the plan made with it runs"
+                )
+        return imaging.decode(data, sidecar).convert("L")
+
+    def _file_mask(self, job: JobRow, kind: str) -> Image.Image:
+        """A mask in the rules folder or a reference folder: planning stored its full path
+        (and found it inside its folder). Missing now (moved, deleted, a share unmounted,
+        or a per-photo mask not made yet): held until it is there."""
+        # A relative path (a plan from before) would be read from the working directory:
+        # refused with the same words as a missing file.
+        if not Path(kind).is_absolute():
+            raise InputError(
+                f"mask {kind!r} is not a file in the rules folder (a plan from an older"
+                " version: `darkroom reprocess --rule` plans it again)"
+            )
+        path = Path(kind)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            self.missing.note(MissingFile(job.id, job.plan_id, path=path))
+            why = "does not exist" if isinstance(exc, FileNotFoundError) else exc.strerror
+            raise EnvironmentFault(
+                f"{WAITING_FOR_MASK}{path} {why or 'cannot be read'}",
+                hint="put the mask there (or fix the rule's mask: path): the job resumes"
+                " once it exists",
+            ) from None
+        return imaging.decode(data, kind).convert("L")
 
     def _companions(self, plan: Plan, unit: Unit, profile: Profile) -> list[Image.Image]:
         """The unit's companion images, read from the plan's source and checked against the

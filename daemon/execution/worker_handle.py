@@ -15,6 +15,8 @@ the names a profile asks for) -- never the daemon's AWS credentials or webhook s
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
 import os
 import shutil
 import signal
@@ -118,6 +120,38 @@ def _spawned_without(names: Sequence[str]) -> Iterator[None]:
         _spawning.names = None
 
 
+def _start_from_own_thread(process: multiprocessing.process.BaseProcess, drop: list[str]) -> None:
+    """Start ``process`` from a thread that lives exactly as long as it does.
+
+    The worker asks the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG, see
+    :func:`daemon.execution.worker.die_with_parent`), and Linux counts the *thread* that
+    forked it as the parent. Started from a runner thread, the worker was killed the moment
+    that thread ended at the daemon's stop, before it was asked to stop: its exit handlers
+    never ran, and multiprocessing's resource tracker reported the semaphore it held (tqdm's
+    lock) as "leaked" at every stop. This thread ends only once the process has; it is a
+    daemon thread, so it never holds up the daemon's exit."""
+    started = threading.Event()
+    failure: list[BaseException] = []
+
+    def parent() -> None:
+        try:
+            with _spawned_without(drop):
+                process.start()
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+            return
+        finally:
+            started.set()
+        # The sentinel, not join(): this thread must not reap the child under the pool's
+        # own join()/is_alive() calls.
+        multiprocessing.connection.wait([process.sentinel])
+
+    threading.Thread(target=parent, name="darkroom-worker-parent", daemon=True).start()
+    started.wait()
+    if failure:
+        raise failure[0]
+
+
 def backend_failure(kind: str, message: str) -> DarkroomError:
     """The daemon's error for a backend error of class ``kind`` (a ``backends.base`` name).
 
@@ -207,8 +241,7 @@ class Worker:
             daemon=True,
         )
         allowed = worker_environment(os.environ, self.allow_env)
-        with _spawned_without([name for name in os.environ if name not in allowed]):
-            self.process.start()
+        _start_from_own_thread(self.process, [name for name in os.environ if name not in allowed])
         child.close()
         self.loaded, self.jobs_run, self.rss = set(), 0, 0
         self.placements = {}

@@ -1,4 +1,4 @@
-"""The manifest: what one committed round of a plan produced, built, parsed and written here only.
+"""The manifest: the model of what one committed round of a plan produced, and its parser.
 
     build_manifest(plan, plan_id=..., status=..., units=..., ...) -> Manifest
     parse_manifest(data: bytes) -> Manifest        tolerant of manifests older daemons wrote
@@ -14,21 +14,22 @@ Tolerance: every model keeps keys it does not know (``extra="allow"``) and write
 so a file written by a newer or older daemon survives a ``darkroom review`` rewrite. A key is
 written only when the file it was read from had it (or the builder set it): re-writing an old
 manifest adds no keys it never had.
+
+The models and :func:`parse_manifest` are here; building is :mod:`.manifest_build`, the
+file's bytes :mod:`.manifest_json` (both re-exported here).
 """
 
 from __future__ import annotations
 
-import enum
 import json
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from daemon.errors import DarkroomError
-from daemon.outputs.paths import page_path_for
-from daemon.types import JobState, OutputRecord, Plan, PlanState, Unit
+from daemon.outputs.manifest_json import manifest_bytes, to_json_data
+from daemon.types import JobState, OutputRecord
 
 __all__ = [
     "Decision",
@@ -40,10 +41,9 @@ __all__ = [
     "ManifestSource",
     "RoundSummary",
     "StepRecord",
-    "UnitOutcome",
-    "build_manifest",
     "manifest_bytes",
     "parse_manifest",
+    "to_json_data",
 ]
 
 
@@ -153,6 +153,11 @@ class RoundSummary(_Record):
     page: str | None = None
     manifest: str | None = None
     summary: str | None = None
+    # Which version of the source the round's files came from (its sha256), and where each
+    # kept file was before (kept path -> the path it had in the folder): once the next round
+    # is committed, the folder's top level holds only that round's files (daemon/execution/rounds.py).
+    source_sha256: str | None = None
+    kept_from: dict[str, str] = Field(default_factory=dict)
 
 
 class ManifestPlacement(_Record):
@@ -296,140 +301,6 @@ class Manifest(_Record):
         return self.model_copy(update={"decisions": {**self.decisions, **decisions}})
 
 
-# --------------------------------------------------------------------------- building
-
-
-class UnitOutcome(Protocol):
-    """How a unit ended, as the ledger reports it (``daemon.queue.ledger.JobRow`` fits)."""
-
-    @property
-    def unit_index(self) -> int: ...
-    @property
-    def state(self) -> JobState: ...
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def attempts(self) -> int: ...
-    @property
-    def seconds(self) -> float | None: ...
-    @property
-    def outputs(self) -> Sequence[OutputRecord]: ...
-
-
-def step_record(unit: Unit, outcome: UnitOutcome, *, model_id: str | None) -> StepRecord:
-    """The manifest's record of one unit: what it was asked to do and how it ended."""
-    record = StepRecord(
-        name=unit.name,
-        model=unit.model,
-        model_id=model_id,
-        prompt=unit.prompt,
-        negative_prompt=unit.negative_prompt,
-        seeds=list(unit.seeds),
-        references=[r.path for r in unit.references],
-        mask=unit.mask,
-        state=outcome.state.value,
-        error=outcome.error if outcome.state is JobState.FAILED else None,
-        attempts=outcome.attempts,
-        seconds=outcome.seconds,
-        outputs=list(outcome.outputs),
-        # Written only for a prompt variation: other manifests keep their shape.
-        **_only_when_set(variation=unit.variation),
-    )
-    if unit.companions:  # written only when the step took companions
-        companions = [ManifestCompanion(**c.model_dump()) for c in unit.companions]
-        record = record.model_copy(update={"companions": companions})
-        record.model_fields_set.add("companions")
-    return record
-
-
-def _only_when_set(**values: Any) -> dict[str, Any]:
-    """Keyword arguments for the values that are set (the others stay out of the file)."""
-    return {k: v for k, v in values.items() if v}
-
-
-def build_manifest(
-    plan: Plan,
-    *,
-    plan_id: str,
-    status: PlanState,
-    units: Sequence[UnitOutcome],
-    model_id: Callable[[str], str | None],
-    rounds: Sequence[RoundSummary],
-    created_at: float,
-    source_size: tuple[int, int] | None,
-    darkroom_version: str,
-) -> Manifest:
-    """The manifest of a plan whose units have all ended.
-
-    ``model_id`` maps a profile name to the model it loads (None when unknown);
-    ``created_at`` is the plan's creation time (epoch seconds); ``source_size`` the decoded
-    source's (width, height), None when it cannot be decoded.
-    """
-    width, height = source_size if source_size else (None, None)
-    manifest = Manifest(
-        darkroom_version=darkroom_version,
-        plan_id=plan_id,
-        source=ManifestSource(
-            **plan.arrival.model_dump(),
-            sha256=plan.sha256,
-            sidecar=ManifestSidecar(**plan.sidecar.model_dump(exclude_none=True))
-            if plan.sidecar
-            else None,
-            width=width,
-            height=height,
-        ),
-        rule=ManifestRule(
-            name=plan.rule,
-            digest=plan.digest,
-            prompt=plan.prompt,
-            negative_prompt=plan.negative_prompt,
-        ),
-        status=status.value,
-        steps=[
-            step_record(unit, outcome, model_id=model_id(unit.model))
-            for outcome in units
-            for unit in [plan.unit_at(outcome.unit_index)]
-        ],
-        sheet=plan.sheet,
-        page=page_path_for(plan.manifest),
-        rounds=list(rounds),
-        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created_at)),
-    )
-    if plan.brief is not None:  # written only for a brief's row (no photo)
-        source = manifest.source.model_copy(
-            update={"brief": ManifestBrief(**plan.brief.model_dump())}
-        )
-        source.model_fields_set.add("brief")
-        manifest = manifest.model_copy(update={"source": source})
-    follows = _follows(plan)
-    if follows is not None:  # written only for a plan a decision started
-        manifest = manifest.model_copy(update={"follows": follows})
-    if plan.placed is None:
-        return manifest  # "placed" is written only when it says something
-    return manifest.model_copy(update={"placed": ManifestPlacement(**plan.placed.model_dump())})
-
-
-def _follows(plan: Plan) -> Follows | None:
-    """What a decision-started plan follows, from the decision's variables (see
-    :mod:`daemon.review.triggers`)."""
-    v = plan.vars
-    if not v.get("parent_manifest") or not v.get("decision"):
-        return None
-    try:
-        round_ = int(v.get("round") or 1)
-    except ValueError:
-        round_ = 1
-    return Follows(
-        trigger=str(v["decision"]),
-        manifest=str(v["parent_manifest"]),
-        output=str(v.get("parent_output") or plan.arrival.key),
-        rule=str(v.get("parent_rule") or "") or None,
-        note=str(v.get("note") or "") or None,
-        by=str(v.get("decided_by") or "") or None,
-        round=round_,
-    )
-
-
 # --------------------------------------------------------------------------- the file
 
 
@@ -445,67 +316,3 @@ def parse_manifest(data: bytes | str) -> Manifest:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
         raise ManifestError(f"not a Darkroom manifest: {exc}") from None
-
-
-def manifest_bytes(manifest: Manifest) -> bytes:
-    """The file's bytes: ``json.dumps(..., indent=2)`` with the keys in the order the daemon
-    has always written them."""
-    return json.dumps(to_json_data(manifest), indent=2).encode()
-
-
-def to_json_data(manifest: Manifest) -> dict[str, Any]:
-    """The manifest as plain JSON data (what :func:`manifest_bytes` writes)."""
-    return _plain(manifest)
-
-
-# The order the runner writes an output's keys in; keys set to None that a runner only writes
-# when they have a value are left out, as it always did.
-_OUTPUT_ORDER: tuple[str, ...] = (
-    "path", "step", "model", "model_id", "variant", "seed", "input", "seconds", "params",
-    "cost", "provider", "request_id", "seed_honoured", "error", "width", "height",
-    "kind", "poster", "frames", "fps", "duration", "sha256",
-)  # fmt: skip
-_OUTPUT_ONLY_WHEN_SET = frozenset(_OUTPUT_ORDER[9:])
-# A field added to OutputRecord later is written after these, when set.
-_OUTPUT_ORDER += tuple(f for f in OutputRecord.model_fields if f not in _OUTPUT_ORDER)
-
-
-def _plain(model: BaseModel) -> dict[str, Any]:
-    if isinstance(model, OutputRecord):
-        return _plain_output(model)
-    fields_set = model.model_fields_set
-    data = {
-        name: _value(getattr(model, name))
-        for name in type(model).model_fields
-        if name in fields_set
-    }
-    data.update((k, _value(v)) for k, v in (model.model_extra or {}).items())
-    return data
-
-
-def _plain_output(output: OutputRecord) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for name in _OUTPUT_ORDER:
-        value = getattr(output, name)
-        if name == "kind":
-            if value != "image":  # an image is the default; only videos say what they are
-                data[name] = value
-        elif name in _OUTPUT_ONLY_WHEN_SET:
-            if value is not None:
-                data[name] = _value(value)
-        elif name in output.model_fields_set:
-            data[name] = _value(value)
-    data.update((k, _value(v)) for k, v in (output.model_extra or {}).items())
-    return data
-
-
-def _value(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return _plain(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, Mapping):
-        return {k: _value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_value(v) for v in value]
-    return value

@@ -6,11 +6,11 @@
         write the page (+ a source preview), then update the root index (:mod:`.index`)
     write_page(...) -> Published                  the page and preview only (before the manifest)
 
-The page shows the source and the rule's prompt, then one section per rule step: a row per
-model (a compare step has several), a figure per variant with its seed, time, cost and review
-decision, failures with their reasons, and earlier rounds. Links are relative to the page's
-own folder (see :mod:`.paths`), so a sink folder works from ``file://``, a copied folder or a
-static bucket website alike.
+The page shows the source and the rule's prompt, then one section per rule step (made by
+:mod:`.page_steps`): a row per model (a compare step has several), a figure per variant with
+its seed, time, cost and review decision, failures with their reasons; then earlier rounds.
+Links are relative to the page's own folder (see :mod:`.paths`), so a sink folder works from
+``file://``, a copied folder or a static bucket website alike.
 """
 
 from __future__ import annotations
@@ -18,36 +18,22 @@ from __future__ import annotations
 import io
 import json
 import posixpath
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
 from PIL import Image
 
-from daemon.outputs.captions import (
-    clip_text,
-    cost_text,
-    hide_paths,
-    is_video,
-    params_text,
-    seconds_text,
-)
+from daemon.outputs.captions import cost_text, hide_paths, seconds_text
 from daemon.outputs.htmldoc import definition_list, escape, page_document
 from daemon.outputs.index import INDEX_HTML, INDEX_JSON, index_entry, update_index
-from daemon.outputs.manifest import Decision, Manifest, StepRecord
+from daemon.outputs.manifest import Manifest
 from daemon.outputs.page_followups import follow_ups_section, follows_banner
-from daemon.outputs.page_origin import (
-    compute_seconds,
-    input_line,
-    prompt_origin,
-    references_strip,
-    source_name,
-)
-from daemon.outputs.page_review import REVIEW_CSS, REVIEW_JS, controls
-from daemon.outputs.paths import page_path_for, preview_path_for, rel
+from daemon.outputs.page_origin import compute_seconds, prompt_origin, source_name
+from daemon.outputs.page_review import REVIEW_CSS, REVIEW_JS
+from daemon.outputs.page_steps import PageContext, short_names, step_groups, step_section
+from daemon.outputs.paths import page_path_for, preview_path_for
 from daemon.outputs.thumbnails import fit_image
 from daemon.sinks.base import Sink
-from daemon.types import OutputRecord
 
 __all__ = [
     "Published",
@@ -63,197 +49,8 @@ log = structlog.get_logger("darkroom.review")
 
 PREVIEW_SIDE = 1024
 
-ANIMATED_IMAGE_SUFFIXES = (".webp", ".gif", ".png", ".apng")  # clips shown with <img>
-VIDEO_TYPES = {
-    ".mp4": "video/mp4",
-    ".m4v": "video/mp4",
-    ".webm": "video/webm",
-    ".mov": "video/quicktime",
-}
 
-
-def short_names(manifest: Manifest) -> dict[str, str]:
-    """Output path -> short name: ``explore-0``, or ``explore-sd-turbo-0`` when a compare step
-    has that step/variant for several models."""
-    outs = [(o, step) for step, o in manifest.outputs() if o.path]
-
-    def short(o: OutputRecord, step: StepRecord) -> str:
-        return f"{o.step or step.name}-{o.variant}"
-
-    counts: dict[str, int] = {}
-    for o, step in outs:
-        counts[short(o, step)] = counts.get(short(o, step), 0) + 1
-    names = {}
-    for o, step in outs:
-        s = short(o, step)
-        if counts[s] > 1:
-            s = f"{o.step or step.name}-{o.model or step.model}-{o.variant}"
-        names[str(o.path)] = s
-    return names
-
-
-def _groups(steps: Sequence[StepRecord]) -> list[list[StepRecord]]:
-    """Adjacent records of one rule step (one per model of a compare step) form a group."""
-    groups: list[list[StepRecord]] = []
-    for step in steps:
-        if groups and groups[-1][0].name == step.name:
-            groups[-1].append(step)
-        else:
-            groups.append([step])
-    return groups
-
-
-def _badge(decision: Decision | None) -> str:
-    if decision is None:
-        return ""
-    star = '<span class="badge starred" title="starred">★</span>' if decision.starred else ""
-    if decision.decision not in ("approved", "rejected"):
-        return star
-    who = " ".join(x for x in (f"by {decision.by}" if decision.by else "", decision.at or "") if x)
-    note = f" — {decision.note}" if decision.note else ""
-    return (
-        f'<span class="badge {decision.decision}" title="{escape(who + note)}">'
-        f"{escape(decision.decision)}</span>{star}"
-    )
-
-
-class _PageContext:
-    """What every figure of one page needs: where the page is, the decisions, short names."""
-
-    def __init__(self, manifest: Manifest, page_path: str) -> None:
-        self.manifest = manifest
-        self.page_path = page_path
-        self.names = short_names(manifest)
-
-    def link(self, target: str) -> str:
-        return rel(target, self.page_path)
-
-
-def _figure(out: OutputRecord, step: StepRecord, page: _PageContext) -> str:
-    path = out.path or ""
-    model = out.model or step.model
-    name = page.names.get(path) or f"{out.step or step.name}-{out.variant}"
-    decision = page.manifest.decision_for(path)
-    badge = _badge(decision)
-    if out.error or not path:
-        reason = hide_paths(out.error or "no output file recorded")
-        facts = definition_list(
-            [("model", model), ("seed", out.seed), ("attempt time", seconds_text(out.seconds))]
-        )
-        return (
-            f'<figure class="failed" id="{escape(name)}"><div class="media">{escape(reason)}</div>'
-            f'<figcaption><strong>{escape(name)}</strong> <span class="badge failed">failed</span>'
-            f"{facts}</figcaption></figure>"
-        )
-    href = page.link(path)
-    caption = f"{name} · {model} · seed {out.seed}"
-    suffix = posixpath.splitext(path)[1].lower()
-    if is_video(out) and suffix not in ANIMATED_IMAGE_SUFFIXES:
-        poster = f' poster="{escape(page.link(out.poster))}"' if out.poster else ""
-        vtype = VIDEO_TYPES.get(suffix)
-        type_attr = f' type="{vtype}"' if vtype else ""
-        media = (
-            f'<video controls muted loop playsinline preload="metadata"{poster}>'
-            f'<source src="{escape(href)}"{type_attr}>'
-            f'<a href="{escape(href)}">{escape(posixpath.basename(path))}</a></video>'
-        )
-        length: str | None = clip_text(out)
-    else:
-        media = (
-            f'<a class="zoom" href="{escape(href)}" data-caption="{escape(caption)}">'
-            f'<img src="{escape(href)}" alt="{escape(caption)}" loading="lazy"></a>'
-        )
-        length = clip_text(out) if is_video(out) else None
-    size = f"{out.width}×{out.height}" if out.width and out.height else None
-    pairs = [
-        ("model", model),
-        ("model id", out.model_id or step.model_id),
-        ("seed", out.seed),
-        ("clip", length),
-        ("size", size),
-        ("time", seconds_text(out.seconds)),
-        ("cost", cost_text(out.cost)),
-        ("provider", out.provider),
-        ("request", out.request_id),
-        ("variation", step.variation),
-        # Names only: the page never shows where the rules folder is on the server.
-        ("references", ", ".join(posixpath.basename(r) for r in step.references)),
-        ("params", params_text(out.params)),
-    ]
-    if decision is not None and decision.note:
-        pairs.append(("note", decision.note))
-    decided = decision is not None and decision.decision in ("approved", "rejected")
-    cls = f' class="{decision.decision}"' if decided and decision is not None else ""
-    return (
-        f'<figure{cls} id="{escape(name)}"><div class="media">{media}{badge}</div>'
-        f'<figcaption><strong><a href="{escape(href)}">{escape(name)}</a></strong>'
-        f"{input_line(out, page.names, page.link)}{definition_list(pairs)}"
-        f"{controls(path, decision)}</figcaption></figure>"
-    )
-
-
-def _step_row(step: StepRecord, page: _PageContext, show_prompt: bool) -> str:
-    state = step.state or "pending"
-    bits = [f"<h3>{escape(step.model or step.model_id or '?')}"]
-    if step.model_id and step.model_id != step.model:
-        bits.append(f' <span class="muted">{escape(step.model_id)}</span>')
-    bits.append(
-        f' <span class="badge {"failed" if state == "failed" else "state"}">{escape(state)}</span>'
-    )
-    extra = []
-    if step.attempts:
-        extra.append(f"{step.attempts} attempt" + ("" if step.attempts == 1 else "s"))
-    if (s := seconds_text(step.seconds)) is not None:
-        extra.append(s)
-    costs = [o.cost for o in step.outputs if o.cost is not None]
-    if costs:
-        extra.append(f"{cost_text(sum(costs))} est.")
-    if step.seeds:
-        extra.append("seeds " + ", ".join(str(s) for s in step.seeds))
-    if extra:
-        bits.append(f' <span class="muted">{escape(" · ".join(extra))}</span>')
-    bits.append("</h3>")
-    if show_prompt and step.prompt:
-        bits.append(
-            f'<p class="prompt"><span class="muted">prompt:</span> {escape(step.prompt)}</p>'
-        )
-    if step.prompt and step.prompt != (page.manifest.rule.prompt or ""):
-        origin = prompt_origin(page.manifest, step)
-        bits.append(f'<p class="origin muted">prompt from: {escape(origin)}</p>')
-    bits.append(references_strip(step, page.manifest, page.link))
-    if step.companions:  # several inputs: the images that went in with the arriving one
-        names = ", ".join(posixpath.basename(c.key or "?") for c in step.companions)
-        bits.append(f'<p class="companions muted">with: {escape(names)}</p>')
-    if step.error:
-        bits.append(f'<p class="error">{escape(hide_paths(step.error))}</p>')
-    figures = [_figure(o, step, page) for o in step.outputs]
-    if not figures and state not in ("failed",):
-        figures.append(f'<figure class="pending"><div class="media">{escape(state)}</div></figure>')
-    return f'<div class="row" data-model="{escape(step.model)}">{"".join(bits)}<div class="variants">{"".join(figures)}</div></div>'
-
-
-def _group(group: Sequence[StepRecord], page: _PageContext) -> str:
-    rule = page.manifest.rule
-    name = group[0].name or "step"
-    prompts = list(dict.fromkeys(str(s.prompt) for s in group if s.prompt))
-    shared = len(prompts) == 1
-    head = [
-        f'<section class="step" id="step-{escape(name)}"><h2>{escape(name)}'
-        + (f' <span class="muted">· {len(group)} models</span>' if len(group) > 1 else "")
-        + "</h2>"
-    ]
-    if shared and prompts[0] != (rule.prompt or ""):
-        head.append(
-            f'<p class="prompt"><span class="muted">prompt:</span> {escape(prompts[0])}</p>'
-        )
-    negs = list(dict.fromkeys(str(s.negative_prompt) for s in group if s.negative_prompt))
-    if len(negs) == 1 and negs[0] != (rule.negative_prompt or ""):
-        head.append(f'<p class="prompt"><span class="muted">negative:</span> {escape(negs[0])}</p>')
-    rows = [_step_row(s, page, show_prompt=not shared) for s in group]
-    return "".join(head) + "".join(rows) + "</section>"
-
-
-def _rounds(page: _PageContext) -> str:
+def _rounds(page: PageContext) -> str:
     manifest = page.manifest
     if not manifest.rounds and not manifest.previous:
         return ""
@@ -263,6 +60,7 @@ def _rounds(page: _PageContext) -> str:
             str(x)
             for x in (
                 f"version {r.version}" if r.version is not None else None,
+                f"source sha256 {r.source_sha256[:12]}…" if r.source_sha256 else None,
                 r.created_at,
                 r.status,
             )
@@ -272,6 +70,10 @@ def _rounds(page: _PageContext) -> str:
             f'<a href="{escape(page.link(target))}">{label}</a>'
             for label, target in (("page", r.page), ("sheet", r.sheet), ("manifest", r.manifest))
             if target
+        ]
+        links += [  # the round's own files, kept under rounds/N/
+            f'<a href="{escape(page.link(o))}">{escape(posixpath.basename(o))}</a>'
+            for o in r.outputs
         ]
         items.append(
             f"<li>{escape(' · '.join(fields))} {' '.join(links)} {escape(r.summary or '')}</li>"
@@ -289,6 +91,24 @@ def _rounds(page: _PageContext) -> str:
     )
 
 
+def _replaced_round_note(page: PageContext) -> str:
+    """When this round failed (all or part), where the round it replaced is kept: the
+    folder's top level holds only this round's files."""
+    manifest = page.manifest
+    if manifest.status not in ("failed", "partial") or not manifest.rounds:
+        return ""
+    r = manifest.rounds[-1]
+    what = "This version failed" if manifest.status == "failed" else "Part of this version failed"
+    sha = f", source sha256 {r.source_sha256[:12]}…" if r.source_sha256 else ""
+    where = f"round {r.round}{sha}"
+    if r.sheet:
+        where = f'<a href="{escape(page.link(r.sheet))}">{where}</a>'
+    return (
+        f'<p class="error">{what}; the files of the previous version ({where}) are kept '
+        f"under rounds/{r.round}/ (see Earlier rounds below).</p>"
+    )
+
+
 def render_page(
     manifest: Manifest,
     *,
@@ -301,7 +121,7 @@ def render_page(
     ``source_preview`` is the sink path of a picture of the source (see :func:`publish`);
     without it the source panel shows the sheet, if any. Pure: reads nothing.
     """
-    page = _PageContext(manifest, page_path)
+    page = PageContext(manifest, page_path)
     rule, source = manifest.rule, manifest.source
     rule_name = rule.name or "(no rule)"
     key = source_name(source)  # the key, never the server's path (source.uri)
@@ -365,8 +185,9 @@ def render_page(
     if manifest.sheet_error:
         failed = escape(hide_paths(manifest.sheet_error))
         top += f'<p class="error">review sheet failed: {failed}</p>'
+    top += _replaced_round_note(page)
 
-    groups = [_group(g, page) for g in _groups(manifest.steps)]
+    groups = [step_section(g, page) for g in step_groups(manifest.steps)]
     main = f'<main data-manifest="{escape(manifest_path)}">' if manifest_path else "<main>"
     trail = follows_banner(manifest, page.link)
     followed = follow_ups_section(manifest, page.link)

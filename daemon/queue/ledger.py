@@ -54,7 +54,7 @@ from daemon.queue.jobs import Jobs
 from daemon.queue.owners import Owners
 from daemon.queue.plans import ABSENT as ABSENT  # importable from here, as before
 from daemon.queue.plans import Plans
-from daemon.queue.queries import ADOPTED_NOTE, Queries
+from daemon.queue.queries import ADOPTED_NOTE, IgnoredInput, Queries
 from daemon.queue.reruns import Reruns
 from daemon.queue.rows import Candidate, JobRow, PlanRow
 from daemon.queue.schema import ADDED_COLUMNS as ADDED_COLUMNS  # importable from here, as before
@@ -343,3 +343,6 @@ class Ledger:
 
     def plan_counts(self) -> dict[str, int]:
         return self._queries.plan_counts()
+
+    def ignored(self, limit: int = 100) -> tuple[list[IgnoredInput], int]:
+        return self._queries.ignored(limit)

@@ -3,11 +3,14 @@ and the counts ``darkroom status``, ``jobs ls`` and the metrics show."""
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import dataclass
+
 from daemon.queue.rows import JobRow, PlanRow
 from daemon.queue.store import Store
 from daemon.types import PlanState
 
-__all__ = ["ADOPTED_NOTE", "Queries"]
+__all__ = ["ADOPTED_NOTE", "IgnoredInput", "Queries"]
 
 # The reason a job closed by ``adopt`` carries (another daemon committed its outputs).
 ADOPTED_NOTE = "already committed by another daemon sharing the sink"
@@ -112,3 +115,36 @@ class Queries:
                 (ADOPTED_NOTE,),
             ).fetchall()
         return {r["s"]: r["n"] for r in rows}
+
+    def ignored(self, limit: int = 100) -> tuple[list[IgnoredInput], int]:
+        """Inputs whose latest version was ignored (``seen`` rows intake wrote as ``ignored:
+        <reason>``: no rule matched, a name that cannot be a key), latest first, and how
+        many there are in all. A file ignored and then matched or replaced is not counted:
+        ``seen`` keeps one row per key."""
+        with self._store.lock:
+            db = self._store.db
+            total: int = db.execute(
+                "SELECT COUNT(*) AS n FROM seen WHERE outcome LIKE 'ignored%'"
+            ).fetchone()["n"]
+            rows = db.execute(
+                "SELECT source, key, size, outcome, at FROM seen WHERE outcome LIKE 'ignored%'"
+                " ORDER BY at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [IgnoredInput.from_row(r) for r in rows], total
+
+
+@dataclass(frozen=True)
+class IgnoredInput:
+    """One input that no rule took, with intake's reason (``darkroom match FILE`` explains)."""
+
+    source: str
+    key: str
+    size: int
+    reason: str
+    at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> IgnoredInput:
+        reason = str(row["outcome"]).removeprefix("ignored").lstrip(": ") or "ignored"
+        return cls(row["source"], row["key"], row["size"], reason, row["at"])

@@ -309,6 +309,7 @@ def cross_check(
                             Problem(
                                 item.positions.where(("steps", i, "references", j), value=True),
                                 f"references {pattern!r} matches no file",
+                                missing_file=True,
                             )
                         )
                 except ValueError as exc:

@@ -9,27 +9,33 @@ one output's name from a plan and one of its units.
 
 Values from a file (its name, folder, sidecar, metadata) enter path templates path-safe ("/"
 becomes "_" except in ``{dir}``) and glob-escaped, and the rendered path is checked again, so
-a hostile name can neither widen a glob nor leave a folder.
+a hostile name can neither widen a glob nor leave a folder: :mod:`daemon.rules.plan_files`
+finds the files, :mod:`daemon.rules.plan_paths` makes values and names paths (its names are
+importable from here too).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import random
 import time
-import unicodedata
 from collections.abc import Mapping
-from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from daemon.errors import OutputError
 from daemon.rules import templates
 from daemon.rules.match import ImageFacts
 from daemon.rules.metadata import ImageMetadata, empty_variables
-from daemon.rules.references import PathFault, RuleFiles, split_folder
-from daemon.rules.schema import SIDECAR_REFERENCES, Rule, Step
+from daemon.rules.plan_files import _Finder
+from daemon.rules.plan_paths import (
+    EXTENSIONS,
+    _key_parts,
+    _per_source_path,
+    content_id,
+    output_path,
+    path_safe,
+)
+from daemon.rules.references import RuleFiles
+from daemon.rules.schema import Rule, Step
 from daemon.rules.sidecars import Sidecar
 from daemon.types import (
     Arrival,
@@ -44,17 +50,27 @@ from daemon.types import (
 if TYPE_CHECKING:
     from daemon.rules.briefs import BriefRow
 
+# Split into plan_files (finding references, masks, watermarks) and plan_paths (path-safe
+# names, output paths, content identity); their names stay importable from here.
+__all__ = [
+    "EXTENSIONS",
+    "content_id",
+    "output_path",
+    "path_safe",
+    "plan_for",
+    "source_variables",
+]
+
 
 def source_variables(
     rule: Rule, arrival: Arrival, facts: ImageFacts | None = None, now: float | None = None
 ) -> dict[str, Any]:
     """The built-in template variables (``SOURCE_VARS``) for ``arrival`` under ``rule``."""
-    key = PurePosixPath(arrival.key)
-    parts = key.parts[:-1]
-    ext = key.suffix.lstrip(".").lower()
+    parts, name, stem, suffix = _key_parts(arrival.key)
+    ext = suffix.lstrip(".").lower()
     return {
-        "stem": key.stem,
-        "name": key.name,
+        "stem": stem,
+        "name": name,
         "ext": ext,
         "source_ext": ext,
         "dir": "/".join(parts),
@@ -316,185 +332,3 @@ class _Renderer:
 
 def _joined(errors: list[str]) -> str | None:
     return "; ".join(dict.fromkeys(errors)) or None
-
-
-def _glob_escaped(value: Any) -> Any:
-    """A value put into a glob pattern as itself: ``*``, ``?`` and ``[`` match only
-    themselves (a file named ``*.png`` must not widen ``refs/{stem}/*.png``)."""
-    if not isinstance(value, str):
-        return value
-    return "".join(f"[{c}]" if c in "*?[" else c for c in value)
-
-
-class _Finder:
-    """The files one arrival's templates name (references, mask, watermark), through the
-    :class:`RuleFiles` finder: rendered with path-safe values, then confined. Every fault is
-    collected (the plan's error) and every hash kept (the plan's content identity)."""
-
-    def __init__(
-        self,
-        rule: Rule,
-        files: RuleFiles | Mapping[str, list[ReferenceFile]] | None,
-        sidecar: Sidecar | None,
-        variables: Mapping[str, Any],
-    ):
-        self.rule = rule
-        self.files = files
-        self.sidecar_references: list[str] = list(getattr(sidecar, "references", None) or [])
-        self.listed_by = "sidecar"  # who listed sidecar_references ("brief" for a brief row)
-        self.variables = variables
-        self.errors: list[str] = []
-        self.hashes: list[str] = []
-
-    @functools.cached_property
-    def safe(self) -> dict[str, Any]:
-        """The variables as path pieces (made only for a rule that names a file)."""
-        return {k: path_safe(v, keep_slashes=k == "dir") for k, v in self.variables.items()}
-
-    def _where(self, step: Step) -> str:
-        return f"rule {self.rule.name!r} step {step.name!r}"
-
-    def _render(self, step: Step, template: str, what: str, glob: bool) -> str | None:
-        values = {k: _glob_escaped(v) for k, v in self.safe.items()} if glob else self.safe
-        try:
-            return templates.render(template, values)
-        except templates.TemplateError as exc:
-            self.errors.append(f"{self._where(step)}: {what} {template!r}: {exc}")
-            return None
-
-    def references(self, step: Step, *, brief_references: bool = False) -> list[ReferenceFile]:
-        found: list[ReferenceFile] = []
-        if isinstance(self.files, Mapping):  # resolved by the caller (static patterns)
-            found = list(self.files.get(step.name, []))
-            self.hashes += [f.sha256 for f in found]
-            return found
-        patterns = list(step.references)
-        if brief_references and self.sidecar_references and SIDECAR_REFERENCES not in patterns:
-            patterns.append(SIDECAR_REFERENCES)  # a brief row's references go to its steps
-        for pattern in patterns:
-            listed = self.sidecar_references if pattern == SIDECAR_REFERENCES else [pattern]
-            what = f"{self.listed_by} references" if pattern == SIDECAR_REFERENCES else "references"
-            for written in listed:
-                try:  # the folder is chosen before rendering: no value can pick it
-                    folder, rest = split_folder(written, self._dirs)
-                except PathFault as exc:
-                    self.errors.append(f"{self._where(step)}: {exc}")
-                    continue
-                # A sidecar's list is literal text (as a .txt sidecar is), not a template.
-                from_sidecar = pattern == SIDECAR_REFERENCES
-                rendered = rest if from_sidecar else self._render(step, rest, what, glob=True)
-                if rendered is not None:
-                    found += self._glob(step, folder, rendered, written, what)
-        self.hashes += [f.sha256 for f in found]
-        return found
-
-    @property
-    def _dirs(self) -> Mapping[str, Any]:
-        return self.files.reference_dirs if isinstance(self.files, RuleFiles) else {}
-
-    def _glob(
-        self, step: Step, folder: str | None, pattern: str, shown: str, what: str
-    ) -> list[ReferenceFile]:
-        if not isinstance(self.files, RuleFiles):
-            self.errors.append(f"{self._where(step)}: {what}: no rules folder to look in")
-            return []
-        written = shown.partition(":")[2] if folder else shown
-        try:
-            found = self.files.glob(folder, pattern, written)
-        except PathFault as exc:
-            self.errors.append(f"{self._where(step)}: {exc}")
-            return []
-        if not found:
-            shown_as = repr(pattern) if pattern == written else f"{pattern!r} (from {written!r})"
-            where = f"reference folder {folder!r}" if folder else "the rules folder"
-            self.errors.append(
-                f"{self._where(step)}: {what} {shown_as} match no file in {where}"
-                " (add the files, then drop the photo again or `darkroom reprocess`)"
-            )
-        return found
-
-    def one(self, step: Step, template: str, what: str) -> str | None:
-        """The file a mask or watermark template names for this arrival (its path), or None
-        with the fault recorded."""
-        if not isinstance(self.files, RuleFiles):
-            self.errors.append(f"{self._where(step)}: {what} {template!r}: no rules folder")
-            return None
-        try:
-            folder, rest = split_folder(template, self.files.reference_dirs)
-        except PathFault as exc:
-            self.errors.append(f"{self._where(step)}: {exc}")
-            return None
-        rendered = self._render(step, rest, what, glob=False)
-        if rendered is None:
-            return None
-        try:
-            found = self.files.one(folder, rendered, template, what)
-        except PathFault as exc:
-            self.errors.append(f"{self._where(step)}: {exc}")
-            return None
-        self.hashes.append(found.sha256)
-        return found.path
-
-    def identity(self, extra: str | None) -> str | None:
-        """The content identity's extra part: the sidecar mask's hash and every found file's
-        (unchanged for a plan that names no file, so older plans keep their identity)."""
-        if not self.hashes:
-            return extra
-        return "\0".join([extra or "", *self.hashes])
-
-
-def _per_source_path(template: str, variables: Mapping[str, Any], sha256: str) -> str:
-    used = templates.fields(template)  # only what the template names is made path-safe
-    safe = {k: path_safe(v, keep_slashes=k == "dir") for k, v in variables.items() if k in used}
-    try:
-        return templates.safe_relpath(templates.render(template, safe))
-    except OutputError:
-        # A name that cannot be a path still needs a place for its failure report.
-        return f"{variables['rule']}/_unplaceable/{sha256[:16]}/{PurePosixPath(template).name}"
-
-
-def content_id(sha256: str, sidecar: Sidecar | None, extra: str | None = None) -> str:
-    """The identity of what is processed: the image's bytes, plus its sidecar's (and mask's)
-    if any, so that editing ``photo.txt`` makes the photo new work."""
-    if sidecar is None and extra is None:
-        return sha256
-    parts = [sha256, sidecar.sha256 if sidecar else "", extra or ""]
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
-
-
-# Output format -> file extension of the written variants.
-EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-
-
-def path_safe(value: Any, *, keep_slashes: bool = False) -> Any:
-    """A variable's value as a path piece: control and invisible characters (a newline in a
-    file name) become "_", and so does "/" except in values that are paths (``dir``)."""
-    if not isinstance(value, str):
-        return value
-    out = "".join("_" if unicodedata.category(c) in ("Cc", "Cf") else c for c in value)
-    return out if keep_slashes else out.replace("/", "_").replace("\\", "_")
-
-
-def output_path(plan: Plan, unit: Unit, variant: int, seed: int, *, video: bool = False) -> str:
-    """Where variant ``variant`` (drawn with ``seed``) of ``unit`` goes in the plan's sink."""
-    ext = unit.video_format if video else EXTENSIONS[plan.format]
-    template = plan.path
-    if template.endswith((".png", ".jpg", ".jpeg", ".webp")) and video:
-        template = template.rsplit(".", 1)[0] + ".{ext}"
-    if unit.variation is None:
-        # A step without variations in a rule that has some: no empty "--" in its names.
-        for form in ("-{variation}", "_{variation}", "{variation}-", "{variation}"):
-            template = template.replace(form, "")
-    variables = {
-        **plan.vars,
-        "step": unit.name,
-        "model": unit.model,
-        "variant": variant,
-        "seed": seed,
-        "ext": ext,
-        "variation": unit.variation or "",
-    }
-    safe = {k: path_safe(v, keep_slashes=k == "dir") for k, v in variables.items()}
-    path = templates.safe_relpath(templates.render(template, safe))
-    # Placed beside a folder another input owns: its outputs follow the manifest there.
-    return plan.placed.apply(path) if plan.placed else path

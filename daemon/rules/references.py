@@ -78,7 +78,9 @@ class RuleFiles:
 
     def one(self, folder: str | None, path: str, shown: str, what: str) -> ReferenceFile:
         """The single file ``path`` (rendered) in ``folder``; PathFault when it is not a file
-        inside that folder — the same words whether it is missing or outside."""
+        inside that folder — the same words whether it is missing or outside. A mask that
+        is not there yet (inside the folder) is returned with no hash: its job is held
+        until it exists."""
         base, where = self._base(folder)
         _confined(path, shown, where, what)
         candidate = base / path
@@ -86,6 +88,10 @@ class RuleFiles:
             inside = candidate.resolve(strict=True).is_relative_to(base.resolve())
         except (OSError, RuntimeError):
             inside = False
+        if not inside and what == "mask" and _not_there_yet(candidate, base):
+            # A per-photo mask not made yet: the user can add it, so the plan keeps its
+            # path and the job is held until it exists (daemon.execution.missing_files).
+            return ReferenceFile(path=str(candidate), sha256="")
         if not inside or not candidate.is_file():
             raise PathFault(f"{what} {_shown(path, shown)} is not a file in {where}")
         return self._file(candidate)
@@ -93,6 +99,17 @@ class RuleFiles:
     def _file(self, path: Path) -> ReferenceFile:
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if self.hashed else ""
         return ReferenceFile(path=str(path), sha256=digest)
+
+
+def _not_there_yet(candidate: Path, base: Path) -> bool:
+    """Whether ``candidate`` simply does not exist yet, at a place inside ``base``: no
+    symlink on the way (dangling or not) leads out of it. Anything else, it is refused."""
+    try:
+        if candidate.exists() or candidate.is_symlink():
+            return False
+        return candidate.resolve().is_relative_to(base.resolve())
+    except (OSError, RuntimeError):
+        return False
 
 
 def _shown(rendered: str, written: str) -> str:
@@ -150,3 +167,25 @@ def reference_files(
     name is known only once a file's variables are."""
     del rule  # every rule shares the folders; kept so callers need not change
     return RuleFiles(rules_dir, dict(reference_dirs), hashed=hashed)
+
+
+def unmatched_references(
+    rule: Rule, rules_dir: Path, reference_dirs: Mapping[str, Path]
+) -> list[tuple[int, int, str]]:
+    """The reference patterns of ``rule`` that match no file yet, as (step index, pattern
+    index, pattern): a folder not made or not mounted yet, files not copied yet. The user can
+    fix that, so the daemon sets the rule aside until they match. A pattern that could never
+    match (an unknown ``NAME:``, a path leaving its folder) is not listed: that is a mistake
+    in the rule, which :func:`daemon.rules.load.cross_check` reports."""
+    unmatched = []
+    for i, step in enumerate(rule.steps):
+        for j, pattern in enumerate(step.references):
+            if pattern == "sidecar":  # known per file
+                continue
+            try:
+                found = resolve_references([pattern], rules_dir, reference_dirs)
+            except ValueError:
+                continue
+            if not found:
+                unmatched.append((i, j, pattern))
+    return unmatched

@@ -11,6 +11,7 @@ template, so a file name or a caption holding ``{stem}`` stays ``{stem}``.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
@@ -29,15 +30,23 @@ class TemplateError(ValueError):
 
 def fields(template: str) -> list[str]:
     """The variable names used by ``template``; raises TemplateError if malformed."""
-    names = []
+    return [name for _literal, name in _parsed(template) if name is not None]
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(template: str) -> tuple[tuple[str, str | None], ...]:
+    """``template`` as (literal text, variable name or None) pieces, checked once: a burst
+    renders the same few templates for every file."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise TemplateError(
             f"malformed template {template!r}: {exc} (write {{{{ or }}}} for a literal brace)"
         ) from None
-    for _literal, name, spec, conversion in parsed:
+    pieces: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in parsed:
         if name is None:
+            pieces.append((literal, None))
             continue
         if not (_NAME.match(name) or _META.match(name)):
             raise TemplateError(
@@ -50,13 +59,13 @@ def fields(template: str) -> list[str]:
             )
         if spec:
             raise TemplateError(f"{{{name}:{spec}}} is not allowed: format specs are not supported")
-        names.append(name)
-    return names
+        pieces.append((literal, name))
+    return tuple(pieces)
 
 
 def check(template: str, available: Iterable[str]) -> None:
     """Raise TemplateError naming the first variable that ``available`` does not provide."""
-    known = set(available)
+    known = available if isinstance(available, Mapping | set | frozenset) else set(available)
     for name in fields(template):
         if name not in known:
             raise TemplateError(
@@ -67,7 +76,7 @@ def check(template: str, available: Iterable[str]) -> None:
 def render(template: str, variables: Mapping[str, object]) -> str:
     check(template, variables)
     out = []
-    for literal, name, _spec, _conv in string.Formatter().parse(template):
+    for literal, name in _parsed(template):
         out.append(literal)
         if name is not None:
             out.append(str(variables[name]))
@@ -84,6 +93,9 @@ def safe_relpath(path: str) -> str:
     and components longer than a filesystem allows. Unicode is NFC-normalised so that
     the same name typed on macOS and Linux lands in the same place.
     """
+    if path.isascii() and path.isprintable():  # the common case: nothing to fold or refuse
+        path = path.replace("\\", "/")
+        return _checked_parts(path, path.split("/"))
     if "\x00" in path or any(unicodedata.category(c) in ("Cc", "Cf") for c in path):
         # Cf covers bidi overrides and zero-width characters that make names lie.
         raise OutputError(
@@ -91,9 +103,15 @@ def safe_relpath(path: str) -> str:
         )
     # NFKC folds look-alikes such as the fullwidth solidus into the real "/" before checking.
     path = unicodedata.normalize("NFKC", path.replace("\\", "/"))
+    return _checked_parts(path, PurePosixPath(path).parts)
+
+
+def _checked_parts(path: str, pieces: Iterable[str]) -> str:
+    """``path``'s pieces without empty and ``.`` ones, joined; OutputError for ``..``, an
+    absolute or empty path, or a piece longer than a file name may be."""
     if path.startswith("/"):
         raise OutputError(f"output path {path!r} is absolute; paths are relative to the sink root")
-    parts = [p for p in PurePosixPath(path).parts if p not in ("", ".")]
+    parts = [p for p in pieces if p not in ("", ".")]
     if not parts:
         raise OutputError(f"output path {path!r} is empty")
     for part in parts:

@@ -13,9 +13,11 @@ the runner and the worker pool.
 Each concern the root wires lives in its own module: :mod:`~daemon.service.checks` (config
 cross-checks, sources and sinks), :mod:`~daemon.service.hooks_wiring` (webhooks, decision
 announcing), :mod:`~daemon.service.worker_start` (pool, worker start, preloads),
-:mod:`~daemon.service.periodic` (scheduler jobs), :mod:`~daemon.service.reload` (SIGHUP and
-rules-folder reloads), :mod:`~daemon.service.metrics_wiring` (the /metrics server) and
-:mod:`~daemon.service.status` (STATUS line, held report).
+:mod:`~daemon.service.runner_wiring` (runner, C2PA signer, decoder),
+:mod:`~daemon.service.state_open` (ledger, crash leftovers), :mod:`~daemon.service.periodic`
+(scheduler jobs), :mod:`~daemon.service.reload` (SIGHUP and rules-folder reloads),
+:mod:`~daemon.service.metrics_wiring` (the /metrics server), :mod:`~daemon.service.status`
+(STATUS line, held report) and :mod:`~daemon.service.shutdown` (the bounded stop).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import datetime
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +33,16 @@ import structlog
 from daemon.config.profiles import resolve_profiles
 from daemon.config.settings import Settings
 from daemon.errors import ConfigError
-from daemon.execution.decoder import ProcessDecoder
 from daemon.execution.runner import Runner
 from daemon.hooks import HookChain
 from daemon.intake.intake import Intake
 from daemon.intake.settlement import Settlement
-from daemon.outputs import imaging
-from daemon.outputs.c2pa import ContentCredentials
 from daemon.queue.ledger import Ledger
 from daemon.review.log import DecisionLog
 from daemon.review.server import ReviewServer
 from daemon.review.triggers import DecisionTriggers, FollowUps
 from daemon.rules.load import load_rules
-from daemon.service import periodic
+from daemon.service import periodic, shutdown
 from daemon.service import reload as reloading
 from daemon.service.checks import build_sinks, build_sources, config_problems
 from daemon.service.health import PartHealth, PartState
@@ -53,7 +51,10 @@ from daemon.service.metrics import Metrics, Readiness
 from daemon.service.metrics_wiring import build_metrics_server, start_metrics_server
 from daemon.service.notify import Heartbeats, Notifier, Watchdog
 from daemon.service.probes import build_probes
+from daemon.service.runner_wiring import build_runner, content_credentials, start_decoder
+from daemon.service.shutdown import STOP_GRACE, start_thread
 from daemon.service.state_lock import StateLock
+from daemon.service.state_open import open_ledger, remove_temp_files, requeue_interrupted
 from daemon.service.status import held_report, status_line
 from daemon.service.webhooks import WebhookSender
 from daemon.service.worker_start import WorkerStart, build_pool
@@ -64,21 +65,6 @@ from daemon.sources.decided import DecidedOutputs
 __all__ = ["STOP_GRACE", "App", "build_sinks", "build_sources", "config_problems"]
 
 log = structlog.get_logger("darkroom.app")
-
-
-# Seconds beyond worker.stop_timeout that stopping may take: workers, sources, webhooks.
-STOP_GRACE = 5.0
-
-
-def _left(deadline: float, floor: float = 0.0) -> float:
-    """Seconds until ``deadline`` (monotonic), at least ``floor``."""
-    return max(floor, deadline - time.monotonic())
-
-
-def _start_thread(target: Callable[[], None], name: str) -> threading.Thread:
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    return thread
 
 
 class App:
@@ -94,10 +80,14 @@ class App:
         self.settings = settings
         self.config_path: Path | None = None  # set by the CLI, for SIGHUP reloads
         self.profiles = resolve_profiles(settings)
-        self.rules = load_rules(settings.rules_dir)
-        problems = config_problems(settings, self.rules, self.profiles)
-        if problems:
-            raise ConfigError(problems)
+        # A rule whose reference files do not exist yet waits (accepted once they do);
+        # any other problem refuses the start (daemon.service.reload.admit).
+        self.rules_read = reloading.rules_snapshot(settings.rules_dir)  # the watcher's baseline
+        self.rules, self.waiting_rules = reloading.admit(
+            settings, load_rules(settings.rules_dir), self.profiles
+        )
+        for waiting in self.waiting_rules.values():
+            reloading.log_waiting(waiting)
         self.any_source = any_source
         self.lock = StateLock(settings.state_dir)
         self.sources = build_sources(settings) if sources is None else sources
@@ -151,14 +141,14 @@ class App:
         self.runner: Runner | None = None
         self.worker_start: WorkerStart | None = None  # made at start, run after READY
         self._last_status = 0.0
-        self._threads: list[threading.Thread] = []
+        self.threads: list[threading.Thread] = []  # the runner's: joined when stopping
 
     def start(self) -> None:
         """State lock -> credentials -> metrics -> ledger -> runner -> intake -> sources ->
         READY; the worker starts after READY, on the runner's thread."""
         self.lock.acquire()
         try:
-            self.credentials = self._content_credentials()
+            self.credentials = content_credentials(self.settings)
         except BaseException:
             self.lock.release()
             raise
@@ -190,7 +180,7 @@ class App:
             profiles=lambda: self.profiles,
             on_progress=self._publish_status,
         )
-        self._threads.append(_start_thread(self.worker_start.run, "darkroom-runner"))
+        self.threads.append(start_thread(self.worker_start.run, "darkroom-runner"))
         for source in self.sources.values():
             source.start(self.intake.emit, self.intake.known_for(source.name))
         self.readiness.mark("sources", True)
@@ -211,18 +201,8 @@ class App:
     def _open_state(self) -> Ledger:
         """The ledger, a crash's leftovers cleaned, the decision log (and the review server
         that writes it), and running work queued again."""
-        self.ledger = Ledger(
-            self.settings.state_dir / "ledger.sqlite",
-            max_attempts=self.settings.jobs.max_attempts,
-            retry_backoff=self.settings.jobs.retry_backoff,
-            hold_backoff=self.settings.jobs.hold_backoff,
-            hold_backoff_max=self.settings.jobs.hold_backoff_max,
-        )
-        for sink in self.sinks.values():
-            if removed := sink.cleanup_temp():
-                log.info(
-                    "removed temp files left by an earlier crash", sink=sink.name, files=removed
-                )
+        self.ledger = open_ledger(self.settings)
+        remove_temp_files(self.sinks)
         self.decisions = DecisionLog(self.settings.state_dir / "ledger.sqlite")
         self.announcer = DecisionAnnouncer(self.decisions, self.sinks, self.hooks)
         if self.settings.review.enabled and not self.any_source:
@@ -230,11 +210,7 @@ class App:
                 self.sinks, self.settings.review, on_decided=self.announcer.record
             )
             self.review_server.start()
-        requeued = self.ledger.recover()
-        if requeued:
-            log.warning(
-                "work that was running when the daemon stopped is queued again", jobs=requeued
-            )
+        requeue_interrupted(self.ledger)
         return self.ledger
 
     def _build_runner(self, ledger: Ledger) -> Runner:
@@ -243,28 +219,18 @@ class App:
             self.sources, lambda pid: ledger.plan(pid).state, ledger.plan_states
         )
         self.hooks.add(self.settlement)
-        self.runner = Runner(
+        self.runner = build_runner(
+            self.settings,
             ledger,
             self.sources,
             self.sinks,
             self.pool,
             self.profiles,
-            self.settings.worker.device,
             hooks=self.hooks,
             tick=lambda: self.beats.beat("runner"),
-            ping_interval=self.settings.worker.ping_interval,
-            max_batch=self.settings.worker.max_batch,
-            max_wait_ms=self.settings.worker.max_wait_ms,
-            priorities=self.settings.worker.priorities,
             credentials=self.credentials,
         )
-        # Sources are decoded in child processes and come back reduced to what the plans
-        # need: the main process stays small whatever arrives. The decode limit is one
-        # number in every process that decodes (issue 15).
-        imaging.set_max_pixels(self.settings.limits.max_pixels)
-        self.decoder = ProcessDecoder(self.settings.limits.max_pixels)
-        self.runner.source_cache.decoder = self.decoder
-        self.decoder.warm()
+        self.decoder = start_decoder(self.settings, self.runner)
         # Per plan, errors logged and backed off: no single plan can keep the daemon down.
         self.runner.finalize_ended()
         return self.runner
@@ -299,23 +265,22 @@ class App:
             health=self.health,
             announce_decisions=self.announcer.announce,
             any_source=self.any_source,
+            # Jobs held for a missing mask resume as soon as it is there.
+            missing_files=self.runner.preparer.missing if self.runner else None,
+            wake=self.runner.wake.set if self.runner else lambda: None,
         )
         if self.settings.rules_reload_interval > 0 and not self.any_source:
             threading.Thread(
                 target=lambda: reloading.watch_rules(
-                    lambda: self.settings, self.stopped, self.reload_rules
+                    lambda: self.settings,
+                    self.stopped,
+                    self.reload_rules,
+                    found=lambda: reloading.waiting_found(self),
+                    baseline=self.rules_read,
                 ),
                 name="darkroom-rules",
                 daemon=True,
             ).start()
-
-    def _content_credentials(self) -> ContentCredentials | None:
-        """The C2PA signer of ``outputs.c2pa``, proven to sign before READY (a wrong key or
-        an expired certificate stops the start with the file and the fix)."""
-        c = self.settings.outputs.c2pa
-        if c is None:
-            return None
-        return ContentCredentials.load(c.cert, c.key, c.alg, c.timestamp_url)
 
     # -- health and status -----------------------------------------------------------
 
@@ -342,6 +307,9 @@ class App:
             worker_step=self.worker_start.step if self.worker_start else None,
             failing=self.health.failing(),
             last_error=(self.runner.last_error if self.runner else None) or self.rules_error,
+            waiting_rules=[
+                f"{w.name} for {', '.join(w.waits_for)}" for w in self.waiting_rules.values()
+            ],
         )
 
     def started_parts(self) -> tuple[Ledger, Runner]:
@@ -382,52 +350,6 @@ class App:
         """Stop intake, let the running job finish until the deadline, keep the rest queued.
 
         Bounded: the process ends within ``worker.stop_timeout`` + ``STOP_GRACE`` s whatever
-        its sources, sinks and webhook receivers do. Sources stop on their own threads while
-        the running job drains (an S3 receiver stuck on a dead endpoint costs no extra
-        time), and every later step gets what is left of the grace.
+        its sources, sinks and webhook receivers do (see :mod:`daemon.service.shutdown`).
         """
-        log.info("stopping: no new work is taken")
-        started = time.monotonic()
-        job_deadline = started + self.settings.worker.stop_timeout
-        final_deadline = job_deadline + STOP_GRACE
-        self.notifier.stopping("draining: finishing the running job")
-        self.readiness.set_phase("stopping")
-        self.watchdog.stop()
-        ledger, runner = self.started_parts()
-        if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)  # its jobs run on daemon threads
-        source_stops = [
-            _start_thread(source.stop, f"darkroom-stop:{name}")
-            for name, source in self.sources.items()
-        ]
-        self.intake.stop(timeout=_left(job_deadline, floor=0.5))
-        runner.stopping.set()
-        runner.wake.set()
-        for thread in self._threads:
-            thread.join(_left(job_deadline))
-        if any(t.is_alive() for t in self._threads):
-            log.warning(
-                "running job did not finish in time; it stays queued",
-                timeout=self.settings.worker.stop_timeout,
-            )
-        self.pool.stop(timeout=_left(final_deadline, floor=0.5))
-        self.decoder.close()
-        for thread in self._threads:
-            thread.join(_left(final_deadline, floor=0.5))
-        for name, thread in zip(self.sources, source_stops, strict=True):
-            thread.join(_left(final_deadline, floor=0.1))
-            if thread.is_alive():
-                log.warning("source did not stop in time; left behind", source=name)
-        if self.webhooks is not None:
-            self.webhooks.stop(timeout=_left(final_deadline, floor=0.5))
-        if self.review_server is not None:
-            self.review_server.stop()
-        if self.decisions is not None:
-            self.decisions.close()
-        ledger.close()
-        if self.metrics_server is not None:
-            self.metrics_server.stop()
-        self.lock.release()
-        self.stopped.set()
-        self.notifier.close()
-        log.info("stopped", seconds=round(time.monotonic() - started, 2))
+        shutdown.stop(self)

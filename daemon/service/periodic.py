@@ -1,5 +1,6 @@
 """The daemon's periodic work on its scheduler: maintenance, source and sink checks, the
-source-lag gauge, announcing decisions, the daily digest and the sources' own tasks.
+source-lag gauge, announcing decisions, the daily digest, resuming jobs held for a file that
+has come, and the sources' own tasks.
 
 One scheduler per daemon, never a shared job store (APScheduler 3). Jobs read the settings
 through a getter when they run: a reload may change ``maintenance.retention_days``, and the
@@ -16,13 +17,25 @@ from typing import Any
 import structlog
 
 from daemon.config.settings import Settings
+from daemon.execution.missing_files import MissingFiles, newer_plan_exists
 from daemon.queue.ledger import Ledger
 from daemon.service.health import PartHealth, write_report
 from daemon.service.metrics import Metrics
 from daemon.sinks.base import Sink
 from daemon.sources.base import Source
+from daemon.types import JobState
 
-__all__ = ["check_parts", "daily_digest", "run_maintenance", "start_scheduler", "update_source_lag"]
+__all__ = [
+    "check_parts",
+    "daily_digest",
+    "resume_found_files",
+    "run_maintenance",
+    "start_scheduler",
+    "update_source_lag",
+]
+
+# Seconds between looks for the files held jobs wait for (a stat each: cheap).
+FOUND_FILES_INTERVAL = 2.0
 
 log = structlog.get_logger("darkroom.app")  # the composition root's logger, as before the split
 
@@ -61,6 +74,28 @@ def update_source_lag(ledger: Ledger, sources: dict[str, Source], metrics: Metri
         metrics.set_source_lag(name, now - oldest[name] if name in oldest else 0.0)
 
 
+def resume_found_files(ledger: Ledger, missing: MissingFiles, wake: Callable[[], None]) -> None:
+    """Queue again, at once, the held jobs whose missing file (a mask) is there now, or
+    whose plan the file's arrival replaced; the rest keep waiting (and their backoff)."""
+    if not len(missing):
+        return
+    missing.forget_unless(lambda job_id: _is_held(ledger, job_id))
+    found = missing.found(lambda m: newer_plan_exists(ledger, m))
+    if not found:
+        return
+    queued = ledger.retry(found)  # held jobs named here are queued at once
+    if queued:
+        log.info("held jobs resume: the file they waited for is there now", jobs=len(queued))
+        wake()
+
+
+def _is_held(ledger: Ledger, job_id: str) -> bool:
+    try:
+        return ledger.job(job_id).state == JobState.HELD
+    except KeyError:  # pruned
+        return False
+
+
 def daily_digest(sinks: dict[str, Sink], day: datetime.date | None = None) -> list[str]:
     """Yesterday's (or ``day``'s) index sheets, one per rule, in every sink."""
     from daemon.outputs.digest import build_digest
@@ -86,9 +121,12 @@ def start_scheduler(
     health: PartHealth,
     announce_decisions: Callable[[], None],
     any_source: bool,
+    missing_files: MissingFiles | None = None,
+    wake: Callable[[], None] = lambda: None,
 ) -> Any:
     """One scheduler per daemon (never a shared job store): sources' periodic work,
-    maintenance, the daily digest and the source-lag gauge. Returns it started."""
+    maintenance, the daily digest, the source-lag gauge and, with ``missing_files``, the
+    look for files held jobs wait for (``wake`` wakes the runner). Returns it started."""
     from daemon.service.scheduling import build_scheduler
 
     current = settings()
@@ -131,6 +169,16 @@ def start_scheduler(
             max_instances=1,
             coalesce=True,
             next_run_time=_now(),
+        )
+    if missing_files is not None:
+        scheduler.add_job(
+            resume_found_files,
+            "interval",
+            args=(ledger, missing_files, wake),
+            seconds=FOUND_FILES_INTERVAL,
+            id="found-files",
+            max_instances=1,
+            coalesce=True,
         )
     if current.digest.enabled and not any_source:
         hour, minute = map(int, current.digest.at.split(":"))

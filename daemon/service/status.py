@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from daemon.queue.ledger import Ledger
@@ -29,9 +30,11 @@ def status_line(
     worker_step: str | None,
     failing: list[PartState],
     last_error: str | None,
+    waiting_rules: Sequence[str] = (),
 ) -> str:
     """Queue, running, failed and held counts; what the worker is doing while it gets ready;
-    the first failing source or sink; the last error."""
+    the first failing source or sink; the rules set aside until files they name exist; the
+    last error."""
     depth = counts.get("queued", 0) + counts.get("waiting", 0)
     text = f"queue {depth}, running {counts.get('running', 0)}, failed {counts.get('failed', 0)}"
     if held := counts.get("held", 0):
@@ -46,4 +49,6 @@ def status_line(
             f"; FAILING {first.part} since {since}: {(first.error or '')[:200]}"
             f" ({more}see darkroom status)"
         )
+    if waiting_rules:
+        text += f"; WAITING rules {', '.join(waiting_rules)[:200]} (accepted once they exist)"
     return f"{text}; last error: {last_error[:200]}" if last_error else text

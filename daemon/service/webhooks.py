@@ -43,19 +43,14 @@ The event (one JSON object)::
 
 from __future__ import annotations
 
-import base64
-import binascii
 import collections
 import contextlib
 import datetime
 import email.utils
-import hashlib
 import heapq
-import hmac
 import itertools
 import json
 import random
-import secrets
 import threading
 import time
 import uuid
@@ -67,15 +62,29 @@ import httpx
 import structlog
 
 from daemon import __version__
-from daemon.outputs.manifest import Manifest
-from daemon.review.log import DecisionRow
+from daemon.service.webhook_events import event_from_decision, event_from_manifest, now_iso
+from daemon.service.webhook_signing import (
+    LEGACY_SIGNATURE_HEADER,
+    SECRET_PREFIX,
+    new_secret,
+    secret_key,
+    sign,
+    sign_legacy,
+    signature_headers,
+    verify,
+    verify_legacy,
+)
 
 log = structlog.get_logger("darkroom.webhooks")
 
+# Signing (webhook_signing) and events (webhook_events) live beside this module; their
+# names are re-exported here, where callers and docs have always imported them from.
 __all__ = [
     "LEGACY_SIGNATURE_HEADER",
     "SECRET_PREFIX",
+    "OnFailure",
     "WebhookSender",
+    "event_from_decision",
     "event_from_manifest",
     "new_secret",
     "redact_url",
@@ -87,152 +96,9 @@ __all__ = [
     "verify_legacy",
 ]
 
-SECRET_PREFIX = "whsec_"
-ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER = (
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-)
-LEGACY_SIGNATURE_HEADER = "X-Darkroom-Signature"
 RETRY_STATUS = frozenset({408, 425, 429})
-EVENT_TYPES = ("source.done", "source.failed")
 
 OnFailure = Callable[[Mapping[str, Any], str, str], None]
-
-
-def new_secret() -> str:
-    """A fresh ``whsec_`` secret (32 random bytes), the form Standard Webhooks verifiers take."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def secret_key(secret: str | bytes) -> bytes:
-    """The HMAC key of ``secret``: a ``whsec_<base64>`` secret decoded, any other secret's
-    UTF-8 bytes (secrets made before Standard Webhooks), bytes as they are.
-
-    Raises ValueError for a ``whsec_`` secret that is not base64 or decodes to nothing."""
-    if isinstance(secret, bytes):
-        return secret
-    if not secret.startswith(SECRET_PREFIX):
-        return secret.encode()
-    encoded = secret[len(SECRET_PREFIX) :]
-    try:
-        # Verifiers accept unpadded base64 too; extra padding is ignored.
-        key = base64.b64decode(encoded + "==", validate=False)
-        if base64.b64encode(key).rstrip(b"=") != encoded.encode("ascii").rstrip(b"="):
-            raise ValueError("not canonical base64")
-    except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise ValueError(
-            "the webhook secret starts with 'whsec_' but the rest is not base64; "
-            'make a new one with: python3 -c "from daemon.service.webhooks import new_secret; '
-            'print(new_secret())"'
-        ) from None
-    if not key:
-        raise ValueError("the webhook secret 'whsec_' is empty; set DARKROOM_WEBHOOKS__SECRET")
-    return key
-
-
-def sign(secret: str | bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` value (``v1,<base64>``) of ``body`` sent as message
-    ``msg_id`` at ``timestamp`` (unix seconds)."""
-    signed = f"{msg_id}.{int(timestamp)}.".encode() + body
-    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-def signature_headers(
-    secret: str | bytes | None, msg_id: str, timestamp: int, body: bytes
-) -> dict[str, str]:
-    """The Standard Webhooks headers for one attempt (no signature without a secret)."""
-    headers = {ID_HEADER: msg_id, TIMESTAMP_HEADER: str(int(timestamp))}
-    if secret is not None:
-        headers[SIGNATURE_HEADER] = sign(secret, msg_id, timestamp, body)
-    return headers
-
-
-def verify(
-    secret: str | bytes,
-    headers: Mapping[str, str],
-    body: bytes | str,
-    tolerance: float = 300,
-    now: float | None = None,
-) -> bool:
-    """True if ``headers`` (the request's, any case) carry a Standard Webhooks signature of
-    ``body`` (the raw request bytes) by ``secret``, timestamped within ``tolerance`` seconds
-    of ``now``. Anything malformed (missing or non-ASCII headers, bad base64, several
-    signatures of which none match) is False, never an exception."""
-    try:
-        lowered = {str(k).lower(): v for k, v in headers.items()}
-        msg_id = lowered.get(ID_HEADER)
-        stamp = lowered.get(TIMESTAMP_HEADER)
-        signatures = lowered.get(SIGNATURE_HEADER)
-        if not (
-            isinstance(msg_id, str)
-            and isinstance(stamp, str)
-            and isinstance(signatures, str)
-            and msg_id.isascii()
-            and stamp.isascii()
-            and stamp.isdigit()
-            and len(stamp) <= 12  # a float minus a 400-digit int overflows
-            and signatures.isascii()
-        ):
-            return False
-        timestamp = int(stamp)
-        if abs((time.time() if now is None else now) - timestamp) > tolerance:
-            return False
-        raw = body.encode() if isinstance(body, str) else body
-        expected = base64.b64decode(sign(secret, msg_id, timestamp, raw).partition(",")[2])
-        for candidate in signatures.split():
-            version, _, value = candidate.partition(",")
-            if version != "v1" or not value:
-                continue
-            try:
-                given = base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                continue
-            if hmac.compare_digest(expected, given):
-                return True
-        return False
-    except ValueError:  # a whsec_ secret that is not base64
-        return False
-
-
-def sign_legacy(secret: str | bytes, body: bytes, timestamp: int) -> str:
-    """The X-Darkroom-Signature value (``t=<t>,v1=<hex>``) of ``body`` sent at ``timestamp``.
-    Deprecated: sent only with ``webhooks.legacy_signature``; the key is the secret's bytes."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    digest = hmac.new(key, str(int(timestamp)).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"t={int(timestamp)},v1={digest}"
-
-
-def verify_legacy(
-    secret: str | bytes,
-    header: str | None,
-    body: bytes | str,
-    tolerance: float = 300,
-    now: float | None = None,
-) -> bool:
-    """True if ``header`` (X-Darkroom-Signature) signs ``body`` with ``secret`` and its
-    timestamp is within ``tolerance`` seconds of ``now``. Malformed headers are False."""
-    if not isinstance(header, str) or not header.isascii():
-        return False
-    if isinstance(body, str):
-        body = body.encode()
-    timestamp: int | None = None
-    candidates: list[str] = []
-    for part in header.split(","):
-        name, _, value = part.strip().partition("=")
-        if name == "t":
-            if not value.isdigit() or len(value) > 12:  # see verify()
-                return False
-            timestamp = int(value)
-        elif name == "v1":
-            candidates.append(value)
-    if timestamp is None or not candidates:
-        return False
-    if abs((time.time() if now is None else now) - timestamp) > tolerance:
-        return False
-    expected = sign_legacy(secret, body, timestamp).partition("v1=")[2]
-    return any(hmac.compare_digest(expected, c) for c in candidates)
 
 
 def redact_url(url: str) -> str:
@@ -243,67 +109,6 @@ def redact_url(url: str) -> str:
         return str(parsed.copy_with(userinfo=b"", query=None, fragment=None))
     except Exception:  # noqa: BLE001 - a URL httpx cannot parse is not logged at all
         return "<unparsable URL>"
-
-
-def event_from_manifest(
-    manifest: Manifest,
-    *,
-    manifest_url: str,
-    sheet_url: str | None = None,
-    page_url: str | None = None,
-    output_url: Callable[[str], str] = str,
-) -> dict[str, Any]:
-    """The webhook event for a committed manifest.
-
-    Locations are whatever the sink calls them (``sink.location(path)``): file paths or
-    ``s3://`` URLs. ``partial`` (some steps failed) is sent as ``source.failed`` with
-    ``status: partial``."""
-    status = manifest.status or "failed"
-    source = manifest.source
-    return {
-        "type": "source.done" if status == "done" else "source.failed",
-        "id": str(uuid.uuid4()),
-        "created_at": _now_iso(),
-        "source": {"source": source.source, "key": source.key, "sha256": source.sha256},
-        "rule": manifest.rule.name,
-        "status": status,
-        "outputs": [output_url(str(o.path)) for o in manifest.written()],
-        "manifest": manifest_url,
-        "sheet": sheet_url,
-        "page": page_url,
-    }
-
-
-def event_from_decision(
-    decision: DecisionRow,
-    *,
-    output_url: str,
-    manifest_url: str,
-    page_url: str,
-    approved_url: str | None = None,
-) -> dict[str, Any]:
-    """The webhook event for a reviewer's decision: ``variant.approved``, ``.rejected``,
-    ``.starred``, ``.unstarred`` or ``.noted``. Its id is the decision's, so a redelivery
-    after a restart is recognisable as the same message."""
-    return {
-        "type": decision.action.event,
-        "id": f"decision-{decision.id}-{decision.at}",
-        "created_at": decision.at,
-        "source": {"key": decision.source_key},
-        "rule": decision.rule,
-        "output": output_url,
-        "decision": decision.decision,
-        "starred": decision.starred,
-        "note": decision.note,
-        "by": decision.by,
-        "approved_copy": approved_url,
-        "manifest": manifest_url,
-        "page": page_url,
-    }
-
-
-def _now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -407,7 +212,7 @@ class WebhookSender:
         try:
             event = dict(event)
             event.setdefault("id", str(uuid.uuid4()))
-            event.setdefault("created_at", _now_iso())
+            event.setdefault("created_at", now_iso())
             body = json.dumps(event, separators=(",", ":"), default=str).encode()
         except Exception as exc:  # noqa: BLE001
             log.error("webhook event cannot be encoded; not sent", reason=str(exc))

@@ -84,9 +84,11 @@ class Source(abc.ABC):
         """Work for the app's scheduler; none by default."""
         return []
 
-    def move(self, key: str, target: str) -> bool:
+    def move(self, key: str, target: str, *, sha256: str | None = None) -> bool:
         """Move ``key`` to ``target`` (a key in the same source) after success. Returns False
-        when this source cannot move; raises InputError when it can but the move failed."""
+        when this source cannot move; raises InputError when it can but the move failed.
+        With ``sha256`` only those bytes are moved: InputChanged when a newer version is at
+        ``key`` (it stays, and is processed on its own)."""
         return False
 
     def quarantine(self, key: str, record: dict[str, Any], folder: str | None) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from daemon.config.settings import load_settings
 from daemon.service.app import App
 from tests import waiting
+from tests.reliability.conftest import LedgerView
 
 
 class Harness:
@@ -63,14 +63,21 @@ class Harness:
     def manifest(self, rule: str, stem: str, timeout: float = 20, where: str | None = None) -> dict:
         # The default folder is {rule}/{dir}/{stem}.{source_ext}; rules here may set {rule}/{stem}.
         path = self.out / (where or f"{rule}/{stem}/manifest.json")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def written() -> Path | None:
             found = [path] if path.exists() or where else []
             found += sorted(self.out.glob(f"{rule}/**/{stem}.*/manifest.json"))
-            if found and found[0].exists():
-                return json.loads(found[0].read_text())
-            time.sleep(0.05)
-        raise AssertionError(f"no manifest at {path} after {timeout} s")
+            return found[0] if found and found[0].exists() else None
+
+        at = waiting.eventually(written, timeout)
+        if not isinstance(at, Path):
+            raise AssertionError(f"no manifest at {path} after {timeout * waiting.PATIENCE} s")
+        return json.loads(at.read_text())
+
+    @property
+    def ledger(self) -> LedgerView:
+        """The ledger, read-only: whether and how the daemon decided on an input."""
+        return LedgerView(self.root / "state")
 
     def wait(
         self, predicate: Callable[[], object], timeout: float = 20, what: str = "condition"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -73,7 +72,8 @@ def test_json_sidecar_vars_seed_and_steps(harness):
     assert m["steps"][0]["prompt"] == "oak chair in a loft"
     assert m["steps"][0]["seeds"] == [40, 41]
     assert m["steps"][0]["outputs"][0]["params"]["steps"] == 3
-    time.sleep(0.6)
+    harness.wait(lambda: harness.ledger.seen("lonely.png"), what="lonely.png to be decided on")
+    assert harness.ledger.plans("lonely.png") == []
     assert not (harness.out / "r" / "lonely").exists()
 
 
@@ -231,7 +231,11 @@ def test_match_conditions_priority_and_stop(harness):
     make_image(harness.drop / "wide.jpg", (64, 40))
     harness.manifest("portrait", "tall")
     harness.manifest("any", "wide")
-    time.sleep(0.8)
+    for key in ("tall.png", "wide.png", "wide.jpg"):
+        harness.wait(lambda key=key: harness.ledger.seen(key), what=f"{key} to be decided on")
+    assert [p["rule"] for p in harness.ledger.plans("tall.png")] == ["portrait"]
+    assert [p["rule"] for p in harness.ledger.plans("wide.png")] == ["any"]
+    assert harness.ledger.plans("wide.jpg") == []
     assert not (harness.out / "any" / "tall").exists()  # portrait stopped the search
     assert not (harness.out / "portrait" / "wide").exists()
     assert len(list((harness.out / "any").iterdir())) == 1  # wide.jpg is jpeg, not png
@@ -254,7 +258,11 @@ def test_on_success_move_puts_the_source_in_processed(harness):
         lambda: (harness.drop / ".processed" / "shoot" / "a.png").exists(), what="the move"
     )
     assert not (harness.drop / "shoot" / "a.png").exists()
-    time.sleep(0.6)
+    # A file that arrives after the move is decided on after anything the move could cause.
+    make_image(harness.drop / "shoot" / "later.png")
+    harness.wait(lambda: harness.ledger.seen("shoot/later.png"), what="a later file")
+    keys = [row["key"] for row in harness.ledger.rows("SELECT key FROM seen")]
+    assert sorted(keys) == ["shoot/a.png", "shoot/later.png"]  # not again from .processed
     assert len(list((harness.out / "r").iterdir())) == 1  # not processed again from .processed
 
 

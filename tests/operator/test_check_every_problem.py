@@ -5,38 +5,14 @@ apart. Runs the real CLI as a subprocess."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.operator.conftest import darkroom
 
 pytestmark = pytest.mark.slow
-
-
-def darkroom(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The CLI as a user runs it, offline, with only the environment given (plus ``env``)."""
-    base = {
-        "HF_HUB_OFFLINE": "1",
-        "HF_HOME": str(cwd / "hf"),
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(cwd),
-        "PYTHONPATH": str(REPO),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**base, **(env or {})},
-        timeout=300,
-    )
 
 
 def write(root: Path, files: dict[str, str]) -> None:

@@ -7,33 +7,16 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, make_image
+from tests.conftest import make_image
+from tests.operator.conftest import darkroom
 
 pytestmark = pytest.mark.slow
-
-
-def darkroom(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={
-            "HF_HUB_OFFLINE": "1",
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(cwd),
-            "PYTHONPATH": str(REPO),
-        },
-        timeout=300,
-    )
-
 
 RULE = """\
 name: look
@@ -46,20 +29,8 @@ output: {sink: out}
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "look.yaml").write_text(RULE)
-    (tmp_path / "darkroom.yaml").write_text(
-        textwrap.dedent("""\
-        state_dir: state
-        sources: {drop: {path: drop}}
-        sinks: {out: {path: out}}
-        worker: {device: cpu, threads: 2}
-        log: {level: debug}
-        """)
-    )
-    (tmp_path / "drop").mkdir()
-    return tmp_path
+def workdir(cli_workdir: Callable[..., Path]) -> Path:
+    return cli_workdir("look", RULE, "log: {level: debug}\n")
 
 
 def test_check_json_lists_every_problem_with_file_line_column_and_hint(workdir: Path) -> None:

@@ -11,12 +11,13 @@ import json
 import os
 import socket
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.operator.test_check_every_problem import darkroom
+from tests.operator.conftest import darkroom
 from tests.s3.conftest import bucket, make_queue, moto_endpoint, notify, s3, sqs  # noqa: F401 -- fixtures
 from tests.service.conftest import Receiver
 
@@ -42,24 +43,54 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/hook"
 
 
-def setup(
-    tmp_path: Path, endpoint: str, source_bucket: str, queue_url: str, sink_bucket: str, hook: str
-) -> None:
-    (tmp_path / "rules").mkdir(exist_ok=True)
-    (tmp_path / "rules" / "r.yaml").write_text(RULE)
-    (tmp_path / "darkroom.yaml").write_text(
-        textwrap.dedent(f"""\
-        state_dir: state
-        sources:
-          inbox: {{type: s3, bucket: {source_bucket}, prefix: in, mode: events,
-                   queue_url: "{queue_url}", endpoint_url: "{endpoint}", region: us-east-1}}
-        sinks:
-          out: {{type: s3, bucket: {sink_bucket}, prefix: out, endpoint_url: "{endpoint}",
-                 region: us-east-1}}
-        worker: {{device: cpu}}
-        webhooks: {{urls: ["{hook}"], secret: "whsec_{base64.b64encode(b"k" * 24).decode()}"}}
-        """)
-    )
+@dataclass
+class Aws:
+    """The moto server, its clients and a fresh bucket; writes the config doctor checks."""
+
+    workdir: Path
+    endpoint: str
+    s3: Any
+    sqs: Any
+    bucket: str
+
+    def notified_queue(self) -> str:
+        """A new queue that ``bucket``'s ObjectCreated notifications go to."""
+        queue = make_queue(self.sqs)
+        notify(self.s3, self.sqs, self.bucket, queue)
+        return queue
+
+    def configure(
+        self, queue_url: str, hook: str, *, source: str | None = None, sink: str | None = None
+    ) -> None:
+        """darkroom.yaml: an SQS-fed S3 source (``source``, default ``bucket``), an S3 sink
+        (``sink``, default ``bucket``) and a signed webhook to ``hook``."""
+        (self.workdir / "rules").mkdir(exist_ok=True)
+        (self.workdir / "rules" / "r.yaml").write_text(RULE)
+        source, sink = source or self.bucket, sink or self.bucket
+        (self.workdir / "darkroom.yaml").write_text(
+            textwrap.dedent(f"""\
+            state_dir: state
+            sources:
+              inbox: {{type: s3, bucket: {source}, prefix: in, mode: events,
+                       queue_url: "{queue_url}", endpoint_url: "{self.endpoint}", region: us-east-1}}
+            sinks:
+              out: {{type: s3, bucket: {sink}, prefix: out, endpoint_url: "{self.endpoint}",
+                     region: us-east-1}}
+            worker: {{device: cpu}}
+            webhooks: {{urls: ["{hook}"], secret: "whsec_{base64.b64encode(b"k" * 24).decode()}"}}
+            """)
+        )
+
+
+@pytest.fixture
+def aws(
+    tmp_path: Path,
+    moto_endpoint: str,  # noqa: F811
+    s3: Any,  # noqa: F811
+    sqs: Any,  # noqa: F811
+    bucket: str,  # noqa: F811
+) -> Aws:
+    return Aws(tmp_path, moto_endpoint, s3, sqs, bucket)
 
 
 def doctor(tmp_path: Path, *, text: bool = True) -> tuple[int, str, list[dict[str, Any]]]:
@@ -77,20 +108,11 @@ def by_check(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["check"]: r for r in records}
 
 
-def test_a_correct_setup_is_all_ok(
-    tmp_path: Path,
-    moto_endpoint: str,  # noqa: F811
-    s3: Any,  # noqa: F811
-    sqs: Any,  # noqa: F811
-    bucket: str,  # noqa: F811
-    receiver: Receiver,
-) -> None:
-    queue = make_queue(sqs)
-    notify(s3, sqs, bucket, queue)
-    sink = bucket + "-out"
-    s3.create_bucket(Bucket=sink)
-    setup(tmp_path, moto_endpoint, bucket, queue, sink, receiver.url)
-    status, text, records = doctor(tmp_path)
+def test_a_correct_setup_is_all_ok(aws: Aws, receiver: Receiver) -> None:
+    sink = aws.bucket + "-out"
+    aws.s3.create_bucket(Bucket=sink)
+    aws.configure(aws.notified_queue(), receiver.url, sink=sink)
+    status, text, records = doctor(aws.workdir)
     print(text)  # the closing note quotes it
     checks = by_check(records)
     for name in ("config", "aws credentials", "s3 source inbox", "s3 sink out", "sqs source inbox"):
@@ -101,22 +123,16 @@ def test_a_correct_setup_is_all_ok(
     assert status == worst  # 0 here unless the machine itself warns (a nearly full disk)
     assert "fail" not in {r["status"] for r in records}
     # the probe objects were deleted, and nothing else was written
-    assert s3.list_objects_v2(Bucket=sink).get("KeyCount", 0) == 0
+    assert aws.s3.list_objects_v2(Bucket=sink).get("KeyCount", 0) == 0
     # a plain doctor never POSTs an event to the webhook
     assert receiver.received == []
 
 
-def test_each_broken_piece_is_its_own_fail_line_with_the_fix(
-    tmp_path: Path,
-    moto_endpoint: str,  # noqa: F811
-    s3: Any,  # noqa: F811
-    sqs: Any,  # noqa: F811
-    bucket: str,  # noqa: F811
-) -> None:
-    real_queue = make_queue(sqs)  # exists, but the bucket does not notify it
+def test_each_broken_piece_is_its_own_fail_line_with_the_fix(aws: Aws) -> None:
+    real_queue = make_queue(aws.sqs)  # exists, but the bucket does not notify it
     missing_queue = real_queue.rsplit("/", 1)[0] + "/no-such-queue"
-    setup(tmp_path, moto_endpoint, bucket, missing_queue, bucket + "-gone", closed_port_url())
-    status, text, records = doctor(tmp_path)
+    aws.configure(missing_queue, closed_port_url(), sink=aws.bucket + "-gone")
+    status, text, records = doctor(aws.workdir)
     print(text)  # the closing note quotes it
     assert status == 2
     checks = by_check(records)
@@ -134,53 +150,36 @@ def test_each_broken_piece_is_its_own_fail_line_with_the_fix(
             assert "(fix: " in line
 
     # the queue exists now, but the bucket sends it nothing
-    setup(tmp_path, moto_endpoint, bucket, real_queue, bucket, closed_port_url())
-    _, _, records = doctor(tmp_path, text=False)
+    aws.configure(real_queue, closed_port_url())
+    _, _, records = doctor(aws.workdir, text=False)
     queue = by_check(records)["sqs source inbox"]
     assert queue["status"] == "fail" and "no notification" in queue["message"]
     assert "put-bucket-notification-configuration" in queue["fix"]
 
     # the bucket notifies another queue
-    other = make_queue(sqs)
-    notify(s3, sqs, bucket, other)
-    _, _, records = doctor(tmp_path, text=False)
+    aws.notified_queue()
+    _, _, records = doctor(aws.workdir, text=False)
     queue = by_check(records)["sqs source inbox"]
     assert queue["status"] == "fail" and "not to" in queue["message"]
 
 
-def test_missing_bucket_and_missing_credentials(
-    tmp_path: Path,
-    moto_endpoint: str,  # noqa: F811
-    s3: Any,  # noqa: F811
-    sqs: Any,  # noqa: F811
-) -> None:
-    queue = make_queue(sqs)
-    setup(
-        tmp_path, moto_endpoint, "dr-no-such-bucket", queue, "dr-no-such-bucket", closed_port_url()
-    )
-    _, _, records = doctor(tmp_path, text=False)
+def test_missing_bucket_and_missing_credentials(aws: Aws) -> None:
+    gone = "dr-no-such-bucket"
+    aws.configure(make_queue(aws.sqs), closed_port_url(), source=gone, sink=gone)
+    _, _, records = doctor(aws.workdir, text=False)
     source = by_check(records)["s3 source inbox"]
     assert source["status"] == "fail" and "no such bucket" in source["message"]
 
     env = {k: "" for k in aws_env() if "KEY" in k}  # credentials gone, the rest kept
-    result = darkroom("doctor", "--json", cwd=tmp_path, env={**aws_env(), **env})
+    result = darkroom("doctor", "--json", cwd=aws.workdir, env={**aws_env(), **env})
     assert result.returncode == 2 and "Traceback" not in result.stderr
     credentials = by_check(json.loads(result.stdout))["aws credentials"]
     assert credentials["status"] == "fail" and "AWS_ACCESS_KEY_ID" in credentials["fix"]
 
 
-def test_ping_webhooks_sends_a_signed_doctor_ping(
-    tmp_path: Path,
-    moto_endpoint: str,  # noqa: F811
-    s3: Any,  # noqa: F811
-    sqs: Any,  # noqa: F811
-    bucket: str,  # noqa: F811
-    receiver: Receiver,
-) -> None:
-    queue = make_queue(sqs)
-    notify(s3, sqs, bucket, queue)
-    setup(tmp_path, moto_endpoint, bucket, queue, bucket, receiver.url)
-    result = darkroom("doctor", "--ping-webhooks", cwd=tmp_path, env=aws_env())
+def test_ping_webhooks_sends_a_signed_doctor_ping(aws: Aws, receiver: Receiver) -> None:
+    aws.configure(aws.notified_queue(), receiver.url)
+    result = darkroom("doctor", "--ping-webhooks", cwd=aws.workdir, env=aws_env())
     assert f"ok    webhook {receiver.url}: accepted a signed doctor.ping" in result.stdout
     (ping,) = receiver.wait_for(1)
     headers = {k.lower(): v for k, v in ping.headers.items()}

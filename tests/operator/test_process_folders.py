@@ -4,13 +4,13 @@ daemon would: same source, same key, so folder-based rules, ``{dir}`` and ``{fol
 from __future__ import annotations
 
 import json
-import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import make_image
-from tests.operator.test_cli_json import darkroom
+from tests.operator.conftest import darkroom
 
 pytestmark = pytest.mark.slow
 
@@ -25,18 +25,8 @@ output: {sink: out}
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "shoots.yaml").write_text(RULE)
-    (tmp_path / "darkroom.yaml").write_text(
-        textwrap.dedent("""\
-        state_dir: state
-        sources: {drop: {path: drop}}
-        sinks: {out: {path: out}}
-        worker: {device: cpu, threads: 2}
-        """)
-    )
-    return tmp_path
+def workdir(cli_workdir: Callable[..., Path]) -> Path:
+    return cli_workdir("shoots", RULE)
 
 
 def test_a_file_in_a_watched_folder_matches_folder_rules_with_its_dir(workdir: Path) -> None:

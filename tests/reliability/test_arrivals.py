@@ -17,6 +17,7 @@ from watchdog.observers import Observer
 
 from tests.conftest import make_image
 from tests.reliability.conftest import LedgerView, check_output_set, vm_hwm_kib, wait_for
+from tests.sources.support import rescans
 
 
 def noise_png(size: tuple[int, int], seed: int) -> bytes:
@@ -73,7 +74,11 @@ def test_temp_name_then_rename_is_processed_once_under_the_final_name(
         fh.flush()
         time.sleep(0.5)  # longer than quiet_period: a half-written temp file sits still
         fh.write(data[len(data) // 2 :])
-    time.sleep(0.5)
+    # Complete and still: a scan looks at it and the gate decides on every candidate, so a
+    # temp name wrongly taken would be emitted before the rename (and found in `seen`).
+    source = harness.app.sources["drop"]
+    source.scan()
+    harness.wait(lambda: source.pending_count() == 0, 10, "the source to decide on its files")
     os.rename(harness.drop / temp, harness.drop / final)
     harness.wait(lambda: harness.settled(final), 20, f"{final} to be done")
     check_output_set(harness.out, harness.state, f"r/{final}", final)
@@ -95,6 +100,8 @@ def test_watched_folder_deleted_and_recreated_and_a_tree_made_at_once(harness):
     make_image(harness.drop / "before.png", color=(1, 2, 3))
     harness.wait(lambda: harness.settled("before.png"), 20, "before.png")
     shutil.rmtree(harness.drop)
+    # Lets the source see it missing (else it sees it replaced: found all the same). Either
+    # way every file must be found, so this wait cannot fail a right daemon.
     time.sleep(0.6)
     harness.drop.mkdir()
     make_image(harness.drop / "after.png", color=(4, 5, 6))
@@ -126,11 +133,16 @@ def test_symlinks_pointing_outside_are_not_followed(harness, tmp_path):
     os.symlink(outside / "dir", harness.drop / "linkdir")
     make_image(harness.drop / "real.png")
     harness.wait(lambda: harness.settled("real.png"), 20, "real.png")
-    time.sleep(1.5)  # a few rescans
+    source = harness.app.sources["drop"]
+    begun = rescans(source)
+    harness.wait(lambda: rescans(source) >= begun + 3, 20, "two more whole rescans")
+    # Anything those rescans emitted is decided on before a file that arrives after them.
+    make_image(harness.drop / "later.png", color=(7, 7, 7))
+    harness.wait(lambda: harness.settled("later.png"), 20, "later.png")
     keys = {p["key"] for p in harness.ledger.plans()} | {
         r["key"] for r in harness.ledger.rows("SELECT key FROM seen")
     }
-    assert keys == {"real.png"}, keys
+    assert keys == {"real.png", "later.png"}, keys
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in outside.rglob("*.png")} == before
     # and the source refuses to read through them if asked directly
     from daemon.errors import InputError

@@ -14,10 +14,10 @@ from daemon.outputs.manifest import (
     Manifest,
     ManifestError,
     RoundSummary,
-    build_manifest,
     manifest_bytes,
     parse_manifest,
 )
+from daemon.outputs.manifest_build import build_manifest
 from daemon.types import JobState, OutputRecord, Plan, PlanState
 
 

@@ -7,7 +7,6 @@ Skipped only when /usr/bin/chromium is missing (CI installs it: .ci/run). Needs 
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from PIL import Image
 
 from daemon.outputs import page as review_page
 from daemon.outputs.board import write_thumbs
+from tests import waiting
 from tests.browser import ARTIFACTS, CHROMIUM
 
 from .conftest import as_manifest
@@ -84,13 +84,7 @@ def test_page_renders_in_chromium(browser: Any, review_sink: Any, source_picture
 
 def wait_until(browser: Any, script: str, what: str, timeout: float = 30) -> Any:
     """Run ``script`` until it returns something truthy (generous: CI is a busy machine)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = browser.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return waiting.wait_for(lambda: browser.execute_script(script), timeout, what)
 
 
 def open_page(browser: Any, review_sink: Any, change: Callable[[dict], None] | None = None) -> Any:

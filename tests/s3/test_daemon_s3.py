@@ -23,6 +23,7 @@ from tests.s3.conftest import make_queue, notify, queue_depth, wait_for
 pytestmark = pytest.mark.slow
 
 N = 50
+IGNORED = "no rule matches; ignored (darkroom match explains why)"
 
 
 def png(i: int) -> bytes:
@@ -124,7 +125,18 @@ def test_poll_and_events_end_to_end(
     events_s = time.monotonic() - started
     wait_for(lambda: queue_depth(sqs, queue) == (0, 0), 30, "every message settled and deleted")
 
-    time.sleep(2.5)  # two more poll listings: nothing is processed twice
+    # Two more poll listings, each after all the work: nothing is processed twice. An object
+    # no rule takes, put after the last listing, is logged as ignored by the next one.
+    for i in range(2):
+        barrier = f"poll/barrier-{i}.webp"
+        s3.put_object(Bucket=bucket, Key=barrier, Body=png(i))
+        wait_for(
+            lambda barrier=barrier: [
+                e for e in daemon.events(IGNORED) if barrier.endswith(e["key"])
+            ],
+            30,
+            f"a poll listing to find {barrier}",
+        )
     assert daemon.stop() == 0
     found = manifests(s3, bucket)
     assert len(found) == 2 * N and len(set(found)) == 2 * N

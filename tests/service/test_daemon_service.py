@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import threading
 import time
 import urllib.request
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -27,31 +29,45 @@ prompt: "{stem}"
 steps: [{name: one, model: stub, seeds: [1], params: {stub_sleep: SLEEP}}]
 output: {sink: out}
 """
+UNHEALTHY = "unhealthy; watchdog pings paused, systemd restarts the service if this lasts"
 
 
 class NotifySocket:
-    """What systemd would receive on $NOTIFY_SOCKET, with arrival times."""
+    """What systemd would receive on $NOTIFY_SOCKET, each line with its arrival time on the
+    wall clock (comparable with the daemon's log timestamps)."""
 
     def __init__(self, path: Path):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
+        self.sock.setblocking(False)
         self.messages: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            for line in data.decode().splitlines():
-                self.messages.append((time.monotonic(), line))
+            select.select([self.sock], [], [], 0.2)
+            self.sync()
 
-    def lines(self, prefix: str) -> list[tuple[float, str]]:
-        return [(t, m) for t, m in self.messages if m.startswith(prefix)]
+    def sync(self) -> int:
+        """Record every datagram waiting now; returns how many lines are recorded. Whatever
+        was sent before this call is recorded when it returns, in the order it was sent."""
+        with self._lock:
+            while True:
+                try:
+                    data = self.sock.recv(4096)
+                except BlockingIOError:
+                    return len(self.messages)
+                at = time.time()
+                for line in data.decode().splitlines():
+                    self.messages.append((at, line))
+
+    def lines(self, prefix: str, start: int = 0) -> list[tuple[float, str]]:
+        """Recorded lines starting with ``prefix``, from the ``start``-th line on."""
+        with self._lock:
+            return [(t, m) for t, m in self.messages[start:] if m.startswith(prefix)]
 
     def close(self) -> None:
         self._stop.set()
@@ -79,23 +95,26 @@ def test_notify_ready_status_watchdog_reload_stopping(daemon_factory, tmp_path, 
         daemon.start()
         wait_for(lambda: notify.lines("READY=1"), 30, "READY=1")
         assert notify.lines("STATUS=")
-        t0 = time.monotonic()
-        time.sleep(1.5)
-        assert (
-            len([t for t, _ in notify.lines("WATCHDOG=1") if t > t0]) >= 4
-        )  # every ~0.2 s while healthy
+        t0 = time.time()
+        wait_for(
+            lambda: len([t for t, _ in notify.lines("WATCHDOG=1") if t > t0]) >= 4,
+            10,
+            "WATCHDOG=1 pings while healthy (one every ~0.2 s)",
+        )
 
         # A wedged worker (here: a 5 s job with a 1.5 s health timeout) stops the pings.
         make_image(tmp_path / "drop" / "slow.png")
-        wait_for(lambda: daemon.events("job started"), 20, "the slow job")
-        time.sleep(2.5)
-        t1 = time.monotonic()
-        time.sleep(1.5)
-        assert not [t for t, _ in notify.lines("WATCHDOG=1") if t > t1], (
-            "WATCHDOG=1 sent while the worker was wedged"
-        )
+        wait_for(lambda: daemon.events(UNHEALTHY), 20, "the wedged worker to make it unhealthy")
+        wedged_from = notify.sync()  # every ping sent before it said so is recorded by now
         wait_for(lambda: daemon.events("job done"), 20, "the job to finish")
-        t2 = time.monotonic()
+        (healthy_again, *_) = wait_for(
+            lambda: daemon.events("healthy again; watchdog pings resume"), 20, "health back"
+        )
+        # Pings sent once health is back arrive after the line saying so was stamped.
+        resumed = datetime.fromisoformat(healthy_again["timestamp"]).timestamp()
+        wedged = [t for t, _ in notify.lines("WATCHDOG=1", wedged_from) if t < resumed]
+        assert not wedged, "WATCHDOG=1 sent while the worker was wedged"
+        t2 = time.time()
         wait_for(
             lambda: [t for t, _ in notify.lines("WATCHDOG=1") if t > t2], 5, "WATCHDOG=1 to resume"
         )

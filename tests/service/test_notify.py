@@ -6,6 +6,7 @@ import os
 import time
 
 from daemon.service.notify import Heartbeats, Notifier, Watchdog
+from tests.waiting import wait_for
 
 
 def test_without_systemd_every_call_is_a_no_op():
@@ -96,29 +97,38 @@ def test_watchdog_pings_only_while_healthy(notify_socket):
         {"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "200000"}
     )
     healthy = [True]
-    watchdog = Watchdog(notifier, notifier.watchdog_interval, lambda: healthy[0])
+    unhealthy_ticks = [0]  # health checks that said no: each one is a tick that sent nothing
+
+    def is_healthy() -> bool:
+        if not healthy[0]:
+            unhealthy_ticks[0] += 1
+        return healthy[0]
+
+    def pings(n: int) -> list[dict[str, str]]:
+        got: list[dict[str, str]] = []
+        wait_for(lambda: got.extend(notify_socket.drain()) or len(got) >= n, 10, f"{n} pings")
+        return got
+
+    watchdog = Watchdog(notifier, notifier.watchdog_interval, is_healthy)
     watchdog.start()
     try:
         assert watchdog.active
-        time.sleep(0.65)  # a ping every 0.1 s
-        pings = notify_socket.drain()
-        assert all(p == {"WATCHDOG": "1"} for p in pings)
-        assert len(pings) >= 4, pings
+        assert all(p == {"WATCHDOG": "1"} for p in pings(4))  # a ping every 0.1 s
 
         healthy[0] = False
-        time.sleep(0.15)  # let a tick that began before the switch finish
+        # The first tick that saw it unhealthy began after every earlier tick had pinged.
+        wait_for(lambda: unhealthy_ticks[0] >= 1, 10, "a tick to see it unhealthy")
         notify_socket.drain()
-        time.sleep(0.5)
+        wait_for(lambda: unhealthy_ticks[0] >= 4, 10, "three more unhealthy ticks")
         assert notify_socket.drain() == []
 
         healthy[0] = True
-        time.sleep(0.5)
-        assert len(notify_socket.drain()) >= 3
+        assert len(pings(3)) >= 3
     finally:
         watchdog.stop()
     assert not watchdog.active
+    # stop() joined the thread (not active): nothing is left that could ping.
     notify_socket.drain()
-    time.sleep(0.25)
     assert notify_socket.drain() == []
 
 

@@ -3,6 +3,8 @@ line while the worker starts or a model loads (imports and loads take tens of se
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from structlog.testing import capture_logs
 
@@ -20,9 +22,12 @@ def test_a_long_step_says_it_is_still_working(monkeypatch: pytest.MonkeyPatch) -
                 "two 'still' lines",
             )
         count = sum(e["event"] == "still loading model tiny" for e in logs)
+        # Once the step is over, the lines stop: at most one tick was under way, and once
+        # the ticker thread has ended (still capturing) nothing is left that could log.
+        wait_for(
+            lambda: not any(t.name == "darkroom-still" for t in threading.enumerate()),
+            10,
+            "the ticker thread to end",
+        )
     assert all("seconds" in e for e in logs if e["event"] == "still loading model tiny")
-    # Once the step is over, the lines stop.
-    import time
-
-    time.sleep(0.2)
     assert sum(e["event"] == "still loading model tiny" for e in logs) <= count + 1

@@ -8,6 +8,7 @@ import time
 import uuid
 
 import pytest
+from structlog.testing import capture_logs
 
 from daemon import __version__
 from daemon.outputs.manifest import Manifest
@@ -119,24 +120,32 @@ def test_retries_two_500s_then_succeeds(receiver, make_sender):
     assert requests[1].at - requests[0].at >= 0.04
     assert requests[2].at - requests[1].at >= 0.08  # doubled
     assert sender.delivered == 1 and failures.calls == []
-    time.sleep(0.2)
+    # flush() returned: nothing is queued, waiting to retry or in flight, so none can follow.
     assert len(receiver.received) == 3
 
 
 def test_retry_after_is_honoured(receiver, make_sender):
     receiver.script = [(429, {"Retry-After": "1"}), (200, {})]
     sender = make_sender([receiver.url], backoff=0.01)
-    sender.send(EVENT)
-    first, second = receiver.wait_for(2, timeout=5)
-    assert 0.95 <= second.at - first.at < 3
+    with capture_logs() as logs:
+        sender.send(EVENT)
+        first, second = receiver.wait_for(2, timeout=5)
+    assert second.at - first.at >= 0.95  # never sooner; how much later is the machine's
+    assert retry_delays(logs) == [1]  # scheduled for Retry-After, not the 0.01 s backoff
 
 
 def test_retry_after_is_bounded_by_max_delay(receiver, make_sender):
     receiver.script = [(503, {"Retry-After": "3600"}), (200, {})]
     sender = make_sender([receiver.url], backoff=0.01, max_delay=0.2)
-    sender.send(EVENT)
-    first, second = receiver.wait_for(2, timeout=3)
-    assert second.at - first.at < 1
+    with capture_logs() as logs:
+        sender.send(EVENT)
+        receiver.wait_for(2, timeout=3)
+    assert retry_delays(logs) == [0.2]  # scheduled for max_delay, not the hour asked for
+
+
+def retry_delays(logs: list[dict]) -> list[float]:
+    """The delays the sender scheduled its retries for, as it logged them."""
+    return [e["retry_in"] for e in logs if e["event"] == "webhook failed; will retry"]
 
 
 def test_no_retry_on_400(receiver, make_sender):
@@ -145,7 +154,7 @@ def test_no_retry_on_400(receiver, make_sender):
     sender = make_sender([receiver.url], backoff=0.01, on_failure=failures)
     sender.send(EVENT)
     assert failures.event.wait(3)
-    time.sleep(0.2)
+    assert sender.flush(5)  # nothing queued, waiting to retry or in flight: none can follow
     assert len(receiver.received) == 1
     ((event, url, reason),) = failures.calls
     assert url == receiver.url and event["type"] == "source.done" and "HTTP 400" in reason

@@ -13,13 +13,16 @@ from structlog.testing import capture_logs
 from daemon.errors import InputError
 from daemon.sources.folder import FolderSource, is_ignored
 
-from .support import QUIET, DeafFolderSource, Recorder, eventually, write
-
-SETTLE = QUIET * 2  # long enough for a wrongly gated file to show up (quiet + a tick)
-
-
-def settle() -> None:
-    time.sleep(SETTLE)
+from .support import (
+    QUIET,
+    DeafFolderSource,
+    Recorder,
+    eventually,
+    rescans,
+    settle,
+    wait_for_log,
+    write,
+)
 
 
 def test_file_written_in_chunks_is_emitted_once_after_last_write(drop, recorder, start_source):
@@ -34,7 +37,7 @@ def test_file_written_in_chunks_is_emitted_once_after_last_write(drop, recorder,
         last_write = time.monotonic()
     assert seen_pending
     assert recorder.wait_for_keys("big.jpg")
-    settle()
+    settle(source, recorder)
     assert recorder.counts() == {"big.jpg": 1}
     arrival = recorder.last("big.jpg")
     assert arrival.size == 20_000
@@ -46,12 +49,12 @@ def test_file_written_in_chunks_is_emitted_once_after_last_write(drop, recorder,
 
 
 def test_part_file_renamed_is_emitted_once_under_final_name(drop, recorder, start_source):
-    start_source(drop)
+    source = start_source(drop)
     part = write(drop / "x.jpg.part", b"a" * 500)
-    time.sleep(QUIET * 1.5)  # the .part file is complete and quiet: still never a candidate
+    settle(source, recorder)  # the .part file is complete and quiet: still never a candidate
     part.rename(drop / "x.jpg")
     assert recorder.wait_for_keys("x.jpg")
-    settle()
+    settle(source, recorder)
     assert recorder.counts() == {"x.jpg": 1}
     assert recorder.last("x.jpg").size == 500
 
@@ -65,12 +68,12 @@ def test_part_file_renamed_is_emitted_once_under_final_name(drop, recorder, star
     ],
 )
 def test_temp_name_then_rename(drop, recorder, start_source, temp, final):
-    start_source(drop)
+    source = start_source(drop)
     tmp = write(drop / temp)
-    time.sleep(QUIET * 1.5)
+    settle(source, recorder)  # the temp file is complete and quiet: still never a candidate
     tmp.rename(drop / final)
     assert recorder.wait_for_keys(final)
-    settle()
+    settle(source, recorder)
     assert recorder.counts() == {final: 1}
 
 
@@ -93,8 +96,7 @@ def test_temp_hidden_and_lock_files_are_never_emitted(drop, recorder, start_sour
         write(drop / name)
     write(drop / "ok.jpg")
     assert recorder.wait_for_keys("ok.jpg")
-    source.scan()
-    settle()
+    settle(source, recorder)
     assert recorder.emitted_keys() == ["ok.jpg"]
 
 
@@ -111,9 +113,9 @@ def test_is_ignored():
 def test_startup_scan_finds_files_present_before_start(drop, recorder, start_source):
     write(drop / "a.jpg")
     write(drop / "deep/er/b.png", b"")  # zero-byte files are emitted too
-    start_source(drop)
+    source = start_source(drop)
     assert recorder.wait_for_keys("a.jpg", "deep/er/b.png")
-    settle()
+    settle(source, recorder)
     assert recorder.counts() == {"a.jpg": 1, "deep/er/b.png": 1}
     assert recorder.last("deep/er/b.png").size == 0
 
@@ -131,8 +133,7 @@ def test_known_files_are_skipped_by_scans(drop, recorder, start_source):
 
     source = start_source(drop, known=known)
     assert recorder.wait_for_keys("new.jpg")
-    source.scan()
-    settle()
+    settle(source, recorder)
     assert recorder.emitted_keys() == ["new.jpg"]
     assert ("old.jpg", st.st_size, st.st_mtime_ns) in calls
     # old.jpg is remembered as handled: later scans do not ask again
@@ -146,53 +147,58 @@ def test_lost_event_is_found_by_scan(drop, recorder, start_source):
     source = start_source(drop, cls=DeafFolderSource)
     assert recorder.wait_for_keys("sentinel.jpg")  # the startup scan is over
     write(drop / "lost.jpg")
-    settle()
+    # No barrier is possible here: any scan would find lost.jpg, and no event can ever come.
+    # The wait only gives a wrong source time to emit it; it cannot fail a right one.
+    time.sleep(QUIET * 2)
     assert "lost.jpg" not in recorder.emitted_keys()  # no event ever came
     source.scan()
     assert recorder.wait_for_keys("lost.jpg")
-    source.scan()
-    settle()
+    settle(source, recorder)
     assert recorder.counts() == {"sentinel.jpg": 1, "lost.jpg": 1}
 
 
 def test_periodic_rescan_recovers_lost_events(drop, recorder, start_source):
-    start_source(drop, cls=DeafFolderSource, rescan_interval=0.5)
+    source = start_source(drop, cls=DeafFolderSource, rescan_interval=0.5)
     write(drop / "a/lost.jpg")
     assert recorder.wait_for_keys("a/lost.jpg")
-    time.sleep(1.2)  # two more rescans
+    begun = rescans(source)
+    assert eventually(lambda: rescans(source) >= begun + 3)  # two more whole rescans
+    settle(source, recorder)
     assert recorder.counts() == {"a/lost.jpg": 1}
 
 
 def test_modified_file_is_emitted_again(drop, recorder, start_source):
-    start_source(drop, rescan_interval=0.5)
+    source = start_source(drop, rescan_interval=0.5)
     path = write(drop / "a.jpg", b"one")
     assert recorder.wait_for_keys("a.jpg")
     with open(path, "ab") as f:
         f.write(b" and two")
     assert eventually(lambda: recorder.counts()["a.jpg"] == 2)
-    settle()
+    settle(source, recorder)
     assert recorder.counts() == {"a.jpg": 2}
     assert [a.size for a in recorder.snapshot()] == [3, 11]
 
 
 def test_emit_raising_does_not_stop_later_emits(drop, start_source):
     good = Recorder()
+    raised: list[str] = []
 
     def emit(arrival):
         if arrival.key.startswith("bad"):
+            raised.append(arrival.key)
             raise RuntimeError("boom")
         good(arrival)
 
     start_source(drop, emit=emit)
     write(drop / "bad1.jpg")
     write(drop / "bad2.jpg")
-    time.sleep(QUIET * 3)
+    assert eventually(lambda: sorted(raised) == ["bad1.jpg", "bad2.jpg"])  # both emits raised
     write(drop / "good.jpg")
     assert good.wait_for_keys("good.jpg")
 
 
 def test_mkdir_p_with_files_written_at_once(drop, recorder, start_source):
-    start_source(drop)
+    source = start_source(drop)
     deep = drop / "a" / "b" / "c"
     os.makedirs(deep)
     keys = []
@@ -202,18 +208,18 @@ def test_mkdir_p_with_files_written_at_once(drop, recorder, start_source):
     (drop / "a" / "top.jpg").write_bytes(b"t")
     keys.append("a/top.jpg")
     assert recorder.wait_for_keys(*keys)
-    settle()
+    settle(source, recorder)
     assert recorder.counts() == dict.fromkeys(keys, 1)
 
 
 def test_directory_moved_in_is_scanned(drop, tmp_path, recorder, start_source):
-    start_source(drop)
+    source = start_source(drop)
     outside = tmp_path / "upload"
     write(outside / "x/one.jpg")
     write(outside / "two.jpg")
     outside.rename(drop / "batch")
     assert recorder.wait_for_keys("batch/x/one.jpg", "batch/two.jpg")
-    settle()
+    settle(source, recorder)
     assert recorder.counts() == {"batch/x/one.jpg": 1, "batch/two.jpg": 1}
 
 
@@ -225,8 +231,7 @@ def test_root_deleted_and_recreated(drop, recorder, start_source, poll):
         assert recorder.wait_for_keys("before.jpg")
         shutil.rmtree(drop)
         assert eventually(lambda: any("missing" in e["event"] for e in logs), 5)
-        time.sleep(0.3)
-        drop.mkdir()
+        drop.mkdir()  # the source has said it is missing: recreated after it looked
         write(drop / "first.jpg")  # found by the scan that follows the restart
         assert recorder.wait_for_keys("first.jpg")
         write(drop / "second.jpg")  # rescans are 60 s apart: only a live watch sees this
@@ -236,21 +241,23 @@ def test_root_deleted_and_recreated(drop, recorder, start_source, poll):
 
 
 def test_root_replaced_between_ticks(drop, recorder, start_source):
-    start_source(drop)
-    write(drop / "before.jpg")
-    assert recorder.wait_for_keys("before.jpg")
-    shutil.rmtree(drop)
-    drop.mkdir()
-    time.sleep(0.5)
-    write(drop / "after.jpg")
-    assert recorder.wait_for_keys("after.jpg", timeout=5)
+    with capture_logs() as logs:
+        start_source(drop)
+        write(drop / "before.jpg")
+        assert recorder.wait_for_keys("before.jpg")
+        shutil.rmtree(drop)
+        drop.mkdir()
+        # Noticed as replaced (a new watch) or, when a tick fell in between, as back again.
+        wait_for_log(logs, "restarting folder watch", "watched folder is present")
+        write(drop / "after.jpg")
+        assert recorder.wait_for_keys("after.jpg", timeout=5)
 
 
 def test_root_missing_at_start(tmp_path, recorder, start_source):
     root = tmp_path / "not-yet"
     with capture_logs() as logs:
         source = start_source(root)
-        time.sleep(0.3)
+        wait_for_log(logs, "watched folder is missing or not a directory; waiting for it")
         source.scan()  # no crash either
         root.mkdir()
         write(root / "a.jpg")
@@ -259,13 +266,13 @@ def test_root_missing_at_start(tmp_path, recorder, start_source):
 
 
 def test_vanished_candidate_is_dropped(drop, recorder, start_source):
-    start_source(drop, quiet_period=0.5)
+    source = start_source(drop, quiet_period=0.5)
     path = write(drop / "gone.jpg")
-    time.sleep(0.1)
+    assert eventually(lambda: source.pending_count() == 1)  # a candidate, then gone
     path.unlink()
     write(drop / "stays.jpg")
     assert recorder.wait_for_keys("stays.jpg")
-    settle()
+    settle(source, recorder)
     assert recorder.emitted_keys() == ["stays.jpg"]
 
 
@@ -276,8 +283,7 @@ def test_symlinks_are_not_emitted(drop, tmp_path, recorder, start_source):
     os.symlink(secret.parent, drop / "linkdir")
     write(drop / "real.jpg")
     assert recorder.wait_for_keys("real.jpg")
-    source.scan()
-    settle()
+    settle(source, recorder)
     assert recorder.emitted_keys() == ["real.jpg"]
     with pytest.raises(InputError, match="symlink"):
         source.read("link.jpg")
@@ -330,6 +336,8 @@ def test_stop_is_prompt_and_idempotent(drop, recorder, start_source):
     names = {t.name for t in threading.enumerate()}
     assert not any(n.startswith("darkroom-") for n in names)
     write(drop / "b.jpg")
+    # No barrier exists: a stopped source does nothing to wait for. The wait only gives a
+    # wrong source time to emit b.jpg; it cannot fail a right one.
     time.sleep(QUIET * 1.5)
     assert "b.jpg" not in recorder.emitted_keys()
 
@@ -350,11 +358,11 @@ def test_start_twice_is_refused(drop, recorder, start_source):
 
 def test_polling_observer_emits_a_file(drop, recorder, start_source):
     write(drop / "sentinel.jpg")
-    start_source(drop, poll=True)
+    source = start_source(drop, poll=True)
     assert recorder.wait_for_keys("sentinel.jpg")  # startup scan done; rescans are 60 s apart
     write(drop / "polled.jpg")
     assert recorder.wait_for_keys("polled.jpg", timeout=6)
-    settle()
+    settle(source, recorder)
     assert recorder.counts() == {"sentinel.jpg": 1, "polled.jpg": 1}
 
 
@@ -366,7 +374,9 @@ def test_burst_of_2000_files_is_emitted_exactly_once_each(drop, recorder, start_
         keys.append(key)
         write(drop / key, b"p" * (i % 50))
     assert eventually(lambda: len(set(recorder.emitted_keys())) == 2000, timeout=20)
-    time.sleep(1.2)
+    begun = rescans(source)
+    assert eventually(lambda: rescans(source) >= begun + 3, timeout=20)  # two more whole rescans
+    settle(source, recorder)
     counts = recorder.counts()
     assert set(counts) == set(keys)
     assert max(counts.values()) == 1
@@ -405,11 +415,12 @@ class _FlakyHandlerSource(FolderSource):
 
 
 def test_handler_exception_does_not_kill_the_watch(drop, recorder, start_source):
+    write(drop / "sentinel.jpg")
     with capture_logs() as logs:
         start_source(drop, cls=_FlakyHandlerSource)
-        time.sleep(0.2)  # past the startup scan: only events can find files now
+        assert recorder.wait_for_keys("sentinel.jpg")  # past the startup scan: only events now
         write(drop / "boom.jpg")
-        time.sleep(0.2)
+        wait_for_log(logs, "watch event dropped")
         write(drop / "ok.jpg")
         assert recorder.wait_for_keys("ok.jpg")
     assert any(e["event"] == "watch event dropped" for e in logs)

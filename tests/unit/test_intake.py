@@ -148,7 +148,9 @@ def test_a_file_no_rule_takes_by_name_is_not_read(tmp_path):
     arrival = arrival_of(source, "notes.pdf", b"%PDF")
     assert intake.handle(arrival) == []
     assert source.reads == [] and ledger.plans == []
-    assert ledger.seen["notes.pdf"] == "ignored: no rule matches"
+    assert ledger.seen["notes.pdf"].startswith(
+        "ignored: no rule matches (r: notes.pdf matches none"
+    )
 
 
 def test_a_small_image_is_ignored_after_one_read(tmp_path):

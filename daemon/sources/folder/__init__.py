@@ -14,6 +14,8 @@ How a file becomes an arrival::
   emitted once stable: deciding that they are bad is the daemon's job.
 - :mod:`.files` names the files that are never candidates and reads, moves and quarantines
   files by key without following symlinks.
+- :mod:`.scanning` is the gate and rescan threads and the tree walk (a mixin of
+  :class:`FolderSource`).
 - A periodic rescan (every ``rescan_interval`` s) walks the tree, because inotify overflow is
   never reported to the handler. ``known(key, size, mtime_ns)`` returning True means "already
   handled": scans skip such files without gating them again, and the gate asks it once more
@@ -35,23 +37,13 @@ and rescan threads, and from the caller of ``scan()``.
 
 from __future__ import annotations
 
-import functools
 import os
-import stat
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from watchdog.events import (
-    EVENT_TYPE_CLOSED,
-    EVENT_TYPE_CREATED,
-    EVENT_TYPE_MODIFIED,
-    EVENT_TYPE_MOVED,
-    FileSystemEvent,
-)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -63,9 +55,9 @@ from daemon.safefs import UnsafeFolder
 from daemon.sources.base import Emit, Known, Source
 from daemon.sources.folder.complete import DirStamps, QuietPeriod
 from daemon.sources.folder.files import TEMP_SUFFIXES, FolderFiles, is_ignored
+from daemon.sources.folder.scanning import FolderScanning
 from daemon.sources.folder.watch import JOIN_TIMEOUT, RootWatch
 from daemon.sources.uploads import UploadVerdict, UploadWatch
-from daemon.types import Arrival
 
 if TYPE_CHECKING:
     from daemon.config.settings import FolderSourceConfig
@@ -83,7 +75,7 @@ _REFUSED = {
 }
 
 
-class FolderSource(Source):
+class FolderSource(FolderScanning, Source):
     """Emits complete, non-temporary regular files under ``root`` (see the module docstring)."""
 
     quarantine_dir: Path | None = None  # else .quarantine/ inside the root (never watched)
@@ -195,26 +187,6 @@ class FolderSource(Source):
                 thread.start()
             self._wake_rescan.set()  # startup scan: files that arrived while we were down
 
-    def scan(self, *, periodic: bool = False) -> None:
-        """Walk the whole tree once, synchronously, and gate every new or changed file.
-
-        Candidates found are emitted by the gate thread once they have been quiet for
-        ``quiet_period``, not by this call. ``periodic`` (the rescan thread's timer): in
-        folders whose names did not change only new files are stat'ed, except on every
-        few passes (:class:`~daemon.sources.folder.complete.DirStamps`).
-        """
-        if self._known is None:
-            raise RuntimeError(f"source {self.name!r}: scan() before start()")
-        with self._scan_lock:
-            started = time.monotonic()
-            seen: set[str] = set()
-            listed: set[str] = set()
-            full = self._dir_stamps.next_pass_is_full() or not periodic
-            complete = self._scan_tree(self._root_str, "", seen, full=full, listed=listed)
-            if complete and not self._stopping.is_set():
-                self._quiet.forget_gone(seen, started)
-                self._dir_stamps.keep_only(listed)
-
     def stop(self) -> None:
         """Stop the observer and threads (joins are bounded); pending candidates are dropped."""
         with self._state_lock:
@@ -238,31 +210,42 @@ class FolderSource(Source):
         """The file's bytes; InputError when it is gone, a directory, unreadable or a symlink."""
         return self._files.read(key)
 
-    def move(self, key: str, target: str) -> bool:
+    def move(self, key: str, target: str, *, sha256: str | None = None) -> bool:
         """Move a processed file (a rule's ``on_success: move``; ``target`` is
         ``<processed_dir>/<key>``). The default ``.processed`` means the source's processed
         folder (``processed:`` in its config, else ``.processed/`` in the root); another
         ``processed_dir`` is relative to the root. The folder is the daemon's own (created
         by it, refused when a symlink or another user's: UnsafeFolder, the file stays) and
-        dot-folders are never watched, so the file is not seen again. Its sidecars and mask
-        go with it, unless another image of the same stem still needs them (``photo.jpg``
-        and ``photo.png`` share ``photo.txt``)."""
+        dot-folders are never watched, so the file is not seen again.
+
+        Nothing there is ever replaced: a file re-uploaded under a name moved before goes
+        beside it under a free name (``hero.20260101T120000.jpg``), logged with where it
+        went. With ``sha256`` only those bytes are moved: a newer version uploaded at the
+        name meanwhile stays for its own run (InputChanged). Its sidecars and mask go with
+        it, renamed like it, unless another image of the same stem still needs them
+        (``photo.jpg`` and ``photo.png`` share ``photo.txt``)."""
         folder, moved_key = self._processed_target(key, target)
-        self._files.move(key, folder, moved_key)
-        kept_layout = moved_key == key
+        moved_to = self._files.move(key, folder, moved_key, sha256=sha256)
+        asked, got = PurePosixPath(moved_key), PurePosixPath(os.path.basename(moved_to))
+        if got.name != asked.name:
+            log.info(
+                "moved under a free name: the processed folder holds an earlier file by that"
+                " name, which is kept",
+                source=self.name,
+                key=key,
+                to=moved_to,
+            )
+        old_stem, new_stem = PurePosixPath(key).stem, got.stem
         for companion in companion_keys(key):
             if self._files.stamp(companion) is None:
                 continue
             if any(self._files.stamp(image) is not None for image in image_keys(companion)):
                 log.info("sidecar kept: another image uses it", source=self.name, key=companion)
                 continue
-            moved_to = (
-                companion
-                if kept_layout
-                else str(PurePosixPath(moved_key).parent / PurePosixPath(companion).name)
-            ).removeprefix("./")
+            tail = PurePosixPath(companion).name[len(old_stem) :]  # ".txt", ".mask.png"
+            companion_to = str(asked.parent / (new_stem + tail)).removeprefix("./")
             try:
-                self._files.move(companion, folder, moved_to)
+                self._files.move(companion, folder, companion_to)
             except DarkroomError as exc:
                 log.warning("cannot move sidecar with its image", key=companion, reason=str(exc))
         return True
@@ -345,82 +328,7 @@ class FolderSource(Source):
             return PollingObserver(timeout=max(0.1, min(1.0, self.quiet_period)))
         return Observer()
 
-    def _record_event(self, event: FileSystemEvent) -> None:
-        """Called on watchdog's dispatch thread: records the path, nothing more."""
-        kind = event.event_type
-        if kind == EVENT_TYPE_MOVED:
-            path = event.dest_path
-        elif kind in (EVENT_TYPE_CREATED, EVENT_TYPE_MODIFIED, EVENT_TYPE_CLOSED):
-            path = event.src_path
-        else:
-            return
-        if not path:
-            return
-        if not event.is_directory:
-            self._quiet.event(os.fsdecode(path), directory=False)
-        elif kind in (EVENT_TYPE_CREATED, EVENT_TYPE_MOVED):
-            self._quiet.event(os.fsdecode(path), directory=True)
-
-    # -- the gate thread -------------------------------------------------------------------------
-
-    def _gate_loop(self) -> None:
-        stopping = self._stopping
-        while not stopping.wait(self._tick):
-            try:
-                self._watch.check()
-                self._take_events()
-                for ready in self._quiet.complete():
-                    if self._stopping.is_set():
-                        break
-                    self._deliver(ready.key, ready.path, ready.size, ready.mtime_ns)
-            except Exception:
-                log.exception("folder gate tick failed", source=self.name)
-
-    def _take_events(self) -> None:
-        paths, dirs = self._quiet.take_events()
-        for path in sorted(dirs):
-            key = self._files.key_for(path)
-            if key is not None and self._inside_real_root(path, key + "/x", {}):
-                self._scan_tree(path, key + "/", None)
-        real_dirs: dict[str, bool] = {}
-        for path in paths:
-            key = self._files.key_for(path)
-            if key is None or not self._inside_real_root(path, key, real_dirs):
-                continue
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                self._quiet.changed(key, path, st.st_size, st.st_mtime_ns)
-
-    def _deliver(self, key: str, path: str, size: int, mtime_ns: int) -> None:
-        if self._is_known(key, size, mtime_ns):
-            return
-        arrival = Arrival(source=self.name, key=key, uri=path, size=size, mtime_ns=mtime_ns)
-        emit = self._emit
-        if emit is None:
-            return
-        try:
-            emit(arrival)
-        except Exception:
-            log.exception(
-                "emit failed; the file is seen again after a restart if still unhandled",
-                source=self.name,
-                key=key,
-            )
-
-    def _is_known(self, key: str, size: int, mtime_ns: int) -> bool:
-        known = self._known
-        if known is None:
-            return False
-        try:
-            return bool(known(key, size, mtime_ns))
-        except Exception:
-            log.exception("known() failed; treating the file as new", source=self.name, key=key)
-            return False
-
-    # -- scanning --------------------------------------------------------------------------------
+    # -- listing ---------------------------------------------------------------------------------
 
     def folder_names(self, folder: str) -> frozenset[str] | None:
         """The names directly in ``folder`` (a key prefix; "" is the root), or None when it
@@ -432,108 +340,3 @@ class FolderSource(Source):
             return frozenset(os.listdir(path))  # names only: no stat per entry
         except (OSError, InputError):
             return None
-
-    def _rescan_loop(self) -> None:
-        stopping, wake = self._stopping, self._wake_rescan
-        while True:
-            woken = wake.wait(self.rescan_interval)
-            if stopping.is_set():
-                return
-            if not woken:
-                self._wait_while_gating()
-            wake.clear()
-            try:
-                self.scan(periodic=not woken)
-            except Exception:
-                log.exception("folder rescan failed", source=self.name)
-
-    def _wait_while_gating(self) -> None:
-        """A periodic rescan waits, for at most another interval, while the gate has
-        candidates: events are arriving, so the watch works, and a rescan in the middle of
-        a burst would stat every file already handled while intake needs the CPU. Startup,
-        a restarted watch and scan() do not wait."""
-        deadline = time.monotonic() + self.rescan_interval
-        while self._quiet.pending_count() and time.monotonic() < deadline:
-            if self._stopping.wait(self._tick) or self._wake_rescan.is_set():
-                return
-
-    def _scan_tree(
-        self,
-        top: str,
-        prefix: str,
-        seen: set[str] | None,
-        *,
-        full: bool = True,
-        listed: set[str] | None = None,
-    ) -> bool:
-        """Gate every new file under ``top`` (whose keys start with ``prefix``), not following
-        symlinks. Returns False when some directory could not be listed (or we are stopping).
-        ``full=False``: files already pending or handled in a folder whose names did not
-        change since it was last listed are not stat'ed (``listed`` collects the folders)."""
-        complete = True
-        pending = self._quiet.is_pending
-        stack = [(top, prefix)]
-        while stack:
-            if self._stopping.is_set():
-                return False
-            directory, dir_prefix = stack.pop()
-            if listed is not None:
-                listed.add(directory)
-                same_names = self._dir_stamps.unchanged(directory) and not full
-                skip = self._quiet.is_settled if same_names else pending
-            else:
-                skip = pending
-            try:
-                with os.scandir(directory) as entries:
-                    found = list(entries)
-            except (FileNotFoundError, NotADirectoryError):
-                if directory == top:
-                    complete = False
-                continue
-            except OSError as exc:
-                complete = False
-                if directory not in self._unreadable_dirs:
-                    self._unreadable_dirs.add(directory)
-                    log.warning(
-                        "cannot list folder; its files are skipped",
-                        source=self.name,
-                        path=directory,
-                        error=exc.strerror,
-                    )
-                continue
-            self._unreadable_dirs.discard(directory)
-            for entry in found:
-                if entry.name.startswith("."):
-                    continue
-                key = dir_prefix + entry.name
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append((entry.path, key + "/"))
-                        continue
-                    if not entry.is_file(follow_symlinks=False) or is_ignored(key, self.ignore):
-                        continue
-                    if skip(key):  # pending: the gate stats it anyway (a burst: most files)
-                        if seen is not None:
-                            seen.add(key)
-                        continue
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if seen is not None:
-                    seen.add(key)
-                size, mtime_ns = st.st_size, st.st_mtime_ns
-                known = functools.partial(self._is_known, key, size, mtime_ns)
-                self._quiet.scanned(key, entry.path, size, mtime_ns, known)
-        return complete
-
-    def _inside_real_root(self, path: str, key: str, cache: dict[str, bool]) -> bool:
-        """False when a directory between root and ``path`` is a symlink."""
-        parent_key = key.rpartition("/")[0]
-        if not parent_key:
-            return True
-        parent = os.path.dirname(path)
-        ok = cache.get(parent)
-        if ok is None:
-            expected = os.path.join(self._watch.real_root, *parent_key.split("/"))
-            ok = cache[parent] = os.path.realpath(parent) == expected
-        return ok

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +35,10 @@ from daemon.sources.uploads import FileStamp
 __all__ = ["TEMP_SUFFIXES", "FolderFiles", "is_ignored"]
 
 TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".filepart", ".partial", ".download")
+_ROOT_REOPEN_S = 1.0
 _SYMLINK_HINT = "symlinks are not followed (one could point outside the watched folder)"
+# What a move checks it still holds, by what the move is for (InputChanged says it).
+_WHICH_BYTES = {"quarantined": "the bytes that failed", "moved": "the bytes that were processed"}
 
 
 def is_ignored(key: str, ignore: Sequence[str] = ()) -> bool:
@@ -55,6 +59,7 @@ class FolderFiles:
         self.root = root
         self.ignore = tuple(ignore)
         self._prefix = root.rstrip(os.sep) + os.sep
+        self._local = threading.local()
 
     def key_for(self, path: str) -> str | None:
         """The key of an absolute path under root, or None (outside root or never a candidate)."""
@@ -84,6 +89,10 @@ class FolderFiles:
         """The file's bytes; InputError when it is gone, a directory, unreadable or a symlink
         (or inside a symlinked folder): the path is walked from the root's descriptor."""
         self.path_for(key)  # validates the key
+        fast = self._reading_root().open_read_beneath(key)
+        if fast is not None:
+            return _read_all(fast, f"{self.root}/{key}")
+        # No openat2, or the open failed: the walk, which says why.
         where = f"{self.root}/{key}"
         parts = key.split("/")
         try:
@@ -102,11 +111,21 @@ class FolderFiles:
             if exc.errno == errno.EINVAL:
                 raise InputError(f"{where}: is not a regular file") from None
             raise InputError(f"{where}: could not be read: {exc.strerror}") from None
-        with os.fdopen(fd, "rb") as f:
-            try:
-                return f.read()
-            except OSError as exc:
-                raise InputError(f"{where}: could not be read: {exc.strerror}") from None
+        return _read_all(fd, where)
+
+    def _reading_root(self) -> Folder:
+        """The root's descriptor, opened again at most once a second, one per thread (so
+        none is closed while another thread resolves a path from it): a burst reads
+        thousands of files, and the root is the operator's path, which may be replaced."""
+        held: tuple[Folder, float] | None = getattr(self._local, "root", None)
+        now = time.monotonic()
+        if held is not None and now - held[1] < _ROOT_REOPEN_S:
+            return held[0]
+        if held is not None:
+            held[0].close()
+        root = Folder.anchor(self.root)
+        self._local.root = (root, now)
+        return root
 
     def _parent(self, parts: list[str]) -> Folder:
         """The folder holding the file ``parts``, walked from the root without following a
@@ -135,13 +154,19 @@ class FolderFiles:
         with Folder.anchor(self.root) as root, root.descend(parts[:-1], create=True) as above:
             return above.child(parts[-1], create=True, owned=True)
 
-    def move(self, key: str, folder: Path | str, target_key: str) -> str:
+    def move(
+        self, key: str, folder: Path | str, target_key: str, *, sha256: str | None = None
+    ) -> str:
         """Rename ``key`` to ``target_key`` inside the daemon-owned ``folder`` (see
-        :meth:`owned`), never over an existing file and never through a symlink; returns
-        where it went. UnsafeFolder when ``folder`` is refused; InputError otherwise."""
+        :meth:`owned`), never through a symlink and never over an existing file: when the
+        name is taken (a file of that name was moved there before) it goes under a free one,
+        ``stem.YYYYmmddTHHMMSS[-N].ext``. Returns where it went. With ``sha256`` only those
+        bytes are moved, as in :meth:`quarantine`: a newer version at ``key`` stays where it
+        is (InputChanged). UnsafeFolder when ``folder`` is refused; InputError otherwise."""
         self.path_for(target_key)
         parts, target_parts = key.split("/"), target_key.split("/")
         self.path_for(key)
+        source_path = f"{self.root}/{key}"
         shown = f"{os.fspath(folder)}/{target_key}"
         try:
             with (
@@ -152,14 +177,17 @@ class FolderFiles:
                 shown = os.path.join(target.path, target_parts[-1])
                 st = source.lstat(parts[-1])
                 if st is None:
-                    raise InputError(f"{self.root}/{key}: file vanished before it could be moved")
+                    raise InputError(
+                        f"{source_path}: file vanished before it could be moved", gone=True
+                    )
                 if not stat.S_ISREG(st.st_mode):
-                    raise InputError(f"{self.root}/{key}: is not a regular file; not moving it")
-                source.move_to(parts[-1], target, target_parts[-1])
-        except FileExistsError:
-            raise InputError(f"{shown} exists already; not overwriting it") from None
+                    raise InputError(f"{source_path}: is not a regular file; not moving it")
+                moved = _move_to_free_name(
+                    source, parts[-1], target, target_parts[-1], sha256, source_path, "moved"
+                )
+                shown = os.path.join(target.path, moved)
         except OSError as exc:
-            raise InputError(f"cannot move {self.root}/{key} to {shown}: {exc.strerror}") from None
+            raise InputError(f"cannot move {source_path} to {shown}: {exc.strerror}") from None
         return shown
 
     def stamp(self, key: str) -> FileStamp | None:
@@ -202,22 +230,12 @@ class FolderFiles:
                 base.descend(parts[:-1], create=True, owned=True) as target,
             ):
                 shown = os.path.join(target.path, name)
-                held = _hashed_stamp(source, name) if expected else None
-                if held is not None and held[0] != expected:
-                    raise InputChanged(
-                        f"{source_path}: not quarantined: it no longer holds the bytes that"
-                        " failed (a newer version is processed on its own)"
+                if source.lstat(name) is None:
+                    target_name = _free_name(target, name)  # only the record is written
+                else:
+                    target_name = _move_to_free_name(
+                        source, name, target, name, expected, source_path, "quarantined"
                     )
-                target_name = _free_name(target, name)
-                if source.lstat(name) is not None:
-                    while True:
-                        try:
-                            source.move_to(name, target, target_name)
-                            break
-                        except FileExistsError:  # taken meanwhile: never overwrite
-                            target_name = _free_name(target, name, stamped=True)
-                    if held is not None:
-                        _check_moved(source, name, target, target_name, held[1], source_path)
                 shown = os.path.join(target.path, target_name)
                 target.write_atomic(
                     target_name + ".reason.json", json.dumps(record, indent=2).encode()
@@ -227,6 +245,52 @@ class FolderFiles:
                 f"cannot quarantine {source_path} to {shown}: {exc.strerror}"
             ) from None
         return shown
+
+
+def _move_to_free_name(
+    source: Folder,
+    name: str,
+    target: Folder,
+    target_name: str,
+    expected: str | None,
+    shown: str,
+    verb: str,
+) -> str:
+    """Rename ``name`` into ``target`` as ``target_name``, or a free name beside it when
+    that is taken (never over anything); returns the name it got. With ``expected`` (a
+    sha256) the file is hashed through one descriptor first and the renamed file checked to
+    be that very inode, unchanged: anything else is a newer version (InputChanged; it stays
+    where it is)."""
+    held = _hashed_stamp(source, name) if expected else None
+    if held is not None and held[0] != expected:
+        raise InputChanged(
+            f"{shown}: not {verb}: it no longer holds {_WHICH_BYTES.get(verb, 'those bytes')}"
+            " (a newer version is processed on its own)"
+        )
+    free = _free_name(target, target_name)
+    while True:
+        try:
+            source.move_to(name, target, free)
+            break
+        except FileExistsError:  # taken meanwhile: never overwrite
+            free = _free_name(target, target_name, stamped=True)
+    if held is not None:
+        _check_moved(source, name, target, free, held[1], shown, verb)
+    return free
+
+
+def _read_all(fd: int, where: str) -> bytes:
+    """Every byte of the open file ``fd`` (closed after), in as few reads as its size allows."""
+    try:
+        size = os.fstat(fd).st_size
+        chunks = []
+        while chunk := os.read(fd, max(size + 1, 1 << 16)):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise InputError(f"{where}: could not be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def _free_name(folder: Folder, name: str, *, stamped: bool = False) -> str:
@@ -240,7 +304,7 @@ def _free_name(folder: Folder, name: str, *, stamped: bool = False) -> str:
         candidate = f"{stem}.{tail}{dot}{suffix}" if dot else f"{name}.{tail}"
         if folder.lstat(candidate) is None:
             return candidate
-    raise FileExistsError(errno.EEXIST, "no free name in the quarantine folder", name)
+    raise FileExistsError(errno.EEXIST, f"no free name in {folder.path}", name)
 
 
 def _hashed_stamp(folder: Folder, name: str) -> tuple[str, FileStamp] | None:
@@ -264,7 +328,13 @@ def _hashed_stamp(folder: Folder, name: str) -> tuple[str, FileStamp] | None:
 
 
 def _check_moved(
-    source: Folder, name: str, target: Folder, target_name: str, hashed: FileStamp, shown: str
+    source: Folder,
+    name: str,
+    target: Folder,
+    target_name: str,
+    hashed: FileStamp,
+    shown: str,
+    verb: str,
 ) -> None:
     """After the rename: the moved file must be the one that was hashed, unchanged. If a
     writer replaced or extended it between the hash and the rename, put it back (never over
@@ -281,6 +351,6 @@ def _check_moved(
     except OSError:
         return  # the name has a newer file still; the moved one is kept with its record
     raise InputChanged(
-        f"{shown}: not quarantined: it changed while being moved (a newer version is"
+        f"{shown}: not {verb}: it changed while being moved (a newer version is"
         " processed on its own)"
     )
