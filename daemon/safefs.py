@@ -196,7 +196,7 @@ class Folder:
         ``openat2`` here, or the open failed for any reason -- then the caller walks
         (:meth:`descend` and :meth:`open_read`), which says exactly why. A burst reads
         thousands of files; the walk costs a syscall per folder and per close, each a GIL
-        hand-off, where this costs one without releasing the GIL."""
+        hand-off, where this costs one."""
         if _openat2 is None:
             return None
         how = _OpenHow(
@@ -339,9 +339,9 @@ def _load_renameat2() -> Callable[..., int] | None:
 _renameat2 = _load_renameat2()
 
 # openat2(2) (Linux 5.6+): resolve a whole relative path in the kernel without following
-# any symlink and without leaving the starting folder. Called through PyDLL, which keeps
-# the GIL: the call is a few microseconds, and releasing the GIL for it lets a busy thread
-# hold the next one up for a whole switch interval.
+# any symlink and without leaving the starting folder. Called through CDLL, which releases
+# the GIL: on a network share (NFS, SMB) a lookup can block for as long as the server takes,
+# and no other thread of the daemon may wait for that.
 _SYS_OPENAT2 = 437  # the same number on every architecture (the unified syscall table)
 _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_NO_SYMLINKS = 0x04
@@ -360,7 +360,7 @@ def _load_openat2() -> Callable[..., int] | None:
     if not hasattr(os, "O_NOFOLLOW") or os.uname().sysname != "Linux":
         return None
     try:
-        function = ctypes.PyDLL(None, use_errno=True).syscall
+        function = ctypes.CDLL(None, use_errno=True).syscall
     except (OSError, AttributeError):
         return None
     function.argtypes = [
