@@ -90,7 +90,7 @@ class Folder:
         # dropped with it, never closed by hand: its descriptor goes with it.
         try:
             self.close()
-        except OSError:
+        except Exception:  # at interpreter exit even ``os`` may be gone: never a warning
             pass
 
     # -- opening -----------------------------------------------------------------------------
