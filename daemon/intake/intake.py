@@ -215,9 +215,11 @@ class Intake:
 
     def _brief_arrived(self, arrival: Arrival, decision: ArrivalDecision) -> bool:
         """A brief: one plan per row and rule that takes briefs; False when unreadable."""
-        rules = self.rules().matching(arrival, None, False, any_source=self.any_source)
+        rule_set = self.rules()
+        verdicts = rule_set.verdicts(arrival, None, False, any_source=self.any_source)
+        rules = rule_set.taking(verdicts)
         if not rules:
-            record_ignored(self.rules(), arrival, decision, any_source=self.any_source)
+            record_ignored(verdicts, arrival, decision)
             return True
         source = self.sources[arrival.source]
         if refused_oversize(
@@ -280,8 +282,9 @@ class Intake:
         image)."""
         rules = self.rules()
         # The key alone first: most files are decided without reading a byte.
-        if not rules.matching(arrival, None, True, any_source=self.any_source, shallow=True):
-            record_ignored(self.rules(), arrival, decision, any_source=self.any_source)
+        by_key = rules.verdicts(arrival, None, True, any_source=self.any_source, shallow=True)
+        if not rules.taking(by_key):
+            record_ignored(by_key, arrival, decision)
             return True
         source = self.sources[arrival.source]
         size = len(data) if data is not None else arrival.size
@@ -297,13 +300,12 @@ class Intake:
                 return True
         exists = self._listings.exists(arrival.source, source, arrival.key)
         facts = examine(source, arrival.key, data, self.sidecar_limits, exists)
-        matching = rules.matching(
+        verdicts = rules.verdicts(
             arrival, facts.image, facts.has_sidecar, any_source=self.any_source
         )
+        matching = rules.taking(verdicts)
         if not matching:
-            record_ignored(
-                self.rules(), arrival, decision, facts.sha256, facts, any_source=self.any_source
-            )
+            record_ignored(verdicts, arrival, decision, facts.sha256)
             return True
         # Companions (rules/companions): a rule whose group is not complete waits for it.
         grouped = {r.name: self._companions(r, arrival, source) for r in matching}

@@ -15,9 +15,8 @@ import structlog
 
 from daemon.errors import DarkroomError, InputError
 from daemon.intake.decisions import ArrivalDecision, Decision, SeenRow
-from daemon.intake.facts import InputFacts
 from daemon.queue.ledger import Ledger
-from daemon.rules.match import RuleSet
+from daemon.rules.match import Verdict
 from daemon.types import Arrival
 
 if TYPE_CHECKING:
@@ -112,23 +111,13 @@ def unnameable_decision(arrival: Arrival, recorded: set[tuple[str, str]]) -> Dec
 
 
 def record_ignored(
-    rules: RuleSet,
+    verdicts: list[Verdict],
     arrival: Arrival,
     decision: ArrivalDecision,
     sha256: str | None = None,
-    facts: InputFacts | None = None,
-    *,
-    any_source: bool,
 ) -> None:
-    """Record that no rule takes ``arrival``, with each rule's reason (what ``darkroom
-    status`` lists and ``darkroom match`` explains in full)."""
-    verdicts = rules.verdicts(
-        arrival,
-        facts.image if facts else None,
-        facts.has_sidecar if facts else False,
-        any_source=any_source,
-        shallow=facts is None,
-    )
+    """Record that no rule takes ``arrival``, with each rule's reason from the ``verdicts``
+    that decided so (what ``darkroom status`` lists and ``darkroom match`` explains in full)."""
     why = "; ".join(f"{v.rule}: {', '.join(v.reasons)}" for v in verdicts if v.reasons)
     if len(why) > _IGNORED_REASON_CHARS:
         why = why[: _IGNORED_REASON_CHARS - 3] + "..."

@@ -178,7 +178,11 @@ class RuleSet:
         shallow: bool = False,
     ) -> list[Rule]:
         """Every rule that takes ``arrival`` (all matching rules run unless one says stop)."""
-        verdicts = self.verdicts(
-            arrival, facts, has_sidecar, any_source=any_source, shallow=shallow
+        return self.taking(
+            self.verdicts(arrival, facts, has_sidecar, any_source=any_source, shallow=shallow)
         )
+
+    def taking(self, verdicts: list[Verdict]) -> list[Rule]:
+        """The rules whose verdict is a match (intake keeps the verdicts: an input no rule
+        takes is recorded with each rule's reason)."""
         return [self.get(v.rule) for v in verdicts if v.matched]
