@@ -313,7 +313,7 @@ def make_payloads(n: int, formats: list[str]) -> list[tuple[str, bytes]]:
     return out
 
 
-def start_py_spy(pid: int, path: Path, idle: bool = True) -> subprocess.Popen[bytes] | None:
+def start_py_spy(pid: int, path: Path, mode: str = "all") -> subprocess.Popen[bytes] | None:
     exe = Path(sys.executable).parent / "py-spy"
     if not exe.exists():
         print("--py-spy: py-spy is not installed (.venv/bin/pip install py-spy)", file=sys.stderr)
@@ -322,7 +322,7 @@ def start_py_spy(pid: int, path: Path, idle: bool = True) -> subprocess.Popen[by
     path.parent.mkdir(parents=True, exist_ok=True)  # py-spy writes nothing into a missing folder
     proc = subprocess.Popen(
         [str(exe), "record", "--pid", str(pid), "--rate", "200", "--threads",
-         *(["--idle"] if idle else []),
+         *{"all": ["--idle"], "oncpu": [], "gil": ["--gil"]}[mode],
          "--format", fmt, "--output", str(path), "--nonblocking"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -350,7 +350,7 @@ def one_run(args: argparse.Namespace, payloads: list[tuple[str, bytes]], spy: Pa
         result["ready_s"] = round(daemon.wait_ready(args.ready_timeout), 3)
         rss_idle = vm_hwm_kib(daemon.pid)
         if spy is not None:
-            spy_proc = start_py_spy(daemon.pid, spy, idle=not args.py_spy_oncpu)
+            spy_proc = start_py_spy(daemon.pid, spy, mode=args.py_spy_mode)
         drop = work / "drop"
         folders = [drop / f"d{d}" for d in range(args.dirs)]
         for folder in folders:
@@ -438,8 +438,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="wait after the last plan before the exactly-once check "
                              "(default: rescan + quiet + 1 s)")  # fmt: skip
     parser.add_argument("--py-spy", type=Path, default=None, help="profile the first burst here")
-    parser.add_argument("--py-spy-oncpu", action="store_true",
-                        help="sample only threads on a CPU (where the CPU goes, not the waits)")  # fmt: skip
+    parser.add_argument("--py-spy-mode", choices=("all", "oncpu", "gil"), default="all",
+                        help="all: every thread, waits included; oncpu: threads on a CPU; "
+                             "gil: only the thread holding the GIL (what one core of Python "
+                             "spends, the burst's limit)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temp folders")
     parser.add_argument("--tree", type=Path, default=None,
                         help="run daemon/ and backends/ from this source tree instead")  # fmt: skip

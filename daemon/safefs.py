@@ -189,11 +189,11 @@ class Folder:
             raise OSError(code, "is a directory" if stat.S_ISDIR(mode) else "not a regular file")
         return fd
 
-    def open_read_beneath(self, relpath: str) -> int | None:
+    def open_read_beneath(self, relpath: str) -> tuple[int, int] | None:
         """A read-only descriptor on the regular file at ``relpath`` below this folder,
         resolved by the kernel in one call (``openat2`` with ``RESOLVE_BENEATH |
-        RESOLVE_NO_SYMLINKS``: no symlink anywhere on the way, never outside), or None: no
-        ``openat2`` here, or the open failed for any reason -- then the caller walks
+        RESOLVE_NO_SYMLINKS``: no symlink anywhere on the way, never outside), with the size
+        it has now; or None: no ``openat2`` here, or the open failed for any reason -- then the caller walks
         (:meth:`descend` and :meth:`open_read`), which says exactly why. A burst reads
         thousands of files; the walk costs a syscall per folder and per close, each a GIL
         hand-off, where this costs one."""
@@ -210,13 +210,13 @@ class Folder:
                 _disable_openat2()  # an old kernel, or a seccomp filter that refuses it
             return None
         try:
-            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            st = os.fstat(fd)
         except OSError:
-            regular = False
-        if not regular:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
             os.close(fd)
             return None
-        return fd
+        return fd, st.st_size
 
     def create(self, name: str, mode: int = FILE_MODE) -> int:
         """A new file ``name`` opened for writing: FileExistsError if anything (a symlink

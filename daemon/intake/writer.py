@@ -2,9 +2,9 @@
 
 The decide thread (:class:`~daemon.intake.intake.Intake`) hands over chunks of decisions; the
 writer (the ``darkroom-intake-write`` thread) writes every decision ready so far in one
-transaction (:meth:`Ledger.batch`: one commit and one fsync for the group, each arrival's
-plans and ``seen`` row atomic on their own, on a savepoint only when the group must be
-written again to find the one that fails), then logs each, wakes the runner, settles
+transaction (:meth:`Ledger.batch`: one commit and one fsync for the group, its plans, jobs,
+owners and ``seen`` rows in a few multi-row statements; each arrival on a savepoint of its
+own only when the group must be written again to find the one that fails), then logs each, wakes the runner, settles
 queue-backed arrivals, and moves a duplicate of an input already processed beside the first.
 """
 
@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, cast
 import structlog
 
 from daemon.errors import DarkroomError
-from daemon.intake.decisions import ArrivalDecision, Decision
+from daemon.intake.decisions import ArrivalDecision, Decision, SeenRow
+from daemon.queue.arrivals import SeenVersion
 from daemon.queue.ledger import Ledger
 from daemon.types import Arrival, Plan, PlanState
 
@@ -96,8 +97,10 @@ class DecisionWriter:
             # Not fsync'd: after a power loss the files are found again (startup scan,
             # listing, redelivery) and submitted again; a job's end is always durable.
             with ledger.batch(durable=False, savepoints=False):
+                results = iter(ledger.submit_group([p for d in decisions for p in d.plans]))
                 for decision in decisions:
-                    self._write_one(decision)
+                    decision.results = [next(results) for _ in decision.plans]
+                ledger.mark_seen_many([_seen_version(seen) for d in decisions for seen in d.seen])
             return
         except Exception:  # rolled back: find the one that fails, keep the others
             for decision in decisions:
@@ -117,9 +120,7 @@ class DecisionWriter:
     def _write_one(self, decision: ArrivalDecision) -> None:
         ledger = self.ledger
         decision.results = [ledger.submit(plan) for plan in decision.plans]
-        for seen in decision.seen:
-            a = seen.arrival
-            ledger.mark_seen(a.source, a.key, a.size, a.mtime_ns, seen.sha256, seen.outcome, a.etag)
+        ledger.mark_seen_many([_seen_version(seen) for seen in decision.seen])
 
     def report(self, decision: Decision) -> tuple[Arrival, list[str]] | None:
         """Log what was written for ``decision``; its (arrival, plan ids), or None when it
@@ -185,3 +186,8 @@ class DecisionWriter:
                 key=arrival.key,
                 plan=plan_ids[done[0]],
             )
+
+
+def _seen_version(seen: SeenRow) -> SeenVersion:
+    a = seen.arrival
+    return SeenVersion(a.source, a.key, a.size, a.mtime_ns, a.etag, seen.sha256, seen.outcome)

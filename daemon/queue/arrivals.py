@@ -10,13 +10,27 @@ read again when an operator moves it back.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
+from daemon.queue.bulk import insert_rows
 from daemon.queue.reruns import Reruns
 from daemon.queue.store import Store
 from daemon.types import Plan
 
-__all__ = ["Arrivals"]
+__all__ = ["Arrivals", "SeenVersion"]
+
+
+class SeenVersion(NamedTuple):
+    """One ``seen`` row: the version of a source key that was handled, and how."""
+
+    source: str
+    key: str
+    size: int
+    mtime_ns: int
+    etag: str | None
+    sha256: str | None
+    outcome: str
 
 
 def _moved_away(location: str | None) -> bool:
@@ -65,6 +79,16 @@ class Arrivals:
                 "INSERT OR REPLACE INTO seen (source, key, size, mtime_ns, etag, sha256, outcome, at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (source, key, size, mtime_ns, etag, sha256, outcome, self._store.clock()),
+            )
+
+    def mark_seen_many(self, rows: Sequence[SeenVersion]) -> None:
+        """``mark_seen`` for many versions, in multi-row statements (intake's writer)."""
+        now = self._store.clock()
+        with self._store.tx() as db:
+            insert_rows(
+                db,
+                "INSERT OR REPLACE INTO seen (source, key, size, mtime_ns, etag, sha256, outcome, at)",
+                [(*row, now) for row in rows],
             )
 
     def seen_since(

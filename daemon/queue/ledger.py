@@ -39,13 +39,13 @@ JSON), outputs as :class:`daemon.types.OutputRecord`, rounds as
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from daemon.outputs.manifest import RoundSummary
-from daemon.queue.arrivals import Arrivals
+from daemon.queue.arrivals import Arrivals, SeenVersion
 from daemon.queue.claims import Claims
 from daemon.queue.holds import Holds
 from daemon.queue.ids import job_id, plan_id
@@ -164,6 +164,11 @@ class Ledger:
                     results.append(exc)
         return results
 
+    def submit_group(self, plans: Sequence[Plan]) -> list[tuple[str, bool]]:
+        """``submit`` for each plan in a few statements for them all (intake's writer);
+        raises what any of them raised (the caller's transaction undoes the group)."""
+        return self._plans.submit_group(plans)
+
     def plan_states(self, ids: list[str]) -> dict[str, PlanState]:
         return self._plans.plan_states(ids)
 
@@ -186,6 +191,9 @@ class Ledger:
         etag: str | None = None,
     ) -> None:
         self._arrivals.mark_seen(source, key, size, mtime_ns, sha256, outcome, etag)
+
+    def mark_seen_many(self, rows: Sequence[SeenVersion]) -> None:
+        self._arrivals.mark_seen_many(rows)
 
     def seen_since(
         self, since: float, sources: list[str]

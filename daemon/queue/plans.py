@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 
+from daemon.outputs import placement
 from daemon.outputs.manifest import RoundSummary
 from daemon.queue.arrivals import Arrivals
+from daemon.queue.bulk import insert_rows, select_in
 from daemon.queue.ids import job_id, legacy_plan_id, plan_id
 from daemon.queue.owners import Owners
 from daemon.queue.rows import PlanRow
@@ -26,6 +29,37 @@ __all__ = ["ABSENT", "Plans"]
 
 # prior_manifest's value when the plan's folder held no manifest (an ETag is never this).
 ABSENT = "absent"
+
+_PLANS = "plans (id, source, key, sha256, rule, rule_digest, plan, created_at)"
+_JOB_INSERT = (
+    "INSERT INTO jobs (id, plan_id, step, step_name, step_index, depends_on,"
+    " rule, state, error, created_at, updated_at)"
+)
+_OWNER_INSERT = "INSERT INTO owners (sink, folder, source, key, at)"
+
+
+def _plan_id(plan: Plan) -> str:
+    return plan_id(plan.content, plan.rule, plan.digest, plan.arrival.source, plan.arrival.key)
+
+
+def _plan_row(pid: str, plan: Plan, now: float) -> tuple[object, ...]:
+    arrival = plan.arrival
+    return (pid, arrival.source, arrival.key, plan.sha256, plan.rule, plan.digest,
+            plan.model_dump_json(), now)  # fmt: skip
+
+
+def _job_rows(pid: str, plan: Plan, now: float) -> list[tuple[object, ...]]:
+    """One job per unit: queued when it takes the source, waiting when it takes another
+    step's outputs, failed when the plan cannot run as written (e.g. an unknown variable)."""
+    rows: list[tuple[object, ...]] = []
+    for index, unit in enumerate(plan.units):
+        depends = None if unit.input == "source" else unit.input
+        state = JobState.QUEUED if depends is None else JobState.WAITING
+        if plan.error:
+            state = JobState.FAILED
+        rows.append((job_id(pid, unit.id), pid, unit.id, unit.name, index, depends, plan.rule,
+                     state, plan.error, now, now))  # fmt: skip
+    return rows
 
 
 class Plans:
@@ -39,8 +73,7 @@ class Plans:
         the id is the asset (source, key) + content (image bytes + sidecar + mask) + rule +
         rule digest; a job's adds its unit id. A new plan is placed in an output folder its
         asset owns (:meth:`Owners.place`): the stored plan may differ from ``plan`` there."""
-        source, key = plan.arrival.source, plan.arrival.key
-        pid = plan_id(plan.content, plan.rule, plan.digest, source, key)
+        pid = _plan_id(plan)
         now = self._store.clock()
         with self._store.tx() as db:
             known = self._known_plan(db, pid, plan)
@@ -48,46 +81,79 @@ class Plans:
                 return known, self._arrivals.readmit_moved_back(db, known, plan, now)
             plan = self._owners.place(db, plan, now)
             cur = db.execute(
-                "INSERT OR IGNORE INTO plans"
-                " (id, source, key, sha256, rule, rule_digest, plan, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    pid,
-                    plan.arrival.source,
-                    plan.arrival.key,
-                    plan.sha256,
-                    plan.rule,
-                    plan.digest,
-                    plan.model_dump_json(),
-                    now,
-                ),
+                f"INSERT OR IGNORE INTO {_PLANS} VALUES ({','.join('?' * 8)})",
+                _plan_row(pid, plan, now),
             )
             if cur.rowcount == 0:
                 return pid, False
-            for index, unit in enumerate(plan.units):
-                depends = None if unit.input == "source" else unit.input
-                state = JobState.QUEUED if depends is None else JobState.WAITING
-                if plan.error:  # the plan cannot run as written (e.g. an unknown variable)
-                    state = JobState.FAILED
-                db.execute(
-                    "INSERT INTO jobs (id, plan_id, step, step_name, step_index, depends_on,"
-                    " rule, state, error, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        job_id(pid, unit.id),
-                        pid,
-                        unit.id,
-                        unit.name,
-                        index,
-                        depends,
-                        plan.rule,
-                        state,
-                        plan.error,
-                        now,
-                        now,
-                    ),
-                )
+            for row in _job_rows(pid, plan, now):
+                db.execute(f"{_JOB_INSERT} VALUES ({','.join('?' * 11)})", row)
         return pid, True
+
+    def submit_group(self, plans: Sequence[Plan]) -> list[tuple[str, bool]]:
+        """``submit`` for each plan, in order, with the same results, in a few statements
+        for the whole group instead of five or six per plan (intake's writer in a burst):
+        one lookup of the ids already recorded, one of the owners of the folders asked
+        for, and multi-row inserts. A plan whose folder another asset owns, and every plan
+        after it, is placed one at a time (:meth:`Owners.place`); a group naming one plan
+        twice is submitted one plan at a time."""
+        ids = [_plan_id(plan) for plan in plans]
+        if len(set(ids)) < len(ids):
+            return [self.submit(plan) for plan in plans]
+        legacy = {
+            pid: legacy_plan_id(plan.content, plan.rule, plan.digest)
+            for pid, plan in zip(ids, plans, strict=True)
+        }
+        now = self._store.clock()
+        with self._store.tx() as db:
+            recorded = {
+                row["id"]: (row["source"], row["key"])
+                for row in select_in(
+                    db,
+                    "SELECT id, source, key FROM plans WHERE id IN ({})",
+                    ids + [*legacy.values()],
+                )
+            }
+            owners = {
+                (row["sink"], row["folder"]): (row["source"], row["key"])
+                for row in select_in(
+                    db,
+                    "SELECT sink, folder, source, key FROM owners WHERE folder IN ({})",
+                    [placement.owned_folder(plan.manifest) for plan in plans],
+                )
+            }
+            results: list[tuple[str, bool]] = []
+            owner_rows: list[tuple[object, ...]] = []
+            plan_rows: list[tuple[object, ...]] = []
+            job_rows: list[tuple[object, ...]] = []
+            one_at_a_time = False
+            for pid, plan in zip(ids, plans, strict=True):
+                asset = (plan.arrival.source, plan.arrival.key)
+                known = pid if pid in recorded else None
+                if known is None and recorded.get(legacy[pid]) == asset:
+                    known = legacy[pid]
+                if known is not None:
+                    results.append((known, self._arrivals.readmit_moved_back(db, known, plan, now)))
+                    continue
+                folder = (plan.sink, placement.owned_folder(plan.manifest))
+                owner = owners.get(folder)
+                if not one_at_a_time and owner is None:
+                    owners[folder] = asset
+                    owner_rows.append((*folder, *asset, now))
+                elif one_at_a_time or owner != asset:
+                    # Another asset's folder: placed beside it, which reads the owners table,
+                    # so every owner so far goes in first and the rest are placed one by one.
+                    one_at_a_time = True
+                    insert_rows(db, _OWNER_INSERT, owner_rows)
+                    owner_rows = []
+                    plan = self._owners.place(db, plan, now)
+                plan_rows.append(_plan_row(pid, plan, now))
+                job_rows += _job_rows(pid, plan, now)
+                results.append((pid, True))
+            insert_rows(db, _OWNER_INSERT, owner_rows)
+            insert_rows(db, f"INSERT INTO {_PLANS}", plan_rows)
+            insert_rows(db, _JOB_INSERT, job_rows)
+        return results
 
     def _known_plan(self, db: sqlite3.Connection, pid: str, plan: Plan) -> str | None:
         """The id under which this very plan is already recorded: ``pid``, or the id an older
@@ -104,16 +170,9 @@ class Plans:
 
     def plan_states(self, ids: list[str]) -> dict[str, PlanState]:
         """The state of each of these plans that the ledger has, in one query."""
-        states: dict[str, PlanState] = {}
         with self._store.lock:
-            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = self._store.db.execute(
-                    f"SELECT id, state FROM plans WHERE id IN ({marks})", chunk
-                ).fetchall()
-                states.update({r["id"]: PlanState(r["state"]) for r in rows})
-        return states
+            rows = select_in(self._store.db, "SELECT id, state FROM plans WHERE id IN ({})", ids)
+        return {r["id"]: PlanState(r["state"]) for r in rows}
 
     def plan(self, pid: str) -> PlanRow:
         """The plan ``pid``; KeyError when the ledger has none (pruned, never submitted)."""

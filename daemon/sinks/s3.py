@@ -157,6 +157,10 @@ class S3Sink(Sink):
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
         return where
 
+    def version_of(self, data: bytes) -> str | None:
+        """None: an ETag is not always the bytes' MD5 (SSE-KMS, multipart uploads)."""
+        return None
+
     def version(self, path: str) -> str | None:
         """The object's ETag, or None when there is none."""
         key = self._key(path)

@@ -48,6 +48,29 @@ def test_file_written_in_chunks_is_emitted_once_after_last_write(drop, recorder,
     assert source.pending_count() == 0
 
 
+class _CountingSource(FolderSource):
+    events = 0
+
+    def _record_event(self, event):  # type: ignore[no-untyped-def]
+        type(self).events += 1
+        super()._record_event(event)
+
+
+def test_a_file_copied_in_many_writes_costs_a_few_events_not_one_per_write(
+    drop, recorder, start_source
+):
+    # inotify sends "modified" for every write() call: a photo copied in 64 KiB chunks is
+    # hundreds of events, each a trip through watchdog's threads. The close says it all.
+    source = start_source(drop, cls=_CountingSource)
+    with open(drop / "photo.jpg", "wb", buffering=0) as f:
+        for _ in range(500):
+            f.write(b"z" * 100)
+    assert recorder.wait_for_keys("photo.jpg")
+    settle(source, recorder)
+    assert recorder.last("photo.jpg").size == 50_000
+    assert _CountingSource.events < 10
+
+
 def test_part_file_renamed_is_emitted_once_under_final_name(drop, recorder, start_source):
     source = start_source(drop)
     part = write(drop / "x.jpg.part", b"a" * 500)

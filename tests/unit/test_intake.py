@@ -14,6 +14,7 @@ from PIL import Image, ImageFile
 
 from daemon.intake.facts import image_facts
 from daemon.intake.intake import Intake
+from daemon.queue.arrivals import SeenVersion
 from daemon.rules.load import load_rules
 from daemon.sources.memory import MemorySource
 from daemon.types import Arrival, Plan
@@ -98,11 +99,15 @@ class FakeLedger:
         self.plans.append(plan)
         return f"p{len(self.plans)}", created
 
-    def mark_seen(self, source, key, size, mtime_ns, sha256, status, etag=None) -> None:
-        self.seen[key] = status
+    def submit_group(self, plans: list[Plan]) -> list[tuple[str, bool]]:
+        return [self.submit(plan) for plan in plans]
+
+    def mark_seen_many(self, rows: list[SeenVersion]) -> None:
+        for row in rows:
+            self.seen[row.key] = row.outcome
 
     @contextlib.contextmanager
-    def batch(self, durable: bool = True) -> Iterator[None]:
+    def batch(self, durable: bool = True, savepoints: bool = True) -> Iterator[None]:
         yield
 
     def is_seen(self, *args: Any) -> bool:

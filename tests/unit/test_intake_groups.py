@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import sqlite3
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,11 @@ class FailingLedger(Ledger):
             raise sqlite3.OperationalError("disk I/O error")
         return super().submit(plan)
 
+    def submit_group(self, plans: Sequence[Plan]) -> list[tuple[str, bool]]:
+        if any(plan.arrival.key == "bad.png" for plan in plans):
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().submit_group(plans)
+
 
 def test_an_arrival_that_cannot_be_written_leaves_the_rest_of_its_group_written(tmp_path):
     ledger = FailingLedger(tmp_path / "ledger.sqlite")
@@ -186,3 +192,63 @@ def test_submit_many_is_one_transaction_and_reports_each_plan(tmp_path):
     assert len(commits) == 1
     assert [r[1] for r in results if isinstance(r, tuple)] == [True] * 20 + [False]
     assert ledger.plan_count() == 20
+
+
+def ledger_rows(ledger: Ledger) -> dict[str, list[tuple[object, ...]]]:
+    """What a submission leaves in the ledger, without its times."""
+    with sqlite3.connect(ledger.path) as db:
+        return {
+            "plans": db.execute(
+                "SELECT id, source, key, sha256, rule, plan FROM plans ORDER BY id"
+            ).fetchall(),
+            "jobs": db.execute(
+                "SELECT id, plan_id, step, step_index, depends_on, state FROM jobs ORDER BY id"
+            ).fetchall(),
+            "owners": db.execute(
+                "SELECT sink, folder, source, key FROM owners ORDER BY 1, 2"
+            ).fetchall(),
+        }
+
+
+def test_a_group_is_submitted_with_the_results_of_one_by_one(tmp_path):
+    # hero.PNG asks for the folder hero.png owns (output folders ignore case): placed
+    # beside it, as one by one; so is a/hero.PNG, and every plan after the first conflict.
+    stems = [f"{folder}hero.{ext}" for folder in ("", "a/") for ext in ("png", "PNG", "jpg")]
+    keys = [*stems, "other.png", "a/other.png"]
+    one_dir, group_dir = tmp_path / "one", tmp_path / "group"
+    one_dir.mkdir(), group_dir.mkdir()
+    intake, source, one, _ = make(one_dir)
+    plans = [p for i, k in enumerate(keys) for p in intake._decide(source.put(k, png(i))).plans]
+    earlier = plans[-1]  # submitted before: the group finds it recorded
+    group = Ledger(group_dir / "ledger.sqlite")
+
+    expected = [one.submit(earlier)] + [one.submit(plan) for plan in plans]
+    group.submit(earlier)
+    with group.batch():
+        results = group.submit_group(plans)
+
+    assert [(expected[0][1], results[-1][1])] == [(True, False)]
+    assert results == expected[1:]
+    assert ledger_rows(group) == ledger_rows(one)
+    owners = {key: folder for _, folder, _, key in ledger_rows(group)["owners"]}
+    assert owners["hero.png"] == "r/hero.png" and owners["hero.PNG"].startswith("r/hero.png-")
+    assert owners["a/hero.PNG"].startswith("r/a/hero.png-")
+
+
+def test_a_burst_is_written_in_a_few_statements_not_six_per_file(tmp_path):
+    intake, source, ledger, _ = make(tmp_path)
+    group = [intake._decide(source.put(f"i{i}.png", png(i))) for i in range(200)]
+    statements: list[str] = []
+    ledger._store.db.set_trace_callback(statements.append)
+    intake._writer.write(group)
+    assert ledger.plan_count() == 200 and len(seen_outcomes(ledger)) == 200
+    assert len(statements) < 20, statements
+
+
+def test_a_group_naming_a_plan_twice_is_written_once(tmp_path):
+    intake, source, ledger, _ = make(tmp_path)
+    plans = intake._decide(source.put("a.png", png(1))).plans
+    with ledger.batch():
+        results = ledger.submit_group(plans + plans)
+    assert [created for _, created in results] == [True, False]
+    assert ledger.plan_count() == 1

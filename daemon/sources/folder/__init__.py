@@ -56,7 +56,7 @@ from daemon.sources.base import Emit, Known, Source
 from daemon.sources.folder.complete import DirStamps, QuietPeriod
 from daemon.sources.folder.files import TEMP_SUFFIXES, FolderFiles, is_ignored
 from daemon.sources.folder.scanning import FolderScanning
-from daemon.sources.folder.watch import JOIN_TIMEOUT, RootWatch
+from daemon.sources.folder.watch import ALL_EVENTS, INOTIFY_EVENTS, JOIN_TIMEOUT, RootWatch
 from daemon.sources.uploads import UploadVerdict, UploadWatch
 
 if TYPE_CHECKING:
@@ -141,6 +141,7 @@ class FolderSource(FolderScanning, Source):
             record=lambda event: self._record_event(event),
             unwatched=lambda: self._wake_rescan.set(),
             rescan_interval=self.rescan_interval,
+            events=INOTIFY_EVENTS if _inotify(poll) else ALL_EVENTS,
         )
         self._unreadable_dirs: set[str] = set()  # logged once each
 
@@ -340,3 +341,8 @@ class FolderSource(FolderScanning, Source):
             return frozenset(os.listdir(path))  # names only: no stat per entry
         except (OSError, InputError):
             return None
+
+
+def _inotify(poll: bool) -> bool:
+    """Whether the watch is inotify's (Linux, not polling): its writes end with a close."""
+    return not poll and getattr(Observer, "__name__", "") == "InotifyObserver"

@@ -91,7 +91,7 @@ class FolderFiles:
         self.path_for(key)  # validates the key
         fast = self._reading_root().open_read_beneath(key)
         if fast is not None:
-            return _read_all(fast, f"{self.root}/{key}")
+            return _read_all(fast[0], f"{self.root}/{key}", fast[1])
         # No openat2, or the open failed: the walk, which says why.
         where = f"{self.root}/{key}"
         parts = key.split("/")
@@ -279,13 +279,21 @@ def _move_to_free_name(
     return free
 
 
-def _read_all(fd: int, where: str) -> bytes:
-    """Every byte of the open file ``fd`` (closed after), in as few reads as its size allows."""
+def _read_all(fd: int, where: str, size: int | None = None) -> bytes:
+    """Every byte of the open file ``fd`` (closed after), in as few reads as its size allows:
+    one, when the file has not grown since ``size`` was taken. Each system call here hands
+    the GIL to another thread and waits to win it back; in a burst that wait, not the call,
+    is most of a read."""
     try:
-        size = os.fstat(fd).st_size
-        chunks = []
-        while chunk := os.read(fd, max(size + 1, 1 << 16)):
+        if size is None:
+            size = os.fstat(fd).st_size
+        chunks, total = [], 0
+        want = max(size + 1, 1 << 16)
+        while chunk := os.read(fd, want):
             chunks.append(chunk)
+            total += len(chunk)
+            if len(chunk) < want and total >= size:
+                break  # short, with every byte the file had: its end (no extra read for EOF)
         return b"".join(chunks)
     except OSError as exc:
         raise InputError(f"{where}: could not be read: {exc.strerror}") from None

@@ -33,7 +33,7 @@ from watchdog.observers.api import BaseObserver
 
 log = structlog.get_logger("darkroom.sources")
 
-__all__ = ["JOIN_TIMEOUT", "RootWatch"]
+__all__ = ["ALL_EVENTS", "INOTIFY_EVENTS", "JOIN_TIMEOUT", "RootWatch"]
 
 JOIN_TIMEOUT = 5.0  # seconds per thread when stopping
 _OBSERVER_RETRY = 5.0  # seconds between attempts to (re)start a failing observer
@@ -46,6 +46,13 @@ _EVENTS = [
     DirCreatedEvent,
     DirMovedEvent,
 ]
+# With inotify a write ends with a close (IN_CLOSE_WRITE), so "modified" (IN_MODIFY, one per
+# write() call: thousands for one photo copied in 64 KiB chunks, and a third of a small
+# file's events) adds nothing: the gate stats a candidate before it counts it complete, and
+# a size or mtime changed meanwhile starts its quiet period again. A polling observer (and
+# macOS's FSEvents) sees no closes, only "modified", so it keeps them.
+INOTIFY_EVENTS = [event for event in _EVENTS if event is not FileModifiedEvent]
+ALL_EVENTS = _EVENTS
 
 
 class _Handler(FileSystemEventHandler):
@@ -77,6 +84,7 @@ class RootWatch:
         record: Callable[[FileSystemEvent], None],
         unwatched: Callable[[], None],
         rescan_interval: float,
+        events: list[type[FileSystemEvent]] = ALL_EVENTS,
     ) -> None:
         self.source = source
         self.root = root
@@ -85,6 +93,7 @@ class RootWatch:
         self._handler = _Handler(source, record)
         self._unwatched = unwatched  # called when files may have arrived unwatched
         self._rescan_interval = rescan_interval
+        self._events = events
         self._observer: BaseObserver | None = None
         self._identity: tuple[int, int] | None = None
         self._missing = False
@@ -133,7 +142,7 @@ class RootWatch:
         observer: BaseObserver | None = None
         try:
             observer = self._new_observer()
-            observer.schedule(self._handler, self.root, recursive=True, event_filter=_EVENTS)
+            observer.schedule(self._handler, self.root, recursive=True, event_filter=self._events)
             observer.start()
         except Exception as exc:  # e.g. OSError: inotify watch or instance limit reached
             if observer is not None:
