@@ -138,19 +138,19 @@ class DecisionWriter:
             return None
         plan_ids: list[str] = []
         for plan, (plan_id, created) in zip(decision.plans, decision.results, strict=True):
-            bound = log.bind(
-                source=plan.arrival.source, key=plan.arrival.key, rule=plan.rule, plan=plan_id
-            )
+            where = {"source": plan.arrival.source, "key": plan.arrival.key, "rule": plan.rule}
             if created:
-                bound.info(
+                log.info(
                     "queued",
+                    **where,
+                    plan=plan_id,
                     jobs=len(plan.units),
                     sha256=plan.sha256[:12],
                     sidecar=plan.sidecar.key if plan.sidecar else None,
                     error=plan.error,
                 )
             else:
-                bound.info("already handled; not queued again")
+                log.info("already handled; not queued again", **where, plan=plan_id)
             plan_ids.append(plan_id)
         if decision.plans and not any(created for _, created in decision.results):
             self._move_if_processed(decision.plans, plan_ids)

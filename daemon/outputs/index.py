@@ -237,17 +237,27 @@ def update_index(sink: Sink, entry: IndexEntry, *, attempts: int = 200) -> list[
             )
         after.version = sink.version_of(data)
         _last_read[sink.location(INDEX_JSON)] = after
-        _write_page(sink)
+        _write_page(sink, after)
     return after.sorted_entries()
 
 
-def _write_page(sink: Sink, attempts: int = 20) -> None:
+def _write_page(sink: Sink, written: _Read | None = None, attempts: int = 20) -> None:
     """``index.html`` from the latest ``index.json`` (rendered again when it moved on meanwhile,
-    so the last writer's page shows every entry)."""
+    so the last writer's page shows every entry). ``written``: the index just written (its
+    version, when the sink can tell, saves asking for it)."""
     for _ in range(attempts):
-        version = sink.version(INDEX_JSON)
-        entries = list(_read(sink, version, rebuild=False).entries.values())
-        sink.write(INDEX_HTML, render_index(entries).encode(), "text/html; charset=utf-8")
+        version: str | None
+        if written is not None and written.version is not None:
+            version, index = written.version, written
+        else:
+            version = sink.version(INDEX_JSON)
+            index = _read(sink, version, rebuild=False)
+        written = None
+        sink.write(
+            INDEX_HTML,
+            render_index(list(index.entries.values())).encode(),
+            "text/html; charset=utf-8",
+        )
         if sink.version(INDEX_JSON) == version:
             return
 

@@ -35,6 +35,7 @@ __all__ = ["LOCK_NAME", "FolderSink"]
 # Taken for every compare-and-swap (the root index); dot-named, so never listed or indexed.
 LOCK_NAME = ".darkroom.lock"
 _VERSIONS_KEPT = 256  # the files whose version was hashed last (the index, recent manifests)
+_STAMP_SETTLED_NS = 100_000_000  # file times advance in ticks of a few ms (jiffies)
 
 
 class FolderSink(Sink):
@@ -134,7 +135,9 @@ class FolderSink(Sink):
         when the file changed: the root index is asked its version several times per
         finished plan, and at 10,000 sources it is megabytes. A write here is a rename of
         a new file (a new inode) and an edit in place changes the ctime, so an unchanged
-        (device, inode, size, mtime, ctime) is an unchanged file."""
+        (device, inode, size, mtime, ctime) is an unchanged file -- once that ctime is older
+        than a timestamp tick or two: within one, a freed inode taken again by a write of the
+        same size could carry the same stamp."""
         parts = safe_relpath(path).split("/")
         try:
             with self._folder(parts[:-1], create=False) as folder:
@@ -146,7 +149,8 @@ class FolderSink(Sink):
             stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             with self._versions_lock:
                 known = self._versions.get(path)
-            if known is not None and known[0] == stamp:
+            settled = time.time_ns() - st.st_ctime_ns > _STAMP_SETTLED_NS
+            if known is not None and known[0] == stamp and settled:
                 return known[1]
             token = '"' + hashlib.sha256(fh.read()).hexdigest() + '"'
         with self._versions_lock:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from structlog.testing import capture_logs
 
 from daemon.intake.intake import Intake
 from daemon.intake.settlement import Settlement
@@ -252,3 +253,12 @@ def test_a_group_naming_a_plan_twice_is_written_once(tmp_path):
         results = ledger.submit_group(plans + plans)
     assert [created for _, created in results] == [True, False]
     assert ledger.plan_count() == 1
+
+
+def test_a_sidecar_arriving_logs_the_image_it_queues_again(tmp_path):
+    intake, source, _, _ = make(tmp_path)
+    intake.handle(source.put("shoot/a.png", png(1)))
+    with capture_logs() as logs:
+        intake.handle(source.put("shoot/a.txt", b"a red door"))  # its prompt: a new plan
+    queued = [e for e in logs if e["event"] == "queued"]
+    assert [(e["key"], e["source"]) for e in queued] == [("shoot/a.png", "mem")]
