@@ -167,12 +167,19 @@ def drawable(char: str) -> bool:
     return _ink(f, char) != _ink(f, _NO_GLYPH)
 
 
+def _is_letter(category: str) -> bool:
+    """Neither a mark nor a code point unknown to this Python (both may draw off the line)."""
+    return category[0] != "M" and category != "Cn"
+
+
 def clean_text(text: Any) -> str:
     """One line of printable text: control characters and newlines become spaces.
 
     Combining marks that would draw outside the line are dropped: one the font has no glyph
     for (its box would be stacked above the letter) and every mark after the first on a
     letter ("Zalgo" text). After NFC, accented letters are single code points and keep theirs.
+    A code point this Python's Unicode tables do not know yet (``Cn``: U+1ACF, a mark since
+    Unicode 15) counts as a mark: the text shaper may know it as one.
     """
     s = unicodedata.normalize("NFC", "" if text is None else str(text))
     kept: list[str] = []
@@ -181,8 +188,8 @@ def clean_text(text: Any) -> str:
         if category in ("Cc", "Cf", "Zl", "Zp"):
             kept.append(" ")
             continue
-        on_a_letter = bool(kept) and unicodedata.category(kept[-1])[0] != "M"
-        if category[0] != "M" or (on_a_letter and drawable(c)):
+        on_a_letter = bool(kept) and _is_letter(unicodedata.category(kept[-1]))
+        if _is_letter(category) or (on_a_letter and drawable(c)):
             kept.append(c)
     return " ".join("".join(kept).split())
 

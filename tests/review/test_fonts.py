@@ -93,3 +93,15 @@ def test_marks_the_font_lacks_or_stacks_of_marks_stay_inside_their_line(
     # Accented letters, CJK and Hangul are untouched.
     prompt = next(b for b in layout.blocks if b.role == "prompt")
     assert PHRASE in " ".join(line.text for line in prompt.lines).replace("prompt: ", "")
+
+
+def test_a_mark_newer_than_pythons_unicode_tables_stays_inside_its_line(
+    make_manifest, assert_layout_sound
+):
+    # U+1ACF became a combining mark in Unicode 15; Python 3.11 calls it unassigned (Cn),
+    # while the text shaper may place it as a mark above the line (Hypothesis found it).
+    manifest = make_manifest([("explore", "sd-turbo", 1)], key="hero.png")
+    manifest["rule"]["prompt"] = "0\u1acf"
+    manifest["steps"][0]["state"], manifest["steps"][0]["error"] = "failed", "0\u1acf"
+    layout = layout_of(manifest, tile=48)
+    assert_layout_sound(layout)
