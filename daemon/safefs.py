@@ -193,8 +193,8 @@ class Folder:
         """A read-only descriptor on the regular file at ``relpath`` below this folder,
         resolved by the kernel in one call (``openat2`` with ``RESOLVE_BENEATH |
         RESOLVE_NO_SYMLINKS``: no symlink anywhere on the way, never outside), with the size
-        it has now; or None: no ``openat2`` here, or the open failed for any reason -- then the caller walks
-        (:meth:`descend` and :meth:`open_read`), which says exactly why. A burst reads
+        it has now; or None: no ``openat2`` here, or the open failed for any reason -- then
+        the caller walks (:meth:`descend` and :meth:`open_read`), which says exactly why. A burst reads
         thousands of files; the walk costs a syscall per folder and per close, each a GIL
         hand-off, where this costs one."""
         if _openat2 is None:

@@ -4,8 +4,9 @@ The decide thread (:class:`~daemon.intake.intake.Intake`) hands over chunks of d
 writer (the ``darkroom-intake-write`` thread) writes every decision ready so far in one
 transaction (:meth:`Ledger.batch`: one commit and one fsync for the group, its plans, jobs,
 owners and ``seen`` rows in a few multi-row statements; each arrival on a savepoint of its
-own only when the group must be written again to find the one that fails), then logs each, wakes the runner, settles
-queue-backed arrivals, and moves a duplicate of an input already processed beside the first.
+own only when the group must be written again to find the one that fails), then logs each,
+wakes the runner, settles queue-backed arrivals, and moves a duplicate of an input already
+processed beside the first.
 """
 
 from __future__ import annotations

@@ -74,12 +74,7 @@ class Arrivals:
         outcome: str,
         etag: str | None = None,
     ) -> None:
-        with self._store.tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO seen (source, key, size, mtime_ns, etag, sha256, outcome, at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (source, key, size, mtime_ns, etag, sha256, outcome, self._store.clock()),
-            )
+        self.mark_seen_many([SeenVersion(source, key, size, mtime_ns, etag, sha256, outcome)])
 
     def mark_seen_many(self, rows: Sequence[SeenVersion]) -> None:
         """``mark_seen`` for many versions, in multi-row statements (intake's writer)."""

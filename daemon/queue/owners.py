@@ -8,11 +8,13 @@ A plan whose folder belongs to another asset is placed beside it at submission
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 import structlog
 
 from daemon.errors import OutputError
 from daemon.outputs import placement
+from daemon.queue.bulk import insert_rows
 from daemon.queue.store import Store
 from daemon.types import Plan
 
@@ -25,6 +27,11 @@ class Owners:
     def __init__(self, store: Store):
         self._store = store
 
+    @staticmethod
+    def record(db: sqlite3.Connection, rows: Sequence[tuple[str, str, str, str, float]]) -> None:
+        """Record owners: (sink, folder, source, key, at) each, in multi-row statements."""
+        insert_rows(db, "INSERT INTO owners (sink, folder, source, key, at)", rows)
+
     def place(self, db: sqlite3.Connection, plan: Plan, now: float) -> Plan:
         """Record the asset as the owner of the output folder its plan asks for, or — when
         another asset owns it — place the plan in a deterministic alternative beside it."""
@@ -36,10 +43,7 @@ class Owners:
                 "SELECT source, key FROM owners WHERE sink=? AND folder=?", (plan.sink, target)
             ).fetchone()
             if row is None:
-                db.execute(
-                    "INSERT INTO owners (sink, folder, source, key, at) VALUES (?, ?, ?, ?, ?)",
-                    (plan.sink, target, source, key, now),
-                )
+                self.record(db, [(plan.sink, target, source, key, now)])
                 break
             if (row["source"], row["key"]) == (source, key):
                 break

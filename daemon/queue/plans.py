@@ -35,7 +35,6 @@ _JOB_INSERT = (
     "INSERT INTO jobs (id, plan_id, step, step_name, step_index, depends_on,"
     " rule, state, error, created_at, updated_at)"
 )
-_OWNER_INSERT = "INSERT INTO owners (sink, folder, source, key, at)"
 
 
 def _plan_id(plan: Plan) -> str:
@@ -80,14 +79,13 @@ class Plans:
             if known is not None:
                 return known, self._arrivals.readmit_moved_back(db, known, plan, now)
             plan = self._owners.place(db, plan, now)
+            row = _plan_row(pid, plan, now)
             cur = db.execute(
-                f"INSERT OR IGNORE INTO {_PLANS} VALUES ({','.join('?' * 8)})",
-                _plan_row(pid, plan, now),
+                f"INSERT OR IGNORE INTO {_PLANS} VALUES ({','.join('?' * len(row))})", row
             )
             if cur.rowcount == 0:
                 return pid, False
-            for row in _job_rows(pid, plan, now):
-                db.execute(f"{_JOB_INSERT} VALUES ({','.join('?' * 11)})", row)
+            insert_rows(db, _JOB_INSERT, _job_rows(pid, plan, now))
         return pid, True
 
     def submit_group(self, plans: Sequence[Plan]) -> list[tuple[str, bool]]:
@@ -123,7 +121,7 @@ class Plans:
                 )
             }
             results: list[tuple[str, bool]] = []
-            owner_rows: list[tuple[object, ...]] = []
+            owner_rows: list[tuple[str, str, str, str, float]] = []
             plan_rows: list[tuple[object, ...]] = []
             job_rows: list[tuple[object, ...]] = []
             one_at_a_time = False
@@ -144,13 +142,13 @@ class Plans:
                     # Another asset's folder: placed beside it, which reads the owners table,
                     # so every owner so far goes in first and the rest are placed one by one.
                     one_at_a_time = True
-                    insert_rows(db, _OWNER_INSERT, owner_rows)
+                    self._owners.record(db, owner_rows)
                     owner_rows = []
                     plan = self._owners.place(db, plan, now)
                 plan_rows.append(_plan_row(pid, plan, now))
                 job_rows += _job_rows(pid, plan, now)
                 results.append((pid, True))
-            insert_rows(db, _OWNER_INSERT, owner_rows)
+            self._owners.record(db, owner_rows)
             insert_rows(db, f"INSERT INTO {_PLANS}", plan_rows)
             insert_rows(db, _JOB_INSERT, job_rows)
         return results

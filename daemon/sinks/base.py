@@ -22,7 +22,13 @@ from pathlib import Path
 
 from daemon.errors import AlreadyCommitted, WriteConflict
 
-__all__ = ["Sink"]
+__all__ = ["Sink", "content_version"]
+
+
+def content_version(data: bytes) -> str:
+    """The version token of a sink without its own (folders, memory): the bytes' sha256,
+    quoted like an ETag."""
+    return '"' + hashlib.sha256(data).hexdigest() + '"'
 
 
 class Sink(abc.ABC):
@@ -62,13 +68,13 @@ class Sink(abc.ABC):
         sha256 of its bytes), or None when there is no object."""
         if not self.exists(path):
             return None
-        return '"' + hashlib.sha256(self.read(path)).hexdigest() + '"'
+        return content_version(self.read(path))
 
     def version_of(self, data: bytes) -> str | None:
         """The token :meth:`version` gives an object holding exactly ``data``, when the sink
         can tell without asking (here: its sha256), else None. Lets a writer that keeps
         what it wrote recognise it later without reading it back."""
-        return '"' + hashlib.sha256(data).hexdigest() + '"'
+        return content_version(data)
 
     @abc.abstractmethod
     def write_if(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import errno
 import fcntl
-import hashlib
 import os
 import stat
 import threading
@@ -25,7 +24,7 @@ from daemon import faults
 from daemon.errors import EnvironmentFault, OutputError, WriteConflict
 from daemon.rules.templates import safe_relpath
 from daemon.safefs import FILE_MODE, Folder, UnsafeFolder
-from daemon.sinks.base import Sink
+from daemon.sinks.base import Sink, content_version
 
 if TYPE_CHECKING:
     from daemon.config.settings import FolderSinkConfig
@@ -152,7 +151,7 @@ class FolderSink(Sink):
             settled = time.time_ns() - st.st_ctime_ns > _STAMP_SETTLED_NS
             if known is not None and known[0] == stamp and settled:
                 return known[1]
-            token = '"' + hashlib.sha256(fh.read()).hexdigest() + '"'
+            token = content_version(fh.read())
         with self._versions_lock:
             self._versions[path] = (stamp, token)
             if len(self._versions) > _VERSIONS_KEPT:
