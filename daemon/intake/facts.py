@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from daemon.errors import DarkroomError
+from daemon.intake.headers import quick_facts
 from daemon.outputs import openers
 from daemon.rules.match import ImageFacts
 from daemon.rules.sidecars import DEFAULT_LIMITS, Sidecar, SidecarLimits, mask_key, sidecar_keys
@@ -79,6 +80,11 @@ def examine(
 
 def image_facts(data: bytes) -> ImageFacts | None:
     """Type and upright size from the header, without decoding pixels (None: unreadable)."""
+    return quick_facts(data) or pillow_facts(data)
+
+
+def pillow_facts(data: bytes) -> ImageFacts | None:
+    """:func:`image_facts` as Pillow's ``Image.open`` reads them, for any format it knows."""
     openers.register()  # HEIC needs its plugin before Pillow can read the header
     try:
         with Image.open(io.BytesIO(data)) as image:

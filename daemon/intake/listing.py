@@ -18,14 +18,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast
 
 __all__ = ["FolderListings", "ListsFolders"]
 
 MAX_AGE_S = 1.0  # a burst's arrivals of one folder share a listing this long
 
 
-@runtime_checkable
 class ListsFolders(Protocol):
     """A source that can say which names one folder (a key prefix) holds."""
 
@@ -49,10 +48,12 @@ class FolderListings:
     def exists(self, source_name: str, source: object, key: str) -> Callable[[str], bool]:
         """A test ``key2 -> may exist`` for keys in ``key``'s folder: False only for names
         a fresh listing of that folder does not have. Sources that cannot list say True."""
-        if not isinstance(source, ListsFolders):
+        # Not isinstance(source, ListsFolders): a runtime protocol check walks the class's
+        # attributes, on every arrival.
+        if not callable(getattr(source, "folder_names", None)):
             return _maybe
         folder, _, _ = key.rpartition("/")
-        names = self._names(source_name, source, folder)
+        names = self._names(source_name, cast(ListsFolders, source), folder)
         if names is None:
             return _maybe
         prefix = folder + "/" if folder else ""

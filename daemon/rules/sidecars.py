@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 import yaml
@@ -229,15 +228,25 @@ IMAGE_EXTENSIONS = (
 )
 
 
+def without_suffix(key: str) -> str:
+    """``key`` without its last name's suffix (``a/b.c.png`` -> ``a/b.c``), as
+    ``PurePosixPath.with_suffix("")`` has it (``.hidden`` and ``name.`` have none), but on
+    the key as it is: an object key's ``//`` or ``./`` is part of its name, and intake asks
+    for every arrival's sidecar names, so the string operation's speed counts."""
+    folder, slash, name = key.rpartition("/")
+    dot = name.rfind(".")
+    return folder + slash + name[:dot] if 0 < dot < len(name) - 1 else key
+
+
 def sidecar_keys(image_key: str) -> list[str]:
     """The keys where ``image_key``'s sidecar may be, in the order they are tried."""
-    stem = str(PurePosixPath(image_key).with_suffix(""))
+    stem = without_suffix(image_key)
     return [stem + suffix for suffix in SIDECAR_SUFFIXES]
 
 
 def mask_key(image_key: str) -> str:
     """The key of ``image_key``'s mask (a step with ``mask: sidecar`` reads it)."""
-    return str(PurePosixPath(image_key).with_suffix("")) + MASK_SUFFIX
+    return without_suffix(image_key) + MASK_SUFFIX
 
 
 def companion_keys(image_key: str) -> list[str]:
@@ -256,5 +265,5 @@ def image_keys(sidecar_key: str) -> list[str]:
     if sidecar_key.lower().endswith(MASK_SUFFIX):
         base = sidecar_key[: -len(MASK_SUFFIX)]
     else:
-        base = str(PurePosixPath(sidecar_key).with_suffix(""))
+        base = without_suffix(sidecar_key)
     return [base + ext for ext in IMAGE_EXTENSIONS]

@@ -4,6 +4,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daemon.errors import RuleError
 from daemon.rules.load import load_rules
@@ -212,3 +214,32 @@ def test_sidecar_names_point_both_ways():
     assert is_sidecar("a/b.TXT") and is_sidecar("a/b.mask.png") and not is_sidecar("a/b.png")
     assert image_keys("a/b.json")[:3] == ["a/b.jpg", "a/b.jpeg", "a/b.png"]
     assert image_keys("a/b.mask.png")[0] == "a/b.jpg"
+
+
+_NAME = st.text(st.sampled_from("ab.-_ é"), min_size=1, max_size=8).filter(
+    lambda n: n not in (".", "..")
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(folders=st.lists(_NAME, max_size=3), name=_NAME)
+def test_sidecar_names_of_any_key_strip_the_suffix_as_pathlib_does(folders, name):
+    """The string operation behind sidecar and mask names agrees with PurePosixPath on
+    every normalized key (``.hidden``, ``a.b.``, ``a..png``), and an image's sidecar names
+    lead back to it."""
+    from pathlib import PurePosixPath
+
+    from daemon.rules.sidecars import image_keys, sidecar_keys, without_suffix
+
+    key = "/".join([*folders, name])
+    assert without_suffix(key) == str(PurePosixPath(key).with_suffix(""))
+    image = key + ".jpg"
+    assert all(image in image_keys(sidecar) for sidecar in sidecar_keys(image))
+
+
+def test_sidecar_names_keep_an_object_keys_own_slashes():
+    """S3 keys are names, not paths: ``a//b.png``'s sidecar is ``a//b.txt``, not ``a/b.txt``."""
+    from daemon.rules.sidecars import mask_key, sidecar_keys
+
+    assert sidecar_keys("a//b.png")[0] == "a//b.txt"
+    assert mask_key("./b.png") == "./b.mask.png"
