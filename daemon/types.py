@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_serializer
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,16 @@ class PlanState(enum.StrEnum):
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# Fields stored only when set keep older rows' shape. ``exclude_if`` rather than a wrapping
+# serializer: that one builds every plan as Python dicts before the JSON, on each write.
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def _is_empty(value: object) -> bool:
+    return not value
 
 
 class ArrivalRecord(_Frozen):
@@ -151,18 +161,9 @@ class Unit(_Frozen):
     video_format: str = "mp4"
     # A prompt variation's short id ("p1", "calm-summer"); None for a step without them.
     # Stored only when set, so plans without variations keep the shape older rows have.
-    variation: str | None = None
+    variation: str | None = Field(default=None, exclude_if=_is_none)
     # Companion images this unit's model gets with its input (stored only when there are some).
-    companions: list[CompanionFile] = Field(default_factory=list)
-
-    @model_serializer(mode="wrap")
-    def _without_unset_variation(self, handler: Any) -> Any:
-        data = handler(self)
-        if isinstance(data, dict) and data.get("variation") is None:
-            data.pop("variation", None)
-        if isinstance(data, dict) and not data.get("companions", True):
-            data.pop("companions", None)
-        return data
+    companions: list[CompanionFile] = Field(default_factory=list, exclude_if=_is_empty)
 
 
 class Placement(_Frozen):
@@ -215,14 +216,7 @@ class Plan(_Frozen):
     # Set by the ledger when the requested output folder is owned by another asset.
     placed: Placement | None = None
     # A brief's row (no photo): stored only when set, so other plans keep their shape.
-    brief: BriefRef | None = None
-
-    @model_serializer(mode="wrap")
-    def _without_unset_brief(self, handler: Any) -> Any:
-        data = handler(self)
-        if isinstance(data, dict) and data.get("brief", False) is None:
-            data.pop("brief", None)
-        return data
+    brief: BriefRef | None = Field(default=None, exclude_if=_is_none)
 
     def unit_at(self, index: int) -> Unit:
         return self.units[index]

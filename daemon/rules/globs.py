@@ -132,7 +132,16 @@ def match_any(patterns: Sequence[str], key: str) -> bool:
     """Whether ``key`` matches at least one of ``patterns``."""
     if isinstance(patterns, str):
         raise TypeError("patterns must be a sequence of patterns, not one str")
-    return any(compile_glob(p).fullmatch(key) is not None for p in patterns)
+    return _compile_any(tuple(patterns)).fullmatch(key) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_any(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One expression for a rule's patterns: intake matches every arrival's key against the
+    same list (ten image extensions by default), twice."""
+    if not patterns:
+        return re.compile("(?!)")  # matches nothing
+    return re.compile("|".join(f"(?:{compile_glob(p).pattern})" for p in patterns), re.IGNORECASE)
 
 
 def selects(key: str, include: Sequence[str], exclude: Sequence[str] = ()) -> bool:

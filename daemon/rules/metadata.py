@@ -14,6 +14,7 @@ a field the image lacks is the empty string.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import unicodedata
@@ -104,7 +105,12 @@ EMPTY = ImageMetadata()
 
 def empty_variables() -> dict[str, str]:
     """Every ``meta.*`` variable, empty: for a plan made without reading metadata."""
-    return EMPTY.variables()
+    return dict(_empty_variables())
+
+
+@functools.cache
+def _empty_variables() -> dict[str, str]:
+    return EMPTY.variables()  # the same for every plan of a burst: made once
 
 
 def clean(value: Any) -> str:
