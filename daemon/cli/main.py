@@ -67,19 +67,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             reload.clear()
             app.reload()
     app.stop()
-    _exit_without_stragglers()
+    _exit_without_stragglers(app.left_behind)
     return 0
 
 
-def _exit_without_stragglers() -> None:
-    """End the process now if a non-daemon thread (a library's pool stuck on a network call)
-    would otherwise keep it alive past the bounded stop: the interpreter joins such threads
-    at exit, for as long as they take. Everything of ours is already stopped and closed."""
+def _exit_without_stragglers(left_behind: list[str]) -> None:
+    """End the process now if anything could keep it alive past the bounded stop: a
+    non-daemon thread (a library's pool stuck on a network call: the interpreter joins such
+    threads at exit, for as long as they take), a thread of ours that did not stop in time
+    (``left_behind``: what it holds may be waited for by an exit handler), or a child process
+    (multiprocessing joins those at exit). Everything of ours is already stopped and closed."""
+    import multiprocessing
+
     stragglers = [
         t.name
         for t in threading.enumerate()
         if t is not threading.main_thread() and not t.daemon and t.is_alive()
     ]
+    stragglers += [name for name in left_behind if name not in stragglers]
+    stragglers += [f"process {child.name}" for child in multiprocessing.active_children()]
     if not stragglers:
         return
     import logging
@@ -87,7 +93,7 @@ def _exit_without_stragglers() -> None:
     import structlog
 
     structlog.get_logger("darkroom.cli").warning(
-        "threads still running after stop; exiting without waiting for them", threads=stragglers
+        "still running after stop; exiting without waiting for them", left=stragglers
     )
     logging.shutdown()
     sys.stdout.flush()

@@ -142,6 +142,9 @@ class App:
         self.worker_start: WorkerStart | None = None  # made at start, run after READY
         self._last_status = 0.0
         self.threads: list[threading.Thread] = []  # the runner's: joined when stopping
+        # Threads still running when stop() returned (stuck on a network call, say): the
+        # process must then end without the interpreter's exit handlers, which may wait.
+        self.left_behind: list[str] = []
 
     def start(self) -> None:
         """State lock -> credentials -> metrics -> ledger -> runner -> intake -> sources ->

@@ -72,6 +72,7 @@ def stop(app: App) -> None:
         thread.join(_left(final_deadline, floor=0.1))
         if thread.is_alive():
             log.warning("source did not stop in time; left behind", source=name)
+    app.left_behind = [t.name for t in [*app.threads, *source_stops] if t.is_alive()]
     if app.webhooks is not None:
         app.webhooks.stop(timeout=_left(final_deadline, floor=0.5))
     if app.review_server is not None:

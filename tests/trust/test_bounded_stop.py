@@ -196,3 +196,49 @@ def test_sigterm_ends_the_daemon_while_s3_hangs(
         assert daemon.events("stopped"), "the daemon did not log that it stopped"
     finally:
         daemon.kill()
+
+
+_LEFT_RUNNING = """\
+import multiprocessing, os, sys, time
+
+from daemon.cli.main import _exit_without_stragglers
+
+
+def outlive(parent):
+    while os.getppid() == parent:  # ends with its parent: nothing leaks from the test
+        time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context("spawn").Process(target=outlive, args=(os.getpid(),))
+    child.start()  # not a daemon process: multiprocessing joins it at exit, for ever
+    _exit_without_stragglers(sys.argv[1:])
+    print("returned")
+"""
+
+
+@pytest.mark.parametrize("left_behind", [[], ["darkroom-runner"]])
+def test_what_stop_left_running_does_not_keep_the_process_alive(
+    tmp_path: Path, left_behind: list[str]
+) -> None:
+    """A child process still alive after stop (here one that would outlive any wait), or a
+    thread of ours that did not stop in time: the process ends at once, saying what it left,
+    instead of in the interpreter's exit handlers, which join children for as long as they
+    run (the S3 test above saw this when the runner was stuck deleting an SQS message)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "left_running.py"
+    script.write_text(_LEFT_RUNNING)
+    done = subprocess.run(
+        [sys.executable, str(script), *left_behind],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "returned" not in done.stdout
+    output = done.stdout + done.stderr
+    assert "still running after stop" in output and "process" in output, output[-3000:]
+    assert all(name in output for name in left_behind), output[-3000:]
