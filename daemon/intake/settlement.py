@@ -7,10 +7,17 @@ runner calls), or at once when nothing needed doing. The outcome passed to
 ``Source.settle`` is the worst of its plans' (``done`` < ``partial`` < ``failed``), or
 ``ignored`` / ``duplicate``. The map lives in memory on purpose: after a restart an
 unsettled SQS message simply becomes visible again, is seen as a duplicate and settles then.
+
+Telling the source is a network call (an SQS ``DeleteMessage``) that can hang on a dead
+endpoint for its timeouts and retries; in the daemon it runs on a thread of its own
+(:class:`SettleThread`), so the runner that finished a plan and intake's writer never wait
+for it.
 """
 
 from __future__ import annotations
 
+import functools
+import queue
 import threading
 from collections.abc import Callable, Mapping
 
@@ -22,7 +29,9 @@ from daemon.types import Arrival, PlanState
 
 log = structlog.get_logger("darkroom.settlement")
 
-__all__ = ["Settlement"]
+__all__ = ["SettleThread", "Settlement"]
+
+Call = Callable[[], None]
 
 # How bad a plan's end is for its arrival; the worst one is what the source hears.
 _RANK: dict[str, int] = {PlanState.DONE: 0, PlanState.PARTIAL: 1, PlanState.FAILED: 2}
@@ -45,8 +54,12 @@ class Settlement(Hooks):
         sources: Mapping[str, Source],
         plan_state: Callable[[str], PlanState],
         plan_states: Callable[[list[str]], Mapping[str, PlanState]] | None = None,
+        run: Callable[[Call], None] | None = None,
     ):
         self.sources = sources
+        # Where each source.settle call runs: at once (tests, one-shot runs) or handed to
+        # a SettleThread (the daemon).
+        self.run = run or (lambda call: call())
         self.plan_state = plan_state
         # Many plans' states in one query (the ledger's ``plan_states``): intake tracks a
         # whole group of arrivals at once, and one query per plan was 7.5 % of a burst.
@@ -110,6 +123,9 @@ class Settlement(Hooks):
             return len(self._pending)
 
     def _settle(self, arrival: Arrival, outcome: str) -> None:
+        self.run(functools.partial(self._tell, arrival, outcome))
+
+    def _tell(self, arrival: Arrival, outcome: str) -> None:
         source = self.sources.get(arrival.source)
         if source is None:
             return
@@ -117,3 +133,42 @@ class Settlement(Hooks):
             source.settle(arrival, outcome)
         except Exception:  # acknowledging is best effort: a redelivery is deduplicated
             log.exception("settle failed", source=arrival.source, key=arrival.key, outcome=outcome)
+
+
+class SettleThread:
+    """Runs settle calls in order on one daemon thread (``darkroom-settle``), started on the
+    first call. A call stuck on the network holds up only the ones after it; what has not
+    run when the daemon stops is not lost: the source's unsettled messages come back and
+    settle as duplicates."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, call: Call) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="darkroom-settle", daemon=True
+                )
+                self._thread.start()
+        self._calls.put(call)
+
+    def _run(self) -> None:
+        while (call := self._calls.get()) is not None:
+            try:
+                call()
+            except Exception:  # one failed call must never stop the others
+                log.exception("settle call failed")
+
+    def stop(self, timeout: float) -> bool:
+        """Run what is queued for up to ``timeout`` s, then stop; False when a call was still
+        running (left behind: it is a daemon thread)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return True
+        self._calls.put(None)
+        thread.join(max(0.0, timeout))
+        return not thread.is_alive()

@@ -36,7 +36,7 @@ from daemon.errors import ConfigError
 from daemon.execution.runner import Runner
 from daemon.hooks import HookChain
 from daemon.intake.intake import Intake
-from daemon.intake.settlement import Settlement
+from daemon.intake.settlement import Settlement, SettleThread
 from daemon.queue.ledger import Ledger
 from daemon.review.log import DecisionLog
 from daemon.review.server import ReviewServer
@@ -145,6 +145,7 @@ class App:
         # Threads still running when stop() returned (stuck on a network call, say): the
         # process must then end without the interpreter's exit handlers, which may wait.
         self.left_behind: list[str] = []
+        self.settle_thread = SettleThread()  # sources' acknowledgements, off the runner's thread
 
     def start(self) -> None:
         """State lock -> credentials -> metrics -> ledger -> runner -> intake -> sources ->
@@ -219,7 +220,10 @@ class App:
     def _build_runner(self, ledger: Ledger) -> Runner:
         """Settlement, the runner and its decoder; plans that ended before a crash finalized."""
         self.settlement = Settlement(
-            self.sources, lambda pid: ledger.plan(pid).state, ledger.plan_states
+            self.sources,
+            lambda pid: ledger.plan(pid).state,
+            ledger.plan_states,
+            run=self.settle_thread,
         )
         self.hooks.add(self.settlement)
         self.runner = build_runner(

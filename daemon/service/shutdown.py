@@ -68,11 +68,16 @@ def stop(app: App) -> None:
     app.decoder.close()
     for thread in app.threads:
         thread.join(_left(final_deadline, floor=0.5))
+    # Acknowledgements of what the runner finished (SQS deletes); what is left when the
+    # grace ends comes back from the queue and settles as a duplicate.
+    settled = app.settle_thread.stop(timeout=_left(final_deadline, floor=0.1))
     for name, thread in zip(app.sources, source_stops, strict=True):
         thread.join(_left(final_deadline, floor=0.1))
         if thread.is_alive():
             log.warning("source did not stop in time; left behind", source=name)
     app.left_behind = [t.name for t in [*app.threads, *source_stops] if t.is_alive()]
+    if not settled:
+        app.left_behind.append("darkroom-settle")
     if app.webhooks is not None:
         app.webhooks.stop(timeout=_left(final_deadline, floor=0.5))
     if app.review_server is not None:
