@@ -37,15 +37,15 @@ _PNG_PILLOWS = frozenset(
     + [b"acTL", b"fcTL", b"fdAT"]
 )
 
-_JPEG_SOF = frozenset([*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC)] + [0xDE])
-_JPEG_SOF |= frozenset(range(0xCD, 0xD0))
+# Frame headers: C0-CF but DHT (C4), JPG (C8) and DAC (CC), and DHP (DE), as Pillow has them.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xDE}
 _JPEG_SKIPPED = frozenset([0xC4, 0xCC, 0xDC, 0xDD, 0xDF])  # tables Pillow steps over
 _JPEG_SOS, _JPEG_DQT, _JPEG_COM = 0xDA, 0xDB, 0xFE
 _QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 # TIFF field types -> bytes per value: every type Pillow's EXIF reader loads, and more.
-_TIFF_UNIT = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
-_TIFF_UNIT |= {13: 4, 16: 8, 17: 8, 18: 8}
+_TIFF_UNIT = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
+              13: 4, 16: 8, 17: 8, 18: 8}  # fmt: skip
 _ORIENTATION, _RESOLUTION_UNIT, _X_RESOLUTION = 0x0112, 0x0128, 0x011A
 _SHORT, _RATIONAL = 3, 5
 
