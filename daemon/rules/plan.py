@@ -17,6 +17,7 @@ importable from here too).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import time
 from collections.abc import Mapping
@@ -78,7 +79,7 @@ def source_variables(
         "top_folder": parts[0] if parts else "",
         "source": arrival.source,
         "rule": rule.name,
-        "date": time.strftime("%Y-%m-%d", time.localtime(now)),
+        "date": _date(int(time.time() if now is None else now)),
         "width": facts.width if facts else "",
         "height": facts.height if facts else "",
         "sidecar": "",  # a .txt sidecar's text (plan_for fills it in)
@@ -189,7 +190,7 @@ def plan_for(
         for profile in step.profiles:
             base_id = step.name if step.models is None else f"{step.name}:{profile}"
             for variation in step.variations:
-                own = {**said, **{k: v for k, v in variation.values.items()}}
+                own = {**said, **variation.values} if variation.values else said
                 prompt = variation.prompt if variation.prompt is not None else step_prompt
                 units.append(
                     Unit(
@@ -214,7 +215,8 @@ def plan_for(
                     )
                 )
     # The rule's prompt as the sheet shows it: prompt_matrix names stay as written ({mood}).
-    shown = {**said, **{n: f"{{{n}}}" for n in rule.matrix_variables() - set(variables)}}
+    matrix = rule.matrix_variables() - variables.keys()
+    shown = {**said, **{n: f"{{{n}}}" for n in matrix}} if matrix else said
     prompt = render(base_prompt, "prompt", shown)
     negative_prompt = render(base_negative, "negative_prompt", shown) if base_negative else None
     identity = finder.identity(extra_content)
@@ -235,7 +237,7 @@ def plan_for(
             size=arrival.size,
             etag=arrival.etag,
         ),
-        vars=dict(variables),
+        vars=variables,  # validation copies it
         prompt=prompt,
         negative_prompt=negative_prompt,
         sink=rule.output.sink,
@@ -254,6 +256,12 @@ def plan_for(
         error=error or (brief.error if brief else None) or _joined(render.errors + finder.errors),
         brief=BriefRef(row=brief.id, line=brief.line, prompt=brief.prompt) if brief else None,
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _date(second: int) -> str:
+    """``{date}``: the local date at ``second`` (a burst plans thousands in the same one)."""
+    return time.strftime("%Y-%m-%d", time.localtime(second))
 
 
 def _brief_prompts(rule: Rule, brief: BriefRow) -> tuple[str, str | None]:

@@ -3,6 +3,7 @@ over (Variation). Import them from :mod:`daemon.rules.schema`."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -132,9 +133,10 @@ class Step(StrictModel):
             )
         return self
 
-    @property
-    def variations(self) -> list[Variation]:
-        """The prompt variations this step fans out over (one, without id, when none)."""
+    @functools.cached_property
+    def variations(self) -> tuple[Variation, ...]:
+        """The prompt variations this step fans out over (one, without id, when none).
+        Once per step object: every plan of a burst asks."""
         prompts: list[tuple[str, str | None]] = (
             [(f"p{i + 1}", p) for i, p in enumerate(self.prompts)] if self.prompts else [("", None)]
         )
@@ -151,16 +153,22 @@ class Step(StrictModel):
             for mid, chosen_values in combos:
                 ident = "-".join(x for x in (pid, mid) if x)
                 out.append(Variation(ident or None, prompt, chosen_values))
-        return out
+        return tuple(out)
 
-    @property
-    def profiles(self) -> list[str]:
+    @functools.cached_property
+    def profiles(self) -> tuple[str, ...]:
         """The model profiles this step runs: one, or each one it compares."""
         if self.models is not None:
-            return self.models
-        return [self.model] if self.model is not None else []  # _consistent: never empty
+            return tuple(self.models)
+        return (self.model,) if self.model is not None else ()  # _consistent: never empty
 
     def backend_params(self) -> dict[str, Any]:
+        """What the backend gets: ``params`` and the named ones set (a new dict each time:
+        a plan's may change)."""
+        return dict(self._backend_params)
+
+    @functools.cached_property
+    def _backend_params(self) -> dict[str, Any]:
         named = {
             k: getattr(self, k)
             for k in ("strength", "steps", "guidance", "width", "height", "frames", "fps")
