@@ -9,6 +9,7 @@ libraries do.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+from structlog.typing import EventDict, Processor
 
 from daemon.execution import worker
 from daemon.service import logs
@@ -162,3 +165,57 @@ def test_worker_without_a_configured_parent_leaves_logging_alone(
     monkeypatch.setenv(logs.WORKER_ENV, "warning:console:1")
     logs.configure_worker()
     assert installed == [("warning", "console", True, sys.stdout)]
+
+
+def _records() -> list[logging.LogRecord]:
+    """What reaches the handler: structlog events (their dict in ``msg``), a library's record
+    with arguments, and both with an exception."""
+    structlog_logger = logging.getLogger("darkroom.test")
+    event = {"key": "a/b.png", "plans": 2, "event": "queued", "level": "info"}
+    event |= {"logger": "darkroom.test", "timestamp": "2026-11-28T00:00:00Z"}
+    try:
+        raise ZeroDivisionError("division by zero")
+    except ZeroDivisionError:
+        exc_info = sys.exc_info()
+    records = [
+        logging.LogRecord("darkroom.test", logging.INFO, "", 0, event, None, None),
+        logging.LogRecord(
+            "darkroom.test", logging.ERROR, "", 0, event | {"level": "error"}, None, exc_info
+        ),
+        logging.LogRecord(
+            "diffusers.x", logging.WARNING, "", 0, "loaded %s in %d s", ("unet", 3), None
+        ),
+        logging.LogRecord("darkroom.backends", logging.ERROR, "", 0, "failed %s", ("x",), exc_info),
+    ]
+    for record in records[:2]:  # as structlog's wrap_for_formatter leaves them
+        record._logger, record._name = structlog_logger, record.levelname.lower()
+    return records
+
+
+@pytest.mark.parametrize("renderer", ["json", "console"])
+def test_lines_are_rendered_as_structlogs_processor_formatter_renders_them(renderer: str) -> None:
+    """EventFormatter skips ProcessorFormatter's copy of each record: same lines, record kept."""
+
+    def stamp(_logger: Any, _name: str, event: EventDict) -> EventDict:
+        event["timestamp"] = "2026-11-28T00:00:00Z"  # one time for both
+        return event
+
+    pre_chain: list[Processor] = [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        stamp,
+    ]
+    rendering: list[Any] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        if renderer == "json"
+        else [structlog.dev.ConsoleRenderer(colors=False)]
+    )
+    ours = logs.EventFormatter(pre_chain, rendering)
+    theirs = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=pre_chain,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
+    )
+    for record in _records():
+        before = dict(record.__dict__)
+        assert ours.format(record) == theirs.format(record)
+        assert record.__dict__ == before  # other handlers (caplog) see it as logged
