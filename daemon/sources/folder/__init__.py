@@ -6,8 +6,8 @@ How a file becomes an arrival::
     startup scan  ──┼─> candidate ─> size and mtime_ns unchanged ─> known()? ─no─> emit(Arrival)
     rescan        ──┘   (path only)  for quiet_period seconds
 
-- :mod:`.watch` keeps a watchdog observer on the root (also while the root vanishes and comes
-  back). Moved events count under their ``dest_path``: uploaders that write ``x.jpg.part`` and
+- :mod:`.watch` keeps an observer on the root (also while the root vanishes and comes back):
+  on Linux our one-thread inotify observer (:mod:`.inotify`), elsewhere watchdog's. Moved events count under their ``dest_path``: uploaders that write ``x.jpg.part`` and
   rename it to ``x.jpg`` are only ever seen as a move. A created (or moved-in) directory is
   scanned, because files written into it before its watch was added send no events.
 - :mod:`.complete` decides when a candidate is complete (the quiet period). Zero-byte files are
@@ -16,8 +16,8 @@ How a file becomes an arrival::
   files by key without following symlinks.
 - :mod:`.scanning` is the gate and rescan threads and the tree walk (a mixin of
   :class:`FolderSource`).
-- A periodic rescan (every ``rescan_interval`` s) walks the tree, because inotify overflow is
-  never reported to the handler. ``known(key, size, mtime_ns)`` returning True means "already
+- A periodic rescan (every ``rescan_interval`` s) walks the tree, because events can be lost
+  (watchdog never reports an inotify overflow; ours wakes a rescan at once). ``known(key, size, mtime_ns)`` returning True means "already
   handled": scans skip such files without gating them again, and the gate asks it once more
   right before emitting.
 - The same ``(key, size, mtime_ns)`` is emitted at most once per process while the file stays
@@ -30,7 +30,7 @@ How a file becomes an arrival::
 ``poll=True`` uses watchdog's PollingObserver (NFS/SMB mounts send no inotify events); it takes
 a snapshot every ``min(1, quiet_period)`` seconds (at least 0.1 s).
 
-Threads: the observer's, one gate thread and one rescan thread (which also runs the startup scan,
+Threads: the observer's (one for ours, three for watchdog's), one gate thread and one rescan thread (which also runs the startup scan,
 so ``start()`` does not block on a large tree). ``emit`` and ``known`` are called from the gate
 and rescan threads, and from the caller of ``scan()``.
 """
@@ -41,7 +41,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from watchdog.observers import Observer
@@ -53,6 +53,7 @@ from daemon.rules.globs import compile_glob
 from daemon.rules.sidecars import companion_keys, image_keys
 from daemon.safefs import UnsafeFolder
 from daemon.sources.base import Emit, Known, Source
+from daemon.sources.folder import inotify
 from daemon.sources.folder.complete import DirStamps, QuietPeriod
 from daemon.sources.folder.files import TEMP_SUFFIXES, FolderFiles, is_ignored
 from daemon.sources.folder.scanning import FolderScanning
@@ -324,9 +325,12 @@ class FolderSource(FolderScanning, Source):
     # -- seams -----------------------------------------------------------------------------------
 
     def _new_observer(self) -> BaseObserver:
-        """The watchdog observer to use (a seam: tests substitute one that loses events)."""
+        """The observer to use (a seam: tests substitute one that loses events): on Linux our
+        one-thread inotify observer (:mod:`.inotify`), else watchdog's."""
         if self.poll:
             return PollingObserver(timeout=max(0.1, min(1.0, self.quiet_period)))
+        if inotify.available():
+            return cast(BaseObserver, inotify.InotifyObserver(lost=lambda: self._wake_rescan.set()))
         return Observer()
 
     # -- listing ---------------------------------------------------------------------------------
@@ -345,4 +349,6 @@ class FolderSource(FolderScanning, Source):
 
 def _inotify(poll: bool) -> bool:
     """Whether the watch is inotify's (Linux, not polling): its writes end with a close."""
-    return not poll and getattr(Observer, "__name__", "") == "InotifyObserver"
+    return not poll and (
+        inotify.available() or getattr(Observer, "__name__", "") == "InotifyObserver"
+    )

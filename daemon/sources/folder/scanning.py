@@ -1,7 +1,7 @@
 """The folder source's gate and rescan threads: how files become candidates, then arrivals.
 
 :class:`FolderScanning` is the half of :class:`~daemon.sources.folder.FolderSource` that finds
-files: watchdog events recorded by path, the gate thread that stats them and emits each once its
+files: the observer's events recorded by path, the gate thread that stats them and emits each once its
 quiet period is over, and the rescan thread's walk of the whole tree (the startup scan, a
 restarted watch, and every ``rescan_interval`` s). The module docstring of
 :mod:`daemon.sources.folder` tells the whole story; the state is set up by ``FolderSource``.
@@ -83,7 +83,7 @@ class FolderScanning:
                 self._dir_stamps.keep_only(listed)
 
     def _record_event(self, event: FileSystemEvent) -> None:
-        """Called on watchdog's dispatch thread: records the path, nothing more."""
+        """Called on the observer's thread: records the path, nothing more."""
         kind = event.event_type
         if kind == EVENT_TYPE_MOVED:
             path = event.dest_path

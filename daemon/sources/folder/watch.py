@@ -179,7 +179,10 @@ class RootWatch:
 
 def _healthy(observer: BaseObserver) -> bool:
     """The observer thread and every emitter thread are alive (emitters stop for good when
-    their folder vanishes)."""
+    their folder vanishes); our inotify observer says so itself."""
+    healthy = getattr(observer, "healthy", None)
+    if healthy is not None:
+        return bool(healthy())
     try:
         return observer.is_alive() and all(e.is_alive() for e in list(observer.emitters))
     except RuntimeError:  # set changed size during iteration: look again next tick
