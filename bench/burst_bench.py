@@ -1,15 +1,17 @@
 """Benchmark: N small files dropped at once into the real daemon's watched folder.
 
     .venv/bin/python bench/burst_bench.py [--files 10000] [--runs 3] [--profile stub]
-                                          [--quiet 0.5] [--rescan 2] [--format png,jpeg]
+                                          [--drop write|move] [--quiet 0.5] [--rescan 2]
+                                          [--format png,jpeg]
                                           [--py-spy FILE] [--keep] [--out FILE]
 
 Each run starts ``darkroom run --config CFG`` (a subprocess, fresh temp folder: one folder
 source, one folder sink, one rule on the ``stub`` profile, which runs no model) and, once the
 daemon says "darkroom running", writes N distinct PNG/JPEG files of a few hundred bytes
 (generated in this process before the clock starts) into 10 subfolders of the watched
-folder as fast as it can. It then reads the ledger (``state/ledger.sqlite``, opened
-read-only) until N plans exist and reports:
+folder as fast as it can (``--drop move``: writes them beside the folder first, outside
+the clock, then renames them in, as ``mv``, rsync and rclone land files). It then reads the
+ledger (``state/ledger.sqlite``, opened read-only) until N plans exist and reports:
 
 - ``write_s``:   first file written -> last file written (this process, not the daemon);
 - ``planned_s``: last file written -> N plans in the ledger (the figure the issue's goal is
@@ -355,10 +357,21 @@ def one_run(args: argparse.Namespace, payloads: list[tuple[str, bytes]], spy: Pa
         folders = [drop / f"d{d}" for d in range(args.dirs)]
         for folder in folders:
             folder.mkdir()
+        names = [f"d{i % len(folders)}/img{i:05d}.{ext}" for i, (ext, _) in enumerate(payloads)]
+        if args.drop == "move":  # written beside the drop first, outside the clock
+            staging = work / "staging"
+            for folder in folders:
+                (staging / folder.name).mkdir(parents=True)
+            for name, (_, data) in zip(names, payloads, strict=True):
+                (staging / name).write_bytes(data)
         cpu_first = cpu_seconds(daemon.pid)
         first = time.monotonic()
-        for i, (ext, data) in enumerate(payloads):
-            (folders[i % len(folders)] / f"img{i:05d}.{ext}").write_bytes(data)
+        if args.drop == "move":
+            for name in names:
+                os.rename(staging / name, drop / name)
+        else:
+            for name, (_, data) in zip(names, payloads, strict=True):
+                (drop / name).write_bytes(data)
         last = time.monotonic()
         peak = rss_idle
         deadline = last + args.timeout
@@ -428,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="each stub job takes this long (0: at once); e.g. 0.2, a fast GPU "
                              "model's pace, so the runner's sheets and pages of finished jobs "
                              "do not compete with intake more than they would")  # fmt: skip
+    parser.add_argument("--drop", choices=("write", "move"), default="write",
+                        help="write: each file written into the watched folder (cp); move: "
+                             "written beside it first, then renamed in (mv, rsync, rclone), "
+                             "so all land within a fraction of a second")  # fmt: skip
     parser.add_argument("--quiet", type=float, default=0.5, help="folder quiet period, s")
     parser.add_argument("--rescan", type=float, default=2.0, help="folder rescan interval, s")
     parser.add_argument("--dirs", type=int, default=10, help="subfolders the files spread over")
@@ -492,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             "profile": args.profile,
             "job_seconds": args.job_seconds,
             "quiet_s": args.quiet,
+            "drop": args.drop,
             "rescan_s": args.rescan,
             "dirs": args.dirs,
             "formats": formats,
