@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow  # 2-5 minutes on 2 cores: four daemon starts and pool_bench
+pytestmark = pytest.mark.slow  # 1.5-4 minutes on 2 cores: seven daemon runs and a plain loop
 
 SECTIONS = ("tasks", "pool", "sharing", "options")
 TASKS = (
