@@ -107,6 +107,8 @@ def test_lifecycle_settings():
     assert s["ConfigurationDirectory"] == ["darkroom"]
     assert "HF_HOME=/var/cache/darkroom/huggingface" in s["Environment"]
     assert s["EnvironmentFile"] == ["-/etc/darkroom/darkroom.env"]
+    # journald keeps a 10,000-file burst's lines (its default drops past 10,000 per 30 s)
+    assert s["LogRateLimitIntervalSec"] == ["30s"] and s["LogRateLimitBurst"] == ["100000"]
 
 
 def test_hardening_keeps_the_gpus_usable():
