@@ -246,6 +246,19 @@ def test_directory_moved_in_is_scanned(drop, tmp_path, recorder, start_source):
     assert recorder.counts() == {"batch/x/one.jpg": 1, "batch/two.jpg": 1}
 
 
+def test_a_folder_event_gates_every_file_in_the_folder(drop, tmp_path):
+    """Files written into a folder before its watch existed send no events: the folder's own
+    event (created, or moved in) has the gate scan it."""
+    source = FolderSource("drop", drop, quiet_period=QUIET, rescan_interval=60.0)
+    write(drop / "made" / "deep" / "one.jpg")
+    write(tmp_path / "upload" / "x" / "two.jpg")
+    (tmp_path / "upload").rename(drop / "moved")
+    source._quiet.event(str(drop / "made"), directory=True)
+    source._quiet.event(str(drop / "moved"), directory=True)
+    source._take_events()  # what the gate thread does each tick
+    assert source.pending_count() == 2
+
+
 @pytest.mark.parametrize("poll", [False, True], ids=["inotify", "polling"])
 def test_root_deleted_and_recreated(drop, recorder, start_source, poll):
     with capture_logs() as logs:

@@ -117,7 +117,8 @@ class FolderScanning:
         paths, dirs = self._quiet.take_events()
         for path in sorted(dirs):
             key = self._files.key_for(path)
-            if key is not None and self._inside_real_root(path, key + "/x", {}):
+            # Inside the real root when a file in it would be: no symlinked folder on the way.
+            if key is not None and self._inside_real_root(path + "/x", key + "/x", {}):
                 self._scan_tree(path, key + "/", None)
         real_dirs: dict[str, bool] = {}
         for path in paths:
