@@ -460,3 +460,43 @@ def test_handler_exception_does_not_kill_the_watch(drop, recorder, start_source)
         write(drop / "ok.jpg")
         assert recorder.wait_for_keys("ok.jpg")
     assert any(e["event"] == "watch event dropped" for e in logs)
+
+
+def test_folder_changes_are_found_by_events_alone_each_file_once(
+    drop, tmp_path, recorder, start_source
+):
+    """Folders made with files at once, moved in, renamed while files are written into them,
+    nested four deep: every file is emitted once, with the rescan an hour away (what the
+    watch sends, and the scans of the folders it reports, find them all)."""
+    import random
+
+    source = start_source(drop, rescan_interval=3600.0)
+    settle(source, recorder)  # the watch is up; what follows is found without a rescan
+    rng, stage, expected = random.Random(7), tmp_path / "stage", []
+    for n in range(30):
+        kind = rng.choice(["made", "moved_in", "renamed", "nested"])
+        if kind == "made":
+            expected += [
+                write(drop / f"r{n}" / "a" / "b" / f"f{i}.jpg", b"x" * (i + 1)) for i in range(5)
+            ]
+        elif kind == "moved_in":
+            for i in range(5):
+                write(stage / f"m{n}" / "x" / f"g{i}.jpg", b"y" * (i + 1))
+            (stage / f"m{n}").rename(drop / f"m{n}")
+            expected += [drop / f"m{n}" / "x" / f"g{i}.jpg" for i in range(5)]
+        elif kind == "renamed":
+            (drop / f"old{n}" / "sub").mkdir(parents=True)
+            (drop / f"old{n}").rename(drop / f"new{n}")
+            expected += [
+                write(drop / f"new{n}" / "sub" / f"h{i}.jpg", b"z" * (i + 1)) for i in range(3)
+            ]
+        else:
+            folder = drop / f"n{n}"
+            for depth in range(4):
+                folder = folder / f"d{depth}"
+                expected.append(write(folder / "k.jpg", b"k"))
+    keys = [str(path.relative_to(drop)) for path in expected]
+    assert recorder.wait_for_keys(*keys, timeout=30)
+    marker = write(drop / "zz-last.jpg")  # emitted after everything before it
+    assert recorder.wait_for_keys(str(marker.relative_to(drop)))
+    assert recorder.counts() == dict.fromkeys([*keys, "zz-last.jpg"], 1)
