@@ -7,8 +7,9 @@ How a file becomes an arrival::
     rescan        ──┘   (path only)  for quiet_period seconds
 
 - :mod:`.watch` keeps an observer on the root (also while the root vanishes and comes back):
-  on Linux our one-thread inotify observer (:mod:`.inotify`), elsewhere watchdog's. Moved events count under their ``dest_path``: uploaders that write ``x.jpg.part`` and
-  rename it to ``x.jpg`` are only ever seen as a move. A created (or moved-in) directory is
+  on Linux our one-thread inotify observer (:mod:`.inotify`), elsewhere watchdog's. Moved
+  events count under their ``dest_path``: uploaders that write ``x.jpg.part`` and rename it
+  to ``x.jpg`` are only ever seen as a move. A created (or moved-in) directory is
   scanned, because files written into it before its watch was added send no events.
 - :mod:`.complete` decides when a candidate is complete (the quiet period). Zero-byte files are
   emitted once stable: deciding that they are bad is the daemon's job.
@@ -17,9 +18,9 @@ How a file becomes an arrival::
 - :mod:`.scanning` is the gate and rescan threads and the tree walk (a mixin of
   :class:`FolderSource`).
 - A periodic rescan (every ``rescan_interval`` s) walks the tree, because events can be lost
-  (watchdog never reports an inotify overflow; ours wakes a rescan at once). ``known(key, size, mtime_ns)`` returning True means "already
-  handled": scans skip such files without gating them again, and the gate asks it once more
-  right before emitting.
+  (watchdog never reports an inotify overflow; ours wakes a rescan at once).
+  ``known(key, size, mtime_ns)`` returning True means "already handled": scans skip such
+  files without gating them again, and the gate asks it once more right before emitting.
 - The same ``(key, size, mtime_ns)`` is emitted at most once per process while the file stays
   in the folder; a file modified later (new size or mtime) is a new candidate. A full rescan
   forgets keys whose files are gone, so a file deleted and re-created with the *same* size and
@@ -30,9 +31,10 @@ How a file becomes an arrival::
 ``poll=True`` uses watchdog's PollingObserver (NFS/SMB mounts send no inotify events); it takes
 a snapshot every ``min(1, quiet_period)`` seconds (at least 0.1 s).
 
-Threads: the observer's (one for ours, three for watchdog's), one gate thread and one rescan thread (which also runs the startup scan,
-so ``start()`` does not block on a large tree). ``emit`` and ``known`` are called from the gate
-and rescan threads, and from the caller of ``scan()``.
+Threads: the observer's (one for ours, three for watchdog's), one gate thread and one rescan
+thread (which also runs the startup scan, so ``start()`` does not block on a large tree).
+``emit`` and ``known`` are called from the gate and rescan threads, and from the caller of
+``scan()``.
 """
 
 from __future__ import annotations

@@ -48,6 +48,8 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
+from daemon.sources.folder.watch import ALL_EVENTS
+
 log = structlog.get_logger("darkroom.sources")
 
 __all__ = ["READ_PAUSE_S", "InotifyObserver", "available"]
@@ -144,7 +146,7 @@ class InotifyObserver:
             raise ValueError("InotifyObserver watches whole trees (recursive=True)")
         self._handler = handler
         self._root = os.fsencode(path).rstrip(b"/") or b"/"
-        wanted = set(event_filter) if event_filter is not None else set(_KINDS.values())
+        wanted = set(ALL_EVENTS if event_filter is None else event_filter)
         self._wanted = frozenset(wanted)
         self._mask = _TREE | (IN_CLOSE_WRITE if FileClosedEvent in wanted else 0)
         self._mask |= IN_MODIFY if FileModifiedEvent in wanted else 0
@@ -335,13 +337,3 @@ class InotifyObserver:
         self._fd = self._wake_r = self._wake_w = -1
         self._paths.clear()
         self._watches.clear()
-
-
-_KINDS = {
-    "closed": FileClosedEvent,
-    "created": FileCreatedEvent,
-    "moved": FileMovedEvent,
-    "modified": FileModifiedEvent,
-    "dir_created": DirCreatedEvent,
-    "dir_moved": DirMovedEvent,
-}

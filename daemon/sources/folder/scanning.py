@@ -1,9 +1,9 @@
 """The folder source's gate and rescan threads: how files become candidates, then arrivals.
 
 :class:`FolderScanning` is the half of :class:`~daemon.sources.folder.FolderSource` that finds
-files: the observer's events recorded by path, the gate thread that stats them and emits each once its
-quiet period is over, and the rescan thread's walk of the whole tree (the startup scan, a
-restarted watch, and every ``rescan_interval`` s). The module docstring of
+files: the observer's events recorded by path, the gate thread that stats them and emits each
+once its quiet period is over, and the rescan thread's walk of the whole tree (the startup
+scan, a restarted watch, and every ``rescan_interval`` s). The module docstring of
 :mod:`daemon.sources.folder` tells the whole story; the state is set up by ``FolderSource``.
 """
 
