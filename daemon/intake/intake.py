@@ -1,23 +1,18 @@
 """Intake: turns arrivals from the sources into plans in the ledger.
 
-Sources call ``emit`` from their own threads; it only enqueues. One intake thread takes
-each arrival through one direction of steps:
+Sources call ``emit`` from their own threads; it only enqueues. The intake thread
+(``darkroom-intake``) decides each arrival with a :class:`~daemon.intake.decider.Decider`:
+the key against the rules, the bytes read once, their facts, the rules that take them, one
+``Plan`` per rule. Deciding writes nothing (what is not planned is recorded with its reason
+by :mod:`daemon.intake.refusals`). A burst is decided in a second process
+(:mod:`daemon.intake.decide_process`), on another core, with the same decider; what it
+cannot decide alone comes back and is decided here.
 
-1. the key alone against the rules (most files are decided without reading a byte);
-2. the bytes, read once, and the facts they give: hash, header, sidecar
-   (:mod:`daemon.intake.facts`);
-3. the rules that take the arrival, given those facts (:mod:`daemon.rules.match`);
-4. the mask's hash and the references, only for the rules that use them;
-5. one ``Plan`` per matching rule (:func:`daemon.rules.plan.plan_for`), submitted to the
-   ledger.
-
-Steps 1-5 decide, without writing (the ``darkroom-intake`` thread; what is not planned is
-recorded with its reason by :mod:`daemon.intake.refusals`); a second thread
-(:mod:`daemon.intake.writer`) writes every decision ready so far in one transaction (:meth:`Ledger.batch`: one commit and one
-fsync for the group, each arrival's plans and ``seen`` row atomic on their own), and logs and
-settles them. While a group commits the next is decided, so a burst of 10,000 becomes a few
-hundred commits instead of 20,000, and a lone arrival is written at once (no waiting to fill
-a group).
+A second thread (:mod:`daemon.intake.writer`) writes every decision ready so far in one
+transaction (:meth:`Ledger.batch`: one commit for the group, each arrival's plans and
+``seen`` row atomic on their own), and logs and settles them. While a group commits the next
+is decided, so a burst of 10,000 becomes a few hundred commits instead of 20,000, and a lone
+arrival is written at once (no waiting to fill a group).
 
 The ledger makes this idempotent, so duplicate events and rescans cost a lookup, not a job.
 When a queue-backed source must be told an arrival is fully handled, intake hands the plan
@@ -26,42 +21,29 @@ ids to :class:`~daemon.intake.settlement.Settlement`.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
-from daemon.errors import DarkroomError
-from daemon.intake.decisions import ArrivalDecision, Decision, SeenRow
-from daemon.intake.facts import InputFacts, examine, mask_sha256
-from daemon.intake.listing import FolderListings
-from daemon.intake.refusals import (
-    read_or_record,
-    record_ignored,
-    refused_oversize,
-    unnameable,
-    unnameable_decision,
-)
+from daemon.intake.decide_process import CHUNK_ARRIVALS, IN_FLIGHT, Decided, DecideProcess, replay
+from daemon.intake.decider import Decider
+from daemon.intake.decisions import Decision
+from daemon.intake.refusals import unnameable
 from daemon.intake.writer import GROUP_MAX, STOP, DecisionWriter
 from daemon.queue.ledger import Ledger
-from daemon.rules import companions
-from daemon.rules.briefs import brief_plans
 from daemon.rules.match import RuleSet
-from daemon.rules.metadata import ImageMetadata, read_metadata
-from daemon.rules.plan import plan_for
-from daemon.rules.references import reference_files
-from daemon.rules.schema import Rule, is_brief
-from daemon.rules.sidecars import SidecarLimits, image_keys, is_sidecar
-from daemon.types import Arrival, Plan
+from daemon.rules.sidecars import is_sidecar
+from daemon.types import Arrival
 
 if TYPE_CHECKING:
     from daemon.config.settings import LimitsConfig
+    from daemon.intake.decide_process import Outcome
     from daemon.intake.settlement import Settlement
     from daemon.sources.base import Known, Source
 
@@ -73,7 +55,8 @@ CHUNK_S = 0.05
 
 
 class Intake:
-    """Arrivals in, decisions out: decides on its own thread, writes through the writer's."""
+    """Arrivals in, decisions out: decides on its own thread (or has a second process
+    decide a burst), writes through the writer's."""
 
     def __init__(
         self,
@@ -87,29 +70,26 @@ class Intake:
         rules_dir: Path = Path("."),
         reference_dirs: Mapping[str, Path] | None = None,
         limits: LimitsConfig | None = None,
+        decide_process: DecideProcess | None = None,
     ):
         self.ledger = ledger
         self.rules = rules  # a callable, so a reload swaps the rule set atomically
         self.sources = sources
         self.on_submit = on_submit
-        self.any_source = any_source  # one-shot runs: a rule takes files from any source
         self.settlement = settlement
-        self.rules_dir = rules_dir
-        self.reference_dirs = dict(reference_dirs or {})
-        # What one input may cost (limits.*): checked before bytes are read or parsed.
-        self.max_input_bytes = limits.max_input_bytes if limits else None
-        self.sidecar_limits = (
-            SidecarLimits(
-                max_bytes=limits.max_sidecar_bytes, max_prompt_chars=limits.max_prompt_chars
-            )
-            if limits
-            else SidecarLimits()
+        self.decider = Decider(
+            ledger,
+            rules,
+            sources,
+            any_source=any_source,
+            rules_dir=rules_dir,
+            reference_dirs=reference_dirs,
+            limits=limits,
         )
-        self._listings = FolderListings()  # sidecar and mask probes: one listing per folder
+        self.decide_process = decide_process
         self.queue: queue.Queue[Arrival | None] = queue.Queue()
         self._decided: queue.Queue[list[Decision] | object] = queue.Queue()
         self._threads: list[threading.Thread] = []
-        self._unnameable_keys: set[tuple[str, str]] = set()  # names not UTF-8, recorded
         self._writer = DecisionWriter(ledger, sources, on_submit, settlement)
 
     def emit(self, arrival: Arrival) -> None:
@@ -119,7 +99,7 @@ class Intake:
         """The ``known`` callback for ``source``: was this version of a key handled already?"""
 
         def known(key: str, size: int, mtime_ns: int, etag: str | None = None) -> bool:
-            if unnameable(key):  # handled (recorded and skipped) by _decide, each time
+            if unnameable(key):  # handled (recorded and skipped) by the decider, each time
                 return False
             return self.ledger.is_seen(source, key, size, mtime_ns, etag)
 
@@ -144,33 +124,113 @@ class Intake:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        if self.decide_process is not None:
+            self.decide_process.close(max(0.5, deadline - time.monotonic()))
 
     def _decide_loop(self) -> None:
-        """Reads, hashes and plans each arrival; hands the decisions to the writer in
-        chunks: every decision made while more arrivals were waiting, for at most
-        ``CHUNK_S`` (a lone arrival goes on at once). One hand-off per chunk rather than per
-        arrival: each one wakes the writer, and a thread switch per file costs more than
-        the file."""
-        while True:
-            chunk: list[Decision] = []
+        """Takes arrivals until the stop marker; each run of them is decided here or, once a
+        burst has started the second process, there."""
+        stop = False
+        while not stop:
             arrival = self.queue.get()
-            started = time.monotonic()
-            while arrival is not None:
-                try:
-                    chunk.append(self._decide(arrival))
-                except Exception:  # one bad arrival must never stop intake
-                    log.exception("intake failed", source=arrival.source, key=arrival.key)
-                if len(chunk) >= GROUP_MAX or time.monotonic() - started > CHUNK_S:
-                    break
-                try:
-                    arrival = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-            if chunk:
-                self._decided.put(chunk)
             if arrival is None:
-                self._decided.put(STOP)
-                return
+                break
+            helper = self.decide_process
+            if helper is not None and helper.usable(self.queue.qsize() + 1):
+                stop = self._decide_elsewhere(arrival, helper)
+            else:
+                stop = self._decide_here(arrival)
+        self._decided.put(STOP)
+
+    def _decide_here(self, arrival: Arrival | None) -> bool:
+        """Decides ``arrival`` and those waiting after it, handing the decisions to the
+        writer in one chunk: every decision made while more arrivals were waiting, for at
+        most ``CHUNK_S`` (a lone arrival goes on at once). One hand-off per chunk rather
+        than per arrival: each one wakes the writer, and a thread switch per file costs
+        more than the file. True when the stop marker was taken."""
+        chunk: list[Decision] = []
+        started = time.monotonic()
+        while arrival is not None:
+            self._decide_into(chunk, arrival)
+            if len(chunk) >= GROUP_MAX or time.monotonic() - started > CHUNK_S:
+                break
+            try:
+                arrival = self.queue.get_nowait()
+            except queue.Empty:
+                break
+        if chunk:
+            self._decided.put(chunk)
+        return arrival is None
+
+    def _decide_elsewhere(self, first: Arrival, helper: DecideProcess) -> bool:
+        """Has the second process decide ``first`` and every arrival queued behind it, two
+        chunks in flight, until the queue is empty; each chunk's decisions go to the writer
+        in order. True when the stop marker was taken. If the process dies, what it held is
+        decided here."""
+        held: deque[list[Arrival]] = deque()
+        waiting, stop = [first], False
+        while True:
+            while len(held) < IN_FLIGHT and not stop:
+                chunk, stop = self._take(waiting, CHUNK_ARRIVALS)
+                waiting = []
+                if not chunk:
+                    break
+                held.append(chunk)
+                if not helper.send(chunk, self.rules()):
+                    return self._decide_held_here(held) or stop
+            if not held:
+                return stop
+            chunk = held.popleft()
+            outcomes = helper.receive()
+            if outcomes is None:
+                held.appendleft(chunk)
+                return self._decide_held_here(held) or stop
+            self._decided.put(self._received(chunk, outcomes))
+
+    def _take(self, chunk: list[Arrival], limit: int) -> tuple[list[Arrival], bool]:
+        """``chunk`` and the arrivals waiting, up to ``limit``; and whether the stop
+        marker was taken (it ends the chunk)."""
+        while len(chunk) < limit:
+            try:
+                arrival = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if arrival is None:
+                return chunk, True
+            chunk.append(arrival)
+        return chunk, False
+
+    def _received(self, chunk: list[Arrival], outcomes: list[Outcome]) -> list[Decision]:
+        """The decisions for ``chunk``: the second process's, its log lines logged here,
+        and here those it sent back."""
+        decisions: list[Decision] = []
+        for arrival, outcome in zip(chunk, outcomes, strict=True):
+            if not isinstance(outcome, Decided):
+                self._decide_into(decisions, arrival)
+                continue
+            replay(outcome.lines)
+            if is_sidecar(arrival.key):  # as the decider there did, for its folder listing
+                self.decider.listings.forget(arrival.source, arrival.key)
+            decisions.append(outcome.decision)
+        return decisions
+
+    def _decide_held_here(self, held: deque[list[Arrival]]) -> bool:
+        """The chunks a dead second process held, decided here, in order."""
+        for chunk in held:
+            decisions: list[Decision] = []
+            for arrival in chunk:
+                self._decide_into(decisions, arrival)
+            self._decided.put(decisions)
+        return False
+
+    def _decide_into(self, decisions: list[Decision], arrival: Arrival) -> None:
+        try:
+            decisions.append(self.decider.decide(arrival))
+        except Exception:  # one bad arrival must never stop intake
+            log.exception("intake failed", source=arrival.source, key=arrival.key)
+
+    def _decide(self, arrival: Arrival) -> Decision:
+        return self.decider.decide(arrival)
 
     def handle_many(self, arrivals: list[Arrival]) -> list[list[str] | None]:
         """``handle`` for many arrivals, written in one transaction (one commit); per
@@ -194,188 +254,3 @@ class Intake:
         if decision is not None and decision.plans:
             self.on_submit()
         return None if report is None else report[1]
-
-    # -- deciding (reads files; writes nothing but unreadable records) ------------------
-
-    def _decide(self, arrival: Arrival) -> Decision:
-        if unnameable(arrival.key):
-            return unnameable_decision(arrival, self._unnameable_keys)
-        decision = ArrivalDecision(arrival)
-        if is_brief(arrival.key):  # *.brief.yaml/.csv: rows without a photo, never a sidecar
-            return decision if self._brief_arrived(arrival, decision) else None
-        if is_sidecar(arrival.key):
-            self._sidecar_arrived(arrival, decision)
-            return decision
-        if not self._image_arrived(arrival, decision):
-            return None
-        self._companion_arrived(arrival, decision)
-        return decision
-
-    # -- briefs and companions (issue 19: daemon.rules.briefs, daemon.rules.companions) ---
-
-    def _brief_arrived(self, arrival: Arrival, decision: ArrivalDecision) -> bool:
-        """A brief: one plan per row and rule that takes briefs; False when unreadable."""
-        rule_set = self.rules()
-        verdicts = rule_set.verdicts(arrival, None, False, any_source=self.any_source)
-        rules = rule_set.taking(verdicts)
-        if not rules:
-            record_ignored(verdicts, arrival, decision)
-            return True
-        source = self.sources[arrival.source]
-        if refused_oversize(
-            self.ledger, source, arrival, arrival.size, self.max_input_bytes, decision
-        ):
-            return True
-        data = read_or_record(self.ledger, source, arrival)
-        if data is None:
-            return False
-        files = functools.partial(
-            reference_files, rules_dir=self.rules_dir, reference_dirs=self.reference_dirs
-        )
-        decision.plans += brief_plans(rules, arrival, data, files, self.sidecar_limits)
-        decision.seen.append(SeenRow(arrival, hashlib.sha256(data).hexdigest(), "submitted"))
-        return True
-
-    def _companions(self, rule: Rule, arrival: Arrival, source: Source) -> companions.Found | None:
-        """The rule's companions of ``arrival`` (None: the rule has none)."""
-        if not rule.companions:
-            return None
-
-        def read(key: str) -> bytes | None:
-            try:
-                return source.read(key)
-            except DarkroomError:
-                return None
-
-        return companions.find(rule, arrival, companions.folder_keys(source, arrival.key), read)
-
-    def _companion_arrived(self, arrival: Arrival, decision: ArrivalDecision) -> None:
-        """A file that is a companion of photos next to it plans them again (the group is
-        complete, or a companion changed: the plans' identity holds every input's hash)."""
-        grouped = [r.rule for r in self.rules().rules if r.rule.companions]
-        if not grouped:
-            return
-        source = self.sources[arrival.source]
-        names = companions.folder_keys(source, arrival.key) or []
-        root_uri = arrival.uri[: len(arrival.uri) - len(arrival.key)]
-        photos = {
-            photo
-            for rule in grouped
-            for photo in companions.photos_of(
-                rule, arrival.key, arrival.source, names, any_source=self.any_source
-            )
-        }
-        for photo in sorted(photos):
-            try:
-                data = source.read(photo)
-            except DarkroomError:
-                continue
-            log.info("companion arrived; its photo is planned again", key=photo, by=arrival.key)
-            image = Arrival(arrival.source, photo, root_uri + photo, len(data), 0)
-            self._image_arrived(image, decision, data)
-
-    def _image_arrived(
-        self, arrival: Arrival, decision: ArrivalDecision, data: bytes | None = None
-    ) -> bool:
-        """Add ``arrival``'s plans and ``seen`` row to ``decision``; False when it could
-        not be read. ``data``: the bytes, when the caller already read them (a sidecar's
-        image)."""
-        rules = self.rules()
-        # The key alone first: most files are decided without reading a byte.
-        by_key = rules.verdicts(arrival, None, True, any_source=self.any_source, shallow=True)
-        if not rules.taking(by_key):
-            record_ignored(by_key, arrival, decision)
-            return True
-        source = self.sources[arrival.source]
-        size = len(data) if data is not None else arrival.size
-        limit = self.max_input_bytes
-        if refused_oversize(self.ledger, source, arrival, size, limit, decision):  # not read
-            return True
-        if data is None:
-            data = read_or_record(self.ledger, source, arrival)
-            if data is None:
-                return False
-            # It may have grown after settling.
-            if refused_oversize(self.ledger, source, arrival, len(data), limit, decision):
-                return True
-        exists = self._listings.exists(arrival.source, source, arrival.key)
-        facts = examine(source, arrival.key, data, self.sidecar_limits, exists)
-        verdicts = rules.verdicts(
-            arrival, facts.image, facts.has_sidecar, any_source=self.any_source
-        )
-        matching = rules.taking(verdicts)
-        if not matching:
-            record_ignored(verdicts, arrival, decision, facts.sha256)
-            return True
-        # Companions (rules/companions): a rule whose group is not complete waits for it.
-        grouped = {r.name: self._companions(r, arrival, source) for r in matching}
-        waiting = [m for f in grouped.values() if f is not None for m in f.missing]
-        matching = [r for r in matching if not getattr(grouped[r.name], "missing", None)]
-        if waiting:
-            log.info("waiting for companions", source=arrival.source, key=arrival.key, why=waiting)
-        if not matching:
-            reason = "; ".join(waiting) + " (it runs when they arrive)"
-            decision.seen.append(SeenRow(arrival, facts.sha256, f"waiting: {reason}"))
-            return True
-        mask_hash = (
-            mask_sha256(source, arrival.key, exists) if _uses_mask_sidecar(matching) else None
-        )
-        # The photo's own metadata ({meta.caption}), from the bytes already read: only
-        # when a rule's templates name it.
-        metadata = read_metadata(data) if any(r.uses_metadata for r in matching) else None
-        decision.plans += [
-            self._plan(rule, arrival, facts, mask_hash, metadata, grouped[rule.name])
-            for rule in matching
-        ]
-        decision.seen.append(SeenRow(arrival, facts.sha256, "submitted"))
-        return True
-
-    def _plan(
-        self,
-        rule: Rule,
-        arrival: Arrival,
-        facts: InputFacts,
-        mask_hash: str | None,
-        metadata: ImageMetadata | None = None,
-        found: companions.Found | None = None,
-    ) -> Plan:
-        return plan_for(
-            rule,
-            arrival,
-            facts.sha256,
-            facts=facts.image,
-            sidecar=facts.sidecar,
-            references=reference_files(rule, self.rules_dir, self.reference_dirs),
-            extra_content=mask_hash,
-            error=facts.sidecar_error,
-            metadata=metadata,
-            companions=found.files if found else None,
-        )
-
-    def _sidecar_arrived(self, arrival: Arrival, decision: ArrivalDecision) -> None:
-        """A new or edited sidecar (or mask) is a new arrival for its image."""
-        source = self.sources[arrival.source]
-        decision.seen.append(SeenRow(arrival, None, "sidecar"))
-        root_uri = arrival.uri[: len(arrival.uri) - len(arrival.key)]
-        self._listings.forget(arrival.source, arrival.key)  # the folder has a new name
-        exists = self._listings.exists(arrival.source, source, arrival.key)
-        for image_key in image_keys(arrival.key):
-            if not exists(image_key):
-                continue
-            try:
-                data = source.read(image_key)
-            except DarkroomError:
-                continue
-            image = Arrival(arrival.source, image_key, root_uri + image_key, len(data), 0)
-            log.info(
-                "sidecar changed; the image is a new arrival",
-                source=arrival.source,
-                key=image_key,
-                sidecar=arrival.key,
-            )
-            # Its bytes were just read to find it: hand them on rather than read them again.
-            self._image_arrived(image, decision, data)
-
-
-def _uses_mask_sidecar(rules: list[Rule]) -> bool:
-    return any(step.mask == "sidecar" for rule in rules for step in rule.steps)

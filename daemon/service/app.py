@@ -23,6 +23,7 @@ announcing), :mod:`~daemon.service.worker_start` (pool, worker start, preloads),
 from __future__ import annotations
 
 import datetime
+import logging
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from daemon.config.settings import Settings
 from daemon.errors import ConfigError
 from daemon.execution.runner import Runner
 from daemon.hooks import HookChain
+from daemon.intake.decide_process import ChildSetup, DecideProcess
 from daemon.intake.intake import Intake
 from daemon.intake.settlement import Settlement, SettleThread
 from daemon.queue.ledger import Ledger
@@ -254,11 +256,32 @@ class App:
             rules_dir=self.settings.rules_dir,
             reference_dirs=self.settings.reference_dirs,
             limits=self.settings.limits,
+            decide_process=self._decide_process(),
         )
         intake.start()
         # Decisions start follow-up rules (on: approved, refine) and link their outputs.
         self.hooks.add(DecisionTriggers(intake.emit, lambda: self.rules))
         self.hooks.add(FollowUps(self.sinks))
+
+    def _decide_process(self) -> DecideProcess | None:
+        """The second process a burst is decided in, for the sources it can read (folders);
+        None when there are none. It starts with the first burst."""
+        readers = {
+            name: reader
+            for name, source in self.sources.items()
+            if (reader := source.reader_factory()) is not None
+        }
+        if not readers:
+            return None
+        setup = ChildSetup(
+            readers,
+            self.settings.rules_dir,
+            dict(self.settings.reference_dirs),
+            self.settings.limits,
+            self.any_source,
+            logging.getLogger().getEffectiveLevel(),
+        )
+        return DecideProcess(setup)
 
     def _start_periodic(self, ledger: Ledger) -> None:
         """The scheduler's jobs, and the rules folder's watcher."""

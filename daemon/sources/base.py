@@ -97,6 +97,13 @@ class Source(abc.ABC):
         when this source keeps no quarantine. Raises InputError when it could not."""
         return None
 
+    def reader_factory(self) -> Callable[[], Source] | None:
+        """A picklable callable that builds, in another process, a source that reads the
+        same objects (``read``, and ``folder_names`` where it has one); intake decides a
+        burst in a second process with it (:mod:`daemon.intake.decide_process`). None:
+        this source is read in the main process only."""
+        return None
+
     def upload_verdict(self, key: str, sha256: str, *, truncated: bool) -> UploadVerdict:
         """Called when the bytes ``sha256`` of ``key`` failed to decode, before they are
         quarantined: ``waiting`` while they may still be arriving, ``changed`` when a newer

@@ -39,9 +39,10 @@ thread (which also runs the startup scan, so ``start()`` does not block on a lar
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
 
@@ -336,6 +337,11 @@ class FolderSource(FolderScanning, Source):
         return Observer()
 
     # -- listing ---------------------------------------------------------------------------------
+
+    def reader_factory(self) -> Callable[[], Source]:
+        """This folder's reader in another process: the same root and ignore patterns
+        (what ``read`` and ``folder_names`` use); never started, so it watches nothing."""
+        return functools.partial(FolderSource, self.name, self._root_str, ignore=self.ignore)
 
     def folder_names(self, folder: str) -> frozenset[str] | None:
         """The names directly in ``folder`` (a key prefix; "" is the root), or None when it
