@@ -208,7 +208,7 @@ class DecideProcess:
     # -- starting and losing the child --------------------------------------------------
 
     def _may_start(self) -> bool:
-        if (os.cpu_count() or 1) < 2 or len(os.sched_getaffinity(0)) < 2:
+        if _usable_cores() < 2:
             return False  # one core: a second process only adds its own cost
         return self._died_at is None or self._clock() - self._died_at >= RESTART_AFTER_S
 
@@ -252,6 +252,11 @@ class DecideProcess:
             pid=process.pid if process is not None else None,
             returncode=process.poll() if process is not None else None,
         )
+
+
+def _usable_cores() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux: the cores we may run on
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def replay(lines: tuple[LogLine, ...]) -> None:

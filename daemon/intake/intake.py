@@ -177,14 +177,16 @@ class Intake:
                     break
                 held.append(chunk)
                 if not helper.send(chunk, self.rules()):
-                    return self._decide_held_here(held) or stop
+                    self._decide_held_here(held)
+                    return stop
             if not held:
                 return stop
             chunk = held.popleft()
             outcomes = helper.receive()
             if outcomes is None:
                 held.appendleft(chunk)
-                return self._decide_held_here(held) or stop
+                self._decide_held_here(held)
+                return stop
             self._decided.put(self._received(chunk, outcomes))
 
     def _take(self, chunk: list[Arrival], limit: int) -> tuple[list[Arrival], bool]:
@@ -214,14 +216,13 @@ class Intake:
             decisions.append(outcome.decision)
         return decisions
 
-    def _decide_held_here(self, held: deque[list[Arrival]]) -> bool:
+    def _decide_held_here(self, held: deque[list[Arrival]]) -> None:
         """The chunks a dead second process held, decided here, in order."""
         for chunk in held:
             decisions: list[Decision] = []
             for arrival in chunk:
                 self._decide_into(decisions, arrival)
             self._decided.put(decisions)
-        return False
 
     def _decide_into(self, decisions: list[Decision], arrival: Arrival) -> None:
         try:

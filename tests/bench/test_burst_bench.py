@@ -46,7 +46,9 @@ def test_burst_bench_plans_every_file_exactly_once(tmp_path: Path, model_cache: 
     }
     assert run["exactly_once"] is True and report["summary"]["exactly_once"] is True
     assert run["exit_code"] == 0, "the daemon did not stop cleanly on SIGTERM"
-    assert run["rss_mib"] >= run["rss_idle_mib"] > 0
+    assert run["rss_mib"] >= run["rss_idle_mib"] > 0 and run["children_rss_mib"] >= 0
+    # The process tree's CPU (a burst's second intake process included) and the main's.
+    assert run["cpu_ms_per_file"] >= run["main_cpu_ms_per_file"] > 0
     assert run["planned_s"] >= 0 and run["write_s"] >= 0
     machine = report["machine"]
     assert machine["nproc"] >= 1 and machine["python"] and "git_head" in machine
