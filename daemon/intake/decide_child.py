@@ -136,6 +136,7 @@ def serve(conn: Connection) -> None:
         reference_dirs=setup.reference_dirs,
         limits=setup.limits,
     )
+    decider.listings.max_age = setup.listing_max_age
     conn.send(READY)
     while True:
         try:
@@ -146,6 +147,8 @@ def serve(conn: Connection) -> None:
             return
         if chunk.rules is not None:
             rules[0] = chunk.rules
+        for source, key in chunk.stale_listings:
+            decider.listings.forget(source, key)
         conn.send([decide_one(decider, arrival, captured) for arrival in chunk.arrivals])
 
 

@@ -9,9 +9,15 @@ while the main process writes, logs and runs what was decided before.
   A daemon that sees a file a minute never pays for it (about 40 MiB and half a second of
   imports), and neither does a machine with one core. Until it says it is ready, the intake
   thread decides as before.
-- Once ready it decides every arrival, in chunks of up to ``CHUNK_ARRIVALS``, two in flight,
-  and sends back each chunk's decisions in order with the log lines it made while deciding;
-  the intake thread replays those lines in the main process (one log stream, in order).
+- Once ready it decides the arrivals of a backlog (``ELSEWHERE_BACKLOG`` or more waiting),
+  in chunks of up to ``CHUNK_ARRIVALS``, two in flight, and sends back each chunk's
+  decisions in order with the log lines it made while deciding; the intake thread replays
+  those lines in the main process (one log stream, in order). Files that trickle in (a
+  `cp` at disk speed, one upload at a time) are decided in the intake thread: a round trip
+  per file would cost more than it spares.
+- Each decider drops its listing of a folder when it decides a sidecar or mask there; a
+  sidecar decided in the main process is sent with the next chunk, so the child's listing
+  goes too (:class:`Chunk`).
 - The current rules go with the first chunk after each reload.
 - What it cannot do alone comes back as :data:`IN_MAIN`, and the intake thread decides that
   arrival as before: an arrival that needs a write (an unreadable or oversized input is
@@ -44,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from daemon.intake.decisions import Decision
+from daemon.intake.listing import MAX_AGE_S
 from daemon.types import Arrival
 
 if TYPE_CHECKING:
@@ -54,6 +61,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("darkroom.intake")
 
 START_BACKLOG = 200  # arrivals waiting in the intake queue: a burst, worth a second process
+ELSEWHERE_BACKLOG = 16  # arrivals waiting: a backlog worth a round trip to the child
 CHUNK_ARRIVALS = 100  # per message: about 40 ms of deciding, small enough to keep both busy
 IN_FLIGHT = 2  # chunks sent and not yet answered: one decided while the other travels
 RESTART_AFTER_S = 60.0  # after it died, the earliest another starts
@@ -98,14 +106,18 @@ class ChildSetup:
     limits: LimitsConfig | None = None
     any_source: bool = False
     log_level: int = logging.INFO
+    listing_max_age: float = MAX_AGE_S  # daemon.intake.listing: how long a listing serves
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """Arrivals to decide, with the rules when they changed since the last chunk."""
+    """Arrivals to decide, with the rules when they changed since the last chunk, and the
+    folders whose listings are stale: a sidecar or mask arrived there and was decided in the
+    main process (each decider drops its listing when it decides one; the other must too)."""
 
     arrivals: list[Arrival]
     rules: RuleSet | None = None
+    stale_listings: tuple[tuple[str, str], ...] = ()  # (source, key of the sidecar)
 
 
 READY = "ready"
@@ -119,10 +131,12 @@ class DecideProcess:
         setup: ChildSetup,
         *,
         start_backlog: int = START_BACKLOG,
+        elsewhere_backlog: int = ELSEWHERE_BACKLOG,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.setup = setup
         self.start_backlog = start_backlog
+        self.elsewhere_backlog = elsewhere_backlog
         self._clock = clock
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
@@ -132,6 +146,11 @@ class DecideProcess:
         self._rules_sent: object | None = None
         self.in_flight = 0
         self.decided = 0  # arrivals it decided (not sent back), since the daemon started
+        self._stale: list[tuple[str, str]] = []
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
 
     @property
     def pid(self) -> int | None:
@@ -162,15 +181,23 @@ class DecideProcess:
         log.info("a second process decides this burst's arrivals", pid=self.pid)
         return True
 
+    def listing_stale(self, source: str, key: str) -> None:
+        """The main process decided the sidecar or mask ``key``: the child's listing of its
+        folder goes before the next chunk is decided there."""
+        if self._conn is not None:
+            self._stale.append((source, key))
+
     def send(self, arrivals: list[Arrival], rules: RuleSet) -> bool:
         """Send a chunk (and the rules, when they changed); False when the child is gone."""
         assert self._conn is not None and self._ready
         changed = rules is not self._rules_sent
+        chunk = Chunk(arrivals, rules if changed else None, tuple(self._stale))
         try:
-            self._conn.send(Chunk(arrivals, rules if changed else None))
+            self._conn.send(chunk)
         except (OSError, ValueError) as exc:
             self._died(f"sending failed ({exc.__class__.__name__}: {exc})")
             return False
+        self._stale.clear()
         self._rules_sent = rules
         self.in_flight += 1
         return True
@@ -192,6 +219,7 @@ class DecideProcess:
         """Tell the child to exit and wait for it (killed when it does not, in time)."""
         conn, process = self._conn, self._process
         self._conn, self._process, self._ready, self.in_flight = None, None, False, 0
+        self._stale.clear()  # a new child lists every folder afresh
         if conn is not None:
             try:
                 conn.send(None)

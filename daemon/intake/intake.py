@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from daemon.intake.decide_process import CHUNK_ARRIVALS, IN_FLIGHT, Decided, DecideProcess, replay
+from daemon.intake.decide_process import (
+    CHUNK_ARRIVALS,
+    IN_FLIGHT,
+    Decided,
+    DecideProcess,
+    replay,
+)
 from daemon.intake.decider import Decider
 from daemon.intake.decisions import Decision
 from daemon.intake.refusals import unnameable
@@ -136,7 +142,12 @@ class Intake:
             if arrival is None:
                 break
             helper = self.decide_process
-            if helper is not None and helper.usable(self.queue.qsize() + 1):
+            backlog = self.queue.qsize() + 1
+            if (
+                helper is not None
+                and helper.usable(backlog)
+                and backlog >= helper.elsewhere_backlog
+            ):
                 stop = self._decide_elsewhere(arrival, helper)
             else:
                 stop = self._decide_here(arrival)
@@ -150,10 +161,13 @@ class Intake:
         more than the file. True when the stop marker was taken."""
         chunk: list[Decision] = []
         started = time.monotonic()
+        helper = self.decide_process
         while arrival is not None:
             self._decide_into(chunk, arrival)
             if len(chunk) >= GROUP_MAX or time.monotonic() - started > CHUNK_S:
                 break
+            if self._backlog_for(helper):
+                break  # a burst began: the second process takes it
             try:
                 arrival = self.queue.get_nowait()
             except queue.Empty:
@@ -163,14 +177,16 @@ class Intake:
         return arrival is None
 
     def _decide_elsewhere(self, first: Arrival, helper: DecideProcess) -> bool:
-        """Has the second process decide ``first`` and every arrival queued behind it, two
-        chunks in flight, until the queue is empty; each chunk's decisions go to the writer
-        in order. True when the stop marker was taken. If the process dies, what it held is
+        """Has the second process decide ``first`` and the arrivals queued behind it, two
+        chunks in flight, while a backlog lasts; each chunk's decisions go to the writer in
+        order. True when the stop marker was taken. If the process dies, what it held is
         decided here."""
         held: deque[list[Arrival]] = deque()
         waiting, stop = [first], False
         while True:
             while len(held) < IN_FLIGHT and not stop:
+                if not waiting and self.queue.qsize() < helper.elsewhere_backlog:
+                    break  # the backlog is gone: what trickles in is decided here
                 chunk, stop = self._take(waiting, CHUNK_ARRIVALS)
                 waiting = []
                 if not chunk:
@@ -188,6 +204,12 @@ class Intake:
                 self._decide_held_here(held)
                 return stop
             self._decided.put(self._received(chunk, outcomes))
+
+    def _backlog_for(self, helper: DecideProcess | None) -> bool:
+        """Whether the arrivals waiting are a backlog for the (ready) second process."""
+        return (
+            helper is not None and helper.ready and self.queue.qsize() >= helper.elsewhere_backlog
+        )
 
     def _take(self, chunk: list[Arrival], limit: int) -> tuple[list[Arrival], bool]:
         """``chunk`` and the arrivals waiting, up to ``limit``; and whether the stop
@@ -229,6 +251,8 @@ class Intake:
             decisions.append(self.decider.decide(arrival))
         except Exception:  # one bad arrival must never stop intake
             log.exception("intake failed", source=arrival.source, key=arrival.key)
+        if self.decide_process is not None and is_sidecar(arrival.key):
+            self.decide_process.listing_stale(arrival.source, arrival.key)
 
     def _decide(self, arrival: Arrival) -> Decision:
         return self.decider.decide(arrival)

@@ -13,6 +13,7 @@ import os
 import signal
 import sqlite3
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,20 @@ def ready(helper: DecideProcess) -> DecideProcess:
     return helper
 
 
+class HeldRules:
+    """The rules callable intake reads once per arrival, closable: while closed, the intake
+    thread waits in it, and the test can queue a backlog behind that arrival."""
+
+    def __init__(self, rules: RuleSet):
+        self.rules = rules
+        self.open = threading.Event()
+        self.open.set()
+
+    def __call__(self) -> RuleSet:
+        self.open.wait()
+        return self.rules
+
+
 class Setup:
     def __init__(
         self,
@@ -84,18 +99,26 @@ class Setup:
         helper: bool,
         limits: LimitsConfig | None = None,
         memory: MemorySource | None = None,
+        elsewhere_backlog: int = 1,
+        listing_max_age: float = 1.0,
     ):
         self.root = tmp_path / "drop"
         self.root.mkdir(exist_ok=True)
         self.rules_dir = tmp_path / "rules"
-        self.rules = rules_in(self.rules_dir)
+        self.held = HeldRules(rules_in(self.rules_dir))
         self.source = FolderSource("drop", self.root)
         self.memory = memory or MemorySource("mem")  # no reader elsewhere: decided here
         self.ledger = Ledger(tmp_path / f"ledger-{helper}.sqlite")
         self.clock = Clock()
         self.helper = (
             DecideProcess(
-                ChildSetup({"drop": self.source.reader_factory()}, self.rules_dir, limits=limits),
+                ChildSetup(
+                    {"drop": self.source.reader_factory()},
+                    self.rules_dir,
+                    limits=limits,
+                    listing_max_age=listing_max_age,
+                ),
+                elsewhere_backlog=elsewhere_backlog,
                 clock=self.clock,
             )
             if helper
@@ -103,7 +126,7 @@ class Setup:
         )
         self.intake = Intake(
             self.ledger,
-            lambda: self.rules,
+            self.held,
             {"drop": self.source, "mem": self.memory},
             lambda: None,
             rules_dir=self.rules_dir,
@@ -112,9 +135,18 @@ class Setup:
         )
 
     def close(self) -> None:
+        self.held.open.set()
         self.intake.stop(timeout=120)
         if self.helper is not None:
             self.helper.close()
+
+    def planned(self, n: int) -> None:
+        wait_for(lambda: self.count("plans") >= n, 60, f"{n} plans")
+        assert self.count("plans") == n
+
+    def count(self, table: str) -> int:
+        [(n,)] = self.table(f"SELECT COUNT(*) FROM {table}")
+        return int(n)  # type: ignore[call-overload]
 
     def table(self, sql: str) -> list[tuple[object, ...]]:
         with sqlite3.connect(self.ledger.path) as db:
@@ -239,7 +271,7 @@ def test_a_rules_reload_reaches_the_second_process(tmp_path, setups):
         setup.intake.emit(arrival)
     setup.intake.start()
     wait_for(lambda: setup.table("SELECT COUNT(*) FROM plans") == [(21,)], 60, "the burst")
-    setup.rules = rules_in(setup.rules_dir, extra="priority: 5\nnegative_prompt: blurry\n")
+    setup.held.rules = rules_in(setup.rules_dir, extra="priority: 5\nnegative_prompt: blurry\n")
     decided = helper.decided
     for arrival in burst(setup, 20, first=20):
         setup.intake.emit(arrival)
@@ -255,3 +287,48 @@ def test_one_core_never_starts_a_second_process(tmp_path, setups, monkeypatch):
     setup = setups(helper=True)
     assert not setup.helper.usable(backlog=10**9)
     assert setup.helper.pid is None
+
+
+def test_files_that_trickle_in_are_decided_here_and_a_backlog_there(tmp_path, setups):
+    setup = setups(helper=True, elsewhere_backlog=16)  # the daemon's threshold
+    helper = ready(setup.helper)
+    setup.intake.start()
+    for i in range(5):  # one at a time: a round trip each would cost more than it spares
+        setup.intake.emit(drop(setup.root, f"one{i}.png", png(i)))
+        setup.planned(i + 1)
+    assert helper.decided == 0
+    setup.held.open.clear()  # the next arrival waits in the intake thread...
+    arrivals = burst(setup, 100, first=100)
+    for arrival in arrivals:  # ...while a backlog forms behind it
+        setup.intake.emit(arrival)
+    setup.held.open.set()
+    setup.planned(5 + 101)
+    assert helper.decided >= 16
+
+
+def test_a_sidecar_decided_here_drops_the_folder_listing_there(tmp_path, setups):
+    # A listing that would serve for an hour: only the notice can make the child list again.
+    setup = setups(helper=True, elsewhere_backlog=2, listing_max_age=3600)
+    helper = ready(setup.helper)
+    setup.intake.start()
+
+    def backlog(arrivals: list[Arrival]) -> None:
+        setup.held.open.clear()  # the first waits in the intake thread, the rest queue
+        setup.intake.emit(drop(setup.root, f"other/first{len(arrivals)}.png", png(1000)))
+        for arrival in arrivals:
+            setup.intake.emit(arrival)
+        setup.held.open.set()
+
+    backlog([drop(setup.root, f"d/img{i}.png", png(i)) for i in range(10)])  # lists d/ there
+    setup.planned(11)
+    decided = helper.decided
+    assert decided >= 9
+    (setup.root / "d/late.txt").write_text("the late sidecar's prompt")
+    setup.intake.emit(drop(setup.root, "d/late.txt", b"the late sidecar's prompt"))
+    wait_for(lambda: setup.count("seen") == 12, 60, "the sidecar decided here")
+    assert helper.decided == decided
+    backlog([drop(setup.root, "d/late.png", png(99)), drop(setup.root, "d/img99.png", png(98))])
+    setup.planned(14)
+    assert helper.decided >= decided + 2
+    [(plan,)] = setup.table("SELECT plan FROM plans WHERE key = 'd/late.png'")
+    assert "the late sidecar's prompt" in str(plan)
