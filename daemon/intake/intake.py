@@ -178,15 +178,14 @@ class Intake:
 
     def _decide_elsewhere(self, first: Arrival, helper: DecideProcess) -> bool:
         """Has the second process decide ``first`` and the arrivals queued behind it, two
-        chunks in flight, while a backlog lasts; each chunk's decisions go to the writer in
-        order. True when the stop marker was taken. If the process dies, what it held is
-        decided here."""
+        chunks in flight, until none are waiting (a burst's arrivals come in waves, as the
+        folder's gate finds them complete: a lull of a chunk is no reason to come back); each
+        chunk's decisions go to the writer in order. True when the stop marker was taken. If
+        the process dies, what it held is decided here."""
         held: deque[list[Arrival]] = deque()
         waiting, stop = [first], False
         while True:
             while len(held) < IN_FLIGHT and not stop:
-                if not waiting and self.queue.qsize() < helper.elsewhere_backlog:
-                    break  # the backlog is gone: what trickles in is decided here
                 chunk, stop = self._take(waiting, CHUNK_ARRIVALS)
                 waiting = []
                 if not chunk:
