@@ -206,6 +206,14 @@ class Daemon:
             time.sleep(0.02)
         raise RuntimeError(f"the daemon was not running after {timeout:.0f} s:\n{self.tail()}")
 
+    def wait_line(self, events: tuple[bytes, ...], timeout: float) -> None:
+        """Until one of ``events`` (quoted event names) is in the log."""
+        deadline = time.monotonic() + timeout
+        while not any(event in self.log.read_bytes() for event in events):
+            if not self.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"none of {events} in the log:\n{self.tail()}")
+            time.sleep(0.05)
+
     def stop(self, timeout: float = 60) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
@@ -376,6 +384,8 @@ def one_run(args: argparse.Namespace, payloads: list[tuple[str, bytes]], spy: Pa
     try:
         daemon.spawn()
         result["ready_s"] = round(daemon.wait_ready(args.ready_timeout), 3)
+        if args.after_models:
+            daemon.wait_line((b'"model loaded"', b'"cannot load model"'), args.ready_timeout)
         rss_idle = vm_hwm_kib(daemon.pid)
         if spy is not None:
             spy_proc = start_py_spy(daemon.pid, spy, mode=args.py_spy_mode)
@@ -480,6 +490,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="write: each file written into the watched folder (cp); move: "
                              "written beside it first, then renamed in (mv, rsync, rclone), "
                              "so all land within a fraction of a second")  # fmt: skip
+    parser.add_argument(
+        "--after-models",
+        action="store_true",
+        help="drop the burst once the worker has loaded the rule's model (a daemon "
+        "that has been running), not as soon as it is ready",
+    )
     parser.add_argument("--quiet", type=float, default=0.5, help="folder quiet period, s")
     parser.add_argument("--rescan", type=float, default=2.0, help="folder rescan interval, s")
     parser.add_argument("--dirs", type=int, default=10, help="subfolders the files spread over")
@@ -545,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             "job_seconds": args.job_seconds,
             "quiet_s": args.quiet,
             "drop": args.drop,
+            "after_models": args.after_models,
             "rescan_s": args.rescan,
             "dirs": args.dirs,
             "formats": formats,
