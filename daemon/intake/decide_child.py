@@ -147,7 +147,9 @@ def serve(conn: Connection) -> None:
             return
         if chunk.rules is not None:
             rules[0] = chunk.rules
-        for source, key in chunk.stale_listings:
+        if chunk.stale_listings is None:
+            decider.listings.forget_all()
+        for source, key in chunk.stale_listings or ():
             decider.listings.forget(source, key)
         conn.send([decide_one(decider, arrival, captured) for arrival in chunk.arrivals])
 

@@ -65,6 +65,7 @@ ELSEWHERE_BACKLOG = 16  # arrivals waiting: a backlog worth a round trip to the 
 CHUNK_ARRIVALS = 100  # per message: about 40 ms of deciding, small enough to keep both busy
 IN_FLIGHT = 2  # chunks sent and not yet answered: one decided while the other travels
 RESTART_AFTER_S = 60.0  # after it died, the earliest another starts
+STALE_KEPT = 4096  # stale folders remembered for the child; beyond, all its listings go
 READY_TIMEOUT_S = 120.0  # a child that never says it is ready is given up on
 
 
@@ -117,7 +118,8 @@ class Chunk:
 
     arrivals: list[Arrival]
     rules: RuleSet | None = None
-    stale_listings: tuple[tuple[str, str], ...] = ()  # (source, key of the sidecar)
+    # (source, key of the sidecar); None: every listing (more were decided here than kept)
+    stale_listings: tuple[tuple[str, str], ...] | None = ()
 
 
 READY = "ready"
@@ -146,7 +148,7 @@ class DecideProcess:
         self._rules_sent: object | None = None
         self.in_flight = 0
         self.decided = 0  # arrivals it decided (not sent back), since the daemon started
-        self._stale: list[tuple[str, str]] = []
+        self._stale: list[tuple[str, str]] | None = []  # None: all of them
 
     @property
     def ready(self) -> bool:
@@ -184,20 +186,24 @@ class DecideProcess:
     def listing_stale(self, source: str, key: str) -> None:
         """The main process decided the sidecar or mask ``key``: the child's listing of its
         folder goes before the next chunk is decided there."""
-        if self._conn is not None:
-            self._stale.append((source, key))
+        if self._conn is None or self._stale is None:
+            return
+        self._stale.append((source, key))
+        if len(self._stale) > STALE_KEPT:  # months of sidecars between two bursts
+            self._stale = None
 
     def send(self, arrivals: list[Arrival], rules: RuleSet) -> bool:
         """Send a chunk (and the rules, when they changed); False when the child is gone."""
         assert self._conn is not None and self._ready
         changed = rules is not self._rules_sent
-        chunk = Chunk(arrivals, rules if changed else None, tuple(self._stale))
+        stale = None if self._stale is None else tuple(self._stale)
+        chunk = Chunk(arrivals, rules if changed else None, stale)
         try:
             self._conn.send(chunk)
         except (OSError, ValueError) as exc:
             self._died(f"sending failed ({exc.__class__.__name__}: {exc})")
             return False
-        self._stale.clear()
+        self._stale = []
         self._rules_sent = rules
         self.in_flight += 1
         return True
@@ -219,7 +225,7 @@ class DecideProcess:
         """Tell the child to exit and wait for it (killed when it does not, in time)."""
         conn, process = self._conn, self._process
         self._conn, self._process, self._ready, self.in_flight = None, None, False, 0
-        self._stale.clear()  # a new child lists every folder afresh
+        self._stale = []  # a new child lists every folder afresh
         if conn is not None:
             try:
                 conn.send(None)

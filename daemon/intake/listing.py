@@ -70,6 +70,11 @@ class FolderListings:
         with self._lock:
             self._listed.pop((source_name, key.rpartition("/")[0]), None)
 
+    def forget_all(self) -> None:
+        """Drop every listing."""
+        with self._lock:
+            self._listed.clear()
+
     def _names(self, source_name: str, source: ListsFolders, folder: str) -> frozenset[str] | None:
         now = self._clock()
         with self._lock:

@@ -21,7 +21,13 @@ from PIL import Image
 from structlog.testing import capture_logs
 
 from daemon.config.settings import LimitsConfig
-from daemon.intake.decide_process import RESTART_AFTER_S, ChildSetup, DecideProcess
+from daemon.intake import decide_process
+from daemon.intake.decide_process import (
+    RESTART_AFTER_S,
+    STALE_KEPT,
+    ChildSetup,
+    DecideProcess,
+)
 from daemon.intake.intake import Intake
 from daemon.queue.ledger import Ledger
 from daemon.rules.load import load_rules
@@ -306,7 +312,10 @@ def test_files_that_trickle_in_are_decided_here_and_a_backlog_there(tmp_path, se
     assert helper.decided >= 16
 
 
-def test_a_sidecar_decided_here_drops_the_folder_listing_there(tmp_path, setups):
+@pytest.mark.parametrize("kept", [STALE_KEPT, 0], ids=["named", "all"])
+def test_a_sidecar_decided_here_drops_the_folder_listing_there(tmp_path, setups, monkeypatch, kept):
+    """kept=0: more sidecars were decided here than are remembered; the child drops all."""
+    monkeypatch.setattr(decide_process, "STALE_KEPT", kept)
     # A listing that would serve for an hour: only the notice can make the child list again.
     setup = setups(helper=True, elsewhere_backlog=2, listing_max_age=3600)
     helper = ready(setup.helper)
