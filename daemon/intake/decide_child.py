@@ -58,7 +58,6 @@ class _ReadingOnly:
     """A source that reads and lists; anything else means the main process must decide."""
 
     def __init__(self, source: Any):
-        self._source = source
         self.name = source.name
         self.read = source.read
         if callable(getattr(source, "folder_names", None)):

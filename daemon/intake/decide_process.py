@@ -146,7 +146,6 @@ class DecideProcess:
         self._started_at = 0.0
         self._died_at: float | None = None
         self._rules_sent: object | None = None
-        self.in_flight = 0
         self.decided = 0  # arrivals it decided (not sent back), since the daemon started
         self._stale: list[tuple[str, str]] | None = []  # None: all of them
 
@@ -205,7 +204,6 @@ class DecideProcess:
             return False
         self._stale = []
         self._rules_sent = rules
-        self.in_flight += 1
         return True
 
     def receive(self) -> list[Outcome] | None:
@@ -217,15 +215,15 @@ class DecideProcess:
         except (EOFError, OSError) as exc:
             self._died(f"it exited ({exc.__class__.__name__})")
             return None
-        self.in_flight -= 1
         self.decided += sum(isinstance(outcome, Decided) for outcome in outcomes)
         return outcomes
 
     def close(self, timeout: float = 5.0) -> None:
         """Tell the child to exit and wait for it (killed when it does not, in time)."""
         conn, process = self._conn, self._process
-        self._conn, self._process, self._ready, self.in_flight = None, None, False, 0
-        self._stale = []  # a new child lists every folder afresh
+        self._conn, self._process, self._ready = None, None, False
+        # A new child has no rules yet and lists every folder afresh.
+        self._rules_sent, self._stale = None, []
         if conn is not None:
             try:
                 conn.send(None)
@@ -278,7 +276,6 @@ class DecideProcess:
         process = self._process
         self.close(timeout=1.0)
         self._died_at = self._clock()
-        self._rules_sent = None
         log.warning(
             "the second intake process is gone; the main process decides arrivals"
             f" (another starts with a burst after {RESTART_AFTER_S:.0f} s)",
