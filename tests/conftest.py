@@ -16,6 +16,15 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The smallest rule over a source named drop: one stub step, one seed, one job per file.
+STUB_RULE = """\
+name: r
+match: {source: drop}
+prompt: "{stem}"
+steps: [{name: one, model: stub, seeds: [1]}]
+output: {sink: out}
+"""
+
 
 @pytest.fixture(scope="session")
 def model_cache() -> Path:

@@ -9,19 +9,11 @@ import threading
 from daemon.config.settings import load_settings
 from daemon.service.app import App
 from daemon.types import PlanState
-from tests.conftest import make_image
-
-RULE = """\
-name: r
-match: {source: drop}
-prompt: "{stem}"
-steps: [{name: one, model: stub, seeds: [1]}]
-output: {sink: out}
-"""
+from tests.conftest import STUB_RULE, make_image
 
 
 def test_ready_and_intake_do_not_wait_for_the_worker_and_its_models(harness):
-    harness.rule("r.yaml", RULE)
+    harness.rule("r.yaml", STUB_RULE)
     app = App(load_settings(harness.config()))
     harness.app = app
     worker_may_start = threading.Event()
@@ -66,7 +58,7 @@ def test_the_review_sheet_does_not_read_back_outputs_this_daemon_just_wrote(harn
         return real_read(self, path)
 
     monkeypatch.setattr(FolderSink, "read", recording_read)
-    harness.rule("r.yaml", RULE.replace("seeds: [1]", "seeds: [1, 2, 3]"))
+    harness.rule("r.yaml", STUB_RULE.replace("seeds: [1]", "seeds: [1, 2, 3]"))
     app = harness.start()
     make_image(harness.drop / "b.png")
     ledger = app.ledger

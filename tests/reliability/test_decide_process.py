@@ -15,15 +15,8 @@ import signal
 import pytest
 from PIL import Image
 
+from tests.conftest import STUB_RULE
 from tests.reliability.conftest import LedgerView, pid_alive, wait_for
-
-RULE = """\
-name: r
-match: {source: drop}
-prompt: "{stem}"
-steps: [{name: one, model: stub, seeds: [1]}]
-output: {sink: out}
-"""
 
 ROUND = 400  # files per folder moved in: a burst (the second process starts at 200 waiting)
 LIMIT = 60  # s on a quiet machine (tests/waiting.py multiplies it for CI)
@@ -45,7 +38,7 @@ def pngs(n: int, first: int) -> list[bytes]:
 def test_kill_9_while_the_second_process_decides_a_burst_loses_and_doubles_nothing(
     tmp_path, darkroom
 ):
-    daemon = darkroom(RULE, quiet_period=0.3, rescan_interval=2, stop_timeout=2)
+    daemon = darkroom(STUB_RULE, quiet_period=0.3, rescan_interval=2, stop_timeout=2)
     daemon.start()
     ledger = LedgerView(tmp_path / "state")
     staging = tmp_path / "staging"  # same filesystem: the move is one rename

@@ -19,14 +19,7 @@ from daemon.queue.ledger import Ledger
 from daemon.rules.load import load_rules
 from daemon.sources.folder import FolderSource
 from daemon.types import Arrival
-
-RULE = """\
-name: r
-match: {source: drop}
-prompt: "{stem}"
-steps: [{name: one, model: stub, seeds: [1]}]
-output: {sink: out}
-"""
+from tests.conftest import STUB_RULE
 
 
 class CountingFolder(FolderSource):
@@ -55,7 +48,7 @@ def png(i: int) -> bytes:
 def make(tmp_path: Path) -> tuple[Intake, CountingFolder, Ledger, Path]:
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
-    (rules_dir / "r.yaml").write_text(textwrap.dedent(RULE))
+    (rules_dir / "r.yaml").write_text(textwrap.dedent(STUB_RULE))
     rules = load_rules(rules_dir)
     drop = tmp_path / "drop"
     (drop / "shoot").mkdir(parents=True)
